@@ -1,0 +1,80 @@
+"""In-memory state: the per-connection lane cache and the node-wide hot cache."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from tether.engine.context import Context
+from tether.protocol.lanes import Lane
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    """A completed response's whole context, ready to be continued."""
+
+    response_id: str
+    context: Context
+    depth: int
+    store: bool
+
+
+class HotCache:
+    """A bounded LRU of stored (``store=true``) responses' contexts, keyed by tenant and id."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[str, str], CachedResponse] = OrderedDict()
+
+    def get(self, tenant: str, response_id: str) -> CachedResponse | None:
+        key = (tenant, response_id)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, tenant: str, entry: CachedResponse) -> None:
+        if self.capacity <= 0 or not entry.store:
+            return
+        key = (tenant, entry.response_id)
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def discard(self, tenant: str, response_id: str) -> None:
+        self._entries.pop((tenant, response_id), None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class ConnectionState:
+    """What one WebSocket connection remembers: the latest response of each of its lanes.
+
+    ``store=false`` responses live only here and die with the connection.
+    """
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self._lanes: dict[Lane, CachedResponse] = {}
+
+    def find(self, response_id: str) -> CachedResponse | None:
+        for entry in self._lanes.values():
+            if entry.response_id == response_id:
+                return entry
+        return None
+
+    def remember(self, lane: Lane, entry: CachedResponse) -> None:
+        self._lanes[lane] = entry
+
+    def evict(self, lane: Lane, response_id: str) -> bool:
+        """Forget ``response_id`` if it is ``lane``'s latest response (a failed same-lane continuation)."""
+        entry = self._lanes.get(lane)
+        if entry is not None and entry.response_id == response_id:
+            del self._lanes[lane]
+            return True
+        return False
+
+    def clear(self) -> None:
+        self._lanes.clear()

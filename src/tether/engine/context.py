@@ -1,0 +1,119 @@
+"""Materialised conversation contexts that extend in O(new items).
+
+A :class:`Context` is a view of the first ``length`` entries of a shared, append-only :class:`_Buffer`. Extending
+the context at the buffer's tip (the common case: continuing the latest response of a lane) appends in place;
+extending anywhere else (a fork, or a retry after a failed turn) copies the prefix first. Alongside the items the
+buffer keeps each item's content hash, cumulative token estimates and an index of function-call ids, so nothing on
+the hot path walks the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import overload
+
+from tether.protocol.items import Fingerprint, fingerprint
+from tether.types import Item
+
+
+class _Buffer:
+    __slots__ = ("call_positions", "cumulative_tokens", "hashes", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.hashes: list[str] = []
+        self.cumulative_tokens: list[int] = []
+        self.call_positions: dict[str, int] = {}
+
+    def append(self, item: Item, print_: Fingerprint) -> None:
+        position = len(self.items)
+        previous = self.cumulative_tokens[-1] if self.cumulative_tokens else 0
+        self.items.append(item)
+        self.hashes.append(print_.digest)
+        self.cumulative_tokens.append(previous + print_.tokens)
+        if item.get("type") == "function_call" and isinstance(item.get("call_id"), str):
+            self.call_positions.setdefault(item["call_id"], position)
+
+    def copy_prefix(self, length: int) -> _Buffer:
+        buffer = _Buffer()
+        buffer.items = self.items[:length]
+        buffer.hashes = self.hashes[:length]
+        buffer.cumulative_tokens = self.cumulative_tokens[:length]
+        buffer.call_positions = {cid: pos for cid, pos in self.call_positions.items() if pos < length}
+        return buffer
+
+
+class ItemsView(Sequence[Item]):
+    """A read-only view of a context's items that never copies them."""
+
+    __slots__ = ("_items", "_length")
+
+    def __init__(self, items: list[Item], length: int) -> None:
+        self._items = items
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> Item: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Item]: ...
+    def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
+        if isinstance(index, slice):
+            return self._items[: self._length][index]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("context index out of range")
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[Item]:
+        for index in range(self._length):
+            yield self._items[index]
+
+
+class Context:
+    """An immutable conversation context: items oldest first."""
+
+    __slots__ = ("_buffer", "length")
+
+    def __init__(self, buffer: _Buffer | None = None, length: int = 0) -> None:
+        self._buffer = buffer if buffer is not None else _Buffer()
+        self.length = length
+
+    @classmethod
+    def from_items(cls, items: Iterable[Item]) -> Context:
+        """Build a context from items (e.g. rebuilt from the durable store)."""
+        buffer = _Buffer()
+        for item in items:
+            buffer.append(item, fingerprint(item))
+        return cls(buffer, len(buffer.items))
+
+    def extend(self, items: Sequence[Item], prints: Sequence[Fingerprint]) -> Context:
+        """Return this context followed by ``items``; O(len(items)) when this context is at its buffer's tip."""
+        buffer = self._buffer
+        if len(buffer.items) != self.length:
+            buffer = buffer.copy_prefix(self.length)
+        for item, print_ in zip(items, prints, strict=True):
+            buffer.append(item, print_)
+        return Context(buffer, len(buffer.items))
+
+    @property
+    def items(self) -> ItemsView:
+        return ItemsView(self._buffer.items, self.length)
+
+    @property
+    def tokens(self) -> int:
+        return self._buffer.cumulative_tokens[self.length - 1] if self.length else 0
+
+    def has_function_call(self, call_id: str) -> bool:
+        position = self._buffer.call_positions.get(call_id)
+        return position is not None and position < self.length
+
+    def hashes(self) -> list[str]:
+        """The content hashes of every item, in order (O(n): used for snapshots only)."""
+        return self._buffer.hashes[: self.length]
+
+    def __len__(self) -> int:
+        return self.length

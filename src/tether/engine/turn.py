@@ -1,0 +1,169 @@
+"""One turn: a prepared request whose events are produced, numbered and committed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from tether.engine.cache import CachedResponse
+from tether.engine.context import Context
+from tether.protocol.errors import ProtocolError, server_error
+from tether.protocol.items import Fingerprint, fingerprint
+from tether.protocol.lanes import Lane
+from tether.protocol.model_events import Finish, Usage
+from tether.protocol.request import CreateRequest
+from tether.protocol.stream import ResponseStream
+from tether.providers.base import Provider, ProviderRequest
+from tether.store.base import ResponseRecord
+from tether.types import Event
+
+_log = structlog.get_logger("tether.engine")
+
+TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPlan:
+    """Everything resolved before a turn may start."""
+
+    request: CreateRequest
+    tenant: str
+    lane: Lane
+    response_id: str
+    parent: CachedResponse | None
+    sampled: Context
+    new_prints: list[Fingerprint]
+    input_ids: list[str]
+    created_at: int
+
+
+class Turn:
+    """Runs a planned turn against a provider and commits it.
+
+    ``events()`` yields every event of the response in order. The terminal event is yielded only after the response
+    is committed (remembered by the lane, the hot cache and, with ``store=true``, the durable store), so a client
+    that has seen ``response.completed`` can continue from it anywhere.
+    """
+
+    def __init__(
+        self,
+        plan: TurnPlan,
+        provider: Provider,
+        stream: ResponseStream,
+        commit: Callable[[Turn, Context | None], Awaitable[None]],
+    ) -> None:
+        self.plan = plan
+        self.provider = provider
+        self.stream = stream
+        self._commit = commit
+        self.failed: ProtocolError | None = None
+        self.log: list[Event] = []
+        self.output_prints: list[Fingerprint] = []
+
+    @property
+    def response_id(self) -> str:
+        return self.plan.response_id
+
+    async def events(self) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        for event in self.stream.start():
+            yield self._logged(event)
+        async for event in self._run():
+            yield event
+        _log.info(
+            "turn.done",
+            response_id=self.response_id,
+            lane=self.plan.lane,
+            status=self.stream.response["status"],
+            new_items=len(self.plan.request.input),
+            context_items=len(self.plan.sampled),
+            seconds=round(time.perf_counter() - started, 4),
+        )
+
+    async def _run(self) -> AsyncIterator[Event]:
+        plan = self.plan
+        pending: list[Event] = []
+        try:
+            if not plan.request.generate:
+                usage = Usage(
+                    input_tokens=plan.sampled.tokens,
+                    output_tokens=0,
+                    cached_tokens=plan.sampled.tokens - _new_tokens(plan),
+                )
+                pending = self.stream.finish(Finish(usage=usage))
+            else:
+                async for model_event in self.provider.stream(self._provider_request()):
+                    events = self.stream.feed(model_event)
+                    if isinstance(model_event, Finish):
+                        pending = events
+                        break
+                    for event in events:
+                        yield self._logged(event)
+                else:
+                    raise server_error("The model stream ended without finishing.")
+        except ProtocolError as error:
+            self.failed = error
+            pending = self.stream.fail(error)
+        self.output_prints = [fingerprint(item) for item in self.stream.output]
+        whole = None if self.failed else plan.sampled.extend(self.stream.output, self.output_prints)
+        self.log.extend(pending)
+        await self._commit(self, whole)
+        for event in pending:
+            yield event
+
+    def _logged(self, event: Event) -> Event:
+        self.log.append(event)
+        return event
+
+    def _provider_request(self) -> ProviderRequest:
+        plan = self.plan
+        request = plan.request
+        new_count = len(request.input)
+        items = plan.sampled.items
+        return ProviderRequest(
+            model=request.model,
+            instructions=request.instructions,
+            context=items,
+            new_items=items[len(items) - new_count :] if new_count else [],
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            context_tokens=plan.sampled.tokens,
+            cached_tokens=plan.sampled.tokens - _new_tokens(plan),
+            previous_response_id=request.previous_response_id,
+            response_id=plan.response_id,
+            params=request.forwarded_params(),
+        )
+
+    def record(self, expires_at: float | None, snapshot: list[str] | None) -> ResponseRecord:
+        plan, response = self.plan, self.stream.response
+        output = self.stream.output
+        return ResponseRecord(
+            id=plan.response_id,
+            tenant=plan.tenant,
+            parent_id=plan.request.previous_response_id,
+            depth=plan.parent.depth + 1 if plan.parent else 0,
+            model=plan.request.model,
+            status=response["status"],
+            created_at=plan.created_at,
+            completed_at=response.get("completed_at"),
+            params=plan.request.forwarded_params(),
+            input_items=list(plan.request.input),
+            input_hashes=[p.digest for p in plan.new_prints],
+            input_ids=plan.input_ids,
+            output_items=output,
+            output_hashes=[p.digest for p in self.output_prints],
+            usage=response.get("usage"),
+            error=response.get("error"),
+            incomplete_details=response.get("incomplete_details"),
+            expires_at=expires_at,
+            events=self.log,
+            snapshot=snapshot,
+            idempotency_key=plan.request.idempotency_key,
+        )
+
+
+def _new_tokens(plan: TurnPlan) -> int:
+    return sum(p.tokens for p in plan.new_prints)

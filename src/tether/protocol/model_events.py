@@ -1,0 +1,63 @@
+"""What a model produces, independent of any provider's wire format.
+
+Providers translate their upstream's stream into these small values; :class:`tether.protocol.stream.ResponseStream`
+turns them into Responses API events. Items are sequential: a delta of another kind (or another call) closes the
+item that is open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    phase: Literal["commentary", "final_answer"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningSummaryDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a function call's arguments; the first one for a ``call_id`` opens the call."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+            },
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The end of generation. ``max_output_tokens`` makes the response ``incomplete``."""
+
+    usage: Usage
+    reason: Literal["stop", "max_output_tokens", "content_filter"] = "stop"
+
+
+ModelEvent: TypeAlias = TextDelta | ReasoningSummaryDelta | ToolCallDelta | Finish

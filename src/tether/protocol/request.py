@@ -1,0 +1,231 @@
+"""Parsing and validation of ``response.create`` / ``POST /v1/responses`` bodies.
+
+A light pydantic model covers the fields tether reads; every other field is kept (``model_extra``) and forwarded,
+so newer clients keep working. Parsing never raises anything but :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from tether.protocol.errors import ProtocolError, invalid
+from tether.types import Item, JSONObject
+
+STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
+MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
+
+
+class Transport(StrEnum):
+    HTTP = "http"
+    WEBSOCKET = "websocket"
+
+
+class CreateRequest(BaseModel):
+    """The fields of a create request that tether reads. Unknown fields are kept in ``model_extra``."""
+
+    model_config = ConfigDict(extra="allow", frozen=False)
+
+    model: StrictStr
+    input: list[Item] = Field(default_factory=list)
+    instructions: StrictStr | None = None
+    previous_response_id: StrictStr | None = None
+    store: StrictBool = True
+    stream: StrictBool = False
+    background: StrictBool = False
+    generate: StrictBool = True
+    stream_id: StrictStr | None = None
+    tools: list[JSONObject] = Field(default_factory=list)
+    tool_choice: StrictStr | JSONObject = "auto"
+    parallel_tool_calls: StrictBool = True
+    metadata: dict[str, StrictStr] | None = None
+    max_output_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_tool_calls: StrictInt | None = Field(default=None, ge=1)
+    temperature: StrictFloat | StrictInt | None = None
+    top_p: StrictFloat | StrictInt | None = None
+    top_logprobs: StrictInt | None = None
+    reasoning: JSONObject | None = None
+    text: JSONObject | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    include: list[StrictStr] | None = None
+    service_tier: StrictStr | None = None
+    prompt_cache_key: StrictStr | None = None
+    safety_identifier: StrictStr | None = None
+    user: StrictStr | None = None
+    idempotency_key: StrictStr | None = Field(default=None, alias="tether:idempotency_key")
+
+    def forwarded_params(self) -> JSONObject:
+        """Request parameters other than ``input`` and transport fields, as the client sent them."""
+        params = self.model_dump(
+            exclude={"input", "stream", "generate", "stream_id", "background", "idempotency_key"},
+            exclude_none=True,
+            by_alias=True,
+        )
+        params.pop("type", None)
+        params.pop("stream_options", None)
+        return params
+
+
+def decode_json_object(raw: bytes | str) -> JSONObject:
+    """Decode one JSON object or raise the protocol's ``invalid_json`` error."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid("invalid_json", f"The body is not valid JSON: {exc.msg} (at position {exc.pos}).") from exc
+    if not isinstance(value, dict):
+        raise invalid("invalid_json", f"The body must be a JSON object, not {_json_kind(value)}.")
+    return value
+
+
+def parse_create(body: JSONObject, transport: Transport) -> CreateRequest:
+    """Validate a create request body for the given transport.
+
+    Args:
+        body: the decoded JSON object (on WebSocket, the whole ``response.create`` event).
+        transport: which transport it came on; some fields are allowed on one only.
+
+    Returns:
+        The validated request, with ``input`` normalised to a list of items.
+
+    Raises:
+        ProtocolError: for any invalid field, with ``param`` naming it.
+    """
+    body = dict(body)
+    if transport is Transport.WEBSOCKET:
+        # Real clients send ``stream``/``stream_options`` on WebSocket too; the transport streams anyway.
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        if body.get("background") is True:
+            raise invalid("unsupported_parameter", "'background' is not supported in WebSocket mode.", "background")
+        if "stream_id" in body:
+            _check_stream_id(body["stream_id"])
+    elif "stream_id" in body:
+        raise invalid("unsupported_parameter", "'stream_id' is only allowed in WebSocket mode.", "stream_id")
+    if "conversation" in body and body["conversation"] is not None:
+        raise invalid("unsupported_parameter", "'conversation' is not supported by this gateway.", "conversation")
+    if "model" not in body or body["model"] is None:
+        raise invalid("missing_required_parameter", "Missing required parameter: 'model'.", "model")
+    body["input"] = normalise_input(body.get("input"))
+    try:
+        request = CreateRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
+    if request.background:
+        raise invalid("unsupported_parameter", "'background' mode is not supported by this gateway.", "background")
+    if request.prompt_cache_key is not None and len(request.prompt_cache_key) > 1024:
+        raise invalid(
+            "string_above_max_length",
+            "'prompt_cache_key' is longer than 1024 characters.",
+            "prompt_cache_key",
+        )
+    return request
+
+
+def normalise_input(value: Any) -> list[Item]:
+    """Turn the ``input`` field into a list of typed items, checking each item's shape."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    if not isinstance(value, list):
+        raise invalid(
+            "invalid_type",
+            f"'input' must be a string or an array of items, not {_json_kind(value)}.",
+            "input",
+        )
+    items: list[Item] = []
+    for index, item in enumerate(value):
+        items.append(_check_item(item, f"input[{index}]"))
+    return items
+
+
+def _check_item(value: Any, param: str) -> Item:
+    if not isinstance(value, dict):
+        raise invalid("invalid_type", f"'{param}' must be an object, not {_json_kind(value)}.", param)
+    item: Item = value
+    kind = item.get("type")
+    if kind is None and "role" in item:
+        item = {"type": "message", **item}
+        kind = "message"
+    if not isinstance(kind, str):
+        raise invalid("missing_required_parameter", f"'{param}.type' is required.", f"{param}.type")
+    if kind == "message":
+        if item.get("role") not in MESSAGE_ROLES:
+            raise invalid("invalid_value", f"'{param}.role' must be one of {sorted(MESSAGE_ROLES)}.", f"{param}.role")
+        content = item.get("content")
+        if not isinstance(content, (str, list)):
+            raise invalid("invalid_type", f"'{param}.content' must be a string or an array.", f"{param}.content")
+        if isinstance(content, list):
+            for part_index, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise invalid(
+                        "invalid_type",
+                        f"'{param}.content[{part_index}]' must be a typed object.",
+                        f"{param}.content[{part_index}]",
+                    )
+    elif kind == "function_call_output":
+        _require_str(item, "call_id", param)
+        if not isinstance(item.get("output"), (str, list)):
+            raise invalid("invalid_type", f"'{param}.output' must be a string or an array.", f"{param}.output")
+    elif kind == "function_call":
+        for field in ("call_id", "name", "arguments"):
+            _require_str(item, field, param)
+    elif kind == "item_reference":
+        _require_str(item, "id", param)
+    return item
+
+
+def _require_str(item: Item, field: str, param: str) -> None:
+    if not isinstance(item.get(field), str):
+        raise invalid("invalid_type", f"'{param}.{field}' must be a string.", f"{param}.{field}")
+
+
+def _check_stream_id(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or STREAM_ID_PATTERN.fullmatch(value) is None:
+        raise invalid(
+            "invalid_stream_id",
+            "Invalid 'stream_id': must be a non-empty string with at most 256 characters and may only contain "
+            "letters, numbers, underscores, hyphens, and periods.",
+            "stream_id",
+        )
+
+
+def _validation_error(exc: ValidationError) -> ProtocolError:
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    if first["type"] == "missing":
+        return invalid("missing_required_parameter", f"Missing required parameter: '{param}'.", param)
+    return invalid(
+        "invalid_type" if "type" in first["type"] else "invalid_value",
+        f"Invalid value for '{param}': {first['msg']}.",
+        param,
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -1,0 +1,87 @@
+"""The response object, with every key of the Open Responses schema present."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.types import Item, JSONObject
+
+_PARAM_DEFAULTS: dict[str, Any] = {
+    "instructions": None,
+    "tools": [],
+    "tool_choice": "auto",
+    "truncation": "disabled",
+    "parallel_tool_calls": True,
+    "text": {"format": {"type": "text"}},
+    "top_p": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "top_logprobs": 0,
+    "temperature": 1.0,
+    "reasoning": {"effort": None, "summary": None},
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "service_tier": "default",
+    "metadata": {},
+    "safety_identifier": None,
+    "prompt_cache_key": None,
+    "user": None,
+}
+
+
+def response_object(
+    *,
+    response_id: str,
+    created_at: int,
+    status: str,
+    model: str,
+    params: JSONObject,
+    output: list[Item],
+    previous_response_id: str | None,
+    store: bool,
+    usage: JSONObject | None = None,
+    error: JSONObject | None = None,
+    incomplete_details: JSONObject | None = None,
+    completed_at: int | None = None,
+) -> JSONObject:
+    """Build a complete response object.
+
+    Args:
+        params: the request parameters as sent (see ``CreateRequest.forwarded_params``); known ones fill
+            their keys, unknown ones are echoed as they came.
+    """
+    body: JSONObject = {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "completed_at": completed_at,
+        "status": status,
+        "background": False,
+        "error": error,
+        "incomplete_details": incomplete_details,
+        "model": model,
+        "output": output,
+        "previous_response_id": previous_response_id,
+        "store": store,
+        "usage": usage,
+    }
+    for key, default in _PARAM_DEFAULTS.items():
+        value = params.get(key, default)
+        body[key] = default if value is None and default is not None else value
+    body["tools"] = [_echo_tool(tool) for tool in body["tools"]]
+    reasoning = body["reasoning"]
+    if isinstance(reasoning, dict):
+        body["reasoning"] = {
+            "effort": reasoning.get("effort"),
+            "summary": reasoning.get("summary"),
+            **reasoning,
+        }
+    for key, value in params.items():
+        body.setdefault(key, value)
+    return body
+
+
+def _echo_tool(tool: JSONObject) -> JSONObject:
+    if tool.get("type") == "function":
+        return {"description": None, "parameters": None, "strict": None, **tool}
+    return tool

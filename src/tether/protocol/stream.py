@@ -1,0 +1,293 @@
+"""Sans-I/O builder of a response's event stream.
+
+:class:`ResponseStream` takes the model's deltas (:mod:`tether.protocol.model_events`) and returns the Responses API
+events they mean, numbered with a strictly increasing ``sequence_number``, with ``item_id``/``output_index``/
+``content_index`` on every delta, and the ``stream_id`` of a named lane on every event. It never awaits and never
+touches a socket: every transport encodes what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.protocol import ids
+from tether.protocol.errors import ProtocolError
+from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta
+from tether.types import Event, Item, JSONObject
+
+# The codes a response object's ``error.code`` may take (clients validate it as a closed set).
+RESPONSE_ERROR_CODES = frozenset(
+    {
+        "server_error",
+        "rate_limit_exceeded",
+        "invalid_prompt",
+        "vector_store_timeout",
+        "invalid_image",
+        "invalid_image_format",
+        "invalid_image_url",
+        "image_too_large",
+        "image_too_small",
+        "image_parse_error",
+        "image_content_policy_violation",
+        "invalid_image_mode",
+        "image_file_too_large",
+        "unsupported_image_media_type",
+        "empty_image_file",
+        "failed_to_download_image",
+        "image_file_not_found",
+    }
+)
+
+
+@dataclass(slots=True)
+class _OpenItem:
+    kind: str
+    item: Item
+    output_index: int
+    chunks: list[str] = field(default_factory=list)
+
+
+class ResponseStream:
+    """Turns model events into numbered Responses events and accumulates the response's output.
+
+    Args:
+        response: the response object as it starts (``status: in_progress``, empty output).
+        stream_id: the lane name, echoed on every event when not ``None``.
+    """
+
+    def __init__(self, response: JSONObject, stream_id: str | None = None) -> None:
+        self.response = response
+        self.stream_id = stream_id
+        self.output: list[Item] = []
+        self._sequence = 0
+        self._open: _OpenItem | None = None
+
+    @property
+    def next_sequence_number(self) -> int:
+        return self._sequence
+
+    def start(self) -> list[Event]:
+        snapshot = self._snapshot()
+        return [
+            self._event("response.created", response=snapshot),
+            self._event("response.in_progress", response=snapshot),
+        ]
+
+    def feed(self, event: ModelEvent) -> list[Event]:
+        if isinstance(event, TextDelta):
+            return self._text(event)
+        if isinstance(event, ToolCallDelta):
+            return self._tool_call(event)
+        if isinstance(event, ReasoningSummaryDelta):
+            return self._reasoning(event)
+        return self.finish(event)
+
+    def finish(self, finish: Finish) -> list[Event]:
+        incomplete = finish.reason != "stop"
+        events = self._close_item(status="incomplete" if incomplete else "completed")
+        now = int(time.time())
+        self.response.update(
+            status="incomplete" if incomplete else "completed",
+            output=self.output,
+            usage=finish.usage.to_json(),
+            completed_at=None if incomplete else now,
+            incomplete_details={"reason": finish.reason} if incomplete else None,
+        )
+        terminal = "response.incomplete" if incomplete else "response.completed"
+        events.append(self._event(terminal, response=self._snapshot()))
+        return events
+
+    def fail(self, error: ProtocolError) -> list[Event]:
+        """Close the stream with an ``error`` event followed by ``response.failed`` carrying the error."""
+        events = self._close_item(status="incomplete")
+        error_event = error.ws_event(sequence_number=self._sequence)
+        if self.stream_id is not None:
+            error_event["stream_id"] = self.stream_id
+        self._sequence += 1
+        events.append(error_event)
+        code = error.code if error.code in RESPONSE_ERROR_CODES else "server_error"
+        self.response.update(status="failed", output=self.output, error={"code": code, "message": error.message})
+        events.append(self._event("response.failed", response=self._snapshot()))
+        return events
+
+    # -- items ---------------------------------------------------------------------------------------------
+
+    def _text(self, delta: TextDelta) -> list[Event]:
+        events: list[Event] = []
+        current = self._open
+        if current is None or current.kind != "message":
+            events += self._close_item()
+            item: Item = {
+                "id": ids.message_id(),
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
+            if delta.phase is not None:
+                item["phase"] = delta.phase
+            current = self._open_item("message", item, events)
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=current.output_index,
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                )
+            )
+        current.chunks.append(delta.text)
+        events.append(
+            self._event(
+                "response.output_text.delta",
+                item_id=current.item["id"],
+                output_index=current.output_index,
+                content_index=0,
+                delta=delta.text,
+                logprobs=[],
+            )
+        )
+        return events
+
+    def _tool_call(self, delta: ToolCallDelta) -> list[Event]:
+        events: list[Event] = []
+        current = self._open
+        if current is None or current.kind != "function_call" or current.item["call_id"] != delta.call_id:
+            events += self._close_item()
+            item: Item = {
+                "id": ids.function_call_id(),
+                "type": "function_call",
+                "status": "in_progress",
+                "call_id": delta.call_id,
+                "name": delta.name,
+                "arguments": "",
+            }
+            current = self._open_item("function_call", item, events)
+        if delta.arguments:
+            current.chunks.append(delta.arguments)
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=current.item["id"],
+                    output_index=current.output_index,
+                    delta=delta.arguments,
+                )
+            )
+        return events
+
+    def _reasoning(self, delta: ReasoningSummaryDelta) -> list[Event]:
+        events: list[Event] = []
+        current = self._open
+        if current is None or current.kind != "reasoning":
+            events += self._close_item()
+            item: Item = {"id": ids.reasoning_id(), "type": "reasoning", "summary": []}
+            current = self._open_item("reasoning", item, events)
+            events.append(
+                self._event(
+                    "response.reasoning_summary_part.added",
+                    item_id=item["id"],
+                    output_index=current.output_index,
+                    summary_index=0,
+                    part={"type": "summary_text", "text": ""},
+                )
+            )
+        current.chunks.append(delta.text)
+        events.append(
+            self._event(
+                "response.reasoning_summary_text.delta",
+                item_id=current.item["id"],
+                output_index=current.output_index,
+                summary_index=0,
+                delta=delta.text,
+            )
+        )
+        return events
+
+    def _open_item(self, kind: str, item: Item, events: list[Event]) -> _OpenItem:
+        opened = _OpenItem(kind=kind, item=item, output_index=len(self.output))
+        self.output.append(item)
+        self._open = opened
+        events.append(self._event("response.output_item.added", output_index=opened.output_index, item=dict(item)))
+        return opened
+
+    def _close_item(self, status: str = "completed") -> list[Event]:
+        current = self._open
+        if current is None:
+            return []
+        self._open = None
+        item, index, text = current.item, current.output_index, "".join(current.chunks)
+        events: list[Event] = []
+        if current.kind == "message":
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            events.append(
+                self._event(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                    logprobs=[],
+                )
+            )
+            events.append(
+                self._event(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+            )
+            item["content"] = [part]
+            item["status"] = status
+        elif current.kind == "function_call":
+            item["arguments"] = text
+            item["status"] = status
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    name=item["name"],
+                    arguments=text,
+                )
+            )
+        else:
+            part = {"type": "summary_text", "text": text}
+            events.append(
+                self._event(
+                    "response.reasoning_summary_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    summary_index=0,
+                    text=text,
+                )
+            )
+            events.append(
+                self._event(
+                    "response.reasoning_summary_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    summary_index=0,
+                    part=part,
+                )
+            )
+            item["summary"] = [part]
+        events.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
+        return events
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _snapshot(self) -> JSONObject:
+        snapshot = dict(self.response)
+        snapshot["output"] = list(self.output) if snapshot["status"] != "in_progress" else []
+        return snapshot
+
+    def _event(self, event_type: str, **fields: Any) -> Event:
+        event: Event = {"type": event_type, "sequence_number": self._sequence, **fields}
+        if self.stream_id is not None:
+            event["stream_id"] = self.stream_id
+        self._sequence += 1
+        return event

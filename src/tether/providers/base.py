@@ -1,0 +1,56 @@
+"""The ``Provider`` interface: one upstream model behind tether.
+
+A provider gets the whole context a turn samples from (a read-only view: materialising it is the provider's choice,
+so a stateful upstream can send only ``new_items``) and yields provider-neutral model events
+(:mod:`tether.protocol.model_events`), ending with exactly one :class:`~tether.protocol.model_events.Finish`.
+Failures are raised as :class:`~tether.protocol.errors.ProtocolError` (e.g. ``upstream_error``, 502).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tether.protocol.model_events import ModelEvent
+from tether.types import Item, JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    """What a provider needs to run one turn.
+
+    Attributes:
+        model: the model name the client asked for.
+        context: the whole sampled context (parent context, parent output, new input), oldest first.
+        new_items: the items this turn added (the tail of ``context``).
+        context_tokens: estimated tokens of ``context``.
+        cached_tokens: estimated tokens of the prefix the gateway already held (everything but ``new_items``).
+        previous_response_id: tether's id of the parent response, for stateful upstreams.
+        response_id: tether's id of the response being generated.
+        params: every other request parameter as the client sent it (tools, tool_choice, reasoning, ...).
+    """
+
+    model: str
+    instructions: str | None
+    context: Sequence[Item]
+    new_items: Sequence[Item]
+    tools: list[JSONObject]
+    tool_choice: str | JSONObject
+    context_tokens: int
+    cached_tokens: int
+    previous_response_id: str | None
+    response_id: str
+    params: JSONObject = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """An upstream model."""
+
+    name: str
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
+        """Run one turn, yielding model events and ending with one ``Finish``."""
+
+    async def aclose(self) -> None:
+        """Release connections."""

@@ -1,0 +1,110 @@
+"""The Starlette application factory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from tether.engine.engine import Engine, EngineLimits
+from tether.protocol.errors import ProtocolError, server_error
+from tether.providers.router import ProviderRouter
+from tether.providers.scripted import ScriptedProvider, ScriptedTiming, load_scripts
+from tether.server import http
+from tether.server.auth import Authenticator
+from tether.server.state import ServerState
+from tether.server.websocket import websocket_endpoint
+from tether.settings import Settings
+from tether.store.base import Store
+from tether.store.memory import MemoryStore
+from tether.store.sqlite import SQLiteStore
+
+_log = structlog.get_logger("tether.server")
+
+
+async def open_store(url: str) -> Store:
+    """Open the store a URL names: ``sqlite:///PATH`` or ``memory://``."""
+    if url.startswith("sqlite:///"):
+        return await SQLiteStore.open(url.removeprefix("sqlite:///"))
+    if url == "memory://" or url == "memory":
+        return MemoryStore()
+    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or memory://")
+
+
+def build_router(settings: Settings) -> ProviderRouter:
+    scripted = settings.scripted
+    scripts = load_scripts(scripted.scripts_file) if scripted.scripts_file else {}
+    provider = ScriptedProvider(ScriptedTiming(scripted.ttft_s, scripted.tokens_per_second), scripts)
+    return ProviderRouter({"scripted": provider}, default="scripted")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the gateway. Nothing is opened until the app's lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await open_store(settings.store_url)
+        engine = Engine(
+            store,
+            build_router(settings),
+            EngineLimits(settings.response_ttl_s, settings.snapshot_every, settings.hot_cache_size),
+        )
+        app.state.tether = ServerState(settings=settings, engine=engine, auth=Authenticator(settings.api_keys))
+        _log.info("server.ready", store=settings.store_url.split(":", 1)[0], auth=bool(settings.api_keys))
+        try:
+            yield
+        finally:
+            await engine.aclose()
+
+    routes = [
+        Route("/v1/responses", http.create_response, methods=["POST"]),
+        Route("/v1/responses", http.websocket_upgrade_required, methods=["GET"]),
+        WebSocketRoute("/v1/responses", websocket_endpoint),
+        Route("/v1/responses/compact", http.compact, methods=["POST"]),
+        Route("/v1/responses/input_tokens", http.input_tokens, methods=["POST"]),
+        Route("/v1/responses/{response_id}", http.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", http.delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", http.list_input_items, methods=["GET"]),
+        Route("/v1/models", http.list_models, methods=["GET"]),
+        Route("/health", http.health, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ProtocolError: _protocol_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+
+
+async def _protocol_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProtocolError)
+    return http.error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    message = {
+        404: f"No route for {request.method} {request.url.path}.",
+        405: f"Method {request.method} is not allowed on {request.url.path}.",
+    }
+    error = ProtocolError(
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        message.get(exc.status_code, str(exc.detail)),
+    )
+    return http.error_response(error)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    _log.error("http.unexpected_error", path=request.url.path, error=repr(exc))
+    return http.error_response(server_error())

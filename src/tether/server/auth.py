@@ -1,0 +1,55 @@
+"""API keys → tenants."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from tether.protocol.errors import ErrorType, ProtocolError
+
+ANONYMOUS_TENANT = "default"
+
+
+class Authenticator:
+    """Maps the credentials of a request to its tenant.
+
+    With no keys configured every request belongs to one tenant (the server binds to 127.0.0.1 by default). With
+    keys, each key is a tenant and a request without a valid key is refused with 401.
+    """
+
+    def __init__(self, api_keys: Mapping[str, str]) -> None:
+        self._keys = dict(api_keys)
+
+    @property
+    def open(self) -> bool:
+        return not self._keys
+
+    def tenant(self, headers: Mapping[str, str]) -> str:
+        """Return the tenant of a request's headers.
+
+        Raises:
+            ProtocolError: 401 ``invalid_api_key`` when keys are configured and none of them was presented.
+        """
+        if not self._keys:
+            return ANONYMOUS_TENANT
+        presented = _presented_key(headers)
+        if presented is not None:
+            for key, tenant in self._keys.items():
+                if hmac.compare_digest(key.encode(), presented.encode()):
+                    return tenant
+        raise ProtocolError(
+            401,
+            "invalid_api_key",
+            "Missing or incorrect API key. Send it as 'Authorization: Bearer <key>'.",
+            error_type=ErrorType.AUTHENTICATION,
+        )
+
+
+def _presented_key(headers: Mapping[str, str]) -> str | None:
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    api_key = headers.get("x-api-key") or headers.get("api-key")
+    return api_key.strip() if api_key else None

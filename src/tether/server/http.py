@@ -1,0 +1,170 @@
+"""HTTP routes: JSON and SSE encodings of the engine's turns and reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from tether.engine.turn import TERMINAL_EVENTS, Turn
+from tether.protocol.errors import ProtocolError, invalid, sse_error_shape
+from tether.protocol.request import Transport, decode_json_object, parse_create
+from tether.protocol.sse import encode_done, encode_event
+from tether.server.state import server_state
+from tether.types import Event, JSONObject
+
+
+class JSONBody(Response):
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(error: ProtocolError) -> Response:
+    headers = dict(error.headers)
+    return JSONBody(error.http_body(), status_code=error.status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (checked while reading, not after)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ProtocolError:
+    return ProtocolError(413, "request_too_large", f"The request body exceeds the limit of {limit} bytes.")
+
+
+async def create_response(request: Request) -> Response:
+    state = server_state(request)
+    tenant = state.auth.tenant(request.headers)
+    body = decode_json_object(await read_body(request, state.settings.max_body_bytes))
+    create = parse_create(body, Transport.HTTP)
+    turn = await state.engine.open_turn(create, tenant=tenant)
+    if create.stream:
+        return StreamingResponse(
+            _sse(turn.events()),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    return await _collect(turn)
+
+
+async def _collect(turn: Turn) -> Response:
+    terminal: Event | None = None
+    async for event in turn.events():
+        if event["type"] in TERMINAL_EVENTS:
+            terminal = event
+    if turn.failed is not None:
+        return error_response(turn.failed)
+    if terminal is None:  # pragma: no cover - the engine always ends with a terminal event
+        raise ProtocolError(500, "server_error", "The response ended without a terminal event.")
+    return JSONBody(terminal["response"])
+
+
+async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield encode_event(sse_error_shape(event) if event["type"] == "error" else event)
+    yield encode_done()
+
+
+async def get_response(request: Request) -> Response:
+    state = server_state(request)
+    tenant = state.auth.tenant(request.headers)
+    response_id = request.path_params["response_id"]
+    if _flag(request, "stream"):
+        starting_after = _int_param(request, "starting_after")
+        events = await state.engine.replay(tenant, response_id, starting_after)
+        return StreamingResponse(_sse(_iterate(events)), media_type="text/event-stream")
+    return JSONBody(await state.engine.get_response(tenant, response_id))
+
+
+async def _iterate(events: list[Event]) -> AsyncIterator[Event]:
+    for event in events:
+        yield event
+
+
+async def delete_response(request: Request) -> Response:
+    state = server_state(request)
+    tenant = state.auth.tenant(request.headers)
+    return JSONBody(await state.engine.delete_response(tenant, request.path_params["response_id"]))
+
+
+async def list_input_items(request: Request) -> Response:
+    state = server_state(request)
+    tenant = state.auth.tenant(request.headers)
+    limit = _int_param(request, "limit")
+    page = await state.engine.list_input_items(
+        tenant,
+        request.path_params["response_id"],
+        after=request.query_params.get("after"),
+        limit=20 if limit is None else limit,
+        order=request.query_params.get("order", "desc"),
+    )
+    return JSONBody(page)
+
+
+async def compact(request: Request) -> Response:
+    state = server_state(request)
+    tenant = state.auth.tenant(request.headers)
+    body = decode_json_object(await read_body(request, state.settings.max_body_bytes))
+    return JSONBody(await state.engine.compact(parse_create(body, Transport.HTTP), tenant=tenant))
+
+
+async def input_tokens(request: Request) -> Response:
+    state = server_state(request)
+    tenant = state.auth.tenant(request.headers)
+    body = decode_json_object(await read_body(request, state.settings.max_body_bytes))
+    body.setdefault("model", "tether-count")
+    create = parse_create(body, Transport.HTTP)
+    count = await state.engine.count_input_tokens(create, tenant=tenant)
+    return JSONBody({"object": "response.input_tokens", "input_tokens": count})
+
+
+async def websocket_upgrade_required(request: Request) -> Response:
+    return error_response(
+        ProtocolError(
+            426,
+            "websocket_upgrade_required",
+            "GET /v1/responses opens WebSocket mode: send an 'Upgrade: websocket' request, "
+            "or POST to create a response.",
+        )
+    )
+
+
+async def health(request: Request) -> Response:
+    return JSONBody({"status": "ok"})
+
+
+async def list_models(request: Request) -> Response:
+    state = server_state(request)
+    state.auth.tenant(request.headers)
+    names = sorted(state.engine.router.model_names())
+    data: list[JSONObject] = [{"id": name, "object": "model", "created": 0, "owned_by": "tether"} for name in names]
+    return JSONBody({"object": "list", "data": data})
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "false").lower() in ("1", "true", "yes")
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise invalid("invalid_type", f"'{name}' must be an integer.", name) from None

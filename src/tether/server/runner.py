@@ -1,0 +1,80 @@
+"""Running the app under uvicorn: one configuration for ``tether serve``, tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from tether.server.app import create_app
+from tether.settings import Settings
+
+
+def uvicorn_config(settings: Settings, *, port: int | None = None) -> uvicorn.Config:
+    ws = settings.websocket
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port if port is None else port,
+        ws="websockets-sansio",
+        # Twice the message limit, so the gateway itself sees an oversized message and answers it with an error
+        # event before closing with 1009; beyond that the WebSocket library closes with 1009 on its own.
+        ws_max_size=2 * settings.max_body_bytes,
+        ws_ping_interval=ws.ping_interval_s,
+        ws_ping_timeout=ws.ping_timeout_s,
+        ws_per_message_deflate=ws.per_message_deflate,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    host: str
+    port: int
+    server: uvicorn.Server
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/v1/responses"
+
+
+@contextlib.contextmanager
+def serve_in_thread(settings: Settings, *, startup_timeout: float = 15.0) -> Iterator[RunningServer]:
+    """Run a real tether server on a free port of 127.0.0.1 in a background thread (tests, benchmarks)."""
+    port = free_port(settings.host)
+    server = uvicorn.Server(uvicorn_config(settings, port=port))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="tether-server", daemon=True)
+    thread.start()
+    deadline = threading.Event()
+    for _ in range(int(startup_timeout / 0.02)):
+        if server.started or not thread.is_alive():
+            break
+        deadline.wait(0.02)
+    if not server.started:
+        server.should_exit = True
+        thread.join(5)
+        raise RuntimeError("tether server did not start")
+    try:
+        yield RunningServer(settings.host, port, server)
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -1,0 +1,23 @@
+"""What the server's handlers share: created in the lifespan, reached through ``request.app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from tether.engine.engine import Engine
+from tether.server.auth import Authenticator
+from tether.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    settings: Settings
+    engine: Engine
+    auth: Authenticator
+
+
+def server_state(connection: HTTPConnection) -> ServerState:
+    state: ServerState = connection.app.state.tether
+    return state

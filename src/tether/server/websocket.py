@@ -1,0 +1,208 @@
+"""WebSocket mode on ``/v1/responses``: JSON text frames in, engine turns on lanes, one JSON text frame per event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from starlette.websockets import WebSocket
+
+from tether.engine.cache import ConnectionState
+from tether.protocol.errors import ProtocolError, invalid, server_error
+from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
+from tether.protocol.request import (
+    STREAM_ID_PATTERN,
+    CreateRequest,
+    Transport,
+    decode_json_object,
+    parse_create,
+)
+from tether.server.http import error_response
+from tether.server.state import ServerState, server_state
+from tether.types import Event
+
+_log = structlog.get_logger("tether.websocket")
+
+CLOSE_NORMAL = 1000
+CLOSE_MESSAGE_TOO_BIG = 1009
+UNSUPPORTED_CLIENT_EVENTS = frozenset({"response.steer", "response.inject", "response.interrupt"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    code: int
+    reason: str
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    state = server_state(websocket)
+    try:
+        tenant = state.auth.tenant(websocket.headers)
+    except ProtocolError as error:
+        await websocket.send_denial_response(error_response(error))
+        return
+    await WebSocketSession(websocket, state, tenant).run()
+
+
+class WebSocketSession:
+    """One client connection: reads frames, schedules turns on lanes, writes their events in order."""
+
+    def __init__(self, websocket: WebSocket, state: ServerState, tenant: str) -> None:
+        self.websocket = websocket
+        self.engine = state.engine
+        self.settings = state.settings.websocket
+        self.max_message_bytes = state.settings.max_body_bytes
+        self.connection = ConnectionState(tenant)
+        self.lanes: LaneScheduler[CreateRequest] = LaneScheduler(
+            LaneLimits(self.settings.max_in_flight, self.settings.max_named_lanes, self.settings.max_queued)
+        )
+        self.outbox: asyncio.Queue[Event | _Close] = asyncio.Queue(maxsize=1024)
+        self.turns: set[asyncio.Task[None]] = set()
+        self.expired = False
+        self.closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def run(self) -> None:
+        await self.websocket.accept()
+        _log.info("ws.open", tenant=self.connection.tenant)
+        writer = asyncio.create_task(self._write())
+        age_limit = asyncio.create_task(self._enforce_max_age())
+        try:
+            await self._read()
+        finally:
+            self.closed = True
+            self.lanes.drain()
+            for task in (*self.turns, age_limit, writer):
+                task.cancel()
+            await asyncio.gather(*self.turns, age_limit, writer, return_exceptions=True)
+            self.connection.clear()
+            _log.info("ws.closed", tenant=self.connection.tenant)
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                self._send_error(
+                    invalid(
+                        "invalid_frame",
+                        "Binary frames are not supported: send each client event as one JSON text message.",
+                    )
+                )
+                continue
+            if _too_big(text, self.max_message_bytes):
+                self._send_error(
+                    ProtocolError(
+                        400,
+                        "message_too_large",
+                        f"The message exceeds the limit of {self.max_message_bytes} bytes; the connection is closed.",
+                    )
+                )
+                await self.outbox.put(_Close(CLOSE_MESSAGE_TOO_BIG, "message too large"))
+                continue
+            self._handle(text)
+
+    def _handle(self, text: str) -> None:
+        lane: Lane = None
+        try:
+            body = decode_json_object(text)
+            lane = _valid_lane(body.get("stream_id"))
+            event_type = body.get("type")
+            if event_type != "response.create":
+                raise _unsupported_event(event_type)
+            if self.expired:
+                raise _connection_limit(self.settings.max_connection_age_s)
+            request = parse_create(body, Transport.WEBSOCKET)
+            lane = request.stream_id
+            if self.lanes.submit(lane, request):
+                self._start(lane, request)
+        except ProtocolError as error:
+            self._send_error(error, lane)
+
+    # -- turns ---------------------------------------------------------------------------------------------
+
+    def _start(self, lane: Lane, request: CreateRequest) -> None:
+        self._idle.clear()
+        task = asyncio.create_task(self._run_turn(lane, request))
+        self.turns.add(task)
+        task.add_done_callback(self.turns.discard)
+
+    async def _run_turn(self, lane: Lane, request: CreateRequest) -> None:
+        try:
+            turn = await self.engine.open_turn(
+                request, tenant=self.connection.tenant, connection=self.connection, lane=lane
+            )
+            async for event in turn.events():
+                await self.outbox.put(event)
+        except ProtocolError as error:
+            await self.outbox.put(error.ws_event(stream_id=lane))
+        except Exception:
+            _log.exception("ws.turn.crashed", lane=lane)
+            await self.outbox.put(server_error().ws_event(stream_id=lane))
+        finally:
+            if not self.closed:
+                for next_lane, next_request in self.lanes.finish(lane):
+                    self._start(next_lane, next_request)
+                if self.lanes.idle:
+                    self._idle.set()
+
+    def _send_error(self, error: ProtocolError, lane: Lane = None) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.outbox.put_nowait(error.ws_event(stream_id=lane))
+
+    # -- writing and connection life ----------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        while True:
+            item = await self.outbox.get()
+            if isinstance(item, _Close):
+                await self.websocket.close(item.code, item.reason)
+                return
+            await self.websocket.send({"type": "websocket.send", "text": orjson.dumps(item).decode()})
+
+    async def _enforce_max_age(self) -> None:
+        await asyncio.sleep(self.settings.max_connection_age_s)
+        self.expired = True
+        # In-flight turns finish (they are the client's paid work); new ones are refused from now on.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=60.0)
+        await self.outbox.put(_connection_limit(self.settings.max_connection_age_s).ws_event())
+        await self.outbox.put(_Close(CLOSE_NORMAL, "connection age limit reached"))
+
+
+def _too_big(text: str, limit: int) -> bool:
+    if len(text) > limit:
+        return True
+    return len(text) * 4 > limit and len(text.encode()) > limit
+
+
+def _valid_lane(value: Any) -> Lane:
+    return value if isinstance(value, str) and STREAM_ID_PATTERN.fullmatch(value) else None
+
+
+def _unsupported_event(event_type: Any) -> ProtocolError:
+    if event_type in UNSUPPORTED_CLIENT_EVENTS:
+        return invalid("unsupported_event", f"'{event_type}' is not supported by this gateway.", "type")
+    if event_type is None:
+        return invalid("missing_required_parameter", "Missing required parameter: 'type'.", "type")
+    return invalid(
+        "invalid_event_type", f"Unknown client event type {event_type!r}; expected 'response.create'.", "type"
+    )
+
+
+def _connection_limit(max_age_s: float) -> ProtocolError:
+    minutes = max_age_s / 60
+    return invalid(
+        "websocket_connection_limit_reached",
+        f"Responses websocket connection limit reached ({minutes:g} minutes). Create a new websocket connection to "
+        "continue.",
+    )

@@ -1,0 +1,78 @@
+"""tether's configuration: one ``Settings`` object, read once and passed down.
+
+Sources, lowest priority first: defaults, a TOML config file, ``TETHER_*`` environment variables (nested fields with
+``__``, e.g. ``TETHER_SCRIPTED__TTFT_S=0.4``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class ScriptedSettings(BaseModel):
+    """The built-in scripted model."""
+
+    ttft_s: float = Field(default=0.0, ge=0.0, description="Time to first token, in seconds.")
+    tokens_per_second: float = Field(default=0.0, ge=0.0, description="Output pace; 0 means as fast as possible.")
+    scripts_file: Path | None = Field(default=None, description="JSON file of named scripts (model 'script:NAME').")
+
+
+class WebSocketSettings(BaseModel):
+    max_connection_age_s: float = Field(default=3600.0, gt=0.0)
+    ping_interval_s: float = Field(default=20.0, gt=0.0)
+    ping_timeout_s: float = Field(default=20.0, gt=0.0)
+    max_in_flight: int = Field(default=16, ge=1)
+    max_named_lanes: int = Field(default=32, ge=0)
+    max_queued: int = Field(default=64, ge=0)
+    per_message_deflate: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything tether reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TETHER_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    store_url: str = Field(
+        default="sqlite:///.tether/tether.db",
+        description="sqlite:///PATH (default, relative to the working directory) or memory://",
+    )
+    api_keys: dict[str, str] = Field(
+        default_factory=dict, description="API key -> tenant name. None configured means open access."
+    )
+    max_body_bytes: int = Field(default=16 * MIB, ge=1024, description="Largest HTTP body or WebSocket message.")
+    response_ttl_s: float | None = Field(default=30 * 24 * 3600.0, description="Stored responses expire after this.")
+    hot_cache_size: int = Field(default=10_000, ge=0, description="Contexts of stored responses kept in memory.")
+    snapshot_every: int = Field(default=32, ge=1, description="A full-context snapshot every N responses of a chain.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
+    scripted: ScriptedSettings = Field(default_factory=ScriptedSettings)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None) -> Settings:
+        """Read the config file (if any), then let ``TETHER_*`` environment variables override it."""
+        from_env = cls()
+        if config_file is None:
+            return from_env
+        with config_file.open("rb") as handle:
+            from_file = tomllib.load(handle)
+        return cls.model_validate(_merge(from_file, from_env.model_dump(exclude_unset=True)))
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

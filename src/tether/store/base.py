@@ -1,0 +1,112 @@
+"""The ``Store`` interface: durable state of stored responses.
+
+A response is a node: its parent, the *new* input items of its request and its output items. Items are stored once,
+addressed by the hash of their canonical JSON (:func:`tether.protocol.items.fingerprint`). Every so often the engine
+attaches a *snapshot* (the hashes of the response's whole context) so that rebuilding any context reads a bounded
+number of rows. All reads are scoped by tenant: another tenant's response is indistinguishable from a missing one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tether.types import Event, Item, JSONObject
+
+
+@dataclass(slots=True)
+class ResponseRecord:
+    """One stored response.
+
+    Attributes:
+        depth: number of ancestors (0 for a root).
+        params: the request parameters as forwarded (everything but ``input`` and transport fields).
+        input_items / input_hashes / input_ids: the new input items of the request, their content hashes, and the
+            ids they are listed under by ``input_items``.
+        output_items / output_hashes: the response's output and its content hashes.
+        events: the stream log (every event with its ``sequence_number``).
+        snapshot: when set, the hashes of the whole context of this response (its sampled context and its
+            output), in order.
+        expires_at: unix time after which the response is gone; ``None`` keeps it forever.
+    """
+
+    id: str
+    tenant: str
+    parent_id: str | None
+    depth: int
+    model: str
+    status: str
+    created_at: int
+    completed_at: int | None
+    params: JSONObject
+    input_items: list[Item]
+    input_hashes: list[str]
+    input_ids: list[str]
+    output_items: list[Item]
+    output_hashes: list[str]
+    usage: JSONObject | None
+    error: JSONObject | None
+    incomplete_details: JSONObject | None
+    expires_at: float | None
+    events: list[Event] = field(default_factory=list)
+    snapshot: list[str] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContext:
+    """A response's whole context (sampled context followed by its output), with each item's hash."""
+
+    items: list[Item]
+    hashes: list[str]
+
+
+class Store(Protocol):
+    """Durable storage of responses. Implementations: memory, SQLite (default), Redis, PostgreSQL."""
+
+    async def put(self, record: ResponseRecord) -> None:
+        """Store a response and its items (items already stored are not written again)."""
+
+    async def get(self, tenant: str, response_id: str) -> ResponseRecord | None:
+        """The tenant's response, or ``None`` if it is missing, deleted, expired or another tenant's."""
+
+    async def load_context(self, tenant: str, response_id: str) -> StoredContext | None:
+        """Rebuild the whole context of a response from the nearest snapshot and the deltas after it."""
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        """Hide a response from every read. Returns ``False`` if there was nothing visible to delete."""
+
+    async def find_by_idempotency_key(self, tenant: str, key: str) -> ResponseRecord | None:
+        """The tenant's response created with this idempotency key, if any."""
+
+    async def purge_expired(self, now: float) -> int:
+        """Remove expired responses; returns how many were removed."""
+
+    async def close(self) -> None:
+        """Release connections and files."""
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Read counters, for tests and metrics.
+
+    Attributes:
+        response_rows_read: response rows (records) read, by every read method.
+        item_rows_read: item bodies read.
+    """
+
+    response_rows_read: int = 0
+    item_rows_read: int = 0
+
+
+def check_record(record: ResponseRecord) -> None:
+    """Reject a record whose parallel lists disagree in length.
+
+    Raises:
+        ValueError: if ``input_items``/``input_hashes``/``input_ids`` or ``output_items``/``output_hashes`` differ
+            in length.
+    """
+    if not len(record.input_items) == len(record.input_hashes) == len(record.input_ids):
+        raise ValueError(f"response {record.id}: input items, hashes and ids differ in length")
+    if len(record.output_items) != len(record.output_hashes):
+        raise ValueError(f"response {record.id}: output items and hashes differ in length")
