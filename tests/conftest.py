@@ -1,0 +1,34 @@
+"""Fixtures shared by every test folder: real tether servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.server.runner import RunningServer, serve_in_thread
+from tether.settings import Settings
+
+ServerFactory = Callable[..., RunningServer]
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start real servers (uvicorn in a thread, SQLite in tmp_path); keyword arguments override Settings fields."""
+    with ExitStack() as stack:
+
+        def start(**overrides: Any) -> RunningServer:
+            overrides.setdefault("store_url", f"sqlite:///{tmp_path / 'tether.db'}")
+            overrides.setdefault("log_level", "warning")
+            return stack.enter_context(serve_in_thread(Settings(**overrides)))
+
+        yield start
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> RunningServer:
+    """A server with default settings."""
+    return make_server()
