@@ -19,7 +19,7 @@ import httpx2 as httpx
 
 from tether.server.runner import RunningServer, free_port, serve_in_thread
 
-__all__ = ["RunningServer", "ServeProcess", "serve_in_thread", "serve_subprocess"]
+__all__ = ["RunningServer", "ServeProcess", "free_port", "serve_in_thread", "serve_subprocess"]
 
 
 @dataclass(frozen=True, slots=True)
