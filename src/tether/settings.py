@@ -24,6 +24,31 @@ class ScriptedSettings(BaseModel):
     scripts_file: Path | None = Field(default=None, description="JSON file of named scripts (model 'script:NAME').")
 
 
+class ProviderSettings(BaseModel):
+    """One upstream. ``kind`` selects the implementation; credentials come from the environment variable it names."""
+
+    kind: Literal["scripted", "openai-responses", "chat-completions", "anthropic"]
+    base_url: str = ""
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the upstream API key.")
+    transport: Literal["http", "websocket"] = Field(default="http", description="openai-responses only.")
+    timeout_s: float = Field(default=300.0, gt=0.0, description="Whole-turn timeout.")
+    connect_timeout_s: float = Field(default=10.0, gt=0.0)
+    max_retries: int = Field(default=2, ge=0, description="Retries on 429/5xx/connection errors before the first byte.")
+    backoff_s: float = Field(default=0.5, ge=0.0, description="First retry delay; doubles each retry, with jitter.")
+    max_connection_age_s: float = Field(default=3300.0, gt=0.0, description="Upstream WebSocket rotation age.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
+    prompt_caching: bool = Field(default=True, description="anthropic only: cache_control breakpoints.")
+
+
+class RouteSettings(BaseModel):
+    """Requests whose model matches ``model`` (shell-style pattern) go to ``provider``, then to ``fallbacks``."""
+
+    model: str
+    provider: str
+    upstream_model: str | None = Field(default=None, description="The model name sent upstream (default: as asked).")
+    fallbacks: list[str] = Field(default_factory=list)
+
+
 class WebSocketSettings(BaseModel):
     max_connection_age_s: float = Field(default=3600.0, gt=0.0)
     ping_interval_s: float = Field(default=20.0, gt=0.0)
@@ -56,6 +81,11 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     scripted: ScriptedSettings = Field(default_factory=ScriptedSettings)
+    providers: dict[str, ProviderSettings] = Field(
+        default_factory=dict, description="Named upstreams; 'scripted' always exists."
+    )
+    routes: list[RouteSettings] = Field(default_factory=list, description="First match wins.")
+    default_provider: str = "scripted"
 
     @classmethod
     def load(cls, config_file: Path | None = None) -> Settings:

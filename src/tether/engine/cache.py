@@ -6,6 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from tether.engine.context import Context
+from tether.protocol import ids
 from tether.protocol.lanes import Lane
 
 
@@ -57,6 +58,7 @@ class ConnectionState:
 
     def __init__(self, tenant: str) -> None:
         self.tenant = tenant
+        self.id = ids.new_id("conn")
         self._lanes: dict[Lane, CachedResponse] = {}
 
     def find(self, response_id: str) -> CachedResponse | None:

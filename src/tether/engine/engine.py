@@ -92,6 +92,7 @@ class Engine:
             new_prints=prints,
             input_ids=[input_item_id(item) for item in request.input],
             created_at=int(self.clock()),
+            lane_key=f"{connection.id}/{lane or ''}" if connection is not None else None,
         )
         response = response_object(
             response_id=plan.response_id,

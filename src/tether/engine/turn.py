@@ -38,6 +38,7 @@ class TurnPlan:
     new_prints: list[Fingerprint]
     input_ids: list[str]
     created_at: int
+    lane_key: str | None = None
 
 
 class Turn:
@@ -135,6 +136,7 @@ class Turn:
             previous_response_id=request.previous_response_id,
             response_id=plan.response_id,
             params=request.forwarded_params(),
+            lane_key=plan.lane_key,
         )
 
     def record(self, expires_at: float | None, snapshot: list[str] | None) -> ResponseRecord:

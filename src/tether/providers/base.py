@@ -28,6 +28,8 @@ class ProviderRequest:
         cached_tokens: estimated tokens of the prefix the gateway already held (everything but ``new_items``).
         previous_response_id: tether's id of the parent response, for stateful upstreams.
         response_id: tether's id of the response being generated.
+        lane_key: identifies the client connection and lane the turn runs on (``None`` over HTTP), so a stateful
+            upstream can keep one upstream session per active lane.
         params: every other request parameter as the client sent it (tools, tool_choice, reasoning, ...).
     """
 
@@ -42,6 +44,7 @@ class ProviderRequest:
     previous_response_id: str | None
     response_id: str
     params: JSONObject = field(default_factory=dict)
+    lane_key: str | None = None
 
 
 class Provider(Protocol):

@@ -1,20 +1,66 @@
-"""Model name → provider routing."""
+"""Model name → provider routing, with upstream model names and ordered fallbacks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from tether.providers.base import Provider
+import structlog
+
+from tether.protocol.errors import ProtocolError
+from tether.protocol.model_events import ModelEvent
+from tether.providers.base import Provider, ProviderRequest
+
+_log = structlog.get_logger("tether.providers")
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Requests whose model matches ``pattern`` (shell-style, e.g. ``gpt-*``) go to ``provider``."""
+    """Requests whose model matches ``pattern`` (shell-style, e.g. ``gpt-*``) go to ``provider``.
+
+    Attributes:
+        upstream_model: the model name sent upstream; ``None`` sends the client's.
+        fallbacks: providers tried in order when the one before fails before its first event.
+    """
 
     pattern: str
     provider: str
+    upstream_model: str | None = None
+    fallbacks: tuple[str, ...] = ()
+
+
+class RoutedProvider:
+    """A provider reached through a route: renames the model, and falls back along the route's chain.
+
+    A fallback happens only when a provider fails before yielding any event, so the client never sees two answers.
+    """
+
+    def __init__(self, chain: Sequence[Provider], upstream_model: str | None) -> None:
+        self.chain = list(chain)
+        self.upstream_model = upstream_model
+        self.name = "+".join(provider.name for provider in self.chain)
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
+        if self.upstream_model is not None:
+            request = dataclasses.replace(request, model=self.upstream_model)
+        for position, provider in enumerate(self.chain):
+            started = False
+            try:
+                async for event in provider.stream(request):
+                    started = True
+                    yield event
+                return
+            except ProtocolError as error:
+                if started or position == len(self.chain) - 1:
+                    raise
+                _log.warning(
+                    "provider.fallback", failed=provider.name, code=error.code, next=self.chain[position + 1].name
+                )
+
+    async def aclose(self) -> None:
+        """The chain's providers are owned (and closed) by the router."""
 
 
 class ProviderRouter:
@@ -24,24 +70,29 @@ class ProviderRouter:
         if default not in providers:
             raise ValueError(f"default provider {default!r} is not configured")
         for route in routes:
-            if route.provider not in providers:
-                raise ValueError(f"route {route.pattern!r} names unknown provider {route.provider!r}")
+            for name in (route.provider, *route.fallbacks):
+                if name not in providers:
+                    raise ValueError(f"route {route.pattern!r} names unknown provider {name!r}")
         self.providers = dict(providers)
         self.routes = list(routes)
         self.default = default
+        self._routed = {
+            index: RoutedProvider([self.providers[n] for n in (r.provider, *r.fallbacks)], r.upstream_model)
+            for index, r in enumerate(self.routes)
+        }
 
     def resolve(self, model: str) -> Provider:
-        for route in self.routes:
+        for index, route in enumerate(self.routes):
             if fnmatchcase(model, route.pattern):
-                return self.providers[route.provider]
+                return self._routed[index]
         return self.providers[self.default]
-
-    async def aclose(self) -> None:
-        for provider in self.providers.values():
-            await provider.aclose()
 
     def model_names(self) -> list[str]:
         """Model names worth listing: the route patterns without wildcards, and the default provider's name."""
         names = {route.pattern for route in self.routes if not any(ch in route.pattern for ch in "*?[")}
         names.add(self.default)
         return sorted(names)
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()

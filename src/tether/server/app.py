@@ -14,8 +14,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from tether.engine.engine import Engine, EngineLimits
 from tether.protocol.errors import ProtocolError, server_error
-from tether.providers.router import ProviderRouter
-from tether.providers.scripted import ScriptedProvider, ScriptedTiming, load_scripts
+from tether.providers.factory import build_router
 from tether.server import http
 from tether.server.auth import Authenticator
 from tether.server.state import ServerState
@@ -35,13 +34,6 @@ async def open_store(url: str) -> Store:
     if url == "memory://" or url == "memory":
         return MemoryStore()
     raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or memory://")
-
-
-def build_router(settings: Settings) -> ProviderRouter:
-    scripted = settings.scripted
-    scripts = load_scripts(scripted.scripts_file) if scripted.scripts_file else {}
-    provider = ScriptedProvider(ScriptedTiming(scripted.ttft_s, scripted.tokens_per_second), scripts)
-    return ProviderRouter({"scripted": provider}, default="scripted")
 
 
 def create_app(settings: Settings) -> Starlette:
