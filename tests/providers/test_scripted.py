@@ -8,7 +8,6 @@ from typing import Any, overload
 
 import pytest
 
-import tether.providers
 from tether.protocol.errors import ProtocolError
 from tether.protocol.items import estimate_tokens
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta
@@ -649,11 +648,3 @@ async def test_scripted_provider_is_a_provider() -> None:
     events = [event async for event in provider.stream(make_request([user("Hi.")]))]
     assert isinstance(events[-1], Finish)
     await provider.aclose()
-
-
-def test_package_exports() -> None:
-    assert sorted(tether.providers.__all__) == sorted(
-        ["Provider", "ProviderRequest", "ScriptedProvider", "ScriptedTiming", "Script", "load_scripts"]
-    )
-    for name in tether.providers.__all__:
-        assert hasattr(tether.providers, name)
