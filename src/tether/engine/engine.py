@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import structlog
 
 from tether.engine.cache import CachedResponse, ConnectionState, HotCache
-from tether.engine.compaction import compaction_item
 from tether.engine.context import Context
 from tether.engine.turn import Turn, TurnPlan
 from tether.protocol import ids
+from tether.protocol.compaction import compaction_item
 from tether.protocol.errors import ProtocolError, invalid, previous_response_not_found, response_not_found
 from tether.protocol.items import estimate_tokens, fingerprint, input_item_id, listed_input_item
 from tether.protocol.lanes import Lane
