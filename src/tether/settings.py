@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     response_ttl_s: float | None = Field(default=30 * 24 * 3600.0, description="Stored responses expire after this.")
     hot_cache_size: int = Field(default=10_000, ge=0, description="Contexts of stored responses kept in memory.")
     snapshot_every: int = Field(default=32, ge=1, description="A full-context snapshot every N responses of a chain.")
+    purge_interval_s: float = Field(default=600.0, gt=0.0, description="How often expired responses are purged.")
+    resume_grace_s: float = Field(
+        default=120.0, ge=0.0, description="How long a finished response stays resumable from memory."
+    )
+    continue_on_disconnect: bool = Field(
+        default=True, description="Keep generating when every client following a response has disconnected."
+    )
+    shutdown_grace_s: float = Field(default=30.0, ge=0.0, description="In-flight turns may finish for this long.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
+from tether.protocol.compaction import expand_compaction
 from tether.protocol.items import Fingerprint, fingerprint
 from tether.types import Item
 
@@ -31,8 +32,14 @@ class _Buffer:
         self.items.append(item)
         self.hashes.append(print_.digest)
         self.cumulative_tokens.append(previous + print_.tokens)
-        if item.get("type") == "function_call" and isinstance(item.get("call_id"), str):
+        kind = item.get("type")
+        if kind == "function_call" and isinstance(item.get("call_id"), str):
             self.call_positions.setdefault(item["call_id"], position)
+        elif kind == "compaction":
+            # A tether compaction window holds the calls it replaced; their outputs may still follow it.
+            for inner in expand_compaction(item) or ():
+                if isinstance(inner, dict) and inner.get("type") == "function_call":
+                    self.call_positions.setdefault(str(inner.get("call_id")), position)
 
     def copy_prefix(self, length: int) -> _Buffer:
         buffer = _Buffer()

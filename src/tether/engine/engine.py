@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
 
 from tether.engine.cache import CachedResponse, ConnectionState, HotCache
 from tether.engine.context import Context
+from tether.engine.live import LiveRegistry, LiveResponse, StreamLog
 from tether.engine.turn import Turn, TurnPlan
 from tether.protocol import ids
 from tether.protocol.compaction import compaction_item
@@ -26,12 +29,26 @@ from tether.types import Event, Item, JSONObject
 
 _log = structlog.get_logger("tether.engine")
 
+RESUME_TOKEN_FIELD = "tether:resume_token"
+
 
 @dataclass(frozen=True, slots=True)
 class EngineLimits:
+    """Engine policy.
+
+    Attributes:
+        resume_grace_s: how long a finished response stays attachable from memory (``store=false`` responses can
+            only be resumed, with their resume token, within this window).
+        continue_on_disconnect: keep generating when every client following a response has gone.
+        shutdown_grace_s: on shutdown, how long in-flight generations may take to finish.
+    """
+
     response_ttl_s: float | None = 30 * 24 * 3600.0
     snapshot_every: int = 32
     hot_cache_size: int = 10_000
+    resume_grace_s: float = 120.0
+    continue_on_disconnect: bool = True
+    shutdown_grace_s: float = 30.0
 
 
 class Engine:
@@ -56,8 +73,93 @@ class Engine:
         self.limits = limits or EngineLimits()
         self.clock = clock
         self.hot = HotCache(self.limits.hot_cache_size)
+        self.live = LiveRegistry(self.limits.resume_grace_s)
 
     # -- turns ---------------------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        request: CreateRequest,
+        *,
+        tenant: str,
+        connection: ConnectionState | None = None,
+        lane: Lane = None,
+    ) -> LiveResponse:
+        """Start a turn, or find the one this idempotency key already started, and return it to follow.
+
+        Raises:
+            ProtocolError: as :meth:`open_turn`.
+        """
+        key = request.idempotency_key
+        if key is not None:
+            existing = await self._by_idempotency_key(tenant, key)
+            if existing is not None:
+                return existing
+        turn = await self.open_turn(request, tenant=tenant, connection=connection, lane=lane)
+        if key is not None:  # another request with the key may have started while this one was resolving
+            raced = self.live.by_idempotency_key(tenant, key)
+            if raced is not None:
+                return raced
+        return self.launch(turn)
+
+    async def _by_idempotency_key(self, tenant: str, key: str) -> LiveResponse | None:
+        live = self.live.by_idempotency_key(tenant, key)
+        if live is not None:
+            _log.info("turn.idempotent_replay", response_id=live.response_id, source="live")
+            return live
+        record = await self.store.find_by_idempotency_key(tenant, key)
+        if record is None:
+            return None
+        _log.info("turn.idempotent_replay", response_id=record.id, source="store")
+        return LiveResponse(record.id, tenant, True, StreamLog(record.events, closed=True), idempotency_key=key)
+
+    def launch(self, turn: Turn) -> LiveResponse:
+        """Run a turn as an engine-owned task: it goes on whether or not anyone follows it."""
+        plan = turn.plan
+        live = LiveResponse(
+            plan.response_id,
+            plan.tenant,
+            plan.request.store,
+            turn.log,
+            resume_token=turn.resume_token,
+            idempotency_key=plan.request.idempotency_key,
+        )
+        self.live.add(live)
+        live.task = asyncio.create_task(self._generate(turn, live), name=f"turn-{plan.response_id}")
+        return live
+
+    async def _generate(self, turn: Turn, live: LiveResponse) -> None:
+        try:
+            await turn.run()
+        finally:
+            self.live.finished(live)
+
+    async def follow(self, live: LiveResponse, after: int = -1) -> AsyncIterator[Event]:
+        """Yield a response's events after ``after``; the last follower leaving may cancel the generation."""
+        live.followers += 1
+        try:
+            async for event in live.log.follow(after):
+                yield event
+        finally:
+            live.followers -= 1
+            if not live.done and live.followers == 0 and not self.limits.continue_on_disconnect and live.task:
+                live.task.cancel()
+
+    async def attach(
+        self, tenant: str, response_id: str, *, after: int | None, resume_token: str | None = None
+    ) -> LiveResponse:
+        """Find a response to resume: live (``store=false`` needs its resume token), else from the durable store.
+
+        Raises:
+            ProtocolError: ``response_not_found`` for unknown, expired, another tenant's, or token-less ids.
+        """
+        live = self.live.get(response_id)
+        if live is not None and live.allows(tenant, resume_token):
+            return live
+        record = await self.store.get(tenant, response_id)
+        if record is None:
+            raise response_not_found(response_id)
+        return LiveResponse(record.id, tenant, True, StreamLog(record.events, closed=True))
 
     async def open_turn(
         self,
@@ -104,12 +206,14 @@ class Engine:
             previous_response_id=request.previous_response_id,
             store=request.store,
         )
+        resume_token = secrets.token_urlsafe(24)
+        response[RESUME_TOKEN_FIELD] = resume_token
         stream = ResponseStream(response, stream_id=lane)
 
         async def commit(turn: Turn, whole: Context | None) -> None:
             await self._commit(turn, whole, connection)
 
-        return Turn(plan, provider, stream, commit)
+        return Turn(plan, provider, stream, commit, resume_token)
 
     async def _resolve_parent(
         self, request: CreateRequest, tenant: str, connection: ConnectionState | None
@@ -165,12 +269,6 @@ class Engine:
 
     async def get_response(self, tenant: str, response_id: str) -> JSONObject:
         return response_from_record(await self.get_record(tenant, response_id))
-
-    async def replay(self, tenant: str, response_id: str, starting_after: int | None) -> list[Event]:
-        """The stored stream log of a response, after sequence number ``starting_after``."""
-        record = await self.get_record(tenant, response_id)
-        after = -1 if starting_after is None else starting_after
-        return [event for event in record.events if event["sequence_number"] > after]
 
     async def delete_response(self, tenant: str, response_id: str) -> JSONObject:
         if not await self.store.delete(tenant, response_id):
@@ -231,6 +329,14 @@ class Engine:
         }
 
     async def aclose(self) -> None:
+        """Let in-flight generations finish (up to the shutdown grace), then close providers and the store."""
+        tasks = [live.task for live in self.live.running() if live.task is not None]
+        if tasks:
+            _log.info("engine.draining", in_flight=len(tasks))
+            _, pending = await asyncio.wait(tasks, timeout=self.limits.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self.router.aclose()
         await self.store.close()
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
 from tether.engine.cache import CachedResponse
 from tether.engine.context import Context
+from tether.engine.live import StreamLog
 from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.items import Fingerprint, fingerprint
 from tether.protocol.lanes import Lane
@@ -42,11 +44,11 @@ class TurnPlan:
 
 
 class Turn:
-    """Runs a planned turn against a provider and commits it.
+    """Runs a planned turn against a provider and commits it, writing every event into its stream log.
 
-    ``events()`` yields every event of the response in order. The terminal event is yielded only after the response
-    is committed (remembered by the lane, the hot cache and, with ``store=true``, the durable store), so a client
-    that has seen ``response.completed`` can continue from it anywhere.
+    The terminal event is appended only after the response is committed (remembered by the lane, the hot cache and,
+    with ``store=true``, the durable store), so a client that has seen ``response.completed`` can continue from it
+    anywhere.
     """
 
     def __init__(
@@ -55,36 +57,47 @@ class Turn:
         provider: Provider,
         stream: ResponseStream,
         commit: Callable[[Turn, Context | None], Awaitable[None]],
+        resume_token: str,
     ) -> None:
         self.plan = plan
         self.provider = provider
         self.stream = stream
         self._commit = commit
+        self.resume_token = resume_token
         self.failed: ProtocolError | None = None
-        self.log: list[Event] = []
+        self.log = StreamLog()
         self.output_prints: list[Fingerprint] = []
+        self._pending: list[Event] = []
 
     @property
     def response_id(self) -> str:
         return self.plan.response_id
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def run(self) -> None:
+        """Generate, commit, and close the log (also when cancelled, so no follower waits forever)."""
         started = time.perf_counter()
-        for event in self.stream.start():
-            yield self._logged(event)
-        async for event in self._run():
-            yield event
-        _log.info(
-            "turn.done",
-            response_id=self.response_id,
-            lane=self.plan.lane,
-            status=self.stream.response["status"],
-            new_items=len(self.plan.request.input),
-            context_items=len(self.plan.sampled),
-            seconds=round(time.perf_counter() - started, 4),
-        )
+        try:
+            for event in self.stream.start():
+                self.log.append(event)
+            await self._generate()
+        except asyncio.CancelledError:
+            if self.stream.response["status"] == "in_progress":
+                for event in self.stream.fail(server_error("The response was cancelled before it finished.")):
+                    self.log.append(event)
+            raise
+        finally:
+            self.log.close()
+            _log.info(
+                "turn.done",
+                response_id=self.response_id,
+                lane=self.plan.lane,
+                status=self.stream.response["status"],
+                new_items=len(self.plan.request.input),
+                context_items=len(self.plan.sampled),
+                seconds=round(time.perf_counter() - started, 4),
+            )
 
-    async def _run(self) -> AsyncIterator[Event]:
+    async def _generate(self) -> None:
         plan = self.plan
         pending: list[Event] = []
         try:
@@ -102,22 +115,22 @@ class Turn:
                         pending = events
                         break
                     for event in events:
-                        yield self._logged(event)
+                        self.log.append(event)
                 else:
                     raise server_error("The model stream ended without finishing.")
         except ProtocolError as error:
             self.failed = error
             pending = self.stream.fail(error)
+        except Exception as error:  # a provider bug must not leave the client hanging
+            _log.error("turn.provider_crashed", response_id=self.response_id, error=repr(error))
+            self.failed = server_error()
+            pending = self.stream.fail(self.failed)
         self.output_prints = [fingerprint(item) for item in self.stream.output]
         whole = None if self.failed else plan.sampled.extend(self.stream.output, self.output_prints)
-        self.log.extend(pending)
+        self._pending = pending
         await self._commit(self, whole)
         for event in pending:
-            yield event
-
-    def _logged(self, event: Event) -> Event:
-        self.log.append(event)
-        return event
+            self.log.append(event)
 
     def _provider_request(self) -> ProviderRequest:
         plan = self.plan
@@ -161,7 +174,7 @@ class Turn:
             error=response.get("error"),
             incomplete_details=response.get("incomplete_details"),
             expires_at=expires_at,
-            events=self.log,
+            events=[*self.log.events, *self._pending],  # the terminal events follow the commit
             snapshot=snapshot,
             idempotency_key=plan.request.idempotency_key,
         )

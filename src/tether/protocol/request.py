@@ -193,6 +193,18 @@ def _require_str(item: Item, field: str, param: str) -> None:
         raise invalid("invalid_type", f"'{param}.{field}' must be a string.", f"{param}.{field}")
 
 
+def _param_name(loc: tuple[int | str, ...]) -> str | None:
+    """The request field an error location names: ``tools[2]``, not pydantic's union tags (``temperature.float``)."""
+    if not loc:
+        return None
+    name = str(loc[0])
+    for part in loc[1:]:
+        if not isinstance(part, int):
+            break
+        name += f"[{part}]"
+    return name
+
+
 def _check_stream_id(value: Any) -> None:
     if value is None:
         return
@@ -207,7 +219,7 @@ def _check_stream_id(value: Any) -> None:
 
 def _validation_error(exc: ValidationError) -> ProtocolError:
     first = exc.errors()[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
+    param = _param_name(first["loc"])
     if first["type"] == "missing":
         return invalid("missing_required_parameter", f"Missing required parameter: '{param}'.", param)
     return invalid(
@@ -229,3 +241,36 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+RESUME_EVENT = "tether:response.resume"
+
+
+class ResumeRequest(BaseModel):
+    """``{"type": "tether:response.resume", "response_id", "starting_after", "resume_token", "stream_id"}``.
+
+    Asks for the events of a response after sequence number ``starting_after`` (all of them when omitted), on this
+    connection, labelled with ``stream_id``. ``store: false`` responses need the ``tether:resume_token`` their
+    ``response.created`` carried.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    response_id: StrictStr
+    starting_after: StrictInt = Field(default=-1, ge=-1)
+    resume_token: StrictStr | None = None
+    stream_id: StrictStr | None = None
+
+
+def parse_resume(body: JSONObject) -> ResumeRequest:
+    """Validate a ``tether:response.resume`` client event.
+
+    Raises:
+        ProtocolError: for a missing ``response_id``, a bad ``starting_after`` or ``stream_id``.
+    """
+    if "stream_id" in body:
+        _check_stream_id(body["stream_id"])
+    try:
+        return ResumeRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc

@@ -291,3 +291,15 @@ class ResponseStream:
             event["stream_id"] = self.stream_id
         self._sequence += 1
         return event
+
+
+def with_stream_id(event: Event, stream_id: str | None) -> Event:
+    """The event as seen on lane ``stream_id`` (replays and resumes may be read on another lane than they ran on)."""
+    if event.get("stream_id") == stream_id:
+        return event
+    relabeled = dict(event)
+    if stream_id is None:
+        relabeled.pop("stream_id", None)
+    else:
+        relabeled["stream_id"] = stream_id
+    return relabeled

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import structlog
@@ -42,16 +44,23 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings.store_url)
-        engine = Engine(
-            store,
-            build_router(settings),
-            EngineLimits(settings.response_ttl_s, settings.snapshot_every, settings.hot_cache_size),
+        limits = EngineLimits(
+            response_ttl_s=settings.response_ttl_s,
+            snapshot_every=settings.snapshot_every,
+            hot_cache_size=settings.hot_cache_size,
+            resume_grace_s=settings.resume_grace_s,
+            continue_on_disconnect=settings.continue_on_disconnect,
+            shutdown_grace_s=settings.shutdown_grace_s,
         )
+        engine = Engine(store, build_router(settings), limits)
         app.state.tether = ServerState(settings=settings, engine=engine, auth=Authenticator(settings.api_keys))
+        purger = asyncio.create_task(_purge_periodically(store, settings.purge_interval_s))
         _log.info("server.ready", store=settings.store_url.split(":", 1)[0], auth=bool(settings.api_keys))
         try:
             yield
         finally:
+            purger.cancel()
+            await asyncio.gather(purger, return_exceptions=True)
             await engine.aclose()
 
     routes = [
@@ -75,6 +84,18 @@ def create_app(settings: Settings) -> Starlette:
             Exception: _unexpected_error,
         },
     )
+
+
+async def _purge_periodically(store: Store, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            removed = await store.purge_expired(time.time())
+        except Exception as error:  # a failed purge is retried next time; it must not stop the server
+            _log.error("store.purge_failed", error=repr(error))
+            continue
+        if removed:
+            _log.info("store.purged", responses=removed)
 
 
 async def _protocol_error(request: Request, exc: Exception) -> Response:

@@ -8,10 +8,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tether.engine.turn import TERMINAL_EVENTS, Turn
+from tether.engine.engine import RESUME_TOKEN_FIELD
+from tether.engine.turn import TERMINAL_EVENTS
 from tether.protocol.errors import ProtocolError, invalid, sse_error_shape
 from tether.protocol.request import Transport, decode_json_object, parse_create
 from tether.protocol.sse import encode_done, encode_event
+from tether.protocol.stream import with_stream_id
 from tether.server.state import server_state
 from tether.types import Event, JSONObject
 
@@ -52,30 +54,40 @@ async def create_response(request: Request) -> Response:
     tenant = state.auth.tenant(request.headers)
     body = decode_json_object(await read_body(request, state.settings.max_body_bytes))
     create = parse_create(body, Transport.HTTP)
-    turn = await state.engine.open_turn(create, tenant=tenant)
+    if create.idempotency_key is None:
+        create.idempotency_key = request.headers.get("idempotency-key")
+    live = await state.engine.create(create, tenant=tenant)
+    events = state.engine.follow(live)
     if create.stream:
-        return StreamingResponse(
-            _sse(turn.events()),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
-    return await _collect(turn)
+        return _event_stream(events)
+    return await _collect(events)
 
 
-async def _collect(turn: Turn) -> Response:
+def _event_stream(events: AsyncIterator[Event]) -> StreamingResponse:
+    return StreamingResponse(
+        _sse(events), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+    )
+
+
+async def _collect(events: AsyncIterator[Event]) -> Response:
     terminal: Event | None = None
-    async for event in turn.events():
+    error: Event | None = None
+    async for event in events:
         if event["type"] in TERMINAL_EVENTS:
             terminal = event
-    if turn.failed is not None:
-        return error_response(turn.failed)
-    if terminal is None:  # pragma: no cover - the engine always ends with a terminal event
-        raise ProtocolError(500, "server_error", "The response ended without a terminal event.")
+        elif event["type"] == "error":
+            error = event
+    if error is not None:
+        body = {key: value for key, value in error["error"].items() if key != "headers"}
+        return JSONBody({"error": body}, status_code=error.get("status") or 500)
+    if terminal is None:  # the generation was cancelled (shutdown) before it could finish
+        raise ProtocolError(503, "server_shutting_down", "The server stopped before the response finished.")
     return JSONBody(terminal["response"])
 
 
 async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
     async for event in events:
+        event = with_stream_id(event, None)  # a response made on a WebSocket lane, resumed over HTTP
         yield encode_event(sse_error_shape(event) if event["type"] == "error" else event)
     yield encode_done()
 
@@ -85,15 +97,11 @@ async def get_response(request: Request) -> Response:
     tenant = state.auth.tenant(request.headers)
     response_id = request.path_params["response_id"]
     if _flag(request, "stream"):
-        starting_after = _int_param(request, "starting_after")
-        events = await state.engine.replay(tenant, response_id, starting_after)
-        return StreamingResponse(_sse(_iterate(events)), media_type="text/event-stream")
+        after = _int_param(request, "starting_after")
+        token = request.query_params.get(RESUME_TOKEN_FIELD)
+        live = await state.engine.attach(tenant, response_id, after=after, resume_token=token)
+        return _event_stream(state.engine.follow(live, -1 if after is None else after))
     return JSONBody(await state.engine.get_response(tenant, response_id))
-
-
-async def _iterate(events: list[Event]) -> AsyncIterator[Event]:
-    for event in events:
-        yield event
 
 
 async def delete_response(request: Request) -> Response:

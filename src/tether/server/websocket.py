@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,15 +13,20 @@ import structlog
 from starlette.websockets import WebSocket
 
 from tether.engine.cache import ConnectionState
+from tether.engine.live import LiveResponse
 from tether.protocol.errors import ProtocolError, invalid, server_error
 from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
 from tether.protocol.request import (
+    RESUME_EVENT,
     STREAM_ID_PATTERN,
     CreateRequest,
+    ResumeRequest,
     Transport,
     decode_json_object,
     parse_create,
+    parse_resume,
 )
+from tether.protocol.stream import with_stream_id
 from tether.server.http import error_response
 from tether.server.state import ServerState, server_state
 from tether.types import Event
@@ -117,6 +123,10 @@ class WebSocketSession:
             body = decode_json_object(text)
             lane = _valid_lane(body.get("stream_id"))
             event_type = body.get("type")
+            if event_type == RESUME_EVENT:
+                resume = parse_resume(body)
+                self._spawn(self._resume(resume))
+                return
             if event_type != "response.create":
                 raise _unsupported_event(event_type)
             if self.expired:
@@ -132,17 +142,40 @@ class WebSocketSession:
 
     def _start(self, lane: Lane, request: CreateRequest) -> None:
         self._idle.clear()
-        task = asyncio.create_task(self._run_turn(lane, request))
+        self._spawn(self._run_turn(lane, request))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self.turns.add(task)
         task.add_done_callback(self.turns.discard)
 
+    async def _resume(self, resume: ResumeRequest) -> None:
+        lane = resume.stream_id
+        try:
+            live = await self.engine.attach(
+                self.connection.tenant,
+                resume.response_id,
+                after=resume.starting_after,
+                resume_token=resume.resume_token,
+            )
+            await self._forward(live, resume.starting_after, lane)
+        except ProtocolError as error:
+            await self.outbox.put(error.ws_event(stream_id=lane))
+
+    async def _forward(self, live: LiveResponse, after: int, lane: Lane) -> None:
+        async for event in self.engine.follow(live, after):
+            if event["type"] == "error":
+                # In WebSocket mode a create ends with exactly one error or one terminal event (the SDK's lanes rely
+                # on it): a failure inside a running response is carried by the response.failed that follows.
+                continue
+            await self.outbox.put(with_stream_id(event, lane))
+
     async def _run_turn(self, lane: Lane, request: CreateRequest) -> None:
         try:
-            turn = await self.engine.open_turn(
+            live = await self.engine.create(
                 request, tenant=self.connection.tenant, connection=self.connection, lane=lane
             )
-            async for event in turn.events():
-                await self.outbox.put(event)
+            await self._forward(live, -1, lane)
         except ProtocolError as error:
             await self.outbox.put(error.ws_event(stream_id=lane))
         except Exception:

@@ -1,0 +1,111 @@
+"""Responses in flight: their stream logs, followers, resume tokens and idempotency keys.
+
+Generation runs as a task owned by the engine, not by the connection that asked for it: every event goes into the
+response's :class:`StreamLog`, and transports only *follow* logs. So a client that drops can reattach and receive
+exactly the events after the last ``sequence_number`` it saw, and a retried turn (same idempotency key) follows the
+original instead of generating twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from tether.types import Event
+
+
+class StreamLog:
+    """The events of one response in order. An event's ``sequence_number`` is its index in the log."""
+
+    def __init__(self, events: list[Event] | None = None, *, closed: bool = False) -> None:
+        self.events: list[Event] = list(events or [])
+        self.closed = closed
+        self._changed = asyncio.Event()
+
+    def append(self, event: Event) -> None:
+        self.events.append(event)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def follow(self, after: int = -1) -> AsyncIterator[Event]:
+        """Yield every event with a sequence number above ``after``, waiting for new ones until the log closes."""
+        index = max(after + 1, 0)
+        while True:
+            while index < len(self.events):
+                yield self.events[index]
+                index += 1
+            if self.closed:
+                return
+            changed = self._changed
+            await changed.wait()
+
+
+@dataclass(slots=True)
+class LiveResponse:
+    """A response the engine is generating (or finished generating a short while ago)."""
+
+    response_id: str
+    tenant: str
+    store: bool
+    log: StreamLog
+    resume_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    idempotency_key: str | None = None
+    task: asyncio.Task[None] | None = None
+    followers: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.log.closed
+
+    def allows(self, tenant: str, resume_token: str | None) -> bool:
+        """Whether a caller may follow this response: its tenant, and for ``store=false`` its resume token."""
+        if tenant != self.tenant:
+            return False
+        if self.store:
+            return True
+        return resume_token is not None and secrets.compare_digest(resume_token, self.resume_token)
+
+
+class LiveRegistry:
+    """Live responses by id and by idempotency key; finished ones are forgotten after a grace period."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._by_id: dict[str, LiveResponse] = {}
+        self._by_key: dict[tuple[str, str], str] = {}
+
+    def add(self, live: LiveResponse) -> None:
+        self._by_id[live.response_id] = live
+        if live.idempotency_key is not None:
+            self._by_key[(live.tenant, live.idempotency_key)] = live.response_id
+
+    def get(self, response_id: str) -> LiveResponse | None:
+        return self._by_id.get(response_id)
+
+    def by_idempotency_key(self, tenant: str, key: str) -> LiveResponse | None:
+        response_id = self._by_key.get((tenant, key))
+        return self._by_id.get(response_id) if response_id is not None else None
+
+    def finished(self, live: LiveResponse) -> None:
+        """Schedule ``live`` to be forgotten once the grace period is over."""
+        asyncio.get_running_loop().call_later(self.grace_s, self._forget, live)
+
+    def _forget(self, live: LiveResponse) -> None:
+        if self._by_id.get(live.response_id) is live:
+            del self._by_id[live.response_id]
+        if live.idempotency_key is not None and self._by_key.get((live.tenant, live.idempotency_key)) == (
+            live.response_id
+        ):
+            del self._by_key[(live.tenant, live.idempotency_key)]
+
+    def running(self) -> list[LiveResponse]:
+        return [live for live in self._by_id.values() if not live.done]

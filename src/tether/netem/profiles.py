@@ -1,0 +1,106 @@
+"""Network profiles: what a link does to a TCP byte stream, in numbers.
+
+The values are typical figures, not measurements of one network; they are meant to put a client in a clearly
+different regime (serialisation-bound, latency-bound, loss-bound, outage-bound), not to reproduce a carrier. Sources
+and assumptions, per profile:
+
+- ``4g``: median LTE latency 40–70 ms and median throughput of 5–20 Mbit/s down in public crowd-sourced reports
+  (Ookla/Opensignal); uplink a quarter of downlink; residual loss after link-layer retransmission ~0.1 %.
+- ``3g``: HSPA, RTT 150–250 ms, a few hundred kbit/s up, ~1.5 Mbit/s down, ~1 % loss at cell edges.
+- ``satellite``: geostationary, 35,786 km each way: ~480 ms of propagation alone, ~600 ms with processing.
+- ``inflight-wifi``: geostationary backhaul shared by a cabin: ~700 ms, little uplink, jitter, 2 % loss.
+- ``intermittent``: the ``4g`` link with a 3 s outage every 12 s (tunnels, handovers, a train).
+
+Loss is applied per direction and per ~1460-byte packet, and modelled as TCP experiences it: nothing is lost, the
+packet (and everything behind it) is delayed by a retransmission timeout, ``max(0.2, 2 * rtt)`` (Linux's minimum
+RTO is 200 ms). Treating every loss as an RTO is pessimistic for long bulk transfers, where fast retransmit
+recovers in about one RTT, and right for the short request/response exchanges of an agent loop, where a lost tail
+packet has no duplicate ACKs behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Literal, TypeAlias
+
+OutageMode: TypeAlias = Literal["stall", "reset"]
+
+MIN_RTO_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkProfile:
+    """How a link behaves, per direction: up is client → server, down is server → client.
+
+    Args:
+        name: A short identifier, recorded with every run.
+        rtt_s: Round-trip propagation delay; half of it is added to each direction.
+        up_bps: Client → server rate in bits per second; ``None`` for unlimited.
+        down_bps: Server → client rate in bits per second; ``None`` for unlimited.
+        loss: Probability, per packet and direction, that the packet needs a retransmission (a stall of one RTO).
+        jitter_s: Extra one-way delay drawn uniformly from ``[0, jitter_s]``; packets never overtake each other.
+        outage_every_s: Period of the outages; ``None`` for a link that never goes dark.
+        outage_s: Length of each outage, at the end of each period: the link is up for
+            ``outage_every_s - outage_s`` seconds, then dark for ``outage_s``.
+        outage_mode: ``"stall"``: bytes stop flowing both ways and resume intact after the outage (TCP keeps
+            retransmitting); ``"reset"``: live connections are reset when an outage starts (a NAT or a radio
+            bearer that lost its state).
+    """
+
+    name: str
+    rtt_s: float = 0.0
+    up_bps: float | None = None
+    down_bps: float | None = None
+    loss: float = 0.0
+    jitter_s: float = 0.0
+    outage_every_s: float | None = None
+    outage_s: float = 0.0
+    outage_mode: OutageMode = "stall"
+
+    def __post_init__(self) -> None:
+        if self.rtt_s < 0 or self.jitter_s < 0:
+            raise ValueError("rtt_s and jitter_s must be >= 0")
+        for rate in (self.up_bps, self.down_bps):
+            if rate is not None and rate <= 0:
+                raise ValueError("rates must be > 0 bits per second, or None for unlimited")
+        if not 0.0 <= self.loss < 1.0:
+            raise ValueError("loss must be in [0, 1)")
+        if self.outage_every_s is not None and not 0.0 < self.outage_s < self.outage_every_s:
+            raise ValueError("outage_s must be in (0, outage_every_s)")
+        if self.outage_mode not in ("stall", "reset"):
+            raise ValueError("outage_mode must be 'stall' or 'reset'")
+
+    @property
+    def one_way_delay_s(self) -> float:
+        """Propagation delay of one direction, half the RTT."""
+        return self.rtt_s / 2
+
+    @property
+    def rto_s(self) -> float:
+        """The stall a lost packet costs: one retransmission timeout."""
+        return max(MIN_RTO_S, 2 * self.rtt_s)
+
+
+def mbit(value: float) -> float:
+    """Megabits per second in bits per second."""
+    return value * 1_000_000
+
+
+_4G = NetworkProfile("4g", rtt_s=0.06, up_bps=mbit(5), down_bps=mbit(20), loss=0.001)
+
+PROFILES: Mapping[str, NetworkProfile] = MappingProxyType(
+    {
+        profile.name: profile
+        for profile in (
+            NetworkProfile("loopback"),
+            _4G,
+            NetworkProfile("3g", rtt_s=0.2, up_bps=mbit(0.4), down_bps=mbit(1.5), loss=0.01),
+            NetworkProfile("satellite", rtt_s=0.6, up_bps=mbit(2), down_bps=mbit(10), loss=0.005),
+            NetworkProfile("inflight-wifi", rtt_s=0.7, up_bps=mbit(0.25), down_bps=mbit(2), loss=0.02, jitter_s=0.05),
+            replace(_4G, name="intermittent", outage_every_s=12.0, outage_s=3.0),
+        )
+    }
+)
+"""The named profiles of the benchmark, read-only; derive variants with ``dataclasses.replace``."""
