@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tether.engine.context import Context
 from tether.protocol import ids
 from tether.protocol.lanes import Lane
+from tether.types import JSONObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,7 @@ class CachedResponse:
     context: Context
     depth: int
     store: bool
+    params: JSONObject = field(default_factory=dict)
 
 
 class HotCache:

@@ -177,6 +177,8 @@ class Engine:
         """
         try:
             parent = await self._resolve_parent(request, tenant, connection)
+            if parent is not None and request.inherit_params:
+                request = request.inheriting(parent.params)
             base = parent.context if parent else Context()
             _check_call_ids(base, request.input)
         except ProtocolError:
@@ -234,7 +236,9 @@ class Engine:
         stored = await self.store.load_context(tenant, parent_id)
         if stored is None:
             raise previous_response_not_found(parent_id)
-        entry = CachedResponse(parent_id, Context.from_items(stored.items), record.depth, store=True)
+        entry = CachedResponse(
+            parent_id, Context.from_items(stored.items), record.depth, store=True, params=record.params
+        )
         self.hot.put(tenant, entry)
         return entry
 
@@ -248,13 +252,13 @@ class Engine:
         request = plan.request
         if turn.failed is not None:
             self._evict(request, connection, plan.lane)
+        depth = plan.depth
         if whole is not None:
-            entry = CachedResponse(plan.response_id, whole, plan.parent.depth + 1 if plan.parent else 0, request.store)
+            entry = CachedResponse(plan.response_id, whole, depth, request.store, request.forwarded_params())
             if connection is not None:
                 connection.remember(plan.lane, entry)
             self.hot.put(plan.tenant, entry)
         if request.store:
-            depth = plan.parent.depth + 1 if plan.parent else 0
             snapshot = whole.hashes() if whole is not None and depth % self.limits.snapshot_every == 0 else None
             ttl = self.limits.response_ttl_s
             await self.store.put(turn.record(self.clock() + ttl if ttl else None, snapshot))

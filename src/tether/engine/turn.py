@@ -42,6 +42,10 @@ class TurnPlan:
     created_at: int
     lane_key: str | None = None
 
+    @property
+    def depth(self) -> int:
+        return self.parent.depth + 1 if self.parent else 0
+
 
 class Turn:
     """Runs a planned turn against a provider and commits it, writing every event into its stream log.
@@ -159,7 +163,7 @@ class Turn:
             id=plan.response_id,
             tenant=plan.tenant,
             parent_id=plan.request.previous_response_id,
-            depth=plan.parent.depth + 1 if plan.parent else 0,
+            depth=plan.depth,
             model=plan.request.model,
             status=response["status"],
             created_at=plan.created_at,

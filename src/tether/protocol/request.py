@@ -29,6 +29,17 @@ STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
 MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
 
 
+# Parameters a continuation may inherit from its parent with ``tether:inherit_params`` (field name → JSON key).
+INHERITABLE_PARAMS = {
+    name: name
+    for name in (
+        "instructions", "tools", "tool_choice", "parallel_tool_calls", "reasoning", "text", "max_output_tokens",
+        "max_tool_calls", "temperature", "top_p", "top_logprobs", "truncation", "include", "service_tier",
+        "prompt_cache_key", "safety_identifier",
+    )
+}  # fmt: skip
+
+
 class Transport(StrEnum):
     HTTP = "http"
     WEBSOCKET = "websocket"
@@ -66,11 +77,21 @@ class CreateRequest(BaseModel):
     safety_identifier: StrictStr | None = None
     user: StrictStr | None = None
     idempotency_key: StrictStr | None = Field(default=None, alias="tether:idempotency_key")
+    inherit_params: StrictBool = Field(default=False, alias="tether:inherit_params")
+
+    def inheriting(self, parent_params: JSONObject) -> CreateRequest:
+        """This request with every inheritable parameter it did not send taken from its parent's parameters."""
+        inherited = {
+            field: parent_params[key]
+            for field, key in INHERITABLE_PARAMS.items()
+            if field not in self.model_fields_set and key in parent_params
+        }
+        return self.model_copy(update=inherited) if inherited else self
 
     def forwarded_params(self) -> JSONObject:
         """Request parameters other than ``input`` and transport fields, as the client sent them."""
         params = self.model_dump(
-            exclude={"input", "stream", "generate", "stream_id", "background", "idempotency_key"},
+            exclude={"input", "stream", "generate", "stream_id", "background", "idempotency_key", "inherit_params"},
             exclude_none=True,
             by_alias=True,
         )
