@@ -46,7 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd.add_argument("--host")
     serve_cmd.add_argument("--port", type=int)
     serve_cmd.add_argument("--store-url", help="sqlite:///PATH or memory://")
-    args = parser.parse_args(argv)
+    commands.add_parser("bench", help="the benchmark (tether bench --help)", add_help=False)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:
+        from tether.bench.cli import main as bench_main  # the benchmark's dependencies load only when asked for
+
+        return bench_main(arguments[1:])
+    args = parser.parse_args(arguments)
     if args.command == "serve":
         settings = Settings.load(args.config)
         overrides = {

@@ -1,0 +1,97 @@
+"""``tether bench``: what tether saves, measured side by side on emulated networks."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from tether.bench.arms import ARMS
+from tether.bench.cpu_per_turn import machine
+from tether.bench.harness import BenchConfig, run_matrix, save_runs
+from tether.bench.report import cells, charts, markdown_table, table
+from tether.bench.workloads import long_session, make_task, standard_tasks
+from tether.netem import PROFILES, kernel_tier_available
+
+QUICK_PROFILES = ["loopback", "4g"]
+STANDARD_ARMS = ["stateless-http", "http-previous-id", "ws", "ws-deflate"]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tether bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short run (2 profiles, fast model, 1 repeat)")
+    parser.add_argument("--profiles", default=None, help=f"comma list of {', '.join(PROFILES)}")
+    parser.add_argument("--arms", default=",".join(STANDARD_ARMS), help=f"comma list of {', '.join(ARMS)}")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--long-session", type=int, default=0, metavar="TURNS", help="add a long task (≥ 50 turns)")
+    parser.add_argument("--tasks", default=None, help="comma list of fix-failing-test, add-feature, refactor; none")
+    parser.add_argument("--ttft", type=float, default=None, help="model time to first token, seconds")
+    parser.add_argument("--tps", type=float, default=None, help="model output tokens per second")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default bench-results/<time>)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    console = Console(width=max(Console().width, 160))
+    quick = args.quick
+    profiles = args.profiles.split(",") if args.profiles else (QUICK_PROFILES if quick else list(PROFILES))
+    tasks = standard_tasks(args.seed)
+    if args.tasks:
+        tasks = [make_task(kind, args.seed) for kind in args.tasks.split(",") if kind != "none"]
+    if args.long_session:
+        tasks.append(long_session(args.seed, args.long_session))
+    config = BenchConfig(
+        profiles=profiles,
+        arms=args.arms.split(","),
+        tasks=tasks,
+        repeats=args.repeats or (1 if quick else 3),
+        seed=args.seed,
+        ttft_s=args.ttft if args.ttft is not None else (0.02 if quick else 0.4),
+        tokens_per_second=args.tps if args.tps is not None else (2000.0 if quick else 150.0),
+    )
+    unknown = [p for p in config.profiles if p not in PROFILES] + [a for a in config.arms if a not in ARMS]
+    if unknown:
+        console.print(f"[red]unknown profile or arm: {', '.join(unknown)}")
+        return 2
+    stamp = datetime.datetime.now(datetime.UTC)
+    out = args.out or Path("bench-results") / stamp.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    kernel_ok, kernel_reason = kernel_tier_available()
+    meta = {
+        "date": stamp.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "command": "tether bench " + " ".join(sys.argv[2:] if argv is None else argv),
+        "emulation_tier": "proxy (Python shaping proxy: delay, rate, loss stalls, outages)",
+        "kernel_tier": f"{'available' if kernel_ok else 'not available'}: {kernel_reason}",
+        "python": platform.python_version(),
+    }
+    console.print(f"tether bench → {out}  (tier: proxy; kernel tier {meta['kernel_tier']})")
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = run_matrix(config, Path(tmp))
+    save_runs(runs, config, out / "results.json", meta)
+    summary = cells(runs)
+    console.print(table(summary))
+    failed = [run for run in runs if not run.completed]
+    for run in failed:
+        console.print(f"[red]failed: {run.profile} {run.task} {run.arm}: {run.error}")
+    images = []
+    try:
+        images = charts(runs, summary, out)
+    except ImportError:
+        console.print("matplotlib is not installed: no charts (pip install 'tether-gateway[bench]')")
+    report = [f"# tether bench — {meta['date']}", "", *(f"- {k}: {v}" for k, v in meta.items()), "",
+              markdown_table(summary), "", *(f"![{p.stem}]({p.name})" for p in images), ""]  # fmt: skip
+    (out / "report.md").write_text("\n".join(report))
+    console.print(f"results: {out / 'results.json'}, report: {out / 'report.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

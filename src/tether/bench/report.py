@@ -1,0 +1,148 @@
+"""Summaries of benchmark runs: the terminal table, the markdown report and the charts."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from tether.bench.harness import Run
+
+BASELINE = "stateless-http"
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """Medians over repeats of one (profile, task, arm)."""
+
+    profile: str
+    task: str
+    arm: str
+    runs: int
+    completed: int
+    task_s: float
+    app_up: float
+    wire_up: float
+    wire_down: float
+    ttft_s: float | None
+    connections: float
+
+
+def cells(runs: Iterable[Run]) -> list[Cell]:
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.profile, run.task, run.arm)].append(run)
+    out = []
+    for (profile, task, arm), group in groups.items():
+        done = [run for run in group if run.completed] or group
+        ttfts = [t.ttft_s for run in done for t in run.turns if t.ttft_s is not None]
+        out.append(
+            Cell(
+                profile, task, arm, len(group), sum(run.completed for run in group),
+                statistics.median(run.task_s for run in done),
+                statistics.median(run.app_bytes_up for run in done),
+                statistics.median(run.wire_bytes_up for run in done),
+                statistics.median(run.wire_bytes_down for run in done),
+                statistics.median(ttfts) if ttfts else None,
+                statistics.median(run.connections for run in done),
+            )
+        )  # fmt: skip
+    return out
+
+
+def _baseline(all_cells: list[Cell], cell: Cell) -> Cell | None:
+    for other in all_cells:
+        if (other.profile, other.task, other.arm) == (cell.profile, cell.task, BASELINE):
+            return other
+    return None
+
+
+def _kb(value: float) -> str:
+    return f"{value / 1024:,.1f}"
+
+
+def rows(all_cells: list[Cell]) -> list[list[str]]:
+    out = []
+    for cell in sorted(all_cells, key=lambda c: (c.profile, c.task, c.arm != BASELINE, c.arm)):
+        base = _baseline(all_cells, cell)
+        less = f"{100 * (1 - cell.wire_up / base.wire_up):.1f}%" if base and base.wire_up else "–"
+        speed = f"{base.task_s / cell.task_s:.2f}×" if base and cell.task_s else "–"
+        out.append([
+            cell.profile, cell.task, cell.arm, f"{cell.completed}/{cell.runs}", f"{cell.task_s:.2f}",
+            _kb(cell.app_up), _kb(cell.wire_up), less, _kb(cell.wire_down),
+            f"{cell.ttft_s * 1000:.0f}" if cell.ttft_s is not None else "–", speed, f"{cell.connections:g}",
+        ])  # fmt: skip
+    return out
+
+
+HEADERS = ["profile", "task", "arm", "done", "task s", "payload up KiB", "wire up KiB", "up vs stateless",
+           "wire down KiB", "TTFT ms", "speed-up", "conns"]  # fmt: skip
+
+
+def table(all_cells: list[Cell]) -> Table:
+    result = Table(title="tether bench (medians over repeats)")
+    for header in HEADERS:
+        result.add_column(header, justify="left" if header in ("profile", "task", "arm") else "right")
+    for row in rows(all_cells):
+        result.add_row(*row)
+    return result
+
+
+def markdown_table(all_cells: list[Cell]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(all_cells)]
+    return "\n".join(lines)
+
+
+def charts(runs: list[Run], all_cells: list[Cell], out_dir: Path) -> list[Path]:
+    """PNG charts: upload per turn by arm (per task), task time per profile by arm. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    tasks = sorted({run.task for run in runs})
+    figure, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for arm in sorted({run.arm for run in runs}):
+            chosen = [
+                r for r in runs if r.task == task and r.arm == arm and r.completed and r.profile == runs[0].profile
+            ]
+            if chosen:
+                axis.plot([t.turn + 1 for t in chosen[0].turns], [t.app_bytes_up / 1024 for t in chosen[0].turns],
+                          marker="o", markersize=3, label=arm)  # fmt: skip
+        axis.set_title(task)
+        axis.set_xlabel("turn")
+        axis.set_ylabel("request payload (KiB)")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend()
+    figure.suptitle("Upload per turn by arm: linear growth (stateless) vs flat (stateful)")
+    figure.tight_layout()
+    path = out_dir / "upload-per-turn.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    written.append(path)
+
+    profiles = list(dict.fromkeys(cell.profile for cell in all_cells))
+    arms = sorted({cell.arm for cell in all_cells}, key=lambda arm: (arm != BASELINE, arm))
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(profiles)), 4))
+    width = 0.8 / len(arms)
+    for position, arm in enumerate(arms):
+        totals = [sum(c.task_s for c in all_cells if c.profile == p and c.arm == arm) for p in profiles]
+        axis.bar([i + position * width for i in range(len(profiles))], totals, width, label=arm)
+    axis.set_xticks([i + width * (len(arms) - 1) / 2 for i in range(len(profiles))], profiles)
+    axis.set_ylabel("task time, sum over tasks (s)")
+    axis.set_title("Task time per network profile by arm")
+    axis.legend()
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    path = out_dir / "task-time-per-profile.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    written.append(path)
+    return written
