@@ -124,4 +124,3 @@ def seeded_cuts(
         direction, offset = (Direction.UP, point + 1) if point < up_bytes else (Direction.DOWN, point - up_bytes + 1)
         faults.append(Fault(AtBytes(direction, offset), rng.choice(modes)))
     return faults
-
