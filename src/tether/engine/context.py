@@ -114,9 +114,11 @@ class Context:
     def tokens(self) -> int:
         return self._buffer.cumulative_tokens[self.length - 1] if self.length else 0
 
-    def has_function_call(self, call_id: str) -> bool:
+    def has_function_call(self, call_id: str, before: int | None = None) -> bool:
+        """Whether a ``function_call`` with ``call_id`` is in this context (at a position below ``before``)."""
         position = self._buffer.call_positions.get(call_id)
-        return position is not None and position < self.length
+        limit = self.length if before is None else min(before, self.length)
+        return position is not None and position < limit
 
     def hashes(self) -> list[str]:
         """The content hashes of every item, in order (O(n): used for snapshots only)."""

@@ -180,19 +180,20 @@ class Engine:
             if parent is not None and request.inherit_params:
                 request = request.inheriting(parent.params)
             base = parent.context if parent else Context()
-            _check_call_ids(base, request.input)
+            prints = [fingerprint(item) for item in request.input]
+            sampled = base.extend(request.input, prints)
+            _check_call_ids(sampled, request.input)
         except ProtocolError:
             self._evict(request, connection, lane)
             raise
         provider = self.router.resolve(request.model)
-        prints = [fingerprint(item) for item in request.input]
         plan = TurnPlan(
             request=request,
             tenant=tenant,
             lane=lane,
             response_id=ids.response_id(),
             parent=parent,
-            sampled=base.extend(request.input, prints),
+            sampled=sampled,
             new_prints=prints,
             input_ids=[input_item_id(item) for item in request.input],
             created_at=int(self.clock()),
@@ -312,8 +313,9 @@ class Engine:
         """The context a request would sample from (no lane: HTTP semantics)."""
         parent = await self._resolve_parent(request, tenant, None)
         base = parent.context if parent else Context()
-        _check_call_ids(base, request.input)
-        return base.extend(request.input, [fingerprint(item) for item in request.input])
+        sampled = base.extend(request.input, [fingerprint(item) for item in request.input])
+        _check_call_ids(sampled, request.input)
+        return sampled
 
     async def count_input_tokens(self, request: CreateRequest, *, tenant: str) -> int:
         context = await self.resolve_context(request, tenant)
@@ -362,15 +364,13 @@ def response_from_record(record: ResponseRecord) -> JSONObject:
     )
 
 
-def _check_call_ids(base: Context, items: list[Item]) -> None:
-    seen: set[str] = set()
+def _check_call_ids(sampled: Context, items: list[Item]) -> None:
+    """Every function_call_output of the new items answers a function_call that comes before it in the context."""
+    first = len(sampled) - len(items)
     for index, item in enumerate(items):
-        kind = item.get("type")
-        if kind == "function_call":
-            seen.add(item["call_id"])
-        elif kind == "function_call_output":
+        if item.get("type") == "function_call_output":
             call_id = item["call_id"]
-            if call_id not in seen and not base.has_function_call(call_id):
+            if not sampled.has_function_call(call_id, before=first + index):
                 raise ProtocolError(
                     400,
                     "function_call_not_found",
