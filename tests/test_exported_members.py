@@ -12,6 +12,7 @@ PACKAGES = [
     "tether.providers",
     "tether.server",
     "tether.testing",
+    "tether.netem",
 ]
 
 

@@ -57,7 +57,7 @@ async def test_rate_limit_slows_an_upload(servers: Servers) -> None:
         elapsed = time.monotonic() - started
         await close(writer)
     assert len(sink.received) == 64 * 1024
-    assert 1.5 <= elapsed < 6.0, "64 KiB at 256 kbit/s takes about 2.1 s with headers"
+    assert 1.5 <= elapsed < 7.0, "64 KiB at 256 kbit/s takes about 2.1 s with headers"
 
 
 async def test_rate_limit_slows_a_download(servers: Servers) -> None:
@@ -70,7 +70,7 @@ async def test_rate_limit_slows_a_download(servers: Servers) -> None:
         elapsed = time.monotonic() - started
         await close(writer)
     assert len(received) == 64 * 1024
-    assert 1.5 <= elapsed < 6.0
+    assert 1.5 <= elapsed < 7.0
 
 
 async def test_each_round_trip_costs_at_least_one_rtt(echo_port: int) -> None:

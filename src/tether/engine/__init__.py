@@ -2,7 +2,7 @@
 
 from tether.engine.cache import CachedResponse, ConnectionState, HotCache
 from tether.engine.context import Context
-from tether.engine.engine import Engine, EngineLimits, response_from_record
+from tether.engine.engine import Engine, EngineLimits, EngineStats, response_from_record
 from tether.engine.turn import TERMINAL_EVENTS, Turn, TurnPlan
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Context",
     "Engine",
     "EngineLimits",
+    "EngineStats",
     "HotCache",
     "Turn",
     "TurnPlan",

@@ -32,6 +32,15 @@ _log = structlog.get_logger("tether.engine")
 RESUME_TOKEN_FIELD = "tether:resume_token"
 
 
+@dataclass(slots=True)
+class EngineStats:
+    """Counters for metrics and tests: generations actually run, and turns answered without generating."""
+
+    generations: int = 0
+    idempotent_replays: int = 0
+    resumes: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class EngineLimits:
     """Engine policy.
@@ -74,6 +83,7 @@ class Engine:
         self.clock = clock
         self.hot = HotCache(self.limits.hot_cache_size)
         self.live = LiveRegistry(self.limits.resume_grace_s)
+        self.stats = EngineStats()
 
     # -- turns ---------------------------------------------------------------------------------------------
 
@@ -99,17 +109,20 @@ class Engine:
         if key is not None:  # another request with the key may have started while this one was resolving
             raced = self.live.by_idempotency_key(tenant, key)
             if raced is not None:
+                self.stats.idempotent_replays += 1
                 return raced
         return self.launch(turn)
 
     async def _by_idempotency_key(self, tenant: str, key: str) -> LiveResponse | None:
         live = self.live.by_idempotency_key(tenant, key)
         if live is not None:
+            self.stats.idempotent_replays += 1
             _log.info("turn.idempotent_replay", response_id=live.response_id, source="live")
             return live
         record = await self.store.find_by_idempotency_key(tenant, key)
         if record is None:
             return None
+        self.stats.idempotent_replays += 1
         _log.info("turn.idempotent_replay", response_id=record.id, source="store")
         return LiveResponse(record.id, tenant, True, StreamLog(record.events, closed=True), idempotency_key=key)
 
@@ -125,6 +138,7 @@ class Engine:
             idempotency_key=plan.request.idempotency_key,
         )
         self.live.add(live)
+        self.stats.generations += 1
         live.task = asyncio.create_task(self._generate(turn, live), name=f"turn-{plan.response_id}")
         return live
 
@@ -155,10 +169,12 @@ class Engine:
         """
         live = self.live.get(response_id)
         if live is not None and live.allows(tenant, resume_token):
+            self.stats.resumes += 1
             return live
         record = await self.store.get(tenant, response_id)
         if record is None:
             raise response_not_found(response_id)
+        self.stats.resumes += 1
         return LiveResponse(record.id, tenant, True, StreamLog(record.events, closed=True))
 
     async def open_turn(

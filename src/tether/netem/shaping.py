@@ -101,7 +101,7 @@ class DirectionShaper:
     stream_offset: int = 0
     packets: int = 0
     stalled_packets: list[int] = field(default_factory=list)
-    _last_arrival: float = 0.0
+    _last_arrival: float = field(default=0.0, init=False, repr=False)
 
     def shape(self, data: bytes, now: float) -> list[Piece]:
         """The pieces of ``data``, just read at clock time ``now``, with their delivery times."""

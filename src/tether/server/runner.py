@@ -10,15 +10,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from starlette.applications import Starlette
 
+from tether.engine.engine import Engine
 from tether.server.app import create_app
+from tether.server.state import ServerState
 from tether.settings import Settings
 
 
-def uvicorn_config(settings: Settings, *, port: int | None = None) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, *, port: int | None = None, app: Starlette | None = None) -> uvicorn.Config:
     ws = settings.websocket
     return uvicorn.Config(
-        create_app(settings),
+        app or create_app(settings),
         host=settings.host,
         port=settings.port if port is None else port,
         ws="websockets-sansio",
@@ -47,6 +50,13 @@ class RunningServer:
     host: str
     port: int
     server: uvicorn.Server
+    app: Starlette
+
+    @property
+    def engine(self) -> Engine:
+        """The running engine (its state exists while the server runs)."""
+        state: ServerState = self.app.state.tether
+        return state.engine
 
     @property
     def base_url(self) -> str:
@@ -61,7 +71,8 @@ class RunningServer:
 def serve_in_thread(settings: Settings, *, startup_timeout: float = 15.0) -> Iterator[RunningServer]:
     """Run a real tether server on a free port of 127.0.0.1 in a background thread (tests, benchmarks)."""
     port = free_port(settings.host)
-    server = uvicorn.Server(uvicorn_config(settings, port=port))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn_config(settings, port=port, app=app))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="tether-server", daemon=True)
     thread.start()
     deadline = threading.Event()
@@ -74,7 +85,7 @@ def serve_in_thread(settings: Settings, *, startup_timeout: float = 15.0) -> Ite
         thread.join(5)
         raise RuntimeError("tether server did not start")
     try:
-        yield RunningServer(settings.host, port, server)
+        yield RunningServer(settings.host, port, server, app)
     finally:
         server.should_exit = True
         thread.join(30)

@@ -1,0 +1,200 @@
+"""Nothing lost: mid-stream resume (HTTP and WebSocket), idempotent turns, generation that outlives its client,
+graceful shutdown. Generations are counted in the engine, so "never twice" is checked, not assumed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import orjson
+from websockets.asyncio.client import connect
+
+from tether.engine.engine import Engine
+from tether.protocol.sse import SSEDecoder
+from tether.server.runner import RunningServer, serve_in_thread
+from tether.settings import ScriptedSettings, Settings
+from tether.store.sqlite import SQLiteStore
+
+from .wire import MODEL, TERMINAL_EVENTS, ServerFactory, receive, send_create, send_json
+
+SLOW = {"ttft_s": 0.05, "tokens_per_second": 300.0}  # a reply takes ~0.3 s: long enough to cut in the middle
+LONG_TEXT = "Please repeat back this sentence about resumable streams. " * 3
+
+
+def engine_of(server: RunningServer) -> Engine:
+    return server.engine
+
+
+async def sse(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    decoder = SSEDecoder()
+    async for chunk in response.aiter_bytes():
+        for message in decoder.decode(chunk):
+            if message.data != "[DONE]":
+                yield orjson.loads(message.data)
+
+
+async def read_until(response: httpx.Response, last: int) -> list[dict[str, Any]]:
+    events = []
+    async for event in sse(response):
+        events.append(event)
+        if event["sequence_number"] >= last:
+            break
+    return events
+
+
+def text_of(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+
+
+def assert_gapless(events: list[dict[str, Any]]) -> None:
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] in TERMINAL_EVENTS
+
+
+async def test_http_stream_cut_midway_resumes_exactly_after_the_last_event_seen(make_server: ServerFactory) -> None:
+    server = make_server(scripted=SLOW)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        body = {"model": "echo", "input": LONG_TEXT, "stream": True}
+        async with client.stream("POST", "/responses", json=body) as response:
+            head = await read_until(response, 5)
+        response_id = head[0]["response"]["id"]
+        url = f"/responses/{response_id}?stream=true&starting_after={head[-1]['sequence_number']}"
+        async with client.stream("GET", url) as resumed:
+            tail = [event async for event in sse(resumed)]
+        stored = (await client.get(f"/responses/{response_id}")).json()
+    events = head + tail
+    assert_gapless(events)
+    assert text_of(events) == LONG_TEXT == stored["output"][0]["content"][0]["text"]
+    assert engine_of(server).stats.generations == 1
+
+
+async def test_websocket_cut_midway_resumes_on_a_new_socket(make_server: ServerFactory) -> None:
+    server = make_server(scripted=SLOW)
+    async with connect(server.ws_url) as ws:
+        await send_create(ws, model="echo", input=LONG_TEXT, stream_id="lane-a")
+        head = [await receive(ws) for _ in range(6)]
+    token = head[0]["response"]["tether:resume_token"]
+    async with connect(server.ws_url) as ws:
+        await send_json(ws, {"type": "tether:response.resume", "response_id": head[0]["response"]["id"],
+                             "starting_after": head[-1]["sequence_number"], "resume_token": token,
+                             "stream_id": "lane-b"})  # fmt: skip
+        tail: list[dict[str, Any]] = []
+        while not tail or tail[-1]["type"] not in TERMINAL_EVENTS:
+            tail.append(await receive(ws))
+    assert_gapless(head + tail)
+    assert text_of(head + tail) == LONG_TEXT
+    assert all(e["stream_id"] == "lane-a" for e in head)
+    assert all(e["stream_id"] == "lane-b" for e in tail)  # labelled for the lane the client resumed on
+    assert engine_of(server).stats.generations == 1
+
+
+async def test_store_false_resume_needs_the_token_and_ends_with_the_grace_period(make_server: ServerFactory) -> None:
+    server = make_server(scripted=SLOW, resume_grace_s=0.5)
+    async with connect(server.ws_url) as ws:
+        await send_create(ws, model="echo", input=LONG_TEXT, store=False)
+        created = await receive(ws)
+    response_id = created["response"]["id"]
+    token = created["response"]["tether:resume_token"]
+    async with connect(server.ws_url) as ws:
+        await send_json(ws, {"type": "tether:response.resume", "response_id": response_id})
+        refused = await receive(ws)
+        assert refused["type"] == "error"
+        assert refused["error"]["code"] == "response_not_found"
+        await send_json(ws, {"type": "tether:response.resume", "response_id": response_id, "resume_token": token})
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] not in TERMINAL_EVENTS:
+            events.append(await receive(ws))
+    assert_gapless(events)
+    await asyncio.sleep(0.8)  # past the grace period a store=false response is gone for good
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        params = {"stream": "true", "tether:resume_token": token}
+        gone = await client.get(f"/responses/{response_id}", params=params)
+    assert gone.status_code == 404
+
+
+async def test_a_retried_turn_with_the_same_idempotency_key_is_never_generated_twice(
+    make_server: ServerFactory,
+) -> None:
+    server = make_server(scripted=SLOW)
+    body = {"model": "echo", "input": LONG_TEXT, "tether:idempotency_key": "turn-7"}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        concurrent = await asyncio.gather(*(client.post("/responses", json=body) for _ in range(3)))
+        later = await client.post("/responses", json=body)
+        by_header = await client.post("/responses", json={"model": "echo", "input": "x"},
+                                      headers={"Idempotency-Key": "turn-7"})  # fmt: skip
+    ids = {reply.json()["id"] for reply in [*concurrent, later, by_header]}
+    assert len(ids) == 1
+    async with connect(server.ws_url) as ws:
+        await send_create(ws, **body)
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] not in TERMINAL_EVENTS:
+            events.append(await receive(ws))
+    assert events[-1]["response"]["id"] in ids
+    assert_gapless(events)
+    assert engine_of(server).stats.generations == 1
+    assert engine_of(server).stats.idempotent_replays == 5
+
+
+async def test_idempotency_keys_are_per_tenant(make_server: ServerFactory) -> None:
+    server = make_server(api_keys={"key-a": "alice", "key-b": "bob"})
+    body = {"model": MODEL, "input": "hi", "tether:idempotency_key": "same"}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        alice = await client.post("/responses", json=body, headers={"Authorization": "Bearer key-a"})
+        bob = await client.post("/responses", json=body, headers={"Authorization": "Bearer key-b"})
+    assert alice.json()["id"] != bob.json()["id"]
+    assert engine_of(server).stats.generations == 2
+
+
+async def test_generation_goes_on_when_the_client_disconnects(make_server: ServerFactory) -> None:
+    server = make_server(scripted=SLOW)
+    async with connect(server.ws_url) as ws:
+        await send_create(ws, model="echo", input=LONG_TEXT)
+        response_id = (await receive(ws))["response"]["id"]
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        for _ in range(100):
+            reply = await client.get(f"/responses/{response_id}")
+            if reply.status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+    assert reply.json()["status"] == "completed"
+    assert reply.json()["output"][0]["content"][0]["text"] == LONG_TEXT
+
+
+async def test_generation_stops_with_the_last_client_when_configured(make_server: ServerFactory) -> None:
+    server = make_server(scripted=SLOW, continue_on_disconnect=False)
+    async with connect(server.ws_url) as ws:
+        await send_create(ws, model="echo", input=LONG_TEXT)
+        response_id = (await receive(ws))["response"]["id"]
+    await asyncio.sleep(0.8)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        reply = await client.get(f"/responses/{response_id}")
+    assert reply.status_code == 404  # cancelled before it finished: nothing was committed
+
+
+def test_graceful_shutdown_lets_the_in_flight_turn_finish_and_commit(tmp_path: Path) -> None:
+    database = tmp_path / "tether.db"
+    settings = Settings(store_url=f"sqlite:///{database}", scripted=ScriptedSettings(ttft_s=0.5), log_level="warning")
+
+    async def start_turn(server: RunningServer) -> str:
+        body = {"model": "echo", "input": "bye", "stream": True}
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, timeout=10) as client,
+            client.stream("POST", "/responses", json=body) as reply,
+        ):
+            async for event in sse(reply):
+                return str(event["response"]["id"])
+        raise AssertionError("no event")
+
+    with serve_in_thread(settings) as server:
+        response_id = asyncio.run(start_turn(server))
+        server.server.should_exit = True  # SIGTERM-like: stop while the model is still thinking
+
+    async def stored_status() -> str | None:
+        async with await SQLiteStore.open(database) as store:
+            record = await store.get("default", response_id)
+        return record.status if record else None
+
+    assert asyncio.run(stored_status()) == "completed"
