@@ -13,6 +13,8 @@ PACKAGES = [
     "tether.server",
     "tether.testing",
     "tether.netem",
+    "tether.providers.fakes",
+    "tether.client",
 ]
 
 

@@ -1,10 +1,17 @@
 """Upstream models behind one interface, and the built-in scripted model."""
 
+from tether.providers.anthropic import AnthropicProvider
 from tether.providers.base import Provider, ProviderRequest
+from tether.providers.chat_completions import ChatCompletionsProvider
+from tether.providers.http_upstream import UpstreamOptions
+from tether.providers.openai_responses import OpenAIResponsesProvider
 from tether.providers.router import ProviderRouter, Route
 from tether.providers.scripted import Script, ScriptedProvider, ScriptedTiming, load_scripts
 
 __all__ = [
+    "AnthropicProvider",
+    "ChatCompletionsProvider",
+    "OpenAIResponsesProvider",
     "Provider",
     "ProviderRequest",
     "ProviderRouter",
@@ -12,5 +19,6 @@ __all__ = [
     "Script",
     "ScriptedProvider",
     "ScriptedTiming",
+    "UpstreamOptions",
     "load_scripts",
 ]

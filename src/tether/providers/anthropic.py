@@ -60,8 +60,9 @@ class AnthropicProvider:
         self.prompt_caching = prompt_caching
         self.default_max_tokens = default_max_tokens
         auth = {"x-api-key": options.api_key} if options.api_key else {}
-        headers = {"anthropic-version": ANTHROPIC_VERSION, **options.headers, **auth}
-        self._upstream = UpstreamClient(name, options, headers, transport=transport, sleep=sleep)
+        self._upstream = UpstreamClient(
+            name, options, auth, headers={"anthropic-version": ANTHROPIC_VERSION}, transport=transport, sleep=sleep
+        )
         self._path = "messages" if options.base_url.rstrip("/").endswith("/v1") else "v1/messages"
 
     @classmethod

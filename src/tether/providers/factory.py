@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
+from tether.providers.anthropic import AnthropicProvider
 from tether.providers.base import Provider
+from tether.providers.chat_completions import ChatCompletionsProvider
+from tether.providers.openai_responses import OpenAIResponsesProvider
 from tether.providers.router import ProviderRouter, Route
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming, load_scripts
 from tether.settings import ProviderSettings, Settings
@@ -23,9 +27,13 @@ def upstream_key(config: ProviderSettings) -> str | None:
     return key
 
 
-def _builders() -> dict[str, ProviderBuilder]:
-    builders: dict[str, ProviderBuilder] = {}
-    return builders
+BUILDERS: Mapping[str, ProviderBuilder] = MappingProxyType(
+    {
+        "chat-completions": ChatCompletionsProvider.from_config,
+        "anthropic": AnthropicProvider.from_config,
+        "openai-responses": OpenAIResponsesProvider.from_config,
+    }
+)
 
 
 def build_router(settings: Settings) -> ProviderRouter:
@@ -34,11 +42,10 @@ def build_router(settings: Settings) -> ProviderRouter:
     providers: dict[str, Provider] = {
         "scripted": ScriptedProvider(ScriptedTiming(scripted.ttft_s, scripted.tokens_per_second), scripts)
     }
-    builders = _builders()
     for name, config in settings.providers.items():
         if config.kind == "scripted":
             continue
-        builder = builders.get(config.kind)
+        builder = BUILDERS.get(config.kind)
         if builder is None:
             raise ValueError(f"provider {name!r}: kind {config.kind!r} is not available")
         providers[name] = builder(name, config, upstream_key(config))

@@ -14,7 +14,7 @@ import email.utils
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -107,6 +107,7 @@ class UpstreamClient:
         provider: the provider's name, used in messages and logs.
         options: where and how to connect.
         auth_headers: the headers that carry ``options.api_key`` (their values are redacted from every message).
+        headers: other headers the upstream's API requires (``options.headers`` override them).
         transport: an httpx transport, for tests.
         sleep: the retry sleep, for tests.
     """
@@ -117,6 +118,7 @@ class UpstreamClient:
         options: UpstreamOptions,
         auth_headers: Mapping[str, str],
         *,
+        headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep | None = None,
     ) -> None:
@@ -127,7 +129,7 @@ class UpstreamClient:
         self._random = random.Random()
         self._client = httpx.AsyncClient(
             base_url=options.base_url,
-            headers={**options.headers, **auth_headers, "accept": "text/event-stream"},
+            headers={**(headers or {}), **options.headers, **auth_headers, "accept": "text/event-stream"},
             timeout=httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s),
             transport=transport,
         )
@@ -140,16 +142,18 @@ class UpstreamClient:
             ProtocolError: the upstream failed (after the retries allowed), or the stream broke.
         """
         deadline = time.monotonic() + self.options.timeout_s
-        response = await self._send(path, orjson.dumps(body))
+        response = await self._send(path, orjson.dumps(body), deadline)
+        events = self._events(response, deadline)
         try:
-            yield self._events(response, deadline)
+            yield events
         finally:
+            await events.aclose()
             await response.aclose()
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _send(self, path: str, content: bytes) -> httpx.Response:
+    async def _send(self, path: str, content: bytes, deadline: float) -> httpx.Response:
         attempt = 0
         while True:
             retry_after: float | None = None
@@ -163,7 +167,7 @@ class UpstreamClient:
             except httpx.TransportError as exc:
                 error = self._connection_error(exc)
             else:
-                if response.status_code < 400:
+                if response.status_code < 300:
                     return response
                 try:
                     raw = await response.aread()
@@ -176,7 +180,7 @@ class UpstreamClient:
                     raise error
                 retry_after = parse_retry_after(response.headers)
             delay = self._delay(attempt, retry_after)
-            if attempt >= self.options.max_retries or delay is None:
+            if attempt >= self.options.max_retries or delay is None or time.monotonic() + delay > deadline:
                 raise error
             attempt += 1
             _log.warning("upstream.retry", provider=self.provider, code=error.code, attempt=attempt, delay_s=delay)
@@ -192,7 +196,7 @@ class UpstreamClient:
             return max(retry_after, jittered)
         return min(jittered, self.options.max_retry_delay_s)
 
-    async def _events(self, response: httpx.Response, deadline: float) -> AsyncIterator[ServerSentEvent]:
+    async def _events(self, response: httpx.Response, deadline: float) -> AsyncGenerator[ServerSentEvent, None]:
         decoder = SSEDecoder()
         try:
             async for chunk in response.aiter_bytes():
@@ -214,7 +218,7 @@ class UpstreamClient:
 
     def _connection_error(self, exc: httpx.TransportError) -> ProtocolError:
         reason = sanitise(str(exc), self.secrets) or type(exc).__name__
-        return upstream_failure(self.provider, 502, f"could not connect ({reason})")
+        return upstream_failure(self.provider, 502, f"the request did not get through ({reason})")
 
 
 def event_json(provider: str, event: ServerSentEvent) -> JSONObject:
@@ -234,9 +238,10 @@ def event_json(provider: str, event: ServerSentEvent) -> JSONObject:
 
 def upstream_failure(provider: str, status: int, reason: str) -> ProtocolError:
     """A 502/504 ``upstream_error`` naming the provider."""
-    return ProtocolError(
-        status, "upstream_error", f"Upstream '{provider}' failed: {reason}.", error_type=ErrorType.UPSTREAM
-    )
+    message = f"Upstream '{provider}' failed: {reason}"
+    if not message.endswith((".", "!", "?", "…")):
+        message += "."
+    return ProtocolError(status, "upstream_error", message, error_type=ErrorType.UPSTREAM)
 
 
 def map_status_error(

@@ -1,7 +1,7 @@
 """Responses API ↔ Anthropic Messages, sans-I/O.
 
-:func:`anthropic_request` turns a turn's whole context into a ``POST /v1/messages`` body; :class:`AnthropicStreamDecoder`
-turns the upstream's stream events into model events.
+:func:`anthropic_request` turns a turn's whole context into a ``POST /v1/messages`` body;
+:class:`AnthropicStreamDecoder` turns the upstream's stream events into model events.
 
 Prompt caching: Anthropic caches the prefix up to each ``cache_control`` breakpoint (at most four). tether marks the
 last tool, the last system block, the block where the previous turn's request ended (where that turn wrote the

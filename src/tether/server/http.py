@@ -79,7 +79,7 @@ async def _collect(events: AsyncIterator[Event]) -> Response:
             error = event
     if error is not None:
         body = {key: value for key, value in error["error"].items() if key != "headers"}
-        return JSONBody({"error": body}, status_code=error.get("status") or 500)
+        return JSONBody({"error": body}, status_code=error.get("status") or 500, headers=error["error"].get("headers"))
     if terminal is None:  # the generation was cancelled (shutdown) before it could finish
         raise ProtocolError(503, "server_shutting_down", "The server stopped before the response finished.")
     return JSONBody(terminal["response"])

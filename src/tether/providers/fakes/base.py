@@ -1,0 +1,340 @@
+"""What every fake upstream shares: a real HTTP server in a thread, the request recorder, failure knobs, the script.
+
+The fake model plays a script in the scripted model's format (:func:`tether.providers.scripted.load_scripts`): the
+step it plays is the number of assistant turns since the last user message of the conversation it receives, so
+the same workload gives the same transcript through every upstream (and through the built-in scripted model).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import hashlib
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tether.protocol.items import estimate_tokens
+from tether.providers.scripted import Script, ScriptStep, parse_scripts
+from tether.server.runner import free_port
+from tether.types import JSONObject
+
+ScriptLike = Sequence[ScriptStep] | Sequence[Mapping[str, Any]]
+
+FINAL_TEXT = "Done."
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request a fake received.
+
+    Attributes:
+        method: the HTTP method.
+        path: the URL path.
+        headers: the headers, names in lower case.
+        body: the JSON body (``{}`` if it was not a JSON object).
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class FakeCall:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class FakeTurn:
+    """What the fake model says in one answer; ``truncated`` when ``max_tokens`` cut it."""
+
+    reasoning: str = ""
+    text: str = ""
+    calls: tuple[FakeCall, ...] = ()
+    truncated: bool = False
+
+    @property
+    def output_tokens(self) -> int:
+        return estimate_tokens(self.reasoning + self.text + "".join(call.arguments for call in self.calls))
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    status: int
+    message: str
+    retry_after: float | None
+
+
+@dataclass(slots=True)
+class PrefixCache:
+    """A stand-in for an upstream's prompt cache: remembers prefixes of a request's blocks by content hash."""
+
+    _seen: set[str] = field(default_factory=set)
+
+    def lookup(self, blocks: Sequence[object], write_at: Iterable[int] | None = None) -> tuple[int, int, int]:
+        """Tokens of the request that were read from the cache, written to it, and neither.
+
+        Args:
+            blocks: the request as JSON values, in prompt order.
+            write_at: the block counts at whose end the cache is written (``None``: at every block, as automatic
+                prefix caching does). Nothing is read past the last of them.
+
+        Returns:
+            ``(read, written, uncached)`` token counts; they add up to the request's tokens.
+        """
+        ends: list[int] = []
+        digests: list[str] = []
+        hasher = hashlib.blake2b(digest_size=16)
+        tokens = 0
+        for block in blocks:
+            encoded = orjson.dumps(block, option=orjson.OPT_SORT_KEYS)
+            hasher.update(encoded)
+            tokens += estimate_tokens(encoded)
+            ends.append(tokens)
+            digests.append(hasher.copy().hexdigest())
+        writes = sorted(set(range(1, len(blocks) + 1) if write_at is None else write_at))
+        limit = writes[-1] if writes else 0
+        hit = max((n for n in range(1, limit + 1) if digests[n - 1] in self._seen), default=0)
+        read = ends[hit - 1] if hit else 0
+        written = max(0, (ends[limit - 1] if limit else 0) - read)
+        self._seen.update(digests[n - 1] for n in writes)
+        return read, written, tokens - read - written
+
+
+class _ThreadServer(uvicorn.Server):
+    """uvicorn, stopped at once from another thread rather than at its next 0.1 s tick."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._wake: Callable[[], object] | None = None
+
+    async def main_loop(self) -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._wake = lambda: loop.call_soon_threadsafe(stopping.set)
+        if not self.should_exit:
+            await stopping.wait()
+
+    def stop(self) -> None:
+        self.should_exit = True
+        if self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._wake()
+
+
+class FakeUpstream(abc.ABC):
+    """A fake upstream server on 127.0.0.1, run in a background thread; use it as a context manager.
+
+    Args:
+        script: the steps the fake model plays (``ScriptStep``\\ s or the dicts of a scripts file); without one, it
+            answers with the text of the last user message.
+        api_key: when set, requests without this key are refused with 401, as a real upstream would.
+        chunk_size: characters per streamed text or argument delta.
+    """
+
+    kind: ClassVar[str] = "fake"
+    path: ClassVar[str] = "/"
+
+    def __init__(self, script: ScriptLike | None = None, *, api_key: str | None = None, chunk_size: int = 8) -> None:
+        self.script: Script | None = None if script is None else as_script(script)
+        self.api_key = api_key
+        self.chunk_size = chunk_size
+        self.latency_s = 0.0
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._failures: deque[_Failure] = deque()
+        self._cuts = 0
+        self._answers = 0
+        self._port = 0
+        self._server: _ThreadServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- knobs ---------------------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The URL to configure as the provider's ``base_url``."""
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far, oldest first (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    def fail_next(
+        self,
+        count: int = 1,
+        status: int = 503,
+        message: str = "The fake upstream is unavailable.",
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests with an error in this upstream's format (after recording them)."""
+        with self._lock:
+            self._failures.extend(_Failure(status, message, retry_after) for _ in range(count))
+
+    def cut_next(self, count: int = 1) -> None:
+        """Stop the next ``count`` streams after their first event, without finishing them."""
+        with self._lock:
+            self._cuts += count
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self._port = free_port()
+        app = Starlette(routes=[Route(self.path, self._handle, methods=["POST"])])
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self._port,
+            lifespan="off",
+            log_level="warning",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = server = _ThreadServer(config)
+        self._thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name=f"fake-{self.kind}")
+        self._thread.start()
+        ready = threading.Event()
+        for _ in range(500):
+            if server.started or not self._thread.is_alive():
+                break
+            ready.wait(0.01)
+        if not server.started:
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"the fake {self.kind} upstream did not start")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._server is not None:
+            self._server.stop()
+        if self._thread is not None:
+            self._thread.join(15)
+
+    # -- serving -------------------------------------------------------------------------------------------
+
+    async def _handle(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        recorded = RecordedRequest(request.method, request.url.path, headers, body if isinstance(body, dict) else {})
+        with self._lock:
+            self._requests.append(recorded)
+            failure = self._failures.popleft() if self._failures else None
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if self.api_key is not None and not self.authorized(recorded.headers, self.api_key):
+            return self.error_response(401, "Invalid API key.")
+        if failure is not None:
+            extra = {} if failure.retry_after is None else {"retry-after": f"{failure.retry_after:g}"}
+            return self.error_response(failure.status, failure.message, extra)
+        if not isinstance(body, dict):
+            return self.error_response(400, "The body must be a JSON object.")
+        problem = self.check(body)
+        if problem is not None:
+            return self.error_response(400, problem)
+        with self._lock:
+            self._answers += 1
+            answer = self._answers
+            cut = self._cuts > 0
+            self._cuts -= 1 if cut else 0
+        turn = self.turn(body, answer)
+        if not body.get("stream"):
+            return Response(orjson.dumps(self.complete(body, turn)), media_type="application/json")
+        return StreamingResponse(self._frames(body, turn, cut), media_type="text/event-stream")
+
+    async def _frames(self, body: JSONObject, turn: FakeTurn, cut: bool) -> AsyncIterator[bytes]:
+        for number, frame in enumerate(self.stream(body, turn)):
+            if cut and number == 1:
+                return
+            yield frame
+
+    def turn(self, body: JSONObject, answer: int) -> FakeTurn:
+        """What the model says to this request: the script's step for the conversation's position.
+
+        A ``max_tokens`` (about four characters a token) too small for the text cuts it and drops the calls.
+        """
+        steps_done, user_text = self.position(body)
+        if self.script is None:
+            step = ScriptStep(text=user_text or "(no user message)")
+        else:
+            step = self.script[steps_done] if steps_done < len(self.script) else ScriptStep(text=FINAL_TEXT)
+        calls = tuple(
+            FakeCall(self.call_id(answer, index), call.name, call.arguments)
+            for index, call in enumerate(step.tool_calls)
+        )
+        text = step.text or ""
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        if isinstance(limit, int) and len(text) > limit * 4:
+            return FakeTurn(reasoning=step.reasoning or "", text=text[: limit * 4], truncated=True)
+        return FakeTurn(reasoning=step.reasoning or "", text=text, calls=calls)
+
+    def chunks(self, text: str) -> list[str]:
+        size = max(1, self.chunk_size)
+        return [text[i : i + size] for i in range(0, len(text), size)]
+
+    # -- what each wire format defines ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def authorized(self, headers: Mapping[str, str], api_key: str) -> bool:
+        """Whether the request carries the key where this API expects it."""
+
+    @abc.abstractmethod
+    def check(self, body: JSONObject) -> str | None:
+        """A reason to refuse the body with 400, as the real API would, or ``None``."""
+
+    @abc.abstractmethod
+    def position(self, body: JSONObject) -> tuple[int, str | None]:
+        """Assistant turns since the last user message, and that message's text."""
+
+    @abc.abstractmethod
+    def call_id(self, answer: int, index: int) -> str:
+        """A deterministic id for the ``index``-th call of the ``answer``-th answer."""
+
+    @abc.abstractmethod
+    def stream(self, body: JSONObject, turn: FakeTurn) -> Iterable[bytes]:
+        """The SSE frames of a streamed answer."""
+
+    @abc.abstractmethod
+    def complete(self, body: JSONObject, turn: FakeTurn) -> JSONObject:
+        """The JSON body of a non-streamed answer."""
+
+    @abc.abstractmethod
+    def error_response(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+        """An error answer in this API's shape."""
+
+
+def as_script(script: ScriptLike) -> Script:
+    """Steps from ``ScriptStep``\\ s or from the dicts of a scripts file."""
+    if all(isinstance(step, ScriptStep) for step in script):
+        return tuple(step for step in script if isinstance(step, ScriptStep))
+    return parse_scripts({"scripts": {"script": list(script)}})["script"]
+
+
+def sse(data: object, event: str | None = None) -> bytes:
+    """One SSE frame."""
+    head = b"" if event is None else b"event: " + event.encode() + b"\n"
+    payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
+    return head + b"data: " + payload + b"\n\n"

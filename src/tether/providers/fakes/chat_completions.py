@@ -1,0 +1,148 @@
+"""A fake OpenAI-compatible Chat Completions server (``POST /v1/chat/completions``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import orjson
+from starlette.responses import Response
+
+from tether.providers.fakes.base import FakeTurn, FakeUpstream, PrefixCache, sse
+from tether.types import JSONObject
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error"}
+
+
+class FakeChatCompletions(FakeUpstream):
+    """Speaks Chat Completions like vLLM or OpenAI: streamed ``chat.completion.chunk``\\ s (reasoning as
+    ``reasoning_content``, parallel tool calls by ``index``), usage when ``stream_options.include_usage`` asks,
+    and automatic prefix caching reported as ``prompt_tokens_details.cached_tokens``.
+
+    ``base_url`` ends in ``/v1``, ready for a ``chat-completions`` provider's config. See :class:`FakeUpstream`
+    for the script, the recorder and the failure knobs.
+    """
+
+    kind: ClassVar[str] = "chat-completions"
+    path: ClassVar[str] = "/v1/chat/completions"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cache = PrefixCache()
+
+    @property
+    def base_url(self) -> str:
+        return super().base_url + "/v1"
+
+    def authorized(self, headers: Mapping[str, str], api_key: str) -> bool:
+        return headers.get("authorization") == f"Bearer {api_key}"
+
+    def check(self, body: JSONObject) -> str | None:
+        messages = body.get("messages")
+        if not isinstance(body.get("model"), str) or not isinstance(messages, list) or not messages:
+            return "'model' and a non-empty 'messages' array are required."
+        pending: set[str] = set()
+        for index, message in enumerate(messages):
+            role = message.get("role") if isinstance(message, dict) else None
+            if role not in _ROLES:
+                return f"messages[{index}].role: invalid role {role!r}."
+            if role == "tool":
+                if message.get("tool_call_id") not in pending:
+                    return f"messages[{index}]: a 'tool' message must answer a preceding assistant tool call."
+                pending.discard(message["tool_call_id"])
+                continue
+            if pending:
+                return f"messages[{index}]: tool calls {sorted(pending)} have no 'tool' message."
+            for call in message.get("tool_calls") or ():
+                pending.add(call.get("id"))
+        return None
+
+    def position(self, body: JSONObject) -> tuple[int, str | None]:
+        messages: list[JSONObject] = body["messages"]
+        last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        turns = sum(1 for m in messages[last_user + 1 :] if m.get("role") == "assistant")
+        return turns, _text(messages[last_user].get("content")) if last_user >= 0 else None
+
+    def call_id(self, answer: int, index: int) -> str:
+        return f"call_fake{answer}_{index}"
+
+    def stream(self, body: JSONObject, turn: FakeTurn) -> Iterator[bytes]:
+        usage = self._usage(body, turn)
+        chunk = _Chunks(body)
+        yield chunk.frame({"role": "assistant", "content": ""})
+        for piece in self.chunks(turn.reasoning):
+            yield chunk.frame({"reasoning_content": piece})
+        for piece in self.chunks(turn.text):
+            yield chunk.frame({"content": piece})
+        for index, call in enumerate(turn.calls):
+            opening = {"index": index, "id": call.call_id, "type": "function"}
+            yield chunk.frame({"tool_calls": [{**opening, "function": {"name": call.name, "arguments": ""}}]})
+            for piece in self.chunks(call.arguments):
+                yield chunk.frame({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        yield chunk.frame({}, finish_reason=_finish_reason(turn))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield sse({**chunk.envelope, "choices": [], "usage": usage})
+        yield sse("[DONE]")
+
+    def complete(self, body: JSONObject, turn: FakeTurn) -> JSONObject:
+        message: JSONObject = {"role": "assistant", "content": turn.text or None}
+        if turn.reasoning:
+            message["reasoning_content"] = turn.reasoning
+        if turn.calls:
+            message["tool_calls"] = [
+                {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in turn.calls
+            ]
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(turn)}],
+            "usage": self._usage(body, turn),
+        }
+
+    def error_response(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+        kind = _ERROR_TYPES.get(status, "rate_limit_error" if status == 429 else "server_error")
+        error = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        return Response(orjson.dumps(error), status, headers=dict(headers or {}), media_type="application/json")
+
+    def _usage(self, body: JSONObject, turn: FakeTurn) -> JSONObject:
+        blocks = [*(body.get("tools") or ()), *body["messages"]]
+        read, written, uncached = self._cache.lookup(blocks)
+        prompt = read + written + uncached
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": turn.output_tokens,
+            "total_tokens": prompt + turn.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": read},
+        }
+
+
+class _Chunks:
+    def __init__(self, body: JSONObject) -> None:
+        self.envelope: JSONObject = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": body["model"],
+        }
+
+    def frame(self, delta: JSONObject, finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return sse({**self.envelope, "choices": [choice]})
+
+
+def _finish_reason(turn: FakeTurn) -> str:
+    if turn.truncated:
+        return "length"
+    return "tool_calls" if turn.calls else "stop"
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""

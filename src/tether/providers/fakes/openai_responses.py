@@ -1,0 +1,442 @@
+"""A fake OpenAI Responses upstream: a real server on 127.0.0.1, stateful like the real one, for tests.
+
+It speaks ``POST /v1/responses`` (JSON, or SSE with ``stream: true``) and WebSocket mode on ``/v1/responses``. It
+keeps its own responses (ids ``resp_up_…``): ``store=true`` ones for any connection, and on each socket its most
+recent response (the connection-local cache that ``store=false`` chains need). ``previous_response_id`` takes its
+ids only; an unknown, forgotten or foreign one is ``previous_response_not_found``, and a ``function_call_output``
+without its ``function_call`` in the context is refused, as OpenAI does.
+
+The model plays a script in the scripted model's format (:func:`tether.providers.scripted.load_scripts`): the step
+is the number of model turns since the last user message of the context it materialises, so a workload gives the
+same transcript here as through tether's scripted model. Every request body (or WebSocket frame) it receives is
+recorded with its headers, and knobs make it forget responses, fail requests, drop streams and cap socket ages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from tether.protocol.errors import ProtocolError, previous_response_not_found
+from tether.protocol.items import estimate_tokens
+from tether.protocol.model_events import Finish, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.protocol.sse import encode_event
+from tether.protocol.stream import ResponseStream
+from tether.providers.scripted import Script, ScriptStep, parse_scripts
+from tether.server.runner import free_port
+from tether.types import Event, Item, JSONObject
+
+__all__ = ["FakeResponsesUpstream", "RecordedCreate"]
+
+_MODEL_ITEMS = frozenset({"function_call", "reasoning"})
+_FINAL_STEP = ScriptStep(text="Done.")
+_CONNECTION_LIMIT = ProtocolError(
+    400,
+    "websocket_connection_limit_reached",
+    "Responses websocket connection limit reached. Create a new websocket connection to continue.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCreate:
+    """One create request the fake received.
+
+    Attributes:
+        transport: ``"http"`` (a ``POST``) or ``"websocket"`` (a ``response.create`` frame).
+        connection: which WebSocket connection carried it (1 for the first accepted), ``None`` over HTTP.
+        headers: the HTTP request's (or the WebSocket upgrade's) headers, names in lower case.
+        body: the JSON body or frame.
+    """
+
+    transport: Literal["http", "websocket"]
+    connection: int | None
+    headers: dict[str, str]
+    body: JSONObject
+
+    @property
+    def previous_response_id(self) -> str | None:
+        value = self.body.get("previous_response_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def input(self) -> list[Item]:
+        value = self.body.get("input")
+        return value if isinstance(value, list) else []
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    status: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    response_id: str
+    events: list[Event]
+    context: list[Item]  # the response's context: its input context and its output
+
+
+class FakeResponsesUpstream:
+    """A fake Responses upstream in a background thread; use it as a context manager.
+
+    Args:
+        script: the steps the model plays (``ScriptStep``\\ s or the dicts of a scripts file); without one, it
+            echoes the last user message.
+        api_key: when set, requests without ``Authorization: Bearer <api_key>`` are refused with 401.
+        chunk_size: characters per streamed delta.
+        max_connection_age_s: when set, a socket this old gets ``websocket_connection_limit_reached`` and is closed.
+    """
+
+    def __init__(
+        self,
+        script: Sequence[ScriptStep] | Sequence[Mapping[str, Any]] | None = None,
+        *,
+        api_key: str | None = None,
+        chunk_size: int = 8,
+        max_connection_age_s: float | None = None,
+    ) -> None:
+        self.script: Script | None = None if script is None else _as_script(script)
+        self.api_key = api_key
+        self.chunk_size = max(1, chunk_size)
+        self.max_connection_age_s = max_connection_age_s
+        self._lock = threading.Lock()
+        self._requests: list[RecordedCreate] = []
+        self._stored: dict[str, list[Item]] = {}
+        self._forgotten: set[str] = set()
+        self._issued: set[str] = set()
+        self._failures: deque[_Failure] = deque()
+        self._drops: deque[int] = deque()
+        self._connections = 0
+        self._port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- what tests read -----------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The API root to configure as a provider's ``base_url`` (``…/v1``)."""
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}/v1/responses"
+
+    @property
+    def requests(self) -> list[RecordedCreate]:
+        """Every create request received so far, oldest first (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def connections(self) -> int:
+        """WebSocket connections accepted so far."""
+        with self._lock:
+            return self._connections
+
+    # -- knobs ---------------------------------------------------------------------------------------------
+
+    def forget(self, response_id: str) -> None:
+        """Lose one response, everywhere: continuing it is ``previous_response_not_found`` from now on."""
+        with self._lock:
+            self._forgotten.add(response_id)
+            self._stored.pop(response_id, None)
+
+    def forget_all(self) -> None:
+        """Lose every response issued so far (stored and connection-local)."""
+        with self._lock:
+            self._forgotten |= self._issued
+            self._stored.clear()
+
+    def fail_next(
+        self, count: int = 1, status: int = 503, message: str = "The fake upstream is unavailable.", code: str = ""
+    ) -> None:
+        """Answer the next ``count`` requests with this error (an HTTP status, or an ``error`` event on a socket)."""
+        failure = _Failure(status, code or ("rate_limit_exceeded" if status == 429 else "server_error"), message)
+        with self._lock:
+            self._failures.extend([failure] * count)
+
+    def drop_after(self, events: int, count: int = 1) -> None:
+        """Break the next ``count`` answers after ``events`` events: close the socket (1011), or cut the SSE stream."""
+        with self._lock:
+            self._drops.extend([events] * count)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self._port = free_port()
+        app = Starlette(
+            routes=[
+                Route("/v1/responses", self._http, methods=["POST"]),
+                WebSocketRoute("/v1/responses", self._websocket),
+            ]
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self._port, ws="websockets-sansio", lifespan="off", log_level="warning",
+            log_config=None, access_log=False, timeout_graceful_shutdown=5,
+        )  # fmt: skip
+        self._server = server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="fake-openai-responses")
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not server.started:
+            self.__exit__(None, None, None)
+            raise RuntimeError("the fake Responses upstream did not start")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(15)
+
+    # -- HTTP ----------------------------------------------------------------------------------------------
+
+    async def _http(self, request: Request) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        self._record("http", None, headers, body if isinstance(body, dict) else {})
+        if not self._authorized(headers):
+            return _http_error(ProtocolError(401, "invalid_api_key", "Incorrect API key provided."))
+        failure = self._next(self._failures)
+        if failure is not None:
+            return _http_error(ProtocolError(failure.status, failure.code, failure.message))
+        if not isinstance(body, dict):
+            return _http_error(ProtocolError(400, "invalid_json", "The body must be a JSON object."))
+        try:
+            answer = self._answer(body, None)
+        except ProtocolError as error:
+            return _http_error(error)
+        drop = self._next(self._drops)
+        if drop is None:
+            self._keep(body, answer)
+        if not body.get("stream"):
+            return JSONResponse(answer.events[-1]["response"])
+        frames = [encode_event(event) for event in answer.events]
+        return StreamingResponse(iter(frames[:drop]), media_type="text/event-stream")
+
+    # -- WebSocket -----------------------------------------------------------------------------------------
+
+    async def _websocket(self, websocket: WebSocket) -> None:
+        headers = {k.lower(): v for k, v in websocket.headers.items()}
+        if not self._authorized(headers):
+            await websocket.send_denial_response(_http_error(ProtocolError(401, "invalid_api_key", "Bad API key.")))
+            return
+        await websocket.accept()
+        with self._lock:
+            self._connections += 1
+            number = self._connections
+        opened = time.monotonic()
+        local: _Answer | None = None
+        try:
+            while True:
+                cap = self.max_connection_age_s
+                try:
+                    text = await asyncio.wait_for(
+                        websocket.receive_text(), None if cap is None else max(0.0, opened + cap - time.monotonic())
+                    )
+                except TimeoutError:
+                    await websocket.send_text(orjson.dumps(_CONNECTION_LIMIT.ws_event()).decode())
+                    await websocket.close(1000)
+                    return
+                local = await self._frame(websocket, number, headers, text, local)
+                if websocket.application_state is WebSocketState.DISCONNECTED:
+                    return
+        except WebSocketDisconnect:
+            return
+
+    async def _frame(
+        self, websocket: WebSocket, number: int, headers: dict[str, str], text: str, local: _Answer | None
+    ) -> _Answer | None:
+        """Answer one frame; returns what the connection-local cache holds afterwards."""
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            body = None
+        self._record("websocket", number, headers, body if isinstance(body, dict) else {})
+        failure = self._next(self._failures)
+        try:
+            if failure is not None:
+                raise ProtocolError(failure.status, failure.code, failure.message)
+            if not isinstance(body, dict) or body.get("type") != "response.create":
+                raise ProtocolError(400, "invalid_request_error", "Expected a response.create event.")
+            answer = self._answer(body, local)
+        except ProtocolError as error:
+            await websocket.send_text(orjson.dumps(error.ws_event()).decode())
+            previous = body.get("previous_response_id") if isinstance(body, dict) else None
+            return None if local is not None and local.response_id == previous else local
+        drop = self._next(self._drops)
+        for sent, event in enumerate(answer.events):
+            if sent == drop:
+                await websocket.close(1011)
+                return None
+            await websocket.send_text(orjson.dumps(event).decode())
+        self._keep(body, answer)
+        return answer
+
+    # -- the model -----------------------------------------------------------------------------------------
+
+    def _answer(self, body: JSONObject, local: _Answer | None) -> _Answer:
+        """Resolve the request's context and play the script's step for it.
+
+        Raises:
+            ProtocolError: ``previous_response_not_found``, or a ``function_call_output`` without its call.
+        """
+        history = self._history(body.get("previous_response_id"), local)
+        raw_input = body.get("input", [])
+        new = [{"type": "message", "role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input
+        context = [*history, *[item for item in new if isinstance(item, dict)]]
+        calls = {item.get("call_id") for item in context if item.get("type") == "function_call"}
+        for item in context:
+            if item.get("type") == "function_call_output" and item.get("call_id") not in calls:
+                message = f"No tool call found for function call output with call_id {item.get('call_id')}."
+                raise ProtocolError(400, "invalid_request_error", message, param="input")
+        response_id = f"resp_up_{secrets.token_hex(12)}"
+        stream = ResponseStream(_response_object(response_id, body))
+        events = stream.start()
+        limit = body.get("max_output_tokens")
+        budget = limit * 4 if isinstance(limit, int) else None  # about four characters per token
+        truncated = False
+        for delta in self._deltas(context):
+            size = len(delta.arguments if isinstance(delta, ToolCallDelta) else delta.text)
+            if budget is not None and size > budget:
+                truncated = True
+                break
+            budget = None if budget is None else budget - size
+            events += stream.feed(delta)
+        input_tokens = estimate_tokens(orjson.dumps(context))
+        usage = Usage(
+            input_tokens=input_tokens,
+            output_tokens=estimate_tokens(orjson.dumps(stream.output)),
+            cached_tokens=min(input_tokens, estimate_tokens(orjson.dumps(history)) if history else 0),
+        )
+        events += stream.finish(Finish(usage, "max_output_tokens" if truncated else "stop"))
+        return _Answer(response_id, events, [*context, *stream.output])
+
+    def _history(self, previous: object, local: _Answer | None) -> list[Item]:
+        """The context a continuation starts from: this socket's latest response, else a stored one."""
+        if previous is None:
+            return []
+        with self._lock:
+            if isinstance(previous, str) and previous not in self._forgotten:
+                if local is not None and local.response_id == previous:
+                    return local.context
+                if previous in self._stored:
+                    return self._stored[previous]
+        raise previous_response_not_found(str(previous))
+
+    def _deltas(self, context: list[Item]) -> list[TextDelta | ReasoningSummaryDelta | ToolCallDelta]:
+        steps_done, user_text = _position(context)
+        if self.script is None:
+            step = ScriptStep(text=user_text or "(no user message)")
+        else:
+            step = self.script[steps_done] if steps_done < len(self.script) else _FINAL_STEP
+        deltas: list[TextDelta | ReasoningSummaryDelta | ToolCallDelta] = [
+            ReasoningSummaryDelta(piece) for piece in self._chunks(step.reasoning or "")
+        ]
+        phase: Literal["commentary"] | None = "commentary" if step.tool_calls and step.text else None
+        deltas += [TextDelta(piece, phase=phase) for piece in self._chunks(step.text or "")]
+        for call in step.tool_calls:
+            call_id = f"call_up_{secrets.token_hex(12)}"
+            deltas += [ToolCallDelta(call_id, call.name, piece) for piece in self._chunks(call.arguments) or [""]]
+        return deltas
+
+    def _chunks(self, text: str) -> list[str]:
+        return [text[i : i + self.chunk_size] for i in range(0, len(text), self.chunk_size)]
+
+    # -- state ---------------------------------------------------------------------------------------------
+
+    def _keep(self, body: JSONObject, answer: _Answer) -> None:
+        with self._lock:
+            self._issued.add(answer.response_id)
+            if body.get("store", True) is not False:
+                self._stored[answer.response_id] = answer.context
+
+    def _record(self, transport: Literal["http", "websocket"], number: int | None, headers: dict[str, str],
+                body: JSONObject) -> None:  # fmt: skip
+        with self._lock:
+            self._requests.append(RecordedCreate(transport, number, headers, body))
+
+    def _next(self, queue: deque[Any]) -> Any:
+        with self._lock:
+            return queue.popleft() if queue else None
+
+    def _authorized(self, headers: Mapping[str, str]) -> bool:
+        return self.api_key is None or headers.get("authorization") == f"Bearer {self.api_key}"
+
+
+def _response_object(response_id: str, body: JSONObject) -> JSONObject:
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "in_progress",
+        "model": body.get("model"),
+        "output": [],
+        "previous_response_id": body.get("previous_response_id"),
+        "instructions": body.get("instructions"),
+        "tools": body.get("tools", []),
+        "tool_choice": body.get("tool_choice", "auto"),
+        "store": body.get("store", True),
+        "error": None,
+        "incomplete_details": None,
+        "usage": None,
+    }
+
+
+def _position(context: list[Item]) -> tuple[int, str | None]:
+    """Model turns (runs of model items) since the last user message, and that message's text."""
+    turns, in_turn = 0, False
+    for item in reversed(context):
+        kind = item.get("type", "message")
+        role = item.get("role")
+        if kind == "message" and role == "user":
+            return turns, _text(item.get("content"))
+        if kind in _MODEL_ITEMS or (kind == "message" and role == "assistant"):
+            turns, in_turn = turns + (0 if in_turn else 1), True
+        else:
+            in_turn = False
+    return turns, None
+
+
+def _text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+
+
+def _http_error(error: ProtocolError) -> Response:
+    return JSONResponse(error.http_body(), status_code=error.status)
+
+
+def _as_script(script: Sequence[ScriptStep] | Sequence[Mapping[str, Any]]) -> Script:
+    if all(isinstance(step, ScriptStep) for step in script):
+        return tuple(step for step in script if isinstance(step, ScriptStep))
+    return parse_scripts({"scripts": {"script": [dict(step) for step in script if isinstance(step, Mapping)]}})[
+        "script"
+    ]

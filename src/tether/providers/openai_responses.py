@@ -1,0 +1,263 @@
+"""An OpenAI Responses upstream (OpenAI, Azure OpenAI, xAI, any Open Responses server), over HTTP/SSE or WebSocket.
+
+The upstream is stateful, so tether sends it deltas too: a turn whose parent maps to an upstream response goes up
+as that response's id plus the turn's new items (:mod:`tether.providers.responses_payload`). Whenever the upstream
+cannot continue (``previous_response_not_found``, a dropped socket, a ``store=false`` response on another socket,
+a restart that emptied the id map) the turn goes up with the full context tether holds, before anything reached
+the client, so the client never notices. Upstream ids never leave this module: clients see tether's ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import httpx2 as httpx
+import orjson
+import structlog
+
+from tether.protocol.errors import ErrorType, ProtocolError
+from tether.protocol.model_events import Finish, ModelEvent
+from tether.providers.base import ProviderRequest
+from tether.providers.http_upstream import (
+    Sleep,
+    UpstreamFields,
+    UpstreamOptions,
+    map_status_error,
+    parse_retry_after,
+    sanitise,
+    upstream_failure,
+    upstream_options,
+)
+from tether.providers.responses_events import ResponsesEventReader, UpstreamConnectionError, UpstreamReportedError
+from tether.providers.responses_http import ResponsesHTTPTransport, secrets_of
+from tether.providers.responses_payload import (
+    ResponseIdMap,
+    UpstreamRef,
+    continuation_of,
+    create_body,
+    stores_upstream,
+)
+from tether.providers.responses_ws import SocketPool, exchange, websocket_url
+
+_log = structlog.get_logger("tether.providers")
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_NOT_FOUND = "previous_response_not_found"
+_CONNECTION_LIMIT = "websocket_connection_limit_reached"
+
+
+class ResponsesFields(UpstreamFields, Protocol):
+    """The fields of a provider's config this provider reads (``ProviderSettings`` has them)."""
+
+    @property
+    def transport(self) -> Literal["http", "websocket"]: ...
+    @property
+    def max_connection_age_s(self) -> float: ...
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What the retry loop knows about a turn so far."""
+
+    full_context: bool = False
+    sent_delta: bool = False
+    retries: int = 0
+
+
+class OpenAIResponsesProvider:
+    """A Responses API upstream.
+
+    Args:
+        name: the provider's configured name.
+        options: where and how to reach it; ``api_key`` is sent as ``Authorization: Bearer`` only.
+        transport: ``"http"`` (``POST /responses`` with SSE) or ``"websocket"`` (WebSocket mode, one socket per lane).
+        max_connection_age_s: WebSocket rotation age, below the upstream's cap (OpenAI: 60 min, xAI: 25 min).
+        id_map_size: how many tether → upstream response ids are remembered.
+        http_transport: an httpx transport, for tests.
+        sleep: the retry sleep, for tests.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        options: UpstreamOptions,
+        *,
+        transport: Literal["http", "websocket"] = "http",
+        max_connection_age_s: float = 3300.0,
+        id_map_size: int = 100_000,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.name = name
+        self.options = options
+        self.ids = ResponseIdMap(id_map_size)
+        self.secrets = secrets_of(options)
+        self._sleep = sleep or asyncio.sleep
+        self._random = random.Random()
+        self._http: ResponsesHTTPTransport | None = None
+        self.pool: SocketPool | None = None
+        if transport == "http":
+            self._http = ResponsesHTTPTransport(options, transport=http_transport)
+        else:
+            headers = dict(options.headers)
+            if options.api_key:
+                headers["Authorization"] = f"Bearer {options.api_key}"
+            self.pool = SocketPool(
+                websocket_url(options.base_url),
+                headers,
+                self.secrets,
+                max_age_s=max_connection_age_s,
+                open_timeout_s=options.connect_timeout_s,
+            )
+
+    @classmethod
+    def from_config(cls, name: str, config: ResponsesFields, api_key: str | None) -> OpenAIResponsesProvider:
+        """Build from a ``[providers.NAME]`` section with ``kind = "openai-responses"``."""
+        options = upstream_options(config, api_key, default_base_url=DEFAULT_BASE_URL)
+        return cls(name, options, transport=config.transport, max_connection_age_s=config.max_connection_age_s)
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
+        """Run one turn upstream: as a delta when the upstream holds the parent, else with the full context.
+
+        Raises:
+            ProtocolError: the upstream failed (after the retries allowed, or after events were yielded).
+        """
+        attempt = _Attempt()
+        while True:
+            started = False
+            try:
+                runner = self._over_websocket(request, attempt) if self.pool else self._over_http(request, attempt)
+                async with contextlib.aclosing(runner) as events:
+                    async for event in events:
+                        started = True
+                        yield event
+                return
+            except UpstreamReportedError as error:
+                if started:
+                    raise self._protocol_error(error) from None
+                if error.code == _NOT_FOUND and attempt.sent_delta and not attempt.full_context:
+                    # The upstream forgot the parent (evicted, expired, another socket): send everything once.
+                    self._fall_back(request, attempt, error.code)
+                    continue
+                if error.code == _CONNECTION_LIMIT and attempt.retries < self.options.max_retries:
+                    attempt.retries += 1
+                    continue
+                await self._backoff(attempt, error.retryable, error.headers, self._protocol_error(error))
+            except UpstreamConnectionError as error:
+                failure = upstream_failure(self.name, 502, error.message)
+                if started:
+                    raise failure from None
+                if error.mid_turn and attempt.sent_delta:
+                    self._fall_back(request, attempt, "connection_lost")
+                await self._backoff(attempt, True, {}, failure)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
+
+    # -- transports ----------------------------------------------------------------------------------------
+
+    async def _over_http(self, request: ProviderRequest, attempt: _Attempt) -> AsyncGenerator[ModelEvent, None]:
+        assert self._http is not None
+        previous = None if attempt.full_context else continuation_of(request, self.ids)
+        attempt.sent_delta = previous is not None
+        reader = ResponsesEventReader()
+        finish: Finish | None = None
+        async with contextlib.aclosing(self._http.events(create_body(request, previous))) as events:
+            async for raw in events:
+                for event in reader.feed(raw):
+                    if isinstance(event, Finish):
+                        finish = event
+                        break
+                    yield event
+                if finish is not None:
+                    break
+        if finish is None:
+            raise UpstreamConnectionError("the stream ended before the response finished", mid_turn=True)
+        self._remember(request, reader)
+        yield finish
+
+    async def _over_websocket(self, request: ProviderRequest, attempt: _Attempt) -> AsyncGenerator[ModelEvent, None]:
+        assert self.pool is not None
+        parent = self.ids.get(request.previous_response_id) if request.previous_response_id else None
+        socket = await self.pool.acquire(request.lane_key, prefer=parent.upstream_id if parent else None)
+        released = False
+        reusable = True
+        try:
+            held = socket.holds
+            previous = None if attempt.full_context else continuation_of(request, self.ids, held_by_connection=held)
+            attempt.sent_delta = previous is not None
+            frame = {"type": "response.create", **create_body(request, previous)}
+            reader = ResponsesEventReader()
+            async with contextlib.aclosing(exchange(socket, frame, self.options.timeout_s)) as upstream_events:
+                async for raw in upstream_events:
+                    try:
+                        events = reader.feed(raw)
+                    except UpstreamReportedError as error:
+                        # A failed continuation evicts its parent from the connection-local cache; at its age
+                        # limit the upstream closes the socket.
+                        socket.holds = None
+                        reusable = error.code != _CONNECTION_LIMIT
+                        raise
+                    for event in events:
+                        if isinstance(event, Finish):
+                            # Released before the Finish leaves: the lane's next turn may start as soon as it does.
+                            socket.holds = reader.upstream_id
+                            released = True
+                            self.pool.release(socket, request.lane_key, reusable=True)
+                            self._remember(request, reader)
+                        yield event
+        finally:
+            if not released:
+                self.pool.release(socket, request.lane_key, reusable=reusable)
+
+    # -- decisions -----------------------------------------------------------------------------------------
+
+    def _remember(self, request: ProviderRequest, reader: ResponsesEventReader) -> None:
+        if reader.upstream_id is not None:
+            self.ids.put(request.response_id, UpstreamRef(reader.upstream_id, stored=stores_upstream(request)))
+
+    def _fall_back(self, request: ProviderRequest, attempt: _Attempt, reason: str) -> None:
+        if request.previous_response_id is not None:
+            self.ids.drop(request.previous_response_id)
+        attempt.full_context = True
+        _log.info("upstream.full_context", provider=self.name, response_id=request.response_id, reason=reason)
+
+    async def _backoff(
+        self, attempt: _Attempt, retryable: bool, headers: dict[str, str], failure: ProtocolError
+    ) -> None:
+        """Wait before the next try, or raise ``failure`` when there is none to make."""
+        if not retryable or attempt.retries >= self.options.max_retries:
+            raise failure
+        retry_after = parse_retry_after(headers)
+        base = self.options.backoff_s * (1 << attempt.retries)
+        delay = base / 2 + self._random.uniform(0, base / 2)
+        if retry_after is not None:
+            if retry_after > self.options.max_retry_delay_s:
+                raise failure
+            delay = max(delay, retry_after)
+        attempt.retries += 1
+        _log.warning("upstream.retry", provider=self.name, code=failure.code, attempt=attempt.retries, delay_s=delay)
+        await self._sleep(min(delay, self.options.max_retry_delay_s))
+
+    def _protocol_error(self, error: UpstreamReportedError) -> ProtocolError:
+        message = sanitise(error.message, self.secrets)
+        if error.status is not None:
+            body = orjson.dumps({"error": {"message": message}})
+            return map_status_error(self.name, error.status, body, error.headers, self.secrets)
+        if error.code == "rate_limit_exceeded":
+            return ProtocolError(
+                429,
+                "rate_limit_exceeded",
+                f"Upstream '{self.name}' is rate limiting requests: {message}",
+                error_type=ErrorType.RATE_LIMIT,
+            )
+        detail = f"{error.code}: {message}" if error.code and error.code not in message else message
+        return upstream_failure(self.name, 502, f"error in stream: {detail}")

@@ -1,0 +1,267 @@
+"""Reading an OpenAI Responses upstream (sans-I/O): its ``response.*`` events in, model events out.
+
+The same reader serves HTTP/SSE and WebSocket mode, whose events are identical. Upstream item ids and the upstream
+response id stay here: tether numbers its own items and issues its own response ids. An upstream that sends an
+item whole (only ``output_item.done``, or a ``.done`` longer than its deltas) still yields all of its content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.types import JSONObject
+
+TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
+
+_PHASES: Mapping[str, Literal["commentary", "final_answer"]] = {
+    "commentary": "commentary",
+    "final_answer": "final_answer",
+}
+_TEXT_PARTS = frozenset({"output_text", "refusal"})
+
+
+class UpstreamReportedError(Exception):
+    """An error the upstream answered with: an HTTP error status, an ``error`` event or ``response.failed``.
+
+    Attributes:
+        status: the HTTP status it carries, if any.
+        code: the upstream's error code (e.g. ``previous_response_not_found``), if any.
+        message: the upstream's message, already stripped of secrets.
+        headers: headers worth keeping (``retry-after``).
+    """
+
+    def __init__(
+        self, status: int | None, code: str | None, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying again later may succeed (rate limits and server-side failures)."""
+        if self.status is not None:
+            return self.status == 429 or self.status >= 500
+        return self.code in ("rate_limit_exceeded", "server_error")
+
+
+class UpstreamConnectionError(Exception):
+    """The upstream could not be reached, or its connection broke before the response finished.
+
+    Attributes:
+        mid_turn: the request had been sent when the connection broke (the upstream may have lost its state).
+    """
+
+    def __init__(self, message: str, *, mid_turn: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mid_turn = mid_turn
+
+
+def reported_error(payload: object, status: int | None = None) -> UpstreamReportedError:
+    """The error in an HTTP error body, a WebSocket ``error`` event (nested) or an SSE ``error`` event (flat)."""
+    outer: dict[str, Any] = payload if isinstance(payload, dict) else {}
+    inner = outer.get("error")
+    fields: dict[str, Any] = inner if isinstance(inner, dict) else outer
+    if status is None and isinstance(outer.get("status"), int):
+        status = outer["status"]
+    code = fields.get("code") if isinstance(fields.get("code"), str) else None
+    message = fields.get("message") if isinstance(fields.get("message"), str) else None
+    headers = fields.get("headers")
+    kept = {
+        str(k).lower(): str(v)
+        for k, v in (headers.items() if isinstance(headers, dict) else ())
+        if str(k).lower() in ("retry-after", "retry-after-ms")
+    }
+    return UpstreamReportedError(status, code, message or str(code or "unknown error"), kept)
+
+
+@dataclass(slots=True)
+class _Item:
+    kind: str
+    call_id: str = ""
+    name: str = ""
+    phase: Literal["commentary", "final_answer"] | None = None
+    streamed: str = ""
+
+
+class ResponsesEventReader:
+    """Translates one upstream response's events into model events.
+
+    Attributes:
+        upstream_id: the upstream's id of the response, once an event has carried it.
+        finished: whether a terminal event (completed or incomplete) has been read.
+    """
+
+    def __init__(self) -> None:
+        self.upstream_id: str | None = None
+        self.finished = False
+        self._items: dict[str, _Item] = {}
+        self._keys_by_index: dict[int, str] = {}
+
+    def feed(self, event: JSONObject) -> list[ModelEvent]:
+        """Read one event.
+
+        Returns:
+            The model events it means (often none), ending with ``Finish`` for a terminal event.
+
+        Raises:
+            UpstreamReportedError: for ``error`` and ``response.failed``.
+        """
+        kind = event.get("type")
+        response = event.get("response")
+        if isinstance(response, dict) and isinstance(response.get("id"), str):
+            self.upstream_id = response["id"]
+        if kind == "error":
+            raise reported_error(event)
+        if kind == "response.failed":
+            error = response.get("error") if isinstance(response, dict) else None
+            raise reported_error({"error": error if isinstance(error, dict) else {"message": "the response failed"}})
+        if kind in ("response.completed", "response.incomplete"):
+            return [self._finish(response if isinstance(response, dict) else {})]
+        if kind == "response.output_item.added":
+            return self._added(event)
+        if kind == "response.output_item.done":
+            return self._done(event)
+        if kind in ("response.output_text.delta", "response.refusal.delta"):
+            return self._text(event, str(event.get("delta") or ""))
+        if kind in ("response.output_text.done", "response.refusal.done"):
+            return self._text(event, str(event.get("text") or event.get("refusal") or ""), whole=True)
+        if kind == "response.function_call_arguments.delta":
+            return self._arguments(event, str(event.get("delta") or ""))
+        if kind == "response.function_call_arguments.done":
+            return self._arguments(event, str(event.get("arguments") or ""), whole=True)
+        if kind == "response.reasoning_summary_text.delta":
+            return self._summary(event, str(event.get("delta") or ""))
+        if kind == "response.reasoning_summary_text.done":
+            return self._summary(event, str(event.get("text") or ""), whole=True)
+        return []
+
+    # -- items ---------------------------------------------------------------------------------------------
+
+    def _added(self, event: JSONObject) -> list[ModelEvent]:
+        raw = event.get("item")
+        item = raw if isinstance(raw, dict) else {}
+        key = self._key(event, item)
+        kind = str(item.get("type") or "")
+        if kind == "function_call":
+            call = _Item(kind, call_id=str(item.get("call_id") or ""), name=str(item.get("name") or ""))
+            self._items[key] = call
+            # Opening the call now keeps parallel calls in the upstream's order, arguments or not.
+            return self._grow(call, str(item.get("arguments") or ""), whole=True, always=True)
+        self._items[key] = _Item(kind, phase=_PHASES.get(str(item.get("phase"))))
+        return []
+
+    def _done(self, event: JSONObject) -> list[ModelEvent]:
+        raw = event.get("item")
+        item = raw if isinstance(raw, dict) else {}
+        key = self._key(event, item)
+        known = self._items.get(key)
+        kind = str(item.get("type") or "")
+        if known is None:
+            added = self._added(event)
+            known = self._items[key]
+            if kind == "function_call":
+                return added
+        if kind == "function_call":
+            return self._grow(known, str(item.get("arguments") or ""), whole=True)
+        if kind == "message":
+            content = item.get("content")
+            parts = content if isinstance(content, list) else []
+            text = "".join(
+                str(p.get("text") or p.get("refusal") or "")
+                for p in parts
+                if isinstance(p, dict) and p.get("type") in _TEXT_PARTS
+            )
+            return self._grow(known, text, whole=True)
+        if kind == "reasoning":
+            summary = item.get("summary")
+            parts = summary if isinstance(summary, list) else []
+            text = "\n\n".join(str(p.get("text") or "") for p in parts if isinstance(p, dict))
+            return self._grow(known, text, whole=True)
+        return []
+
+    def _text(self, event: JSONObject, text: str, *, whole: bool = False) -> list[ModelEvent]:
+        return self._grow(self._item_for(event, "message"), text, whole=whole)
+
+    def _arguments(self, event: JSONObject, text: str, *, whole: bool = False) -> list[ModelEvent]:
+        item = self._items.get(self._key(event, {}))
+        if item is None or item.kind != "function_call":
+            return []  # arguments of a call never announced: there is no call_id to give them
+        return self._grow(item, text, whole=whole)
+
+    def _summary(self, event: JSONObject, text: str, *, whole: bool = False) -> list[ModelEvent]:
+        item = self._item_for(event, "reasoning")
+        if whole:
+            # A part's final text covers that part only; it matters only when nothing of the summary was streamed.
+            return [] if item.streamed else self._grow(item, text, whole=True)
+        index = event.get("summary_index")
+        if isinstance(index, int) and index > 0 and item.streamed and not item.streamed.endswith("\n"):
+            text = "\n\n" + text  # summary parts are paragraphs; tether keeps one summary text
+        return self._grow(item, text, whole=False)
+
+    def _grow(self, item: _Item, text: str, *, whole: bool, always: bool = False) -> list[ModelEvent]:
+        """The delta that brings ``item`` to ``text`` (``whole``) or adds ``text`` to it."""
+        if whole:
+            if not text.startswith(item.streamed):
+                return []  # an upstream's final text that disagrees with its deltas: the deltas were sent already
+            text = text[len(item.streamed) :]
+        if not text and not always:
+            return []
+        item.streamed += text
+        if item.kind == "function_call":
+            return [ToolCallDelta(call_id=item.call_id, name=item.name, arguments=text)]
+        if item.kind == "reasoning":
+            return [ReasoningSummaryDelta(text)]
+        return [TextDelta(text, phase=item.phase)]
+
+    def _item_for(self, event: JSONObject, kind: str) -> _Item:
+        key = self._key(event, {})
+        item = self._items.get(key)
+        if item is None or item.kind != kind:
+            item = self._items[key] = _Item(kind)
+        return item
+
+    def _key(self, event: JSONObject, item: JSONObject) -> str:
+        index = event.get("output_index")
+        item_id = item.get("id") or event.get("item_id")
+        if isinstance(item_id, str) and item_id:
+            if isinstance(index, int):
+                self._keys_by_index[index] = item_id
+            return item_id
+        if isinstance(index, int):
+            return self._keys_by_index.get(index, f"#{index}")
+        return "#?"
+
+    # -- the end -------------------------------------------------------------------------------------------
+
+    def _finish(self, response: JSONObject) -> Finish:
+        self.finished = True
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        usage = usage_from(response.get("usage"))
+        if response.get("status") != "incomplete" and reason is None:
+            return Finish(usage)
+        return Finish(usage, "content_filter" if reason == "content_filter" else "max_output_tokens")
+
+
+def usage_from(raw: object) -> Usage:
+    """tether's usage from a Responses ``usage`` object (zeros for what is missing)."""
+    usage = raw if isinstance(raw, dict) else {}
+    input_details = usage.get("input_tokens_details")
+    output_details = usage.get("output_tokens_details")
+    return Usage(
+        input_tokens=_count(usage.get("input_tokens")),
+        output_tokens=_count(usage.get("output_tokens")),
+        cached_tokens=_count(input_details.get("cached_tokens") if isinstance(input_details, dict) else 0),
+        reasoning_tokens=_count(output_details.get("reasoning_tokens") if isinstance(output_details, dict) else 0),
+    )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

@@ -1,0 +1,278 @@
+"""An OpenAI Responses upstream in WebSocket mode: one upstream socket per active lane, rotated before its age cap.
+
+A socket carries one response at a time, so a lane (a client connection's ``stream_id``, FIFO in the engine) keeps
+its own socket, and the upstream's connection-local cache (its most recent response) follows the lane: that is what
+lets ``store=false`` chains continue with deltas. Turns that come over HTTP (no lane) borrow an idle socket from a
+small shared pool, preferring the one that holds their parent. A socket older than ``max_age_s`` is closed before a
+turn would start on it; sockets idle for ``idle_timeout_s`` are closed whenever the pool is next used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+
+import orjson
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
+
+from tether.providers.http_upstream import sanitise
+from tether.providers.responses_events import (
+    TERMINAL_TYPES,
+    UpstreamConnectionError,
+    reported_error,
+)
+from tether.types import JSONObject
+
+_log = structlog.get_logger("tether.providers")
+
+Clock = Callable[[], float]
+
+
+def websocket_url(base_url: str) -> str:
+    """``{base_url}/responses`` with ``http``→``ws`` and ``https``→``wss``, as the OpenAI SDK derives it."""
+    url = base_url.rstrip("/") + "/responses"
+    for plain, secure in (("https://", "wss://"), ("http://", "ws://")):
+        if url.startswith(plain):
+            return secure + url[len(plain) :]
+    return url
+
+
+@dataclass(eq=False, slots=True)
+class UpstreamSocket:
+    """One upstream WebSocket and what its connection-local cache holds.
+
+    Attributes:
+        connection: the socket.
+        opened_at: when it was opened (pool clock).
+        last_used: when its last turn ended.
+        holds: the upstream response its connection-local cache holds (the most recent one), if known.
+        busy: a turn is using it.
+        in_response: a request was sent and its last event not read yet; such a socket cannot carry another turn.
+    """
+
+    connection: ClientConnection
+    opened_at: float
+    last_used: float
+    holds: str | None = None
+    busy: bool = False
+    in_response: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.connection.state is State.OPEN
+
+
+class SocketPool:
+    """The upstream sockets of one provider.
+
+    Sockets leave the pool synchronously (so no two turns ever share one) and are closed in the background, so a
+    rotation or an eviction never delays a turn by a closing handshake.
+
+    Args:
+        url: the upstream's WebSocket URL.
+        headers: the upgrade request's headers (with ``Authorization``).
+        secrets: values never to show in a message.
+        max_age_s: a socket this old is replaced before a turn starts on it.
+        open_timeout_s: the opening handshake's limit.
+        idle_timeout_s: a socket unused this long is closed.
+        max_shared: idle sockets kept for turns without a lane.
+        max_lanes: lane sockets kept; the least recently used idle ones go first.
+        clock: monotonic seconds (tests move it).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        secrets: tuple[str, ...],
+        *,
+        max_age_s: float,
+        open_timeout_s: float = 10.0,
+        idle_timeout_s: float = 300.0,
+        max_shared: int = 4,
+        max_lanes: int = 1024,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.url = url
+        self._headers = headers
+        self._secrets = secrets
+        self.max_age_s = max_age_s
+        self.open_timeout_s = open_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_shared = max_shared
+        self.max_lanes = max_lanes
+        self.max_message_bytes = max_message_bytes
+        self.clock = clock
+        self.lanes: dict[str, UpstreamSocket] = {}
+        self.shared: list[UpstreamSocket] = []
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def acquire(self, lane_key: str | None, prefer: str | None = None) -> UpstreamSocket:
+        """A socket for one turn: the lane's own, or an idle shared one (the one holding ``prefer`` first).
+
+        Raises:
+            UpstreamReportedError: the upstream refused the upgrade (e.g. 401, 429).
+            UpstreamConnectionError: the upstream could not be reached.
+        """
+        self._sweep()
+        current = self.lanes.get(lane_key) if lane_key is not None else None
+        if current is not None and not current.busy and self._usable(current):
+            current.busy = True
+            return current
+        if lane_key is not None and (current is None or not current.busy):
+            if current is not None:
+                self._discard(self.lanes.pop(lane_key), "rotated" if current.open else "closed")
+            socket = await self._open()
+            self.lanes.setdefault(lane_key, socket)
+            return socket
+        # No lane, or (unexpectedly) the lane's socket is busy: borrow a shared one.
+        self.shared.sort(key=lambda s: (prefer is None or s.holds != prefer, -s.last_used))
+        while self.shared:
+            socket = self.shared.pop(0)
+            if self._usable(socket):
+                socket.busy = True
+                return socket
+            self._discard(socket, "rotated" if socket.open else "closed")
+        return await self._open()
+
+    def release(self, socket: UpstreamSocket, lane_key: str | None, *, reusable: bool) -> None:
+        """Give a socket back after a turn; one that is broken, or has a response still running, is closed."""
+        socket.busy = False
+        socket.last_used = self.clock()
+        owned = lane_key is not None and self.lanes.get(lane_key) is socket
+        if not reusable or socket.in_response or not socket.open:
+            if owned and lane_key is not None:
+                del self.lanes[lane_key]
+            self._discard(socket, "broken" if socket.open else "closed")
+        elif not owned:
+            self.shared.append(socket)
+            while len(self.shared) > self.max_shared:
+                self._discard(self.shared.pop(0), "surplus")
+
+    async def aclose(self) -> None:
+        for socket in [*self.lanes.values(), *self.shared]:
+            self._discard(socket, "shutdown")
+        self.lanes.clear()
+        self.shared.clear()
+        await asyncio.gather(*self._closing)
+
+    def _usable(self, socket: UpstreamSocket) -> bool:
+        return socket.open and self.clock() - socket.opened_at < self.max_age_s
+
+    def _sweep(self) -> None:
+        now = self.clock()
+        for last_used, key in sorted((s.last_used, key) for key, s in self.lanes.items() if not s.busy):
+            if now - last_used >= self.idle_timeout_s or len(self.lanes) >= self.max_lanes:
+                self._discard(self.lanes.pop(key), "idle")
+        for socket in [s for s in self.shared if now - s.last_used >= self.idle_timeout_s]:
+            self.shared.remove(socket)
+            self._discard(socket, "idle")
+
+    async def _open(self) -> UpstreamSocket:
+        try:
+            connection = await connect(
+                self.url,
+                additional_headers=self._headers,
+                open_timeout=self.open_timeout_s,
+                max_size=self.max_message_bytes,
+                close_timeout=2,
+                user_agent_header="tether",
+            )
+        except InvalidStatus as exc:
+            response = exc.response
+            try:
+                payload: object = orjson.loads(response.body or b"")
+            except orjson.JSONDecodeError:
+                payload = {"error": {"message": f"the upgrade was refused (HTTP {response.status_code})"}}
+            error = reported_error(payload, response.status_code)
+            error.message = sanitise(error.message, self._secrets)
+            retry_after = response.headers.get("retry-after")
+            if retry_after:
+                error.headers["retry-after"] = retry_after
+            raise error from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            reason = sanitise(str(exc), self._secrets) or type(exc).__name__
+            raise UpstreamConnectionError(f"could not open the WebSocket ({reason})") from None
+        now = self.clock()
+        _log.debug("upstream.ws.open", url=self.url)
+        return UpstreamSocket(connection, opened_at=now, last_used=now, busy=True)
+
+    def _discard(self, socket: UpstreamSocket, reason: str) -> None:
+        _log.debug("upstream.ws.close", url=self.url, reason=reason, age_s=round(self.clock() - socket.opened_at, 1))
+        task = asyncio.get_running_loop().create_task(self._close(socket.connection))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close(connection: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            await connection.close()
+
+
+async def exchange(
+    socket: UpstreamSocket, frame: JSONObject, timeout_s: float, *, error_grace_s: float = 2.0
+) -> AsyncGenerator[JSONObject, None]:
+    """Send one ``response.create`` and yield its events, up to and including the terminal one (or an ``error``).
+
+    An ``error`` inside a running response is held back until the ``response.failed`` that follows it (for at most
+    ``error_grace_s``), then yielded as the terminal event: it carries the code. A socket whose response was not
+    read to its end keeps ``in_response`` set, so the pool closes it rather than hand a stale stream to another turn.
+
+    Raises:
+        UpstreamConnectionError: the socket broke (``mid_turn`` once the frame was sent) or the turn took longer
+            than ``timeout_s``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    socket.in_response = True
+    try:
+        await socket.connection.send(orjson.dumps(frame).decode())
+    except ConnectionClosed:
+        raise UpstreamConnectionError("the WebSocket was closed before the request was sent") from None
+    started = False
+    held_error: JSONObject | None = None
+    while True:
+        try:
+            async with asyncio.timeout_at(
+                deadline if held_error is None else min(deadline, loop.time() + error_grace_s)
+            ):
+                message = await socket.connection.recv()
+        except TimeoutError:
+            if held_error is not None:
+                yield held_error
+                return
+            raise UpstreamConnectionError(f"the turn took longer than {timeout_s:g} s", mid_turn=True) from None
+        except ConnectionClosed as exc:
+            if held_error is not None:
+                yield held_error
+                return
+            code = exc.rcvd.code if exc.rcvd is not None else 1006
+            raise UpstreamConnectionError(f"the WebSocket closed mid-turn (code {code})", mid_turn=True) from None
+        event = _decode(message)
+        kind = event.get("type")
+        started = started or kind == "response.created"
+        if kind == "error" and started:
+            held_error = event
+            continue
+        if kind in TERMINAL_TYPES:
+            socket.in_response = False
+            yield held_error if held_error is not None else event
+            return
+        yield event
+
+
+def _decode(message: str | bytes) -> JSONObject:
+    try:
+        event = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        raise UpstreamConnectionError("the upstream sent a message that is not JSON", mid_turn=True) from None
+    if not isinstance(event, dict):
+        raise UpstreamConnectionError("the upstream sent a message that is not a JSON object", mid_turn=True)
+    return event

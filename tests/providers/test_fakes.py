@@ -1,0 +1,316 @@
+"""The fake upstream servers: what they record, how they answer, what they refuse."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from tether.protocol.sse import ServerSentEvent, SSEDecoder
+from tether.providers.fakes import FakeAnthropic, FakeChatCompletions, FakeUpstream, PrefixCache
+from tether.providers.fakes.base import as_script
+from tether.providers.scripted import ScriptError, ScriptStep, ScriptToolCall
+from tether.types import JSONObject
+
+KEY = "fake-key"
+SCRIPT: list[dict[str, Any]] = [
+    {"reasoning": "Look first.", "tool_calls": [{"name": "ls", "arguments": {"path": "."}}, {"name": "now"}]},
+    {"text": "Two things found."},
+]
+
+
+@pytest.fixture
+def chat() -> Iterator[FakeChatCompletions]:
+    with FakeChatCompletions(script=SCRIPT, api_key=KEY, chunk_size=4) as fake:
+        yield fake
+
+
+@pytest.fixture
+def anthropic() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(script=SCRIPT, api_key=KEY, chunk_size=4) as fake:
+        yield fake
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+def post_chat(http: httpx.Client, fake: FakeChatCompletions, body: JSONObject, key: str = KEY) -> httpx.Response:
+    return http.post(f"{fake.base_url}/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+
+
+def post_anthropic(http: httpx.Client, fake: FakeAnthropic, body: JSONObject, key: str = KEY) -> httpx.Response:
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    return http.post(f"{fake.base_url}/v1/messages", json=body, headers=headers)
+
+
+def events_of(response: httpx.Response) -> list[ServerSentEvent]:
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return SSEDecoder().decode(response.content)
+
+
+def chat_body(*messages: JSONObject, stream: bool = False, **extra: Any) -> JSONObject:
+    return {"model": "m", "messages": list(messages), "stream": stream, **extra}
+
+
+def anthropic_body(*messages: JSONObject, stream: bool = False, **extra: Any) -> JSONObject:
+    return {"model": "m", "max_tokens": 100, "messages": list(messages), "stream": stream, **extra}
+
+
+USER = {"role": "user", "content": "Hello."}
+
+
+# -- recording and knobs ---------------------------------------------------------------------------------------
+
+
+def test_requests_are_recorded_with_headers_and_body(http: httpx.Client, chat: FakeChatCompletions) -> None:
+    assert chat.base_url.endswith("/v1")
+    post_chat(http, chat, chat_body(USER), key="wrong")
+    post_chat(http, chat, chat_body(USER))
+    first, second = chat.requests
+    assert (first.method, first.path) == ("POST", "/v1/chat/completions")
+    assert first.headers["authorization"] == "Bearer wrong"
+    assert second.body == chat_body(USER)
+
+
+@pytest.mark.parametrize("kind", ["chat", "anthropic"])
+def test_a_wrong_key_is_refused_in_the_api_s_own_shape(
+    http: httpx.Client, chat: FakeChatCompletions, anthropic: FakeAnthropic, kind: str
+) -> None:
+    if kind == "chat":
+        response = post_chat(http, chat, chat_body(USER), key="nope")
+        assert response.json()["error"]["message"] == "Invalid API key."
+    else:
+        response = post_anthropic(http, anthropic, anthropic_body(USER), key="nope")
+        assert response.json() == {
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "Invalid API key."},
+        }
+    assert response.status_code == 401
+
+
+def test_fail_next_answers_errors_then_recovers(http: httpx.Client, anthropic: FakeAnthropic) -> None:
+    anthropic.fail_next(2, 529, "Overloaded", retry_after=1.5)
+    statuses = [post_anthropic(http, anthropic, anthropic_body(USER)) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [529, 529, 200]
+    assert statuses[0].headers["retry-after"] == "1.5"
+    assert statuses[0].json()["error"] == {"type": "overloaded_error", "message": "Overloaded"}
+    assert len(anthropic.requests) == 3
+
+
+def test_fail_next_in_chat_shape(http: httpx.Client, chat: FakeChatCompletions) -> None:
+    chat.fail_next(1, 429, "Slow down.")
+    response = post_chat(http, chat, chat_body(USER))
+    assert response.status_code == 429
+    assert response.json()["error"]["type"] == "rate_limit_error"
+    assert "retry-after" not in response.headers
+
+
+def test_cut_next_stops_the_stream_after_its_first_event(http: httpx.Client, chat: FakeChatCompletions) -> None:
+    chat.cut_next()
+    cut = events_of(post_chat(http, chat, chat_body(USER, stream=True)))
+    whole = events_of(post_chat(http, chat, chat_body(USER, stream=True)))
+    assert len(cut) == 1
+    assert whole[-1].is_done
+
+
+def test_without_a_key_anything_is_accepted(http: httpx.Client) -> None:
+    with FakeChatCompletions() as fake:
+        response = http.post(f"{fake.base_url}/chat/completions", json=chat_body(USER))
+    assert response.json()["choices"][0]["message"]["content"] == "Hello."
+
+
+# -- the script ------------------------------------------------------------------------------------------------
+
+
+def test_chat_plays_the_step_for_the_conversation_s_position(http: httpx.Client, chat: FakeChatCompletions) -> None:
+    first = post_chat(http, chat, chat_body(USER)).json()
+    message = first["choices"][0]["message"]
+    assert message["reasoning_content"] == "Look first."
+    assert [c["function"]["arguments"] for c in message["tool_calls"]] == ['{"path":"."}', "{}"]
+    assert first["choices"][0]["finish_reason"] == "tool_calls"
+    tool_messages = [{"role": "tool", "tool_call_id": c["id"], "content": "x"} for c in message["tool_calls"]]
+    second = post_chat(http, chat, chat_body(USER, {"role": "assistant", **message}, *tool_messages)).json()
+    assert second["choices"][0]["message"]["content"] == "Two things found."
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    third = post_chat(
+        http,
+        chat,
+        chat_body(USER, {"role": "assistant", **message}, *tool_messages, {"role": "assistant", "content": "."}),
+    ).json()
+    assert third["choices"][0]["message"]["content"] == "Done."
+    restart = post_chat(http, chat, chat_body(USER, {"role": "assistant", "content": "x"}, USER)).json()
+    assert restart["choices"][0]["message"]["tool_calls"]
+
+
+def test_chat_streams_chunks_usage_and_done(http: httpx.Client, chat: FakeChatCompletions) -> None:
+    events = events_of(post_chat(http, chat, chat_body(USER, stream=True, stream_options={"include_usage": True})))
+    chunks = [event.json() for event in events[:-1]]
+    assert events[-1].is_done
+    calls = [d for c in chunks if c["choices"] for d in c["choices"][0]["delta"].get("tool_calls", [])]
+    assert [d["index"] for d in calls if "id" in d] == [0, 1]
+    assert "".join(d["function"]["arguments"] for d in calls if d["index"] == 0) == '{"path":"."}'
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+    without_usage = events_of(post_chat(http, chat, chat_body(USER, stream=True)))
+    assert "usage" not in without_usage[-2].json()
+
+
+def test_anthropic_tool_results_continue_the_assistant_s_turn(http: httpx.Client, anthropic: FakeAnthropic) -> None:
+    first = post_anthropic(http, anthropic, anthropic_body(USER)).json()
+    assert [block["type"] for block in first["content"]] == ["thinking", "tool_use", "tool_use"]
+    assert first["stop_reason"] == "tool_use"
+    results = [{"type": "tool_result", "tool_use_id": b["id"], "content": "x"} for b in first["content"][1:]]
+    assistant = {"role": "assistant", "content": first["content"][1:]}
+    second = post_anthropic(http, anthropic, anthropic_body(USER, assistant, {"role": "user", "content": results}))
+    assert second.json()["content"] == [{"type": "text", "text": "Two things found."}]
+    assert second.json()["stop_reason"] == "end_turn"
+
+
+def test_anthropic_streams_the_messages_event_sequence(http: httpx.Client, anthropic: FakeAnthropic) -> None:
+    events = events_of(post_anthropic(http, anthropic, anthropic_body(USER, stream=True)))
+    names = [event.event for event in events]
+    assert names[:2] == ["message_start", "ping"]
+    assert names[-2:] == ["message_delta", "message_stop"]
+    assert all(event.json()["type"] == event.event for event in events)
+    starts = [e.json()["content_block"]["type"] for e in events if e.event == "content_block_start"]
+    assert starts == ["thinking", "tool_use", "tool_use"]
+    partials = [
+        e.json()["delta"]["partial_json"] for e in events if e.event == "content_block_delta" and e.json()["index"] == 1
+    ]
+    assert partials[0] == ""
+    assert "".join(partials) == '{"path":"."}'
+
+
+def test_anthropic_reports_cache_reads_at_breakpoints(http: httpx.Client, anthropic: FakeAnthropic) -> None:
+    long_text = {"type": "text", "text": "context " * 200, "cache_control": {"type": "ephemeral"}}
+    body = anthropic_body({"role": "user", "content": [long_text]})
+    first = post_anthropic(http, anthropic, body).json()["usage"]
+    second = post_anthropic(http, anthropic, body).json()["usage"]
+    assert first["cache_read_input_tokens"] == 0
+    assert first["cache_creation_input_tokens"] > 0
+    assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]
+    unmarked = anthropic_body({"role": "user", "content": [{"type": "text", "text": "context " * 200}]})
+    assert post_anthropic(http, anthropic, unmarked).json()["usage"]["cache_read_input_tokens"] == 0
+
+
+# -- what the fakes refuse -------------------------------------------------------------------------------------
+
+CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"messages": [USER]}, "required"),
+        (chat_body(), "required"),
+        (chat_body({"role": "robot", "content": "x"}), "invalid role"),
+        (chat_body(USER, {"role": "tool", "tool_call_id": "c9", "content": "x"}), "preceding assistant"),
+        (chat_body(USER, {"role": "assistant", "tool_calls": [CALL]}, USER), "no 'tool' message"),
+    ],
+)
+def test_chat_refuses_malformed_conversations(
+    http: httpx.Client, chat: FakeChatCompletions, body: JSONObject, reason: str
+) -> None:
+    response = post_chat(http, chat, body)
+    assert response.status_code == 400
+    assert reason in response.json()["error"]["message"]
+
+
+TOOL_USE = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+TOOL_RESULT = {"type": "tool_result", "tool_use_id": "t1", "content": "x"}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"model": "m", "messages": [USER]}, "max_tokens"),
+        (anthropic_body(), "at least one message"),
+        (anthropic_body({"role": "assistant", "content": "x"}), "alternate"),
+        (anthropic_body(USER, USER), "alternate"),
+        (anthropic_body(USER, {"role": "assistant", "content": [TOOL_USE]}, USER), "no tool_result"),
+        (
+            anthropic_body(
+                USER,
+                {"role": "assistant", "content": [TOOL_USE]},
+                {"role": "user", "content": [{"type": "text", "text": "x"}, TOOL_RESULT]},
+            ),
+            "must come before",
+        ),
+        (
+            anthropic_body(USER, {"role": "assistant", "content": "x"}, {"role": "user", "content": [TOOL_RESULT]}),
+            "tool_use_id",
+        ),
+        (anthropic_body({"role": "user", "content": [{"type": "text", "text": ""}]}), "non-empty"),
+        (anthropic_body({"role": "user", "content": []}), "non-empty"),
+        (
+            anthropic_body(
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}] * 5,
+                }
+            ),
+            "maximum of 4",
+        ),
+    ],
+)
+def test_anthropic_refuses_what_the_real_api_refuses(
+    http: httpx.Client, anthropic: FakeAnthropic, body: JSONObject, reason: str
+) -> None:
+    response = post_anthropic(http, anthropic, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert reason in response.json()["error"]["message"]
+
+
+def test_a_body_that_is_not_a_json_object_is_refused(http: httpx.Client, chat: FakeChatCompletions) -> None:
+    response = http.post(
+        f"{chat.base_url}/chat/completions", content=b"[1]", headers={"authorization": f"Bearer {KEY}"}
+    )
+    assert response.status_code == 400
+    assert chat.requests[0].body == {}
+
+
+# -- building blocks -------------------------------------------------------------------------------------------
+
+
+def test_prefix_cache_automatic_and_at_breakpoints() -> None:
+    cache = PrefixCache()
+    blocks: list[object] = [{"a": 1}, {"b": 2}, {"c": 3}]
+    read, written, uncached = cache.lookup(blocks)
+    assert read == 0
+    assert written + uncached > 0
+    again, new, rest = cache.lookup([*blocks, {"d": 4}])
+    assert again == read + written + uncached
+    assert (new > 0, rest) == (True, 0)  # automatic caching writes all it did not read
+
+    marked = PrefixCache()
+    assert marked.lookup(blocks, write_at=[])[:2] == (0, 0)
+    first = marked.lookup(blocks, write_at=[2])
+    assert first[0] == 0
+    assert first[1] > 0
+    assert marked.lookup(blocks, write_at=[3])[0] == first[1]
+    assert marked.lookup(blocks, write_at=[1])[0] == 0, "nothing is read past the last breakpoint"
+
+
+def test_scripts_are_steps_or_the_dicts_of_a_scripts_file() -> None:
+    steps = (ScriptStep(text="Hi."), ScriptStep(tool_calls=(ScriptToolCall("f", '{"a":1}'),)))
+    assert as_script(steps) == steps
+    dicts: list[dict[str, Any]] = [{"text": "Hi."}, {"tool_calls": [{"name": "f", "arguments": {"a": 1}}]}]
+    assert as_script(dicts) == steps
+    with pytest.raises(ScriptError):
+        as_script([{"txt": "typo"}])
+
+
+def test_fakes_are_upstreams_and_listed_in_all() -> None:
+    module = importlib.import_module("tether.providers.fakes")
+    for name in module.__all__:
+        assert hasattr(module, name)
+    assert issubclass(FakeChatCompletions, FakeUpstream)
+    assert issubclass(FakeAnthropic, FakeUpstream)
