@@ -198,3 +198,52 @@ def test_graceful_shutdown_lets_the_in_flight_turn_finish_and_commit(tmp_path: P
         return record.status if record else None
 
     assert asyncio.run(stored_status()) == "completed"
+
+
+async def test_max_connection_age_lets_a_running_resume_finish(make_server: ServerFactory) -> None:
+    server = make_server(scripted=SLOW, websocket={"max_connection_age_s": 0.4})
+    async with connect(server.ws_url) as first:
+        await send_create(first, model="echo", input=LONG_TEXT)
+        created = await receive(first)
+    response = created["response"]
+    types: list[str] = []
+    async with connect(server.ws_url) as second:
+        await send_json(second, {"type": "tether:response.resume", "response_id": response["id"],
+                                 "starting_after": 0, "resume_token": response["tether:resume_token"]})  # fmt: skip
+        while not types or types[-1] != "websocket_connection_limit_reached":
+            event = await receive(second)
+            types.append(event["type"] if event["type"] != "error" else event["error"]["code"])
+    # in-flight work (a resume too) finishes before the age limit closes the connection
+    assert types[-2:] == ["response.completed", "websocket_connection_limit_reached"]
+
+
+async def test_a_resume_past_the_end_says_so_instead_of_waiting(make_server: ServerFactory) -> None:
+    server = make_server()
+    async with connect(server.ws_url) as ws:
+        await send_create(ws, model="echo", input="short")
+        events = [await receive(ws)]
+        while events[-1]["type"] not in TERMINAL_EVENTS:
+            events.append(await receive(ws))
+        last = events[-1]["sequence_number"]
+        await send_json(ws, {"type": "tether:response.resume", "response_id": events[0]["response"]["id"],
+                             "starting_after": last})  # fmt: skip
+        answer = await receive(ws)
+    assert answer["type"] == "error"
+    assert answer["error"]["code"] == "nothing_to_resume"
+    assert answer["error"]["param"] == "starting_after"
+
+
+async def test_deleting_a_response_evicts_it_from_open_connections(make_server: ServerFactory) -> None:
+    server = make_server()
+    async with connect(server.ws_url) as ws:
+        await send_create(ws, model="echo", input="remember me")
+        events = [await receive(ws)]
+        while events[-1]["type"] not in TERMINAL_EVENTS:
+            events.append(await receive(ws))
+        response_id = events[-1]["response"]["id"]
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            assert (await client.delete(f"/responses/{response_id}")).status_code == 200
+        await send_create(ws, model="echo", input="and now?", previous_response_id=response_id)
+        answer = await receive(ws)
+    assert answer["type"] == "error"
+    assert answer["error"]["code"] == "previous_response_not_found"

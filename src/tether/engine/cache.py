@@ -72,6 +72,11 @@ class ConnectionState:
     def remember(self, lane: Lane, entry: CachedResponse) -> None:
         self._lanes[lane] = entry
 
+    def forget(self, response_id: str) -> None:
+        """Drop ``response_id`` from every lane (it was deleted)."""
+        for lane in [lane for lane, entry in self._lanes.items() if entry.response_id == response_id]:
+            del self._lanes[lane]
+
     def evict(self, lane: Lane, response_id: str) -> bool:
         """Forget ``response_id`` if it is ``lane``'s latest response (a failed same-lane continuation)."""
         entry = self._lanes.get(lane)

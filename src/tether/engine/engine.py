@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -84,6 +85,13 @@ class Engine:
         self.hot = HotCache(self.limits.hot_cache_size)
         self.live = LiveRegistry(self.limits.resume_grace_s)
         self.stats = EngineStats()
+        self._connections: weakref.WeakSet[ConnectionState] = weakref.WeakSet()
+
+    def connect(self, tenant: str) -> ConnectionState:
+        """The state of a new client connection (its lanes' latest responses)."""
+        connection = ConnectionState(tenant)
+        self._connections.add(connection)
+        return connection
 
     # -- turns ---------------------------------------------------------------------------------------------
 
@@ -295,6 +303,9 @@ class Engine:
         if not await self.store.delete(tenant, response_id):
             raise response_not_found(response_id)
         self.hot.discard(tenant, response_id)
+        for connection in list(self._connections):
+            if connection.tenant == tenant:
+                connection.forget(response_id)
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
     async def list_input_items(

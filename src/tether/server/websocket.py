@@ -12,7 +12,6 @@ import orjson
 import structlog
 from starlette.websockets import WebSocket
 
-from tether.engine.cache import ConnectionState
 from tether.engine.live import LiveResponse
 from tether.protocol.errors import ProtocolError, invalid, server_error
 from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
@@ -62,7 +61,7 @@ class WebSocketSession:
         self.engine = state.engine
         self.settings = state.settings.websocket
         self.max_message_bytes = state.settings.max_body_bytes
-        self.connection = ConnectionState(tenant)
+        self.connection = state.engine.connect(tenant)
         self.lanes: LaneScheduler[CreateRequest] = LaneScheduler(
             LaneLimits(self.settings.max_in_flight, self.settings.max_named_lanes, self.settings.max_queued)
         )
@@ -123,14 +122,13 @@ class WebSocketSession:
             body = decode_json_object(text)
             lane = _valid_lane(body.get("stream_id"))
             event_type = body.get("type")
-            if event_type == RESUME_EVENT:
-                resume = parse_resume(body)
-                self._spawn(self._resume(resume))
-                return
-            if event_type != "response.create":
+            if event_type not in ("response.create", RESUME_EVENT):
                 raise _unsupported_event(event_type)
             if self.expired:
                 raise _connection_limit(self.settings.max_connection_age_s)
+            if event_type == RESUME_EVENT:
+                self._spawn(self._resume(parse_resume(body)))
+                return
             request = parse_create(body, Transport.WEBSOCKET)
             lane = request.stream_id
             if self.lanes.submit(lane, request):
@@ -141,13 +139,20 @@ class WebSocketSession:
     # -- turns ---------------------------------------------------------------------------------------------
 
     def _start(self, lane: Lane, request: CreateRequest) -> None:
-        self._idle.clear()
         self._spawn(self._run_turn(lane, request))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a turn or a resume; the connection is idle again when none is left (a finishing turn starts the
+        next queued one before it ends, so queued work keeps the set non-empty)."""
+        self._idle.clear()
         task = asyncio.create_task(work)
         self.turns.add(task)
-        task.add_done_callback(self.turns.discard)
+        task.add_done_callback(self._work_done)
+
+    def _work_done(self, task: asyncio.Task[None]) -> None:
+        self.turns.discard(task)
+        if not self.turns:
+            self._idle.set()
 
     async def _resume(self, resume: ResumeRequest) -> None:
         lane = resume.stream_id
@@ -158,6 +163,13 @@ class WebSocketSession:
                 after=resume.starting_after,
                 resume_token=resume.resume_token,
             )
+            if live.done and resume.starting_after >= len(live.log.events) - 1:
+                raise invalid(
+                    "nothing_to_resume",
+                    f"Response '{resume.response_id}' ended at sequence number {len(live.log.events) - 1}; there is "
+                    f"nothing after {resume.starting_after}.",
+                    "starting_after",
+                )
             await self._forward(live, resume.starting_after, lane)
         except ProtocolError as error:
             await self.outbox.put(error.ws_event(stream_id=lane))
@@ -185,8 +197,6 @@ class WebSocketSession:
             if not self.closed:
                 for next_lane, next_request in self.lanes.finish(lane):
                     self._start(next_lane, next_request)
-                if self.lanes.idle:
-                    self._idle.set()
 
     def _send_error(self, error: ProtocolError, lane: Lane = None) -> None:
         with contextlib.suppress(asyncio.QueueFull):
