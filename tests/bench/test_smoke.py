@@ -18,7 +18,7 @@ def test_smoke_run_saves_upload_and_every_arm_plays_the_same_task(tmp_path: Path
     task = make_task("refactor", 5)
     config = BenchConfig(
         profiles=["loopback", "4g"],
-        arms=["stateless-http", "http-previous-id", "ws", "ws-deflate", "ws-protocol-only"],
+        arms=["stateless-http", "http-previous-id", "ws", "ws-deflate", "ws-protocol-only", "tether-client"],
         tasks=[task],
         repeats=1,
         seed=5,
@@ -26,7 +26,7 @@ def test_smoke_run_saves_upload_and_every_arm_plays_the_same_task(tmp_path: Path
         tokens_per_second=0.0,
     )
     runs = run_matrix(config, tmp_path)
-    assert len(runs) == 2 * 5
+    assert len(runs) == 2 * 6
     assert all(run.completed for run in runs), [run.error for run in runs if not run.completed]
     by_key = {(run.profile, run.arm): run for run in runs}
     expected = by_key[("loopback", "stateless-http")].transcript
@@ -40,6 +40,8 @@ def test_smoke_run_saves_upload_and_every_arm_plays_the_same_task(tmp_path: Path
         ws = by_key[(profile, "ws")]
         deflate = by_key[(profile, "ws-deflate")]
         plain = by_key[(profile, "ws-protocol-only")]
+        client = by_key[(profile, "tether-client")]
+        assert client.app_bytes_up < 0.3 * stateless.app_bytes_up  # tether's SDK sends deltas too
         # The stateless request payload grows every turn; continuations only carry the new items.
         sizes = [turn.app_bytes_up for turn in stateless.turns]
         assert sizes == sorted(sizes)

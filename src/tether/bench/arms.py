@@ -20,6 +20,7 @@ from typing import Any
 from openai import AsyncOpenAI
 
 from tether.bench.workloads import Task
+from tether.client import AsyncSession, RetryPolicy
 
 DELTA_EVENTS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta"})
 
@@ -170,10 +171,49 @@ async def websocket(client: AsyncOpenAI, task: Task, *, deflate: bool, inherit: 
         )
 
 
-ARMS: dict[str, Callable[[AsyncOpenAI, Task], Awaitable[ArmResult]]] = {
-    "stateless-http": stateless_http,
-    "http-previous-id": http_previous_id,
-    "ws": lambda client, task: websocket(client, task, deflate=False),
-    "ws-deflate": lambda client, task: websocket(client, task, deflate=True),
-    "ws-protocol-only": lambda client, task: websocket(client, task, deflate=False, inherit=False),
+async def tether_client(base_url: str, task: Task) -> ArmResult:
+    """tether's own client SDK: resumes cut streams, replays by idempotency key, falls back to HTTP when needed."""
+    result = ArmResult()
+    retry = RetryPolicy(max_attempts=1000, max_elapsed_s=600.0)  # ride out outages: bounded by time, not tries
+    async with AsyncSession(base_url, model=f"script:{task.name}", tools=task.tools, instructions=task.instructions,
+                            retry=retry) as session:  # fmt: skip
+        items: Any = task.prompt
+        for index, step in enumerate(task.steps):
+            sent_before = session.stats.bytes_sent
+            started = time.perf_counter()
+            ttft: float | None = None
+            turn = session.stream(items)
+            async for _delta in turn:
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+            outcome = turn.result
+            result.turns.append(TurnMetrics(index, session.stats.bytes_sent - sent_before, ttft,
+                                            time.perf_counter() - started))  # fmt: skip
+            calls = outcome.function_calls
+            result.transcript += [f"{c.name}:{c.arguments}" for c in calls] or [outcome.text]
+            if len(calls) != len(step.calls):
+                raise RuntimeError(f"turn {index}: expected {len(step.calls)} calls, got {len(calls)}")
+            items = [call.output(planned.output) for call, planned in zip(calls, step.calls, strict=True)]
+        result.reconnects = session.stats.reconnects
+    return result
+
+
+def _with_sdk(arm: Callable[[AsyncOpenAI, Task], Awaitable[ArmResult]]) -> Arm:
+    async def run(base_url: str, task: Task) -> ArmResult:
+        # The SDK's own retries (2, with backoff) for failed requests; it does not retry a stream cut midway.
+        async with AsyncOpenAI(base_url=base_url, api_key="bench", timeout=300.0, max_retries=2) as client:
+            return await arm(client, task)
+
+    return run
+
+
+Arm = Callable[[str, Task], Awaitable[ArmResult]]
+
+ARMS: dict[str, Arm] = {
+    "stateless-http": _with_sdk(stateless_http),
+    "http-previous-id": _with_sdk(http_previous_id),
+    "ws": _with_sdk(lambda client, task: websocket(client, task, deflate=False)),
+    "ws-deflate": _with_sdk(lambda client, task: websocket(client, task, deflate=True)),
+    "ws-protocol-only": _with_sdk(lambda client, task: websocket(client, task, deflate=False, inherit=False)),
+    "tether-client": tether_client,
 }

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import traceback
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from openai import AsyncOpenAI
 from rich.progress import Progress
 
 from tether.bench.arms import ARMS, TurnMetrics
@@ -29,7 +27,6 @@ class BenchConfig:
     seed: int
     ttft_s: float
     tokens_per_second: float
-    turn_timeout_s: float = 300.0
 
 
 @dataclass(slots=True)
@@ -54,19 +51,13 @@ class Run:
 async def run_one(server: ServeProcess, config: BenchConfig, profile: str, arm: str, task: Task, repeat: int) -> Run:
     seed = zlib.crc32(f"{config.seed}/{profile}/{task.name}/{repeat}".encode())  # stable across processes
     async with ShapingProxy("127.0.0.1", server.port, PROFILES[profile], seed=seed) as proxy:
-        client = AsyncOpenAI(
-            base_url=f"http://127.0.0.1:{proxy.port}/v1", api_key="bench", timeout=config.turn_timeout_s, max_retries=2
-        )
         started = time.perf_counter()
         error: str | None = None
         result = None
         try:
-            result = await ARMS[arm](client, task)
+            result = await ARMS[arm](f"http://127.0.0.1:{proxy.port}/v1", task)
         except Exception as exc:  # a failed task is a data point, not a crash of the benchmark
             error = f"{type(exc).__name__}: {exc}"
-            traceback.print_exc()
-        finally:
-            await client.close()
         elapsed = time.perf_counter() - started
     connections = proxy.connections
     return Run(

@@ -100,6 +100,9 @@ PROFILES: Mapping[str, NetworkProfile] = MappingProxyType(
             NetworkProfile("satellite", rtt_s=0.6, up_bps=mbit(2), down_bps=mbit(10), loss=0.005),
             NetworkProfile("inflight-wifi", rtt_s=0.7, up_bps=mbit(0.25), down_bps=mbit(2), loss=0.02, jitter_s=0.05),
             replace(_4G, name="intermittent", outage_every_s=12.0, outage_s=3.0),
+            # The same outages, but the network loses connection state (NAT rebinding, a new radio bearer): live
+            # connections are reset when the link goes dark, so a stream cut midway must be resumed or redone.
+            replace(_4G, name="intermittent-reset", outage_every_s=12.0, outage_s=3.0, outage_mode="reset"),
         )
     }
 )
