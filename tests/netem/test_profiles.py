@@ -10,7 +10,9 @@ from tether.netem import PROFILES, NetworkProfile, mbit
 
 
 def test_the_issue_profiles_exist_under_their_names() -> None:
-    assert set(PROFILES) == {"loopback", "4g", "3g", "satellite", "inflight-wifi", "intermittent"}
+    assert set(PROFILES) == {
+        "loopback", "4g", "3g", "satellite", "inflight-wifi", "intermittent", "intermittent-reset",
+    }  # fmt: skip
     for name, profile in PROFILES.items():
         assert profile.name == name
 
@@ -34,6 +36,12 @@ def test_values_are_in_realistic_ranges() -> None:
     assert PROFILES["inflight-wifi"].up_bps == mbit(0.25)
     assert PROFILES["inflight-wifi"].jitter_s > 0
     assert PROFILES["3g"].rtt_s > PROFILES["4g"].rtt_s
+
+
+def test_intermittent_reset_is_intermittent_that_loses_connection_state() -> None:
+    reset = PROFILES["intermittent-reset"]
+    assert dataclasses.replace(reset, name="intermittent", outage_mode="stall") == PROFILES["intermittent"]
+    assert reset.outage_mode == "reset"
 
 
 def test_intermittent_is_4g_that_goes_dark() -> None:

@@ -69,8 +69,9 @@ def rows(all_cells: list[Cell]) -> list[list[str]]:
     out = []
     for cell in sorted(all_cells, key=lambda c: (c.profile, c.task, c.arm != BASELINE, c.arm)):
         base = _baseline(all_cells, cell)
-        less = f"{100 * (1 - cell.wire_up / base.wire_up):.1f}%" if base and base.wire_up else "–"
-        speed = f"{base.task_s / cell.task_s:.2f}×" if base and cell.task_s else "–"
+        both_done = base is not None and base.completed > 0 and cell.completed > 0
+        less = f"{100 * (1 - cell.wire_up / base.wire_up):.1f}%" if base and both_done and base.wire_up else "–"
+        speed = f"{base.task_s / cell.task_s:.2f}×" if base and both_done and cell.task_s else "–"
         out.append([
             cell.profile, cell.task, cell.arm, f"{cell.completed}/{cell.runs}", f"{cell.task_s:.2f}",
             _kb(cell.app_up), _kb(cell.wire_up), less, _kb(cell.wire_down),
