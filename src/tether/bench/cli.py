@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     console.print(f"tether bench → {out}  (tier: proxy; kernel tier {meta['kernel_tier']})")
     with tempfile.TemporaryDirectory() as tmp:
-        runs = run_matrix(config, Path(tmp))
+        runs = run_matrix(config, Path(tmp), journal=out / "runs.jsonl")
     save_runs(runs, config, out / "results.json", meta)
     summary = cells(runs)
     console.print(table(summary))

@@ -83,8 +83,11 @@ def write_scripts(path: Path, tasks: list[Task]) -> None:
     path.write_text(json.dumps({"scripts": {task.name: task.script() for task in tasks}}))
 
 
-def run_matrix(config: BenchConfig, workdir: Path) -> list[Run]:
-    """Start ``tether serve`` and run every cell; arms are rotated per cell so no arm always goes first."""
+def run_matrix(config: BenchConfig, workdir: Path, journal: Path | None = None) -> list[Run]:
+    """Start ``tether serve`` and run every cell; arms are rotated per cell so no arm always goes first.
+
+    Each finished run is appended to ``journal`` (JSON lines) at once, so an interrupted benchmark keeps its data.
+    """
     write_scripts(workdir / "scripts.json", config.tasks)
     env = {
         "TETHER_SCRIPTED__SCRIPTS_FILE": str(workdir / "scripts.json"),
@@ -100,7 +103,11 @@ def run_matrix(config: BenchConfig, workdir: Path) -> list[Run]:
             shift = index % len(config.arms)
             for arm in config.arms[shift:] + config.arms[:shift]:
                 progress.update(bar, description=f"{profile} · {task.name} · {arm}")
-                runs.append(asyncio.run(run_one(server, config, profile, arm, task, repeat)))
+                run = asyncio.run(run_one(server, config, profile, arm, task, repeat))
+                runs.append(run)
+                if journal is not None:
+                    with journal.open("a") as handle:
+                        handle.write(json.dumps(asdict(run)) + "\n")
                 progress.advance(bar)
     return runs
 
