@@ -14,7 +14,7 @@ from rich.console import Console
 from tether.bench.arms import ARMS
 from tether.bench.cpu_per_turn import machine
 from tether.bench.harness import BenchConfig, run_matrix, save_runs
-from tether.bench.report import cells, charts, markdown_table, table
+from tether.bench.report import cells, charts, headline, markdown_table, table
 from tether.bench.workloads import long_session, make_task, standard_tasks
 from tether.netem import PROFILES, kernel_tier_available
 
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         console.print("matplotlib is not installed: no charts (pip install 'tether-gateway[bench]')")
     report = [f"# tether bench — {meta['date']}", "", *(f"- {k}: {v}" for k, v in meta.items()), "",
-              markdown_table(summary), "", *(f"![{p.stem}]({p.name})" for p in images), ""]  # fmt: skip
+              headline(summary), "## All cells", "", markdown_table(summary), "",
+              *(f"![{p.stem}]({p.name})" for p in images), ""]  # fmt: skip
     (out / "report.md").write_text("\n".join(report))
     console.print(f"results: {out / 'results.json'}, report: {out / 'report.md'}")
     return 1 if failed else 0

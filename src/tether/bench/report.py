@@ -147,3 +147,45 @@ def charts(runs: list[Run], all_cells: list[Cell], out_dir: Path) -> list[Path]:
     plt.close(figure)
     written.append(path)
     return written
+
+
+def headline(all_cells: list[Cell]) -> str:
+    """The figures the benchmark exists to show, computed from the cells (medians over repeats)."""
+    index = {(c.profile, c.task, c.arm): c for c in all_cells}
+    tasks = sorted({c.task for c in all_cells})
+    profiles = list(dict.fromkeys(c.profile for c in all_cells))
+    lines = ["## Headline figures", ""]
+
+    def pair(profile: str, task: str, arm: str) -> tuple[Cell, Cell] | None:
+        base, cell = index.get((profile, task, BASELINE)), index.get((profile, task, arm))
+        if base is None or cell is None or not base.completed or not cell.completed:
+            return None
+        return base, cell
+
+    reference = "loopback" if "loopback" in profiles else profiles[0]
+    lines += [f"Upload per task against `{BASELINE}` ({reference} profile; wire bytes, TCP payload + headers):", ""]
+    lines += ["| task | arm | upload | less than stateless |", "|---|---|---|---|"]
+    for task in tasks:
+        for arm in ("http-previous-id", "ws", "ws-deflate", "ws-protocol-only", "tether-client"):
+            found = pair(reference, task, arm)
+            if found:
+                base, cell = found
+                lines.append(f"| {task} | {arm} | {_kb(cell.wire_up)} KiB of {_kb(base.wire_up)} KiB | "
+                             f"{100 * (1 - cell.wire_up / base.wire_up):.1f}% |")  # fmt: skip
+    lines.append("")
+    lines += ["Task time, stateless HTTP ÷ WebSocket (higher is better for WebSocket):", ""]
+    lines += ["| profile | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for profile in profiles:
+        ratios = []
+        for task in tasks:
+            found = pair(profile, task, "ws")
+            ratios.append(f"{found[0].task_s / found[1].task_s:.2f}×" if found else "–")
+        lines.append(f"| {profile} | " + " | ".join(ratios) + " |")
+    lines.append("")
+    lines += ["Completion (runs that finished / runs):", "", "| profile | arm | done |", "|---|---|---|"]
+    for profile in profiles:
+        for arm in sorted({c.arm for c in all_cells if c.profile == profile}):
+            done = sum(c.completed for c in all_cells if c.profile == profile and c.arm == arm)
+            total = sum(c.runs for c in all_cells if c.profile == profile and c.arm == arm)
+            lines.append(f"| {profile} | {arm} | {done}/{total} |")
+    return "\n".join(lines) + "\n"
