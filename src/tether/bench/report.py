@@ -108,7 +108,7 @@ def charts(runs: list[Run], all_cells: list[Cell], out_dir: Path) -> list[Path]:
 
     written = []
     tasks = sorted({run.task for run in runs})
-    figure, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    figure, axes = plt.subplots(1, len(tasks), figsize=(max(8, 5 * len(tasks)), 4), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         for arm in sorted({run.arm for run in runs}):
             chosen = [
