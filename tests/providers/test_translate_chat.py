@@ -495,3 +495,19 @@ def test_text_split_anywhere_joins_back(text: str, cuts: list[int]) -> None:
     pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
     events = decode([chunk({"content": piece}) for piece in pieces] + [chunk({}, "stop")])
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == text
+
+
+class _UniterableText(str):
+    """A tool output that fails if anything walks its characters (a string is one text, never a list of parts)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Any:
+        raise AssertionError("a string tool output was iterated character by character")
+
+
+def test_a_string_tool_output_is_never_walked_character_by_character() -> None:
+    call = {"type": "function_call", "call_id": "call_1", "name": "read_file", "arguments": "{}"}
+    output = {"type": "function_call_output", "call_id": "call_1", "output": _UniterableText("x" * 10_000)}
+    body = chat_request(make_request([{"type": "message", "role": "user", "content": "go"}, call, output]))
+    assert body["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "x" * 10_000}

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from tether.bench.arms import ARMS
+from tether.bench.arms import ARMS, TurnMetrics
 from tether.bench.cpu_per_turn import machine
-from tether.bench.harness import BenchConfig, run_matrix, save_runs
+from tether.bench.harness import BenchConfig, Run, run_matrix, save_runs
 from tether.bench.report import cells, charts, headline, markdown_table, table
 from tether.bench.workloads import long_session, make_task, standard_tasks
 from tether.netem import PROFILES, kernel_tier_available
@@ -34,12 +36,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ttft", type=float, default=None, help="model time to first token, seconds")
     parser.add_argument("--tps", type=float, default=None, help="model output tokens per second")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench-results/<time>)")
+    parser.add_argument("--from-results", type=Path, default=None, metavar="JSON",
+                        help="do not run: write the report and charts of a saved results.json into --out")  # fmt: skip
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     console = Console(width=max(Console().width, 160))
+    if args.from_results is not None:
+        out = args.out or args.from_results.parent
+        out.mkdir(parents=True, exist_ok=True)
+        meta, runs = load_runs(args.from_results)
+        write_report(console, out, meta, runs)
+        return 0
     quick = args.quick
     profiles = args.profiles.split(",") if args.profiles else (QUICK_PROFILES if quick else list(PROFILES))
     tasks = standard_tasks(args.seed)
@@ -76,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = run_matrix(config, Path(tmp), journal=out / "runs.jsonl")
     save_runs(runs, config, out / "results.json", meta)
+    failed = write_report(console, out, meta, runs)
+    return 1 if failed else 0
+
+
+def write_report(console: Console, out: Path, meta: dict[str, Any], runs: list[Run]) -> list[Run]:
+    """Print the table, draw the charts, write report.md; returns the runs that failed."""
     summary = cells(runs)
     console.print(table(summary))
     failed = [run for run in runs if not run.completed]
@@ -90,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
               headline(summary), "## All cells", "", markdown_table(summary), "",
               *(f"![{p.stem}]({p.name})" for p in images), ""]  # fmt: skip
     (out / "report.md").write_text("\n".join(report))
-    console.print(f"results: {out / 'results.json'}, report: {out / 'report.md'}")
-    return 1 if failed else 0
+    console.print(f"report: {out / 'report.md'}")
+    return failed
+
+
+def load_runs(path: Path) -> tuple[dict[str, Any], list[Run]]:
+    document = json.loads(path.read_text())
+    runs = [Run(**{**run, "turns": [TurnMetrics(**turn) for turn in run["turns"]]}) for run in document["runs"]]
+    return document["meta"], runs
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -30,8 +32,8 @@ from tether.bench.cpu_per_turn import machine
 from tether.cli import configure_logging
 from tether.protocol.sse import SSEDecoder
 from tether.providers.fakes import FakeAnthropic, FakeChatCompletions, FakeResponsesUpstream
-from tether.server.runner import serve_in_thread
 from tether.settings import Settings
+from tether.testing import serve_subprocess
 
 PATH_SCHEMA = {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}
 TOOLS = [{"type": "function", "name": "read_file", "description": "Read a file.", "parameters": PATH_SCHEMA}]
@@ -64,16 +66,14 @@ UPSTREAMS = [
 async def measure(upstream: Upstream, turns: int) -> list[tuple[float, float]]:
     samples: list[tuple[float, float]] = []
     with upstream.fake(script(turns)) as fake:
-        settings = Settings.model_validate(
-            {
-                "store_url": "memory://",
-                "log_level": "warning",
-                "providers": {"up": {"kind": upstream.kind, "base_url": fake.base_url}},
-                "routes": [{"model": "up-*", "provider": "up"}],
-            }
-        )
+        env = {
+            "TETHER_STORE_URL": "memory://",
+            "TETHER_LOG_LEVEL": "warning",
+            "TETHER_PROVIDERS": json.dumps({"up": {"kind": upstream.kind, "base_url": fake.base_url}}),
+            "TETHER_ROUTES": json.dumps([{"model": "up-*", "provider": "up"}]),
+        }
         origin = fake.base_url.split("/v1")[0]
-        with serve_in_thread(settings) as server:
+        with tempfile.TemporaryDirectory() as workdir, serve_subprocess(Path(workdir), env) as server:
             async with (
                 httpx.AsyncClient(base_url=server.base_url, timeout=30) as client,
                 httpx.AsyncClient(base_url=origin, timeout=30) as raw,
@@ -147,10 +147,11 @@ def main() -> int:
             f"- Machine: {machine()}",
             f"- Command: `python -m tether.bench.overhead --turns {args.turns} --report {args.report}`",
             "- Method: a tool loop (streaming SSE read as raw bytes on both paths, `previous_response_id` + one ~2 KB"
-            " `function_call_output` per turn) through a real tether server (in-process uvicorn, memory store) to a"
+            " `function_call_output` per turn) through a real `tether serve` process (memory store) to a"
             " fake upstream; after each turn the exact request tether sent upstream is replayed straight to the same"
             " fake. Overhead = time through tether − time of the replay, both to the last byte; the first turn"
-            " (connection warm-up) is dropped. The client, tether and the fake share this machine's 2 cores.",
+            " (connection warm-up) is dropped. The client and the fake share one process; tether runs in its own;"
+            " all share this machine's 2 cores.",
             "",
             "| upstream | fake alone, median (ms) | overhead, median (ms) | overhead, p99 (ms) | turns |",
             "|---|---|---|---|---|",

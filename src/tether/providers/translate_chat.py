@@ -149,7 +149,9 @@ def _append_item(messages: list[JSONObject], item: Item) -> None:
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
     elif kind == "function_call_output":
         messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output_text(item)})
-        images = [_part(part) for part in item.get("output") or [] if _is_image(part)]
+        output = item.get("output")
+        # Only a list of parts can hold images (iterating a string output would walk its characters).
+        images = [_part(part) for part in output if _is_image(part)] if isinstance(output, list) else []
         if images:
             # Tool messages carry text only; images a tool returned follow as a user message.
             messages.append({"role": "user", "content": images})
