@@ -10,6 +10,7 @@ import pytest
 from tether.client import (
     AsyncSession,
     Connected,
+    ConnectionPolicy,
     GaveUp,
     Offline,
     RetryExhaustedError,
@@ -115,3 +116,26 @@ async def test_the_elapsed_bound_stops_retrying(server: RunningServer) -> None:
             await session.send("hello?")
     assert exhausted.value.attempts == 3
     assert exhausted.value.elapsed_s < 0.6
+
+
+async def test_a_websocket_only_session_waits_through_a_silent_outage(server: RunningServer) -> None:
+    # A dead route gives no HTTP answer, only handshake timeouts: with no HTTP to fall back to, they are retried.
+    async with ShapingProxy(server.host, server.port, "loopback", seed=3) as proxy:
+        recorder = Recorder()
+        async with (
+            asyncio.timeout(TEST_TIMEOUT_S),
+            AsyncSession(
+                f"http://127.0.0.1:{proxy.port}/v1",
+                model="echo",
+                transport="websocket",
+                connection=ConnectionPolicy(connect_timeout_s=0.5, read_timeout_s=0.5),
+                retry=RetryPolicy(max_attempts=30, max_elapsed_s=30.0),
+                on_event=recorder.on_event,
+            ) as session,
+        ):
+            assert (await session.send("before")).text == "before"
+            proxy.cut("blackhole")
+            asyncio.get_running_loop().call_later(3.0, proxy.restore)
+            assert (await session.send("after")).text == "after"
+    assert session.stats.retries >= 2
+    assert recorder.of(Retrying)

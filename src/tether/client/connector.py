@@ -62,6 +62,10 @@ class Connector:
                 await transport.connect()
             except WebSocketRefusedError as error:
                 if self.mode != "auto":
+                    if error.status is None:
+                        # No HTTP refusal, only silence (a dead route, an outage): with no HTTP to fall back to,
+                        # this is an unreachable server, retried within the retry policy like any other.
+                        raise ServerUnreachableError(error.reason) from error
                     raise
                 self._give_up_websocket(error.reason)
                 continue

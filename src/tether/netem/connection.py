@@ -7,7 +7,7 @@ import contextlib
 import random
 import socket
 import struct
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from enum import Enum
 from typing import Any
 
@@ -94,12 +94,14 @@ class Connection:
                 up, down = self._pipes
                 client, upstream = self._client_writer, self._upstream_writer
                 # Each pump is paired with the side whose socket its errors come from.
-                pumps = [(up.pump_in(), client), (up.pump_out(), upstream), (down.pump_in(), upstream)]
-                pumps.append((down.pump_out(), client))
+                # The pumps are passed uncalled: a task cancelled before it first runs then leaves no coroutine
+                # that was never awaited.
+                pumps = [(up.pump_in, client), (up.pump_out, upstream), (down.pump_in, upstream)]
+                pumps.append((down.pump_out, client))
                 self._tasks = [self._loop.create_task(self._guard(pump, side)) for pump, side in pumps]
                 await asyncio.wait(self._tasks)
             elif self.state is not ConnectionState.RESET:
-                await self._guard(self._discard_client(), self._client_writer)
+                await self._guard(self._discard_client, self._client_writer)
         finally:
             for writer in self._writers():
                 writer.close()
@@ -206,9 +208,9 @@ class Connection:
         counters = (self.stats.direction(direction), self._totals.direction(direction))
         return Pipe(direction, source, sink, shaper, counters, self._link, self._max_queue_bytes)
 
-    async def _guard(self, pump: Coroutine[Any, Any, None], writer: asyncio.StreamWriter) -> None:
+    async def _guard(self, pump: Callable[[], Coroutine[Any, Any, None]], writer: asyncio.StreamWriter) -> None:
         try:
-            await pump
+            await pump()
         except OSError:
             # A side reset or vanished. On a live link the other side learns of it the way the network would tell
             # it; through a blackhole or a half-close nothing passes, so only the failed side is closed.
