@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Literal
 
 import httpx2 as httpx
 import pytest
@@ -18,6 +19,7 @@ from tether.client import (
     RetryPolicy,
     TextDelta,
     TurnReset,
+    TurnStream,
 )
 from tether.netem.proxy import ShapingProxy
 from tether.server.runner import RunningServer
@@ -174,24 +176,7 @@ async def test_without_extensions_a_dropped_turn_is_sent_again_and_reset(
     # No tether fields and no resume: over WebSocket the retry is a second generation, announced by a TurnReset.
     message = long_message()
     recorder = Recorder()
-    deltas: list[Delta] = []
-    async with (
-        asyncio.timeout(TEST_TIMEOUT_S),
-        AsyncSession(
-            proxy_url(proxy),
-            model="echo",
-            extensions=False,
-            transport="websocket",
-            retry=FAST_RETRY,
-            on_event=recorder.on_event,
-            on_request=recorder.on_request,
-        ) as session,
-        session.stream(message) as turn,
-    ):
-        async for delta in turn:
-            deltas.append(delta)
-            if len(deltas) == CUT_AT_DELTA:
-                proxy.cut("rst")
+    deltas, turn = await _cut_without_extensions(proxy, "websocket", message, recorder)
 
     resets = [delta for delta in deltas if isinstance(delta, TurnReset)]
     assert len(resets) == 1
@@ -209,23 +194,7 @@ async def test_without_extensions_http_retries_reuse_the_idempotency_header(
 ) -> None:
     message = long_message()
     recorder = Recorder()
-    deltas: list[Delta] = []
-    async with (
-        asyncio.timeout(TEST_TIMEOUT_S),
-        AsyncSession(
-            proxy_url(proxy),
-            model="echo",
-            extensions=False,
-            transport="http",
-            retry=FAST_RETRY,
-            on_request=recorder.on_request,
-        ) as session,
-        session.stream(message) as turn,
-    ):
-        async for delta in turn:
-            deltas.append(delta)
-            if len(deltas) == CUT_AT_DELTA:
-                proxy.cut("rst")
+    deltas, _ = await _cut_without_extensions(proxy, "http", message, recorder)
 
     # tether honours the standard Idempotency-Key header: the retry replays the original, already-seen events skipped.
     assert not any(isinstance(delta, TurnReset) for delta in deltas)
@@ -234,6 +203,31 @@ async def test_without_extensions_http_retries_reuse_the_idempotency_header(
     for request in recorder.requests:
         assert_no_extensions(request.body)
     assert stored_response_count(tmp_path / "tether.db") == 1
+
+
+async def _cut_without_extensions(
+    proxy: ShapingProxy, transport: Literal["websocket", "http"], message: str, recorder: Recorder
+) -> tuple[list[Delta], TurnStream]:
+    """Stream one turn with tether's extensions off, resetting the connection after ``CUT_AT_DELTA`` deltas."""
+    deltas: list[Delta] = []
+    async with (
+        asyncio.timeout(TEST_TIMEOUT_S),
+        AsyncSession(
+            proxy_url(proxy),
+            model="echo",
+            extensions=False,
+            transport=transport,
+            retry=FAST_RETRY,
+            on_event=recorder.on_event,
+            on_request=recorder.on_request,
+        ) as session,
+        session.stream(message) as turn,
+    ):
+        async for delta in turn:
+            deltas.append(delta)
+            if len(deltas) == CUT_AT_DELTA:
+                proxy.cut("rst")
+    return deltas, turn
 
 
 async def _delete(server: RunningServer, response_id: str | None) -> None:
