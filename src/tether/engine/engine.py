@@ -221,6 +221,7 @@ class Engine:
             new_prints=prints,
             input_ids=[input_item_id(item) for item in request.input],
             created_at=int(self.clock()),
+            params=request.forwarded_params(),
             lane_key=f"{connection.id}/{lane or ''}" if connection is not None else None,
         )
         response = response_object(
@@ -228,7 +229,7 @@ class Engine:
             created_at=plan.created_at,
             status="in_progress",
             model=request.model,
-            params=request.forwarded_params(),
+            params=plan.params,
             output=[],
             previous_response_id=request.previous_response_id,
             store=request.store,
@@ -279,7 +280,7 @@ class Engine:
             self._evict(request, connection, plan.lane)
         depth = plan.depth
         if whole is not None:
-            entry = CachedResponse(plan.response_id, whole, depth, request.store, request.forwarded_params())
+            entry = CachedResponse(plan.response_id, whole, depth, request.store, plan.params)
             if connection is not None:
                 connection.remember(plan.lane, entry)
             self.hot.put(plan.tenant, entry)

@@ -20,7 +20,7 @@ from tether.protocol.request import CreateRequest
 from tether.protocol.stream import ResponseStream
 from tether.providers.base import Provider, ProviderRequest
 from tether.store.base import ResponseRecord
-from tether.types import Event
+from tether.types import Event, JSONObject
 
 _log = structlog.get_logger("tether.engine")
 
@@ -40,6 +40,7 @@ class TurnPlan:
     new_prints: list[Fingerprint]
     input_ids: list[str]
     created_at: int
+    params: JSONObject  # the request's forwarded parameters, dumped once per turn
     lane_key: str | None = None
 
     @property
@@ -152,7 +153,7 @@ class Turn:
             cached_tokens=plan.sampled.tokens - _new_tokens(plan),
             previous_response_id=request.previous_response_id,
             response_id=plan.response_id,
-            params=request.forwarded_params(),
+            params=plan.params,
             lane_key=plan.lane_key,
         )
 
@@ -168,7 +169,7 @@ class Turn:
             status=response["status"],
             created_at=plan.created_at,
             completed_at=response.get("completed_at"),
-            params=plan.request.forwarded_params(),
+            params=plan.params,
             input_items=list(plan.request.input),
             input_hashes=[p.digest for p in plan.new_prints],
             input_ids=plan.input_ids,
