@@ -68,7 +68,8 @@ class ItemsView(Sequence[Item]):
     def __getitem__(self, index: slice) -> Sequence[Item]: ...
     def __getitem__(self, index: int | slice) -> Item | Sequence[Item]:
         if isinstance(index, slice):
-            return self._items[: self._length][index]
+            # Only the slice's positions are visited: slicing the list first would copy the whole history.
+            return [self._items[position] for position in range(self._length)[index]]
         if index < 0:
             index += self._length
         if not 0 <= index < self._length:
