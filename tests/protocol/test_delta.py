@@ -1,0 +1,175 @@
+"""The structural delta: apply(base, diff(base, new)) rebuilds new byte for byte, whatever the two values are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tether.protocol.delta import MISSING, DeltaError, apply, diff, dumps, large_values
+
+scalars: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=6), children, max_size=6),
+    max_leaves=40,
+)
+
+
+NOTHING: dict[str, Any] = {}
+
+
+def holding(*values: Any, min_bytes: int = 16) -> dict[str, Any]:
+    return {digest: value for base in values for digest, value, _ in large_values(base, min_bytes)}
+
+
+def rebuilt(base: Any, new: Any, known: dict[str, Any], min_bytes: int = 16) -> Any:
+    node = orjson.loads(dumps(diff(base, new, known, min_ref_bytes=min_bytes)))  # it crosses the wire as JSON
+    return apply(base, node, known.__getitem__)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, json_values)
+def test_apply_of_diff_rebuilds_the_new_value_exactly(base: Any, new: Any) -> None:
+    assert dumps(rebuilt(base, new, {})) == dumps(new)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, json_values, json_values)
+def test_references_to_held_content_rebuild_exactly(base: Any, new: Any, other: Any) -> None:
+    assert dumps(rebuilt(base, new, holding(base, other))) == dumps(new)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_a_value_without_a_base_rebuilds_exactly(new: Any) -> None:
+    assert dumps(rebuilt(MISSING, new, holding(new))) == dumps(new)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_values, max_size=8), st.lists(json_values, max_size=4), st.data())
+def test_edited_message_lists_rebuild_exactly(messages: list[Any], added: list[Any], data: st.DataObject) -> None:
+    edited = list(messages)
+    if edited:
+        index = data.draw(st.integers(0, len(edited) - 1))
+        edited[index] = data.draw(json_values)
+    assert dumps(rebuilt({"messages": messages}, {"messages": edited + added}, {})) == dumps(
+        {"messages": edited + added}
+    )
+
+
+def test_one_and_true_are_different_values() -> None:
+    assert dumps(rebuilt([1, {"a": 1}], [True, {"a": True}], {})) == b'[true,{"a":true}]'
+
+
+def test_key_order_is_kept() -> None:
+    assert dumps(rebuilt({"a": 1, "b": 2}, {"b": 2, "a": 1}, {})) == b'{"b":2,"a":1}'
+
+
+def claude_request(messages: list[Any]) -> dict[str, Any]:
+    tools = [{"name": f"tool{n}", "description": "d" * 2000, "input_schema": {"type": "object"}} for n in range(12)]
+    return {
+        "model": "claude",
+        "max_tokens": 32000,
+        "system": [{"type": "text", "text": "s" * 7000}],
+        "tools": tools,
+        "messages": messages,
+        "stream": True,
+    }
+
+
+def test_a_continuation_sends_only_the_new_content_and_the_moved_breakpoint() -> None:
+    env = {"role": "user", "content": "environment " * 50}
+    first = claude_request(
+        [
+            env,
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "fix the bug " * 40, "cache_control": {"type": "ephemeral"}}],
+            },
+        ]
+    )
+    second = claude_request(
+        [
+            {"role": "user", "content": [{"type": "text", "text": "environment " * 50}]},
+            {"role": "user", "content": [{"type": "text", "text": "fix the bug " * 40}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "tool1", "input": {}}]},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": "ok",
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            },
+        ]
+    )
+    node = diff(first, second, holding(first, min_bytes=256))
+    wire = dumps(node)
+    assert dumps(apply(first, orjson.loads(wire), holding(first, min_bytes=256).__getitem__)) == dumps(second)
+    assert b"ddddd" not in wire
+    assert b"sssss" not in wire
+    assert b"fix the bug fix" not in wire
+    assert b"environment environment" not in wire
+    assert b"tool_result" in wire
+
+
+def test_a_new_chain_refers_to_the_tools_and_system_of_another() -> None:
+    previous = claude_request([{"role": "user", "content": "first task"}])
+    fresh = claude_request([{"role": "user", "content": "second task"}])
+    wire = dumps(diff(MISSING, fresh, holding(previous, min_bytes=256)))
+    assert len(wire) < 600
+    assert dumps(apply(MISSING, orjson.loads(wire), holding(previous, min_bytes=256).__getitem__)) == dumps(fresh)
+
+
+def test_a_reference_the_gateway_lacks_is_reported() -> None:
+    with pytest.raises(DeltaError) as caught:
+        apply(MISSING, ["o", {"a": ["r", "abc"], "b": ["r", "def"]}, None], NOTHING.__getitem__)
+    assert caught.value.missing == ("abc", "def")
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        "x",
+        [],
+        [1],
+        ["?"],
+        ["v"],
+        ["r", 1],
+        ["o", [], None],
+        ["o", {}, [1]],
+        ["o", {}, ["absent"]],
+        ["a", {}],
+        ["a", [["c", 0, 1]]],
+        ["a", [["p", 0, ["v", 1]]]],
+        ["a", [["c", -1, 0]]],
+        ["a", [["c", True, 0]]],
+        ["a", [[]]],
+        ["a", [["x"]]],
+        ["="],
+    ],
+)
+def test_malformed_deltas_are_refused(node: Any) -> None:
+    with pytest.raises(DeltaError):
+        apply(MISSING, node, NOTHING.__getitem__)
+
+
+def test_deeply_nested_deltas_are_refused() -> None:
+    node: Any = ["v", 1]
+    for _ in range(200):
+        node = ["a", [["n", node]]]
+    with pytest.raises(DeltaError):
+        apply(MISSING, node, NOTHING.__getitem__)
