@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import structlog
 import uvicorn
 
+from tether import __version__
 from tether.server.runner import uvicorn_config
+from tether.server.startup import (
+    StartupError,
+    bind_socket,
+    is_loopback,
+    listen_url,
+    preflight,
+    redact_url,
+    routes_summary,
+)
 from tether.settings import Settings
+from tether.settings_file import ConfigError, load_settings, unknown_env_warnings
+
+_log = structlog.get_logger("tether.cli")
 
 
 def configure_logging(settings: Settings) -> None:
@@ -34,17 +50,56 @@ def configure_logging(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
+    """Run the gateway; every mistake found before it is ready is a :class:`StartupError`."""
     configure_logging(settings)
-    uvicorn.Server(uvicorn_config(settings)).run()
+    for warning in unknown_env_warnings(os.environ):
+        _log.warning("config.unknown_env", problem=warning)
+    sock = bind_socket(settings.host, settings.port)
+    try:
+        asyncio.run(preflight(settings))
+        _log.info(
+            "server.listening",
+            url=listen_url(sock),
+            store=redact_url(settings.store_url),
+            routes=routes_summary(settings),
+            auth="api keys" if settings.api_keys else "open (no api_keys configured)",
+        )
+        if not settings.api_keys and not is_loopback(settings.host):
+            _log.warning(
+                "server.open_access",
+                host=settings.host,
+                problem="listening beyond this machine with no api_keys configured: anyone who can reach it can use it",
+            )
+        uvicorn.Server(uvicorn_config(settings)).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is out of range: a port is 0-65535")
+    return port
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line (``tether serve --help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tether", description=__doc__)
+    parser = _Parser(prog="tether", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tether {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gateway (embedded defaults: SQLite, scripted model)")
     serve_cmd.add_argument("--config", type=Path, help="TOML config file")
     serve_cmd.add_argument("--host")
-    serve_cmd.add_argument("--port", type=int)
+    serve_cmd.add_argument("--port", type=port_number)
     serve_cmd.add_argument("--store-url", help="sqlite:///PATH or memory://")
     commands.add_parser("bench", help="the benchmark (tether bench --help)", add_help=False)
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -53,14 +108,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(arguments[1:])
     args = parser.parse_args(arguments)
-    if args.command == "serve":
-        settings = Settings.load(args.config)
-        overrides = {
-            key: value
-            for key, value in (("host", args.host), ("port", args.port), ("store_url", args.store_url))
-            if value is not None
-        }
-        serve(settings.model_copy(update=overrides))
+    try:
+        if args.command == "serve":
+            settings = load_settings(args.config, os.environ)
+            overrides = {
+                key: value
+                for key, value in (("host", args.host), ("port", args.port), ("store_url", args.store_url))
+                if value is not None
+            }
+            serve(settings.model_copy(update=overrides))
+    except (ConfigError, StartupError) as error:
+        print(f"tether: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -23,7 +23,10 @@ def upstream_key(config: ProviderSettings) -> str | None:
         return None
     key = os.environ.get(config.api_key_env)
     if not key:
-        raise ValueError(f"environment variable {config.api_key_env} (the upstream API key) is not set")
+        raise ValueError(
+            f"environment variable {config.api_key_env} (the upstream API key) is not set: "
+            "export it before starting tether"
+        )
     return key
 
 

@@ -1,0 +1,144 @@
+"""``tether`` as a new user runs it: each start-up mistake is one line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tether import __version__
+
+CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.upper().startswith("TETHER_")}
+
+
+def run_tether(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *args],
+        cwd=tmp_path,
+        env={**CLEAN_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+def test_version(tmp_path: Path) -> None:
+    result = run_tether(tmp_path, "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"tether {__version__}"
+
+
+def test_missing_key_variable(tmp_path: Path) -> None:
+    config = tmp_path / "tether.toml"
+    config.write_text('[providers.up]\nkind = "chat-completions"\napi_key_env = "TETHER_CLI_TEST_ABSENT_KEY"\n')
+    result = run_tether(tmp_path, "serve", "--config", str(config), "--store-url", "memory://", "--port", "0")
+    assert_one_line_error(result, "TETHER_CLI_TEST_ABSENT_KEY", "is not set")
+
+
+def test_route_to_unknown_provider(tmp_path: Path) -> None:
+    config = tmp_path / "tether.toml"
+    config.write_text('[[routes]]\nmodel = "gpt-*"\nprovider = "nowhere"\n')
+    result = run_tether(tmp_path, "serve", "--config", str(config), "--store-url", "memory://", "--port", "0")
+    assert_one_line_error(result, "unknown provider 'nowhere'")
+
+
+def test_toml_syntax_error(tmp_path: Path) -> None:
+    config = tmp_path / "tether.toml"
+    config.write_text("port = [\n")
+    assert_one_line_error(run_tether(tmp_path, "serve", "--config", str(config)), "TOML syntax error")
+
+
+def test_misspelt_key(tmp_path: Path) -> None:
+    config = tmp_path / "tether.toml"
+    config.write_text('[[routes]]\nmodel = "x"\nprovider = "scripted"\nupstream_modle = "y"\n')
+    result = run_tether(tmp_path, "serve", "--config", str(config))
+    assert_one_line_error(result, f"{config}:4", "'upstream_modle'", "did you mean 'upstream_model'?")
+
+
+def test_bad_store_url(tmp_path: Path) -> None:
+    result = run_tether(tmp_path, "serve", "--store-url", "mysql://db/x", "--port", "0")
+    assert_one_line_error(result, "unsupported store URL")
+
+
+def test_port_out_of_range(tmp_path: Path) -> None:
+    assert_one_line_error(run_tether(tmp_path, "serve", "--port", "99999"), "out of range")
+
+
+def test_missing_scripts_file(tmp_path: Path) -> None:
+    result = run_tether(
+        tmp_path,
+        "serve",
+        "--store-url",
+        "memory://",
+        "--port",
+        "0",
+        env={"TETHER_SCRIPTED__SCRIPTS_FILE": "scripts.json"},
+    )
+    assert_one_line_error(result, "scripts.json", "scripts_file")
+
+
+def test_port_in_use_is_reported_before_ready(tmp_path: Path, busy_port: int) -> None:
+    result = run_tether(tmp_path, "serve", "--store-url", "memory://", "--port", str(busy_port))
+    assert_one_line_error(result, f"127.0.0.1:{busy_port}", "--port")
+    assert "server.ready" not in result.stderr
+
+
+def read_until_ready(process: subprocess.Popen[str]) -> list[str]:
+    assert process.stderr is not None
+    lines = []
+    for _ in range(200):
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "server.ready" in line:
+            break
+    return lines
+
+
+def test_start_up_says_where_it_listens_and_warns_on_open_public_bind(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tether", "serve", "--host", "0.0.0.0", "--port", "0", "--store-url", "memory://"],
+        cwd=tmp_path,
+        env={**CLEAN_ENV, "TETHER_LOG_FORMAT": "json", "TETHER_PORTT": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = read_until_ready(process)
+    finally:
+        process.terminate()
+        process.wait(15)
+        assert process.stderr is not None
+        process.stderr.close()
+    log = "".join(lines)
+    assert '"event": "server.listening"' in log
+    assert '"url": "http://0.0.0.0:' in log
+    assert '"store": "memory://"' in log
+    assert '"routes": ["* -> scripted"]' in log
+    assert '"event": "server.open_access"' in log
+    assert "did you mean TETHER_PORT?" in log
+    assert "server.ready" in log

@@ -1,0 +1,107 @@
+"""Config mistakes as a new user makes them: one line naming the key, the file, the line and the closest name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tether.settings_file import ConfigError, find_line, load_settings, unknown_env_warnings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tether.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "closest"),
+    [
+        ('[providers.local]\nkind = "chat-completions"\napi_key_evn = "K"\n', 3, "api_key_evn", "api_key_env"),
+        (
+            '[[routes]]\nmodel = "a"\nprovider = "scripted"\n\n[[routes]]\nmodel = "b"\nprovider = "scripted"\n'
+            'upstream_modle = "x"\n',
+            8,
+            "upstream_modle",
+            "upstream_model",
+        ),
+        ('[[routes]]\nmodel = "a"\nprovider = "scripted"\nfallback = ["scripted"]\n', 4, "fallback", "fallbacks"),
+        ("prot = 9000\n", 1, "prot", "port"),
+        ("[websocket]\nmax_inflight = 3\n", 2, "max_inflight", "max_in_flight"),
+        ('providers.local = {kind = "anthropic", api_key_evn = "K"}\n', 1, "api_key_evn", "api_key_env"),
+    ],
+)
+def test_unknown_key_is_an_error_naming_file_line_and_closest_name(
+    tmp_path: Path, text: str, line: int, key: str, closest: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, {})
+    message = str(raised.value)
+    assert message.startswith(f"{path}:{line}: unknown key '{key}'")
+    assert f"did you mean '{closest}'?" in message
+    assert "\n" not in message
+
+
+def test_a_valid_file_loads(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'port = 9001\n[providers.up]\nkind = "chat-completions"\n[[routes]]\nmodel = "x-*"\n'
+        'provider = "up"\nfallbacks = ["scripted"]\n',
+    )
+    settings = load_settings(path, {})
+    assert settings.port == 9001
+    assert settings.routes[0].fallbacks == ["scripted"]
+
+
+def test_toml_syntax_error_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "port = [\n")
+    with pytest.raises(ConfigError, match=r"TOML syntax error") as raised:
+        load_settings(path, {})
+    assert str(path) in str(raised.value)
+
+
+def test_invalid_value_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'host = "127.0.0.1"\nport = 99999\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, {})
+    assert str(raised.value).startswith(f"{path}:2: port: ")
+
+
+def test_unknown_provider_kind_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[providers.x]\nkind = "openai"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, {})
+    assert str(raised.value).startswith(f"{path}:2: providers.x.kind: ")
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_settings(tmp_path / "absent.toml", {})
+
+
+def test_unknown_env_variables_warn_with_the_closest_setting() -> None:
+    environ = {
+        "TETHER_PORTT": "1",
+        "TETHER_WEBSOCKET__MAX_INFLIGHT": "3",
+        "TETHER_PORT": "8000",
+        "TETHER_SCRIPTED__TTFT_S": "0.1",
+        "TETHER_PROVIDERS": "{}",
+        "TETHER_TEST_UPSTREAM_KEY": "x",
+        "HOME": "/root",
+    }
+    warnings = unknown_env_warnings(environ)
+    assert warnings == [
+        "environment variable TETHER_PORTT names no tether setting (did you mean TETHER_PORT?)",
+        "environment variable TETHER_TEST_UPSTREAM_KEY names no tether setting",
+        "environment variable TETHER_WEBSOCKET__MAX_INFLIGHT names no tether setting "
+        "(did you mean TETHER_WEBSOCKET__MAX_IN_FLIGHT?)",
+    ]
+
+
+def test_find_line_follows_array_tables() -> None:
+    text = '[[routes]]\nmodel = "a"\n[[routes]]\nmodel = "b"\n[websocket]\nping_interval_s = 1\n'
+    assert find_line(text, ("routes", 1, "model")) == 4
+    assert find_line(text, ("websocket", "ping_interval_s")) == 6
+    assert find_line(text, ("absent",)) is None
