@@ -1,52 +1,17 @@
 """Responses in flight: their stream logs, followers, resume tokens and idempotency keys.
 
 Generation runs as a task owned by the engine, not by the connection that asked for it: every event goes into the
-response's :class:`StreamLog`, and transports only *follow* logs. So a client that drops can reattach and receive
-exactly the events after the last ``sequence_number`` it saw, and a retried turn (same idempotency key) follows the
-original instead of generating twice.
+response's :class:`~tether.engine.stream_log.StreamLog`, so a client that drops can reattach, and a retried turn
+(same idempotency key) follows the original instead of generating twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from tether.types import Event
-
-
-class StreamLog:
-    """The events of one response in order. An event's ``sequence_number`` is its index in the log."""
-
-    def __init__(self, events: list[Event] | None = None, *, closed: bool = False) -> None:
-        self.events: list[Event] = list(events or [])
-        self.closed = closed
-        self._changed = asyncio.Event()
-
-    def append(self, event: Event) -> None:
-        self.events.append(event)
-        self._wake()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def follow(self, after: int = -1) -> AsyncIterator[Event]:
-        """Yield every event with a sequence number above ``after``, waiting for new ones until the log closes."""
-        index = max(after + 1, 0)
-        while True:
-            while index < len(self.events):
-                yield self.events[index]
-                index += 1
-            if self.closed:
-                return
-            changed = self._changed
-            await changed.wait()
+from tether.engine.stream_log import StreamLog
 
 
 @dataclass(slots=True)

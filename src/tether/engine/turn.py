@@ -11,7 +11,7 @@ import structlog
 
 from tether.engine.cache import CachedResponse
 from tether.engine.context import Context
-from tether.engine.live import StreamLog
+from tether.engine.stream_log import StreamLog
 from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.items import Fingerprint, fingerprint
 from tether.protocol.lanes import Lane

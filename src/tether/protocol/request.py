@@ -132,7 +132,7 @@ def parse_create(body: JSONObject, transport: Transport) -> CreateRequest:
         if body.get("background") is True:
             raise invalid("unsupported_parameter", "'background' is not supported in WebSocket mode.", "background")
         if "stream_id" in body:
-            _check_stream_id(body["stream_id"])
+            check_stream_id(body["stream_id"])
     elif "stream_id" in body:
         raise invalid("unsupported_parameter", "'stream_id' is only allowed in WebSocket mode.", "stream_id")
     if "conversation" in body and body["conversation"] is not None:
@@ -143,7 +143,7 @@ def parse_create(body: JSONObject, transport: Transport) -> CreateRequest:
     try:
         request = CreateRequest.model_validate(body)
     except ValidationError as exc:
-        raise _validation_error(exc) from exc
+        raise validation_error(exc) from exc
     if request.background:
         raise invalid("unsupported_parameter", "'background' mode is not supported by this gateway.", "background")
     if request.prompt_cache_key is not None and len(request.prompt_cache_key) > 1024:
@@ -226,7 +226,7 @@ def _param_name(loc: tuple[int | str, ...]) -> str | None:
     return name
 
 
-def _check_stream_id(value: Any) -> None:
+def check_stream_id(value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, str) or STREAM_ID_PATTERN.fullmatch(value) is None:
@@ -238,7 +238,7 @@ def _check_stream_id(value: Any) -> None:
         )
 
 
-def _validation_error(exc: ValidationError) -> ProtocolError:
+def validation_error(exc: ValidationError) -> ProtocolError:
     first = exc.errors()[0]
     param = _param_name(first["loc"])
     if first["type"] == "missing":
@@ -262,36 +262,3 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
-
-
-RESUME_EVENT = "tether:response.resume"
-
-
-class ResumeRequest(BaseModel):
-    """``{"type": "tether:response.resume", "response_id", "starting_after", "resume_token", "stream_id"}``.
-
-    Asks for the events of a response after sequence number ``starting_after`` (all of them when omitted), on this
-    connection, labelled with ``stream_id``. ``store: false`` responses need the ``tether:resume_token`` their
-    ``response.created`` carried.
-    """
-
-    model_config = ConfigDict(extra="ignore")
-
-    response_id: StrictStr
-    starting_after: StrictInt = Field(default=-1, ge=-1)
-    resume_token: StrictStr | None = None
-    stream_id: StrictStr | None = None
-
-
-def parse_resume(body: JSONObject) -> ResumeRequest:
-    """Validate a ``tether:response.resume`` client event.
-
-    Raises:
-        ProtocolError: for a missing ``response_id``, a bad ``starting_after`` or ``stream_id``.
-    """
-    if "stream_id" in body:
-        _check_stream_id(body["stream_id"])
-    try:
-        return ResumeRequest.model_validate(body)
-    except ValidationError as exc:
-        raise _validation_error(exc) from exc

@@ -1,0 +1,136 @@
+"""Continuation: how ``previous_response_id`` resolves to a context, and what a turn leaves for the next one.
+
+The rules (design.md, "Continuation rules"):
+
+1. ``previous_response_id`` resolves in this order: the lane's cache on this connection, the node's hot cache
+   (``store=true`` only), the durable store (``store=true`` only). A miss is ``previous_response_not_found``, and so
+   is another tenant's response.
+2. ``store=false`` state lives only in its connection (it never enters the hot cache or the store).
+3. A continuation that fails evicts the id it referenced from the lane's cache.
+4. Every ``function_call_output`` answers a ``function_call`` that comes before it in the context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from tether.engine.cache import CachedResponse, ConnectionState, HotCache
+from tether.engine.context import Context
+from tether.protocol.errors import ProtocolError, previous_response_not_found
+from tether.protocol.items import Fingerprint, fingerprint
+from tether.protocol.lanes import Lane
+from tether.protocol.request import CreateRequest
+from tether.store.base import Store
+from tether.types import Item
+
+_log = structlog.get_logger("tether.engine")
+
+CONTINUABLE_STATUSES = frozenset({"completed", "incomplete"})
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A request resolved against its parent: what the turn samples from."""
+
+    request: CreateRequest  # with inherited parameters filled in (``tether:inherit_params``)
+    parent: CachedResponse | None
+    sampled: Context
+    new_prints: list[Fingerprint]
+
+
+class Continuations:
+    """Resolves requests to contexts and remembers finished responses for the next turn.
+
+    Args:
+        store: the durable store (read for ``store=true`` parents missing from memory).
+        hot: the node-wide cache of ``store=true`` contexts.
+    """
+
+    def __init__(self, store: Store, hot: HotCache) -> None:
+        self.store = store
+        self.hot = hot
+
+    async def resolve(
+        self, request: CreateRequest, tenant: str, connection: ConnectionState | None, lane: Lane
+    ) -> Resolved:
+        """Resolve the parent, inherit its parameters if asked, and build the context the turn samples from.
+
+        Raises:
+            ProtocolError: ``previous_response_not_found`` or ``function_call_not_found``; either evicts the
+                referenced id from the lane's cache first (rule 3).
+        """
+        try:
+            parent = await self.parent(request, tenant, connection)
+            if parent is not None and request.inherit_params:
+                request = request.inheriting(parent.params)
+            base = parent.context if parent else Context()
+            prints = [fingerprint(item) for item in request.input]
+            sampled = base.extend(request.input, prints)
+            check_call_ids(sampled, request.input)
+        except ProtocolError:
+            self.evict(request, connection, lane)
+            raise
+        return Resolved(request, parent, sampled, prints)
+
+    async def parent(
+        self, request: CreateRequest, tenant: str, connection: ConnectionState | None
+    ) -> CachedResponse | None:
+        """The response ``previous_response_id`` names: lane cache, then hot cache, then the durable store."""
+        parent_id = request.previous_response_id
+        if parent_id is None:
+            return None
+        if connection is not None:
+            entry = connection.find(parent_id)
+            if entry is not None:
+                return entry
+        entry = self.hot.get(tenant, parent_id)
+        if entry is not None:
+            return entry
+        record = await self.store.get(tenant, parent_id)
+        if record is None or record.status not in CONTINUABLE_STATUSES:
+            raise previous_response_not_found(parent_id)
+        stored = await self.store.load_context(tenant, parent_id)
+        if stored is None:
+            raise previous_response_not_found(parent_id)
+        entry = CachedResponse(
+            parent_id, Context.from_items(stored.items), record.depth, store=True, params=record.params
+        )
+        self.hot.put(tenant, entry)
+        return entry
+
+    async def context(self, request: CreateRequest, tenant: str) -> Context:
+        """The context a request would sample from, without a connection (HTTP semantics, nothing evicted)."""
+        parent = await self.parent(request, tenant, None)
+        base = parent.context if parent else Context()
+        sampled = base.extend(request.input, [fingerprint(item) for item in request.input])
+        check_call_ids(sampled, request.input)
+        return sampled
+
+    def evict(self, request: CreateRequest, connection: ConnectionState | None, lane: Lane) -> None:
+        """Forget the parent a failed continuation referenced, if it is the lane's latest response (rule 3)."""
+        parent_id = request.previous_response_id
+        if connection is not None and parent_id is not None and connection.evict(lane, parent_id):
+            _log.info("lane.evicted", response_id=parent_id, lane=lane)
+
+    def remember(self, tenant: str, connection: ConnectionState | None, lane: Lane, entry: CachedResponse) -> None:
+        """Make a finished response continuable: the lane's latest, and hot when ``store=true`` (rule 2)."""
+        if connection is not None:
+            connection.remember(lane, entry)
+        self.hot.put(tenant, entry)
+
+
+def check_call_ids(sampled: Context, items: list[Item]) -> None:
+    """Every function_call_output of the new items answers a function_call that comes before it in the context."""
+    first = len(sampled) - len(items)
+    for index, item in enumerate(items):
+        if item.get("type") == "function_call_output":
+            call_id = item["call_id"]
+            if not sampled.has_function_call(call_id, before=first + index):
+                raise ProtocolError(
+                    400,
+                    "function_call_not_found",
+                    f"No tool call found for function call output with call_id '{call_id}'.",
+                    param=f"input[{index}].call_id",
+                )

@@ -1,0 +1,189 @@
+"""The lane driver of a WebSocket-mode connection: client events in, each lane's events out, in order.
+
+:class:`~tether.protocol.lanes.LaneScheduler` decides when a turn may run (FIFO within a lane, concurrent across
+lanes, bounded); this driver carries those decisions out. It runs a task per turn or resume, puts every event of a
+lane into one outbox in the order the lane produced them, starts queued turns as lanes free up, and enforces the
+connection's age limit. It knows nothing of sockets: a WebSocket front-end feeds it the text of each client message
+and writes whatever appears in :attr:`LaneDriver.outbox`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from tether.engine.engine import Engine
+from tether.engine.live import LiveResponse
+from tether.protocol.client_events import (
+    ResumeRequest,
+    client_event_type,
+    connection_limit_reached,
+    event_lane,
+    parse_client_event,
+)
+from tether.protocol.errors import ProtocolError, invalid, server_error
+from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
+from tether.protocol.request import CreateRequest, decode_json_object
+from tether.protocol.stream import with_stream_id
+from tether.types import Event
+
+_log = structlog.get_logger("tether.websocket")
+
+CLOSE_NORMAL = 1000
+OUTBOX_SIZE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection (after everything queued before it is written)."""
+
+    code: int
+    reason: str
+
+
+class LaneDriver:
+    """Runs one connection's turns and resumes on their lanes.
+
+    Args:
+        engine: the engine that runs turns.
+        tenant: the connection's tenant.
+        limits: lanes in flight, named lanes and queued turns.
+        max_age_s: after this long the connection refuses new turns, lets the ones in flight finish, then closes.
+        drain_timeout_s: how long turns in flight may take to finish once the connection is too old.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        tenant: str,
+        limits: LaneLimits,
+        max_age_s: float,
+        drain_timeout_s: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.connection = engine.connect(tenant)
+        self.lanes: LaneScheduler[CreateRequest] = LaneScheduler(limits)
+        self.max_age_s = max_age_s
+        self.drain_timeout_s = drain_timeout_s
+        self.outbox: asyncio.Queue[Event | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.expired = False
+        self.closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._age_limit: asyncio.Task[None] | None = None
+
+    @property
+    def tenant(self) -> str:
+        return self.connection.tenant
+
+    def start(self) -> None:
+        """Start the age-limit clock (call once, with the connection accepted)."""
+        self._age_limit = asyncio.create_task(self._enforce_max_age())
+
+    async def aclose(self) -> None:
+        """Stop everything this connection started and forget its lanes (``store=false`` state dies here)."""
+        self.closed = True
+        self.lanes.drain()
+        tasks = [*self.tasks, *([self._age_limit] if self._age_limit is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.connection.clear()
+
+    def receive(self, text: str) -> None:
+        """Handle one client event: start or queue a turn, start a resume, or answer with an error event."""
+        lane: Lane = None
+        try:
+            body = decode_json_object(text)
+            lane = event_lane(body)
+            event_type = client_event_type(body)
+            if self.expired:
+                raise connection_limit_reached(self.max_age_s)
+            event = parse_client_event(event_type, body)
+            if isinstance(event, ResumeRequest):
+                self._spawn(self._resume(event))
+                return
+            lane = event.stream_id
+            if self.lanes.submit(lane, event):
+                self._start(lane, event)
+        except ProtocolError as error:
+            self.refuse(error, lane)
+
+    def refuse(self, error: ProtocolError, lane: Lane = None) -> None:
+        """Answer with an error event now; dropped if the outbox is full (the client is not reading)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.outbox.put_nowait(error.ws_event(stream_id=lane))
+
+    # -- turns ---------------------------------------------------------------------------------------------
+
+    def _start(self, lane: Lane, request: CreateRequest) -> None:
+        self._spawn(self._run_turn(lane, request))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a turn or a resume; the connection is idle again when none is left (a finishing turn starts the
+        next queued one before it ends, so queued work keeps the set non-empty)."""
+        self._idle.clear()
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._work_done)
+
+    def _work_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not self.tasks:
+            self._idle.set()
+
+    async def _resume(self, resume: ResumeRequest) -> None:
+        lane = resume.stream_id
+        try:
+            live = await self.engine.attach(
+                self.tenant, resume.response_id, after=resume.starting_after, resume_token=resume.resume_token
+            )
+            if live.done and resume.starting_after >= live.log.last_sequence_number:
+                raise invalid(
+                    "nothing_to_resume",
+                    f"Response '{resume.response_id}' ended at sequence number {live.log.last_sequence_number}; "
+                    f"there is nothing after {resume.starting_after}.",
+                    "starting_after",
+                )
+            await self._forward(live, resume.starting_after, lane)
+        except ProtocolError as error:
+            await self.outbox.put(error.ws_event(stream_id=lane))
+
+    async def _forward(self, live: LiveResponse, after: int, lane: Lane) -> None:
+        async for event in self.engine.follow(live, after):
+            if event["type"] == "error":
+                # In WebSocket mode a create ends with exactly one error or one terminal event (the SDK's lanes rely
+                # on it): a failure inside a running response is carried by the response.failed that follows.
+                continue
+            await self.outbox.put(with_stream_id(event, lane))
+
+    async def _run_turn(self, lane: Lane, request: CreateRequest) -> None:
+        try:
+            live = await self.engine.create(request, tenant=self.tenant, connection=self.connection, lane=lane)
+            await self._forward(live, -1, lane)
+        except ProtocolError as error:
+            await self.outbox.put(error.ws_event(stream_id=lane))
+        except Exception:
+            _log.exception("ws.turn.crashed", lane=lane)
+            await self.outbox.put(server_error().ws_event(stream_id=lane))
+        finally:
+            if not self.closed:
+                for next_lane, next_request in self.lanes.finish(lane):
+                    self._start(next_lane, next_request)
+
+    # -- the age limit -------------------------------------------------------------------------------------
+
+    async def _enforce_max_age(self) -> None:
+        await asyncio.sleep(self.max_age_s)
+        self.expired = True
+        # In-flight turns finish (they are the client's paid work); new ones are refused from now on.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=self.drain_timeout_s)
+        await self.outbox.put(connection_limit_reached(self.max_age_s).ws_event())
+        await self.outbox.put(Close(CLOSE_NORMAL, "connection age limit reached"))

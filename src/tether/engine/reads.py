@@ -1,0 +1,124 @@
+"""Reads: the routes that answer from state without running a turn (get, delete, input items, counts, compact)."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+from tether.engine.cache import ConnectionState, HotCache
+from tether.engine.continuation import Continuations
+from tether.protocol import ids
+from tether.protocol.compaction import compaction_item
+from tether.protocol.errors import invalid, response_not_found
+from tether.protocol.items import estimate_tokens, listed_input_item
+from tether.protocol.model_events import Usage
+from tether.protocol.request import CreateRequest
+from tether.protocol.response import response_object
+from tether.store.base import ResponseRecord, Store
+from tether.types import JSONObject
+
+
+class Reads:
+    """Answers the read routes of the Responses API.
+
+    Args:
+        store: the durable store.
+        hot: the hot cache (a deleted response leaves it).
+        connections: the open connections (a deleted response leaves their lanes too).
+        continuations: resolves a request's context for counting and compacting.
+        clock: unix time.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        hot: HotCache,
+        connections: weakref.WeakSet[ConnectionState],
+        continuations: Continuations,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.hot = hot
+        self.connections = connections
+        self.continuations = continuations
+        self.clock = clock
+
+    async def record(self, tenant: str, response_id: str) -> ResponseRecord:
+        record = await self.store.get(tenant, response_id)
+        if record is None:
+            raise response_not_found(response_id)
+        return record
+
+    async def response(self, tenant: str, response_id: str) -> JSONObject:
+        return response_from_record(await self.record(tenant, response_id))
+
+    async def delete(self, tenant: str, response_id: str) -> JSONObject:
+        if not await self.store.delete(tenant, response_id):
+            raise response_not_found(response_id)
+        self.hot.discard(tenant, response_id)
+        for connection in list(self.connections):
+            if connection.tenant == tenant:
+                connection.forget(response_id)
+        return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+    async def input_items(
+        self, tenant: str, response_id: str, *, after: str | None, limit: int, order: str
+    ) -> JSONObject:
+        """The response's input items, paged as ``GET /v1/responses/{id}/input_items``."""
+        if not 1 <= limit <= 100:
+            raise invalid("invalid_value", "'limit' must be between 1 and 100.", "limit")
+        if order not in ("asc", "desc"):
+            raise invalid("invalid_value", "'order' must be 'asc' or 'desc'.", "order")
+        record = await self.record(tenant, response_id)
+        items = [
+            listed_input_item(item, item_id) for item, item_id in zip(record.input_items, record.input_ids, strict=True)
+        ]
+        if order == "desc":
+            items.reverse()
+        if after is not None:
+            positions = [index for index, item in enumerate(items) if item["id"] == after]
+            if not positions:
+                raise invalid("invalid_value", f"No input item with id '{after}' in this response.", "after")
+            items = items[positions[0] + 1 :]
+        page = items[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
+
+    async def input_tokens(self, request: CreateRequest, tenant: str) -> int:
+        context = await self.continuations.context(request, tenant)
+        return context.tokens + (estimate_tokens(request.instructions) if request.instructions else 0)
+
+    async def compact(self, request: CreateRequest, tenant: str) -> JSONObject:
+        """Answer ``POST /v1/responses/compact``: the compacted window of a context."""
+        context = await self.continuations.context(request, tenant)
+        tokens = context.tokens
+        usage = Usage(input_tokens=tokens, output_tokens=0, cached_tokens=0, cache_write_tokens=tokens)
+        return {
+            "id": ids.new_id("cmp"),
+            "object": "response.compaction",
+            "created_at": int(self.clock()),
+            "output": [compaction_item(list(context.items))],
+            "usage": usage.to_json(),
+        }
+
+
+def response_from_record(record: ResponseRecord) -> JSONObject:
+    return response_object(
+        response_id=record.id,
+        created_at=record.created_at,
+        status=record.status,
+        model=record.model,
+        params=record.params,
+        output=record.output_items,
+        previous_response_id=record.parent_id,
+        store=True,
+        usage=record.usage,
+        error=record.error,
+        incomplete_details=record.incomplete_details,
+        completed_at=record.completed_at,
+    )

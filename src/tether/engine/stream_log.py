@@ -1,0 +1,50 @@
+"""The stream log: a response's events in order, followed by any number of readers.
+
+Generation writes every event of a response into its log; transports only *follow* logs. So a client that drops can
+reattach and receive exactly the events after the last ``sequence_number`` it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from tether.types import Event
+
+
+class StreamLog:
+    """The events of one response in order. An event's ``sequence_number`` is its index in the log."""
+
+    def __init__(self, events: list[Event] | None = None, *, closed: bool = False) -> None:
+        self.events: list[Event] = list(events or [])
+        self.closed = closed
+        self._changed = asyncio.Event()
+
+    @property
+    def last_sequence_number(self) -> int:
+        """The sequence number of the last event so far (``-1`` for an empty log)."""
+        return len(self.events) - 1
+
+    def append(self, event: Event) -> None:
+        self.events.append(event)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def follow(self, after: int = -1) -> AsyncIterator[Event]:
+        """Yield every event with a sequence number above ``after``, waiting for new ones until the log closes."""
+        index = max(after + 1, 0)
+        while True:
+            while index < len(self.events):
+                yield self.events[index]
+                index += 1
+            if self.closed:
+                return
+            changed = self._changed
+            await changed.wait()

@@ -1,0 +1,112 @@
+"""The client events of WebSocket mode: which a client may send, and how each is read (sans-I/O).
+
+A WebSocket client sends one JSON object per text message. ``response.create`` carries a create request (parsed as
+:func:`~tether.protocol.request.parse_create` does for HTTP bodies); ``tether:response.resume`` asks for the events
+of a response after a sequence number. Events the hosted API knows but tether does not implement are refused with
+``unsupported_event``; anything else is ``invalid_event_type``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from tether.protocol.errors import ProtocolError, invalid
+from tether.protocol.lanes import Lane
+from tether.protocol.request import (
+    STREAM_ID_PATTERN,
+    CreateRequest,
+    Transport,
+    check_stream_id,
+    parse_create,
+    validation_error,
+)
+from tether.types import JSONObject
+
+CREATE_EVENT = "response.create"
+RESUME_EVENT = "tether:response.resume"
+UNSUPPORTED_CLIENT_EVENTS = frozenset({"response.steer", "response.inject", "response.interrupt"})
+
+ClientEventType = Literal["response.create", "tether:response.resume"]
+
+
+class ResumeRequest(BaseModel):
+    """``{"type": "tether:response.resume", "response_id", "starting_after", "resume_token", "stream_id"}``.
+
+    Asks for the events of a response after sequence number ``starting_after`` (all of them when omitted), on this
+    connection, labelled with ``stream_id``. ``store: false`` responses need the ``tether:resume_token`` their
+    ``response.created`` carried.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    response_id: StrictStr
+    starting_after: StrictInt = Field(default=-1, ge=-1)
+    resume_token: StrictStr | None = None
+    stream_id: StrictStr | None = None
+
+
+def event_lane(body: JSONObject) -> Lane:
+    """The lane an event names, if it names a valid one: errors about the event are labelled with it."""
+    value = body.get("stream_id")
+    return value if isinstance(value, str) and STREAM_ID_PATTERN.fullmatch(value) else None
+
+
+def client_event_type(body: JSONObject) -> ClientEventType:
+    """The event's ``type``, if tether handles it.
+
+    Raises:
+        ProtocolError: ``unsupported_event``, ``missing_required_parameter`` or ``invalid_event_type``.
+    """
+    event_type = body.get("type")
+    if event_type == CREATE_EVENT:
+        return "response.create"
+    if event_type == RESUME_EVENT:
+        return "tether:response.resume"
+    raise _unsupported_event(event_type)
+
+
+def parse_client_event(event_type: ClientEventType, body: JSONObject) -> CreateRequest | ResumeRequest:
+    """Validate an event of a known type (see :func:`client_event_type`).
+
+    Raises:
+        ProtocolError: for any invalid field, with ``param`` naming it.
+    """
+    if event_type == "tether:response.resume":
+        return parse_resume(body)
+    return parse_create(body, Transport.WEBSOCKET)
+
+
+def parse_resume(body: JSONObject) -> ResumeRequest:
+    """Validate a ``tether:response.resume`` client event.
+
+    Raises:
+        ProtocolError: for a missing ``response_id``, a bad ``starting_after`` or ``stream_id``.
+    """
+    if "stream_id" in body:
+        check_stream_id(body["stream_id"])
+    try:
+        return ResumeRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def connection_limit_reached(max_age_s: float) -> ProtocolError:
+    """The error a connection gets once it has been open ``max_age_s``: new turns need a new connection."""
+    minutes = max_age_s / 60
+    return invalid(
+        "websocket_connection_limit_reached",
+        f"Responses websocket connection limit reached ({minutes:g} minutes). Create a new websocket connection to "
+        "continue.",
+    )
+
+
+def _unsupported_event(event_type: Any) -> ProtocolError:
+    if isinstance(event_type, str) and event_type in UNSUPPORTED_CLIENT_EVENTS:
+        return invalid("unsupported_event", f"'{event_type}' is not supported by this gateway.", "type")
+    if event_type is None:
+        return invalid("missing_required_parameter", "Missing required parameter: 'type'.", "type")
+    return invalid(
+        "invalid_event_type", f"Unknown client event type {event_type!r}; expected 'response.create'.", "type"
+    )
