@@ -17,7 +17,8 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from tether.server.runner import RunningServer, free_port, serve_in_thread
+from tether.netutil import free_port
+from tether.server.runner import RunningServer, serve_in_thread
 
 __all__ = ["RunningServer", "ServeProcess", "free_port", "serve_in_thread", "serve_subprocess"]
 

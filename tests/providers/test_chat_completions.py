@@ -11,12 +11,12 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from tether.netutil import free_port
 from tether.protocol.errors import ProtocolError
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta
 from tether.providers.anthropic import AnthropicProvider
 from tether.providers.base import Provider, ProviderRequest
 from tether.providers.chat_completions import ChatCompletionsProvider
-from tether.providers.factory import build_router
 from tether.providers.fakes import FakeChatCompletions
 from tether.providers.http_upstream import (
     UpstreamOptions,
@@ -27,7 +27,7 @@ from tether.providers.http_upstream import (
     stream_error,
     upstream_options,
 )
-from tether.server.runner import free_port
+from tether.server.app import provider_router
 from tether.settings import ProviderSettings, Settings
 from tether.types import Item, JSONObject
 
@@ -356,7 +356,7 @@ async def test_the_router_builds_both_kinds_from_settings(monkeypatch: pytest.Mo
             "routes": [{"model": "claude-*", "provider": "claude", "fallbacks": ["local"]}],
         }
     )
-    router = build_router(settings)
+    router = provider_router(settings)
     try:
         assert isinstance(router.providers["local"], ChatCompletionsProvider)
         claude = router.providers["claude"]

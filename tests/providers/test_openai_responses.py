@@ -10,6 +10,7 @@ from typing import Any, Literal
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
+from tether.netutil import free_port
 from tether.protocol import ids
 from tether.protocol.errors import ProtocolError
 from tether.protocol.model_events import Finish, ModelEvent, TextDelta, Usage
@@ -20,7 +21,6 @@ from tether.providers.http_upstream import UpstreamOptions
 from tether.providers.openai_responses import OpenAIResponsesProvider
 from tether.providers.responses_payload import upstream_items
 from tether.providers.scripted import ScriptStep
-from tether.server.runner import free_port
 from tether.types import Item, JSONObject
 
 Transport = Literal["http", "websocket"]

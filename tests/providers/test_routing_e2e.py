@@ -19,8 +19,8 @@ import pytest
 from openai import OpenAI
 from openai.types.responses import FunctionToolParam, Response
 
-from tether.providers.factory import build_router
 from tether.providers.fakes import FakeAnthropic, FakeChatCompletions, FakeUpstream
+from tether.server.app import provider_router
 from tether.server.runner import RunningServer
 from tether.settings import Settings
 
@@ -237,7 +237,7 @@ async def test_the_documented_config_file_loads_and_routes(tmp_path: Path, monke
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     monkeypatch.setenv("OPENROUTER_API_KEY", KEY)
 
-    router = build_router(Settings.load(config))
+    router = provider_router(Settings.load(config))
     try:
         assert router.resolve("claude-opus-4").name == "claude"
         assert router.resolve("fast").name == "local+openrouter"

@@ -29,7 +29,7 @@ from tether.protocol.lanes import Lane
 from tether.protocol.request import CreateRequest
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream
-from tether.providers.router import ProviderRouter
+from tether.providers.base import ProviderResolver
 from tether.store.base import ResponseRecord, Store
 from tether.types import Event, JSONObject
 
@@ -79,7 +79,7 @@ class Engine:
     def __init__(
         self,
         store: Store,
-        router: ProviderRouter,
+        router: ProviderResolver,
         limits: EngineLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -1,7 +1,7 @@
 """Upstream models behind one interface, and the built-in scripted model."""
 
 from tether.providers.anthropic import AnthropicProvider
-from tether.providers.base import Provider, ProviderRequest
+from tether.providers.base import Provider, ProviderRequest, ProviderResolver
 from tether.providers.chat_completions import ChatCompletionsProvider
 from tether.providers.http_upstream import UpstreamOptions
 from tether.providers.openai_responses import OpenAIResponsesProvider
@@ -14,6 +14,7 @@ __all__ = [
     "OpenAIResponsesProvider",
     "Provider",
     "ProviderRequest",
+    "ProviderResolver",
     "ProviderRouter",
     "Route",
     "Script",

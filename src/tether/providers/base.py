@@ -57,3 +57,16 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+
+
+class ProviderResolver(Protocol):
+    """What the engine needs to reach the models: the provider serving a model name (the router implements it)."""
+
+    def resolve(self, model: str) -> Provider:
+        """The provider for ``model`` (a default one when nothing else matches)."""
+
+    def model_names(self) -> list[str]:
+        """Model names worth listing to clients."""
+
+    async def aclose(self) -> None:
+        """Release every provider's connections."""

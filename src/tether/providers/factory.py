@@ -1,27 +1,41 @@
-"""Building the providers and the router from ``Settings``."""
+"""Building the providers and the router from plain configuration values.
+
+The caller (the server) reads ``Settings`` and passes down each provider's fields; this module never imports them.
+Any object with the fields of :class:`ProviderConfig` will do (``ProviderSettings`` has them).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
+from typing import Protocol
 
-from tether.providers.anthropic import AnthropicProvider
+from tether.providers.anthropic import AnthropicFields, AnthropicProvider
 from tether.providers.base import Provider
 from tether.providers.chat_completions import ChatCompletionsProvider
-from tether.providers.openai_responses import OpenAIResponsesProvider
+from tether.providers.openai_responses import OpenAIResponsesProvider, ResponsesFields
 from tether.providers.router import ProviderRouter, Route
-from tether.providers.scripted import ScriptedProvider, ScriptedTiming, load_scripts
-from tether.settings import ProviderSettings, Settings
-
-ProviderBuilder = Callable[[str, ProviderSettings, str | None], Provider]
+from tether.providers.scripted import ScriptedProvider
 
 
-def upstream_key(config: ProviderSettings) -> str | None:
+class ProviderConfig(ResponsesFields, AnthropicFields, Protocol):
+    """One configured upstream: the fields every provider kind reads, its kind, and where its key is."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def api_key_env(self) -> str | None: ...
+
+
+ProviderBuilder = Callable[[str, ProviderConfig, str | None], Provider]
+
+
+def upstream_key(config: ProviderConfig, environ: Mapping[str, str] = os.environ) -> str | None:
     """The upstream API key from the environment variable the config names (never from the config file)."""
     if config.api_key_env is None:
         return None
-    key = os.environ.get(config.api_key_env)
+    key = environ.get(config.api_key_env)
     if not key:
         raise ValueError(
             f"environment variable {config.api_key_env} (the upstream API key) is not set: "
@@ -39,18 +53,25 @@ BUILDERS: Mapping[str, ProviderBuilder] = MappingProxyType(
 )
 
 
-def build_router(settings: Settings) -> ProviderRouter:
-    scripted = settings.scripted
-    scripts = load_scripts(scripted.scripts_file) if scripted.scripts_file else {}
-    providers: dict[str, Provider] = {
-        "scripted": ScriptedProvider(ScriptedTiming(scripted.ttft_s, scripted.tokens_per_second), scripts)
-    }
-    for name, config in settings.providers.items():
+def build_router(
+    configs: Mapping[str, ProviderConfig],
+    routes: Sequence[Route],
+    *,
+    scripted: ScriptedProvider,
+    default: str = "scripted",
+    environ: Mapping[str, str] = os.environ,
+) -> ProviderRouter:
+    """The router over the built-in scripted model and every configured upstream.
+
+    Raises:
+        ValueError: a kind is unknown, a key's environment variable is unset, or a route names an unknown provider.
+    """
+    providers: dict[str, Provider] = {"scripted": scripted}
+    for name, config in configs.items():
         if config.kind == "scripted":
             continue
         builder = BUILDERS.get(config.kind)
         if builder is None:
             raise ValueError(f"provider {name!r}: kind {config.kind!r} is not available")
-        providers[name] = builder(name, config, upstream_key(config))
-    routes = [Route(r.model, r.provider, r.upstream_model, tuple(r.fallbacks)) for r in settings.routes]
-    return ProviderRouter(providers, routes, default=settings.default_provider)
+        providers[name] = builder(name, config, upstream_key(config, environ))
+    return ProviderRouter(providers, routes, default=default)

@@ -16,7 +16,9 @@ from starlette.routing import Route, WebSocketRoute
 
 from tether.engine.engine import Engine, EngineLimits
 from tether.protocol.errors import ProtocolError, server_error
+from tether.providers import router as routing
 from tether.providers.factory import build_router
+from tether.providers.scripted import ScriptedProvider, ScriptedTiming, load_scripts
 from tether.server import http
 from tether.server.auth import Authenticator
 from tether.server.state import ServerState
@@ -38,6 +40,18 @@ async def open_store(url: str) -> Store:
     raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or memory://")
 
 
+def provider_router(settings: Settings) -> routing.ProviderRouter:
+    """The providers and routes ``settings`` configure, built from their plain values."""
+    scripted = settings.scripted
+    scripts = load_scripts(scripted.scripts_file) if scripted.scripts_file else {}
+    return build_router(
+        settings.providers,
+        [routing.Route(r.model, r.provider, r.upstream_model, tuple(r.fallbacks)) for r in settings.routes],
+        scripted=ScriptedProvider(ScriptedTiming(scripted.ttft_s, scripted.tokens_per_second), scripts),
+        default=settings.default_provider,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     """Build the gateway. Nothing is opened until the app's lifespan starts."""
 
@@ -52,7 +66,7 @@ def create_app(settings: Settings) -> Starlette:
             continue_on_disconnect=settings.continue_on_disconnect,
             shutdown_grace_s=settings.shutdown_grace_s,
         )
-        engine = Engine(store, build_router(settings), limits)
+        engine = Engine(store, provider_router(settings), limits)
         app.state.tether = ServerState(settings=settings, engine=engine, auth=Authenticator(settings.api_keys))
         purger = asyncio.create_task(_purge_periodically(store, settings.purge_interval_s))
         _log.info("server.ready", store=settings.store_url.split(":", 1)[0], auth=bool(settings.api_keys))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,6 +10,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from tether.engine.engine import Engine
+from tether.netutil import ThreadedServer, free_port
 from tether.server.app import create_app
 from tether.server.state import ServerState
 from tether.settings import Settings
@@ -36,13 +34,6 @@ def uvicorn_config(settings: Settings, *, port: int | None = None, app: Starlett
         access_log=False,
         timeout_graceful_shutdown=30,
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +63,6 @@ def serve_in_thread(settings: Settings, *, startup_timeout: float = 15.0) -> Ite
     """Run a real tether server on a free port of 127.0.0.1 in a background thread (tests, benchmarks)."""
     port = free_port(settings.host)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn_config(settings, port=port, app=app))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="tether-server", daemon=True)
-    thread.start()
-    deadline = threading.Event()
-    for _ in range(int(startup_timeout / 0.02)):
-        if server.started or not thread.is_alive():
-            break
-        deadline.wait(0.02)
-    if not server.started:
-        server.should_exit = True
-        thread.join(5)
-        raise RuntimeError("tether server did not start")
-    try:
-        yield RunningServer(settings.host, port, server, app)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    config = uvicorn_config(settings, port=port, app=app)
+    with ThreadedServer(config, name="tether-server", startup_timeout_s=startup_timeout) as running:
+        yield RunningServer(settings.host, port, running.server, app)

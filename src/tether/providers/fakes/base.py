@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import hashlib
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -25,9 +24,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tether.netutil import ThreadedServer, free_port
 from tether.protocol.items import estimate_tokens
 from tether.providers.scripted import Script, ScriptStep, parse_scripts
-from tether.server.runner import free_port
 from tether.types import JSONObject
 
 ScriptLike = Sequence[ScriptStep] | Sequence[Mapping[str, Any]]
@@ -116,27 +115,6 @@ class PrefixCache:
         return read, written, tokens - read - written
 
 
-class _ThreadServer(uvicorn.Server):
-    """uvicorn, stopped at once from another thread rather than at its next 0.1 s tick."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self._wake: Callable[[], object] | None = None
-
-    async def main_loop(self) -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        self._wake = lambda: loop.call_soon_threadsafe(stopping.set)
-        if not self.should_exit:
-            await stopping.wait()
-
-    def stop(self) -> None:
-        self.should_exit = True
-        if self._wake is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                self._wake()
-
-
 class FakeUpstream(abc.ABC):
     """A fake upstream server on 127.0.0.1, run in a background thread; use it as a context manager.
 
@@ -161,8 +139,7 @@ class FakeUpstream(abc.ABC):
         self._cuts = 0
         self._answers = 0
         self._port = 0
-        self._server: _ThreadServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # -- knobs ---------------------------------------------------------------------------------------------
 
@@ -209,17 +186,8 @@ class FakeUpstream(abc.ABC):
             access_log=False,
             timeout_graceful_shutdown=5,
         )
-        self._server = server = _ThreadServer(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name=f"fake-{self.kind}")
-        self._thread.start()
-        ready = threading.Event()
-        for _ in range(500):
-            if server.started or not self._thread.is_alive():
-                break
-            ready.wait(0.01)
-        if not server.started:
-            self.__exit__(None, None, None)
-            raise RuntimeError(f"the fake {self.kind} upstream did not start")
+        server = ThreadedServer(config, name=f"fake-{self.kind}", shutdown_timeout_s=15)
+        self._server = server.__enter__()
         return self
 
     def __exit__(
@@ -227,8 +195,6 @@ class FakeUpstream(abc.ABC):
     ) -> None:
         if self._server is not None:
             self._server.stop()
-        if self._thread is not None:
-            self._thread.join(15)
 
     # -- serving -------------------------------------------------------------------------------------------
 

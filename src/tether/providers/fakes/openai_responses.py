@@ -32,13 +32,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from tether.netutil import ThreadedServer, free_port
 from tether.protocol.errors import ProtocolError, previous_response_not_found
 from tether.protocol.items import estimate_tokens
 from tether.protocol.model_events import Finish, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.protocol.sse import encode_event
 from tether.protocol.stream import ResponseStream
 from tether.providers.scripted import Script, ScriptStep, parse_scripts
-from tether.server.runner import free_port
 from tether.types import Event, Item, JSONObject
 
 __all__ = ["FakeResponsesUpstream", "RecordedCreate"]
@@ -125,8 +125,7 @@ class FakeResponsesUpstream:
         self._drops: deque[int] = deque()
         self._connections = 0
         self._port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # -- what tests read -----------------------------------------------------------------------------------
 
@@ -192,24 +191,15 @@ class FakeResponsesUpstream:
             app, host="127.0.0.1", port=self._port, ws="websockets-sansio", lifespan="off", log_level="warning",
             log_config=None, access_log=False, timeout_graceful_shutdown=5,
         )  # fmt: skip
-        self._server = server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="fake-openai-responses")
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not server.started:
-            self.__exit__(None, None, None)
-            raise RuntimeError("the fake Responses upstream did not start")
+        server = ThreadedServer(config, name="fake-openai-responses", shutdown_timeout_s=15)
+        self._server = server.__enter__()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(15)
+            self._server.stop()
 
     # -- HTTP ----------------------------------------------------------------------------------------------
 
