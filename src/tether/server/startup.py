@@ -13,8 +13,7 @@ import ipaddress
 import re
 import socket
 
-from tether.providers.factory import build_router
-from tether.server.app import open_store
+from tether.server.app import open_store, provider_router
 from tether.settings import Settings
 
 
@@ -63,7 +62,7 @@ async def preflight(settings: Settings) -> None:
         raise StartupError(f"cannot open the store {redact_url(settings.store_url)}: {error}") from None
     await store.close()
     try:
-        router = build_router(settings)
+        router = provider_router(settings)
     except OSError as error:
         name = getattr(error, "filename", None) or ""
         raise StartupError(f"cannot read {name}: {error.strerror or error} (check scripted.scripts_file)") from None
