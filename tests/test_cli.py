@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tether import __version__
+from tether.testing import serve_subprocess
 
 CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.upper().startswith("TETHER_")}
 
@@ -142,3 +143,25 @@ def test_start_up_says_where_it_listens_and_warns_on_open_public_bind(tmp_path: 
     assert '"event": "server.open_access"' in log
     assert "did you mean TETHER_PORT?" in log
     assert "server.ready" in log
+
+
+def test_an_empty_database_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "tether.db").write_bytes(b"")
+    result = run_tether(tmp_path, "serve", "--store-url", "sqlite:///tether.db", "--port", "0")
+    assert_one_line_error(result, "tether.db is empty (0 bytes)")
+
+
+def test_a_second_server_on_one_sqlite_file_refuses_to_start(tmp_path: Path) -> None:
+    with serve_subprocess(tmp_path, {"TETHER_LOG_LEVEL": "warning"}):
+        result = run_tether(tmp_path, "serve", "--port", "0")
+    assert_one_line_error(result, ".tether/tether.db is in use by another tether process", "--store-url")
+
+
+def test_check_reports_whole_and_missing_databases(tmp_path: Path) -> None:
+    missing = run_tether(tmp_path, "check", "--store-url", "sqlite:///absent.db")
+    assert_one_line_error(missing, "absent.db does not exist")
+    with serve_subprocess(tmp_path, {"TETHER_LOG_LEVEL": "warning"}):
+        pass
+    whole = run_tether(tmp_path, "check")
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout.strip() == ".tether/tether.db: 0 responses, 0 items: ok"

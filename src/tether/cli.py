@@ -27,6 +27,7 @@ from tether.server.startup import (
 )
 from tether.settings import Settings
 from tether.settings_file import ConfigError, load_settings, unknown_env_warnings
+from tether.store.sqlite_check import StoreUnusableError, inventory
 
 _log = structlog.get_logger("tether.cli")
 
@@ -75,6 +76,18 @@ def serve(settings: Settings) -> None:
         sock.close()
 
 
+def check(store_url: str) -> int:
+    """``tether check``: 0 if the database is whole, 1 if it is damaged (and what a recovery would lose)."""
+    if not store_url.startswith("sqlite:///"):
+        raise StartupError(f"tether check reads SQLite databases (sqlite:///PATH), not {redact_url(store_url)}")
+    try:
+        found = inventory(Path(store_url.removeprefix("sqlite:///")))
+    except StoreUnusableError as error:
+        raise StartupError(str(error)) from None
+    print("\n".join(found.lines()))
+    return 0 if found.ok else 1
+
+
 def port_number(text: str) -> int:
     try:
         port = int(text)
@@ -101,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd.add_argument("--host")
     serve_cmd.add_argument("--port", type=port_number)
     serve_cmd.add_argument("--store-url", help="sqlite:///PATH or memory://")
+    check_cmd = commands.add_parser("check", help="verify a SQLite database and say what a damaged one would lose")
+    check_cmd.add_argument("--config", type=Path, help="TOML config file (for its store_url)")
+    check_cmd.add_argument("--store-url", help="sqlite:///PATH (default: the configured store)")
     commands.add_parser("bench", help="the benchmark (tether bench --help)", add_help=False)
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["bench"]:
@@ -117,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if value is not None
             }
             serve(settings.model_copy(update=overrides))
+        elif args.command == "check":
+            settings = load_settings(args.config, os.environ)
+            return check(args.store_url or settings.store_url)
     except (ConfigError, StartupError) as error:
         print(f"tether: error: {error}", file=sys.stderr)
         return 2

@@ -12,9 +12,11 @@ import errno
 import ipaddress
 import re
 import socket
+import sqlite3
 
 from tether.server.app import open_store, provider_router
 from tether.settings import Settings
+from tether.store.sqlite_check import StoreUnusableError
 
 
 class StartupError(Exception):
@@ -58,7 +60,9 @@ async def preflight(settings: Settings) -> None:
         store = await open_store(settings.store_url)
     except ValueError as error:
         raise StartupError(f"store_url: {error}") from None
-    except OSError as error:
+    except StoreUnusableError as error:
+        raise StartupError(str(error)) from None
+    except (OSError, sqlite3.Error, RuntimeError) as error:
         raise StartupError(f"cannot open the store {redact_url(settings.store_url)}: {error}") from None
     await store.close()
     try:

@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 import orjson
 
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
+from tether.store.sqlite_check import FileLock, check_before_connect, check_connected
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -126,12 +127,14 @@ class SQLiteStore:
         executor: ThreadPoolExecutor,
         stats: StoreStats,
         clock: Callable[[], float],
+        lock: FileLock,
     ) -> None:
         self.path = path
         self.stats = stats
         self._database = database
         self._executor = executor
         self._clock = clock
+        self._lock = lock
         self._closed = False
 
     @classmethod
@@ -143,18 +146,25 @@ class SQLiteStore:
             clock: the time source deciding expiry on reads (``time.time`` by default).
 
         Raises:
+            StoreUnusableError: the file is not a database tether wrote (empty, not SQLite, someone else's), it is
+                damaged, or another process has it open.
             sqlite3.Error: if the file cannot be opened as a database.
             RuntimeError: if the database was written by a newer schema version.
         """
         file = Path(path)
         stats = StoreStats()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        check_before_connect(file)
+        lock = FileLock(file)
+        lock.acquire()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-sqlite")
         try:
             database = await asyncio.get_running_loop().run_in_executor(executor, _Database, file, stats)
         except BaseException:
             executor.shutdown(wait=False)
+            lock.release()
             raise
-        return cls(file, database, executor, stats, clock)
+        return cls(file, database, executor, stats, clock, lock)
 
     async def __aenter__(self) -> Self:
         return self
@@ -219,6 +229,7 @@ class SQLiteStore:
         finally:
             # The worker is idle once its last job is done, so this join does not stall the loop.
             self._executor.shutdown(wait=True)
+            self._lock.release()
 
     async def _run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._closed:
@@ -235,6 +246,7 @@ class _Database:
         self._stats = stats
         self._conn = sqlite3.connect(path, isolation_level=None)
         try:
+            check_connected(path, self._conn, SCHEMA_VERSION)
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA busy_timeout = 5000")

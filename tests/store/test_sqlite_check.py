@@ -1,0 +1,88 @@
+"""A database tether did not write, a damaged one, or one another process holds: refused at open, by name."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tether.store import SQLiteStore
+from tether.store.sqlite_check import StoreUnusableError, inventory
+
+from .contract import TENANT, put_chain
+
+PAGE = 4096
+
+
+async def make_database(path: Path, responses: int = 300) -> None:
+    async with await SQLiteStore.open(path) as store:
+        await put_chain(store, responses, snapshot_every=None)
+
+
+def damage_middle_page(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    page = len(data) // PAGE // 2
+    data[page * PAGE : (page + 1) * PAGE] = b"\xab" * PAGE
+    path.write_bytes(bytes(data))
+
+
+async def test_an_empty_file_is_refused_not_started_empty(tmp_path: Path) -> None:
+    path = tmp_path / "tether.db"
+    path.write_bytes(b"")
+    with pytest.raises(StoreUnusableError, match=r"tether\.db is empty \(0 bytes\)"):
+        await SQLiteStore.open(path)
+    assert path.stat().st_size == 0
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tether.db"
+    path.write_bytes(b"this is a text file, not a database\n" * 10)
+    with pytest.raises(StoreUnusableError, match="is not an SQLite database"):
+        await SQLiteStore.open(path)
+
+
+async def test_someone_elses_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tether.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE invoices (id INTEGER)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(StoreUnusableError, match="holds other tables"):
+        await SQLiteStore.open(path)
+
+
+async def test_a_damaged_database_is_refused_and_check_says_what_would_be_lost(tmp_path: Path) -> None:
+    path = tmp_path / "tether.db"
+    await make_database(path)
+    assert inventory(path).ok
+    damage_middle_page(path)
+
+    with pytest.raises(StoreUnusableError, match=r"is damaged .*tether check"):
+        await SQLiteStore.open(path)
+    found = inventory(path)
+    assert not found.ok
+    assert found.problems
+    lines = found.lines()
+    assert lines[0].endswith("DAMAGED")
+    lost = len(found.unreadable_responses) + len(found.broken_chains) + len(found.missing_items)
+    assert lost > 0
+    assert f"  would lose {lost} of 300 responses" in lines
+
+
+async def test_check_of_a_whole_database(tmp_path: Path) -> None:
+    path = tmp_path / "tether.db"
+    await make_database(path, responses=5)
+    found = inventory(path)
+    assert found.ok
+    assert found.lines() == [f"{path}: 5 responses, 11 items: ok"]
+
+
+async def test_a_second_store_on_the_same_file_is_refused_until_the_first_closes(tmp_path: Path) -> None:
+    path = tmp_path / "tether.db"
+    async with await SQLiteStore.open(path) as first:
+        await put_chain(first, 2, snapshot_every=None)
+        with pytest.raises(StoreUnusableError, match=r"in use by another tether process \(pid \d+\)"):
+            await SQLiteStore.open(path)
+    async with await SQLiteStore.open(path) as again:
+        assert await again.get(TENANT, "resp_1") is not None
