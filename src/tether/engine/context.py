@@ -18,12 +18,13 @@ from tether.types import Item
 
 
 class _Buffer:
-    __slots__ = ("call_positions", "cumulative_tokens", "hashes", "items")
+    __slots__ = ("call_positions", "cumulative_bytes", "cumulative_tokens", "hashes", "items")
 
     def __init__(self) -> None:
         self.items: list[Item] = []
         self.hashes: list[str] = []
         self.cumulative_tokens: list[int] = []
+        self.cumulative_bytes: list[int] = []
         self.call_positions: dict[str, int] = {}
 
     def append(self, item: Item, print_: Fingerprint) -> None:
@@ -32,6 +33,7 @@ class _Buffer:
         self.items.append(item)
         self.hashes.append(print_.digest)
         self.cumulative_tokens.append(previous + print_.tokens)
+        self.cumulative_bytes.append((self.cumulative_bytes[-1] if self.cumulative_bytes else 0) + print_.size)
         kind = item.get("type")
         if kind == "function_call" and isinstance(item.get("call_id"), str):
             self.call_positions.setdefault(item["call_id"], position)
@@ -46,6 +48,7 @@ class _Buffer:
         buffer.items = self.items[:length]
         buffer.hashes = self.hashes[:length]
         buffer.cumulative_tokens = self.cumulative_tokens[:length]
+        buffer.cumulative_bytes = self.cumulative_bytes[:length]
         buffer.call_positions = {cid: pos for cid, pos in self.call_positions.items() if pos < length}
         return buffer
 
@@ -114,6 +117,11 @@ class Context:
     @property
     def tokens(self) -> int:
         return self._buffer.cumulative_tokens[self.length - 1] if self.length else 0
+
+    @property
+    def json_bytes(self) -> int:
+        """The summed compact-JSON size of the items (without the brackets and commas of a list of them)."""
+        return self._buffer.cumulative_bytes[self.length - 1] if self.length else 0
 
     def has_function_call(self, call_id: str, before: int | None = None) -> bool:
         """Whether a ``function_call`` with ``call_id`` is in this context (at a position below ``before``)."""

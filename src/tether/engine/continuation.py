@@ -18,6 +18,7 @@ import structlog
 
 from tether.engine.cache import CachedResponse, ConnectionState, HotCache
 from tether.engine.context import Context
+from tether.engine.observer import Resolution
 from tether.protocol.errors import ProtocolError, previous_response_not_found
 from tether.protocol.items import Fingerprint, fingerprint
 from tether.protocol.lanes import Lane
@@ -38,6 +39,7 @@ class Resolved:
     parent: CachedResponse | None
     sampled: Context
     new_prints: list[Fingerprint]
+    resolution: Resolution  # where the parent was found, or that there is none
 
 
 class Continuations:
@@ -62,7 +64,7 @@ class Continuations:
                 referenced id from the lane's cache first (rule 3).
         """
         try:
-            parent = await self.parent(request, tenant, connection)
+            parent, resolution = await self.parent(request, tenant, connection)
             if parent is not None and request.inherit_params:
                 request = request.inheriting(parent.params)
             base = parent.context if parent else Context()
@@ -72,22 +74,22 @@ class Continuations:
         except ProtocolError:
             self.evict(request, connection, lane)
             raise
-        return Resolved(request, parent, sampled, prints)
+        return Resolved(request, parent, sampled, prints, resolution)
 
     async def parent(
         self, request: CreateRequest, tenant: str, connection: ConnectionState | None
-    ) -> CachedResponse | None:
+    ) -> tuple[CachedResponse | None, Resolution]:
         """The response ``previous_response_id`` names: lane cache, then hot cache, then the durable store."""
         parent_id = request.previous_response_id
         if parent_id is None:
-            return None
+            return None, Resolution.NEW_CHAIN
         if connection is not None:
             entry = connection.find(parent_id)
             if entry is not None:
-                return entry
+                return entry, Resolution.LANE
         entry = self.hot.get(tenant, parent_id)
         if entry is not None:
-            return entry
+            return entry, Resolution.HOT_CACHE
         record = await self.store.get(tenant, parent_id)
         if record is None or record.status not in CONTINUABLE_STATUSES:
             raise previous_response_not_found(parent_id)
@@ -98,11 +100,11 @@ class Continuations:
             parent_id, Context.from_items(stored.items), record.depth, store=True, params=record.params
         )
         self.hot.put(tenant, entry)
-        return entry
+        return entry, Resolution.STORE
 
     async def context(self, request: CreateRequest, tenant: str) -> Context:
         """The context a request would sample from, without a connection (HTTP semantics, nothing evicted)."""
-        parent = await self.parent(request, tenant, None)
+        parent, _ = await self.parent(request, tenant, None)
         base = parent.context if parent else Context()
         sampled = base.extend(request.input, [fingerprint(item) for item in request.input])
         check_call_ids(sampled, request.input)

@@ -21,9 +21,11 @@ from tether.engine.cache import CachedResponse, ConnectionState, HotCache
 from tether.engine.context import Context
 from tether.engine.continuation import Continuations
 from tether.engine.live import LiveRegistry, LiveResponse
+from tether.engine.observer import TurnObserver, TurnOrigin, TurnTimings
 from tether.engine.reads import Reads
 from tether.engine.turn import Turn, TurnPlan
 from tether.protocol import ids
+from tether.protocol.errors import ProtocolError
 from tether.protocol.items import input_item_id
 from tether.protocol.lanes import Lane
 from tether.protocol.request import CreateRequest
@@ -74,6 +76,7 @@ class Engine:
         router: chooses the provider of each model.
         limits: TTL, snapshot interval and hot-cache size.
         clock: unix time, injectable for tests.
+        observer: told of every turn's milestones (metrics, logs, traces, audit); does nothing by default.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class Engine:
         router: ProviderResolver,
         limits: EngineLimits | None = None,
         clock: Callable[[], float] = time.time,
+        observer: TurnObserver | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -90,6 +94,7 @@ class Engine:
         self.hot = HotCache(self.limits.hot_cache_size)
         self.live = LiveRegistry(self.limits.resume_grace_s)
         self.stats = EngineStats()
+        self.observer = observer or TurnObserver()
         self._connections: weakref.WeakSet[ConnectionState] = weakref.WeakSet()
         self.continuations = Continuations(store, self.hot)
         self.reads = Reads(store, self.hot, self._connections, self.continuations, clock)
@@ -109,6 +114,7 @@ class Engine:
         tenant: str,
         connection: ConnectionState | None = None,
         lane: Lane = None,
+        origin: TurnOrigin | None = None,
     ) -> LiveResponse:
         """Start a turn, or find the one this idempotency key already started, and return it to follow.
 
@@ -120,11 +126,12 @@ class Engine:
             existing = await self._by_idempotency_key(tenant, key)
             if existing is not None:
                 return existing
-        turn = await self.open_turn(request, tenant=tenant, connection=connection, lane=lane)
+        turn = await self.open_turn(request, tenant=tenant, connection=connection, lane=lane, origin=origin)
         if key is not None:  # another request with the key may have started while this one was resolving
             raced = self.live.by_idempotency_key(tenant, key)
             if raced is not None:
                 self.stats.idempotent_replays += 1
+                self.observer.idempotent_replay("live")
                 return raced
         return self.launch(turn)
 
@@ -132,6 +139,7 @@ class Engine:
         existing = await idempotency.find_turn(self.live, self.store, tenant, key)
         if existing is not None:
             self.stats.idempotent_replays += 1
+            self.observer.idempotent_replay("live" if existing.task is not None else "store")
         return existing
 
     def launch(self, turn: Turn) -> LiveResponse:
@@ -177,6 +185,7 @@ class Engine:
         """
         live = await resume.find_resumable(self.live, self.store, tenant, response_id, resume_token)
         self.stats.resumes += 1
+        self.observer.resumed()
         return live
 
     async def open_turn(
@@ -186,6 +195,7 @@ class Engine:
         tenant: str,
         connection: ConnectionState | None = None,
         lane: Lane = None,
+        origin: TurnOrigin | None = None,
     ) -> Turn:
         """Resolve and validate a request; the returned turn is ready to stream.
 
@@ -193,7 +203,13 @@ class Engine:
             ProtocolError: ``previous_response_not_found``, an orphan ``function_call_output`` and the like. A
                 failed continuation evicts the id it referenced from the lane's cache.
         """
-        resolved = await self.continuations.resolve(request, tenant, connection, lane)
+        origin, timings = origin or TurnOrigin(), TurnTimings()
+        try:
+            resolved = await self.continuations.resolve(request, tenant, connection, lane)
+        except ProtocolError as error:
+            route, provider_name = self.router.route_of(request.model), self.router.resolve(request.model).name
+            self.observer.turn_rejected(request, origin, error, route=route, provider=provider_name)
+            raise
         request = resolved.request
         provider = self.router.resolve(request.model)
         plan = TurnPlan(
@@ -208,6 +224,9 @@ class Engine:
             created_at=int(self.clock()),
             params=request.forwarded_params(),
             lane_key=f"{connection.id}/{lane or ''}" if connection is not None else None,
+            origin=origin,
+            resolution=resolved.resolution,
+            route=self.router.route_of(request.model),
         )
         response = response_object(
             response_id=plan.response_id,
@@ -226,7 +245,8 @@ class Engine:
         async def commit(turn: Turn, whole: Context | None) -> None:
             await self._commit(turn, whole, connection)
 
-        return Turn(plan, provider, stream, commit, resume_token)
+        timings.resolved = time.perf_counter()
+        return Turn(plan, provider, stream, commit, resume_token, observer=self.observer, timings=timings)
 
     async def _commit(self, turn: Turn, whole: Context | None, connection: ConnectionState | None) -> None:
         plan = turn.plan

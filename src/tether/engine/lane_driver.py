@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import structlog
 
 from tether.engine.engine import Engine
 from tether.engine.live import LiveResponse
+from tether.engine.observer import TurnOrigin
 from tether.protocol.client_events import (
     ResumeRequest,
     client_event_type,
@@ -55,6 +57,7 @@ class LaneDriver:
         limits: lanes in flight, named lanes and queued turns.
         max_age_s: after this long the connection refuses new turns, lets the ones in flight finish, then closes.
         drain_timeout_s: how long turns in flight may take to finish once the connection is too old.
+        origin: who the connection is (key id, trace context); each turn's gets the size of its own message.
     """
 
     def __init__(
@@ -64,10 +67,12 @@ class LaneDriver:
         limits: LaneLimits,
         max_age_s: float,
         drain_timeout_s: float = 60.0,
+        origin: TurnOrigin | None = None,
     ) -> None:
         self.engine = engine
         self.connection = engine.connect(tenant)
-        self.lanes: LaneScheduler[CreateRequest] = LaneScheduler(limits)
+        self.origin = origin or TurnOrigin(transport="websocket")
+        self.lanes: LaneScheduler[tuple[CreateRequest, TurnOrigin]] = LaneScheduler(limits)
         self.max_age_s = max_age_s
         self.drain_timeout_s = drain_timeout_s
         self.outbox: asyncio.Queue[Event | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
@@ -110,8 +115,9 @@ class LaneDriver:
                 self._spawn(self._resume(event))
                 return
             lane = event.stream_id
-            if self.lanes.submit(lane, event):
-                self._start(lane, event)
+            submitted = (event, dataclasses.replace(self.origin, request_bytes=len(text.encode())))
+            if self.lanes.submit(lane, submitted):
+                self._start(lane, submitted)
         except ProtocolError as error:
             self.refuse(error, lane)
 
@@ -122,8 +128,8 @@ class LaneDriver:
 
     # -- turns ---------------------------------------------------------------------------------------------
 
-    def _start(self, lane: Lane, request: CreateRequest) -> None:
-        self._spawn(self._run_turn(lane, request))
+    def _start(self, lane: Lane, submitted: tuple[CreateRequest, TurnOrigin]) -> None:
+        self._spawn(self._run_turn(lane, *submitted))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run a turn or a resume; the connection is idle again when none is left (a finishing turn starts the
@@ -163,9 +169,11 @@ class LaneDriver:
                 continue
             await self.outbox.put(with_stream_id(event, lane))
 
-    async def _run_turn(self, lane: Lane, request: CreateRequest) -> None:
+    async def _run_turn(self, lane: Lane, request: CreateRequest, origin: TurnOrigin) -> None:
         try:
-            live = await self.engine.create(request, tenant=self.tenant, connection=self.connection, lane=lane)
+            live = await self.engine.create(
+                request, tenant=self.tenant, connection=self.connection, lane=lane, origin=origin
+            )
             await self._forward(live, -1, lane)
         except ProtocolError as error:
             await self.outbox.put(error.ws_event(stream_id=lane))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from tether.engine.cache import CachedResponse
 from tether.engine.context import Context
+from tether.engine.observer import Resolution, TurnObserver, TurnOrigin, TurnTimings
 from tether.engine.stream_log import StreamLog
 from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.items import Fingerprint, fingerprint
@@ -42,6 +43,9 @@ class TurnPlan:
     created_at: int
     params: JSONObject  # the request's forwarded parameters, dumped once per turn
     lane_key: str | None = None
+    origin: TurnOrigin = field(default_factory=TurnOrigin)
+    resolution: Resolution = Resolution.NEW_CHAIN
+    route: str = "default"
 
     @property
     def depth(self) -> int:
@@ -63,6 +67,9 @@ class Turn:
         stream: ResponseStream,
         commit: Callable[[Turn, Context | None], Awaitable[None]],
         resume_token: str,
+        *,
+        observer: TurnObserver | None = None,
+        timings: TurnTimings | None = None,
     ) -> None:
         self.plan = plan
         self.provider = provider
@@ -73,6 +80,8 @@ class Turn:
         self.log = StreamLog()
         self.output_prints: list[Fingerprint] = []
         self._pending: list[Event] = []
+        self.observer = observer or TurnObserver()
+        self.timings = timings or TurnTimings()
 
     @property
     def response_id(self) -> str:
@@ -84,6 +93,7 @@ class Turn:
         try:
             for event in self.stream.start():
                 self.log.append(event)
+            self.observer.turn_started(self)
             await self._generate()
         except asyncio.CancelledError:
             if self.stream.response["status"] == "in_progress":
@@ -92,6 +102,8 @@ class Turn:
             raise
         finally:
             self.log.close()
+            self.timings.ended = time.perf_counter()
+            self.observer.turn_finished(self)
             _log.info(
                 "turn.done",
                 response_id=self.response_id,
@@ -114,11 +126,17 @@ class Turn:
                 )
                 pending = self.stream.finish(Finish(usage=usage))
             else:
+                timings = self.timings
+                timings.upstream_started = time.perf_counter()
                 async for model_event in self.provider.stream(self._provider_request()):
                     events = self.stream.feed(model_event)
                     if isinstance(model_event, Finish):
+                        timings.upstream_done = time.perf_counter()
                         pending = events
                         break
+                    timings.deltas += 1
+                    if timings.first_token is None:
+                        timings.first_token = time.perf_counter()
                     for event in events:
                         self.log.append(event)
                 else:
@@ -134,6 +152,7 @@ class Turn:
         whole = None if self.failed else plan.sampled.extend(self.stream.output, self.output_prints)
         self._pending = pending
         await self._commit(self, whole)
+        self.timings.committed = time.perf_counter()
         for event in pending:
             self.log.append(event)
 

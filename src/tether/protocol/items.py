@@ -15,15 +15,21 @@ _INPUT_ID_PREFIX = {"message": "msg", "function_call_output": "fco", "function_c
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
-    """The content hash of an item's canonical JSON, and an estimate of its size in tokens."""
+    """The content hash of an item's canonical JSON, an estimate of its size in tokens, and its size in bytes.
+
+    ``size`` is the length of the item's compact JSON (key order does not change it), so the size of a request
+    carrying the item is known without serializing it again.
+    """
 
     digest: str
     tokens: int
+    size: int
 
 
 def fingerprint(item: Item) -> Fingerprint:
     canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
-    return Fingerprint(digest=hashlib.blake2b(canonical, digest_size=16).hexdigest(), tokens=estimate_tokens(canonical))
+    digest = hashlib.blake2b(canonical, digest_size=16).hexdigest()
+    return Fingerprint(digest=digest, tokens=estimate_tokens(canonical), size=len(canonical))
 
 
 def estimate_tokens(data: bytes | str) -> int:

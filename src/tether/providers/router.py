@@ -87,6 +87,13 @@ class ProviderRouter:
                 return self._routed[index]
         return self.providers[self.default]
 
+    def route_of(self, model: str) -> str:
+        """The name of the route a model takes, for metrics: its pattern, or ``default``."""
+        for route in self.routes:
+            if fnmatchcase(model, route.pattern):
+                return route.pattern
+        return "default"
+
     def model_names(self) -> list[str]:
         """Model names worth listing: the route patterns without wildcards, and the default provider's name."""
         names = {route.pattern for route in self.routes if not any(ch in route.pattern for ch in "*?[")}

@@ -10,18 +10,23 @@ from collections.abc import AsyncIterator
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from tether.engine.engine import Engine, EngineLimits
+from tether.engine.observer import FanOut
 from tether.protocol.errors import ProtocolError, server_error
 from tether.providers import router as routing
 from tether.providers.factory import build_router
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming, load_scripts
 from tether.server import http
 from tether.server.auth import Authenticator
+from tether.server.metrics import Metrics, metrics_endpoint
 from tether.server.state import ServerState
+from tether.server.timed_store import TimedStore
+from tether.server.traffic import TrafficMiddleware
 from tether.server.websocket import websocket_endpoint
 from tether.settings import Settings
 from tether.store.base import Store
@@ -54,6 +59,7 @@ def provider_router(settings: Settings) -> routing.ProviderRouter:
 
 def create_app(settings: Settings) -> Starlette:
     """Build the gateway. Nothing is opened until the app's lifespan starts."""
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -66,7 +72,8 @@ def create_app(settings: Settings) -> Starlette:
             continue_on_disconnect=settings.continue_on_disconnect,
             shutdown_grace_s=settings.shutdown_grace_s,
         )
-        engine = Engine(store, provider_router(settings), limits)
+        timed = TimedStore(store, metrics.store_seconds)
+        engine = Engine(timed, provider_router(settings), limits, observer=FanOut([metrics]))
         app.state.tether = ServerState(settings=settings, engine=engine, auth=Authenticator(settings.api_keys))
         purger = asyncio.create_task(_purge_periodically(store, settings.purge_interval_s))
         _log.info("server.ready", store=settings.store_url.split(":", 1)[0], auth=bool(settings.api_keys))
@@ -88,16 +95,20 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/responses/{response_id}/input_items", http.list_input_items, methods=["GET"]),
         Route("/v1/models", http.list_models, methods=["GET"]),
         Route("/health", http.health, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(TrafficMiddleware, metrics=metrics)],
         exception_handlers={
             ProtocolError: _protocol_error,
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
     )
+    app.state.metrics = metrics
+    return app
 
 
 async def _purge_periodically(store: Store, interval_s: float) -> None:

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from tether.protocol.errors import ErrorType, ProtocolError
 
 ANONYMOUS_TENANT = "default"
+
+
+def key_id(api_key: str) -> str:
+    """A short, stable fingerprint of an API key for logs and the audit log (the key cannot be recovered)."""
+    return "key_" + hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a request is: its tenant, and the fingerprint of its API key (``None`` with open access)."""
+
+    tenant: str
+    key_id: str | None = None
 
 
 class Authenticator:
@@ -24,19 +39,31 @@ class Authenticator:
     def open(self) -> bool:
         return not self._keys
 
+    def key_ids(self) -> list[str]:
+        """The fingerprints of the configured keys, sorted."""
+        return sorted(key_id(key) for key in self._keys)
+
     def tenant(self, headers: Mapping[str, str]) -> str:
         """Return the tenant of a request's headers.
 
         Raises:
             ProtocolError: 401 ``invalid_api_key`` when keys are configured and none of them was presented.
         """
+        return self.identify(headers).tenant
+
+    def identify(self, headers: Mapping[str, str]) -> Identity:
+        """Return the tenant and key fingerprint of a request's headers.
+
+        Raises:
+            ProtocolError: 401 ``invalid_api_key`` when keys are configured and none of them was presented.
+        """
         if not self._keys:
-            return ANONYMOUS_TENANT
+            return Identity(ANONYMOUS_TENANT)
         presented = _presented_key(headers)
         if presented is not None:
             for key, tenant in self._keys.items():
                 if hmac.compare_digest(key.encode(), presented.encode()):
-                    return tenant
+                    return Identity(tenant, key_id(key))
         raise ProtocolError(
             401,
             "invalid_api_key",

@@ -14,6 +14,7 @@ from tether.protocol.errors import ProtocolError, invalid, sse_error_shape
 from tether.protocol.request import Transport, decode_json_object, parse_create
 from tether.protocol.sse import encode_done, encode_event
 from tether.protocol.stream import with_stream_id
+from tether.server.origin import turn_origin
 from tether.server.state import server_state
 from tether.types import Event, JSONObject
 
@@ -57,12 +58,13 @@ def _too_large(limit: int) -> ProtocolError:
 
 async def create_response(request: Request) -> Response:
     state = server_state(request)
-    tenant = state.auth.tenant(request.headers)
-    body = decode_json_object(await read_body(request, state.settings.max_body_bytes))
-    create = parse_create(body, Transport.HTTP)
+    identity = state.auth.identify(request.headers)
+    raw = await read_body(request, state.settings.max_body_bytes)
+    create = parse_create(decode_json_object(raw), Transport.HTTP)
     if create.idempotency_key is None:
         create.idempotency_key = request.headers.get("idempotency-key")
-    live = await state.engine.create(create, tenant=tenant)
+    origin = turn_origin("sse" if create.stream else "http", len(raw), identity, request.headers)
+    live = await state.engine.create(create, tenant=identity.tenant, origin=origin)
     events = state.engine.follow(live)
     if create.stream:
         return _event_stream(events)

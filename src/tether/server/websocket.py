@@ -15,7 +15,9 @@ from starlette.websockets import WebSocket
 from tether.engine.lane_driver import Close, LaneDriver
 from tether.protocol.errors import ProtocolError, invalid
 from tether.protocol.lanes import LaneLimits
+from tether.server.auth import Identity
 from tether.server.http import error_response
+from tether.server.origin import turn_origin
 from tether.server.state import ServerState, server_state
 
 _log = structlog.get_logger("tether.websocket")
@@ -26,25 +28,26 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state = server_state(websocket)
     try:
-        tenant = state.auth.tenant(websocket.headers)
+        identity = state.auth.identify(websocket.headers)
     except ProtocolError as error:
         await websocket.send_denial_response(error_response(error))
         return
-    await WebSocketSession(websocket, state, tenant).run()
+    await WebSocketSession(websocket, state, identity).run()
 
 
 class WebSocketSession:
     """One client connection: reads frames into the lane driver, writes its outbox as frames."""
 
-    def __init__(self, websocket: WebSocket, state: ServerState, tenant: str) -> None:
+    def __init__(self, websocket: WebSocket, state: ServerState, identity: Identity) -> None:
         settings = state.settings.websocket
         self.websocket = websocket
         self.max_message_bytes = state.settings.max_body_bytes
         self.driver = LaneDriver(
             state.engine,
-            tenant,
+            identity.tenant,
             LaneLimits(settings.max_in_flight, settings.max_named_lanes, settings.max_queued),
             settings.max_connection_age_s,
+            origin=turn_origin("websocket", 0, identity, websocket.headers),
         )
 
     async def run(self) -> None:

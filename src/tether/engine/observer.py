@@ -1,0 +1,120 @@
+"""What the engine tells the world about its turns: one seam for metrics, logs, traces, audit and the inspector.
+
+The engine calls a :class:`TurnObserver` at fixed points of a turn's life; the default observer does nothing. The
+server wires one that feeds ``/metrics``, the turn log line, traces, the audit log and ``/inspect``. An observer
+must not block and must not raise: it runs on the turn's own path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tether.engine.turn import Turn
+    from tether.protocol.errors import ProtocolError
+    from tether.protocol.request import CreateRequest
+
+
+class Resolution(StrEnum):
+    """Where a turn's ``previous_response_id`` was found, or that the turn starts a new chain."""
+
+    LANE = "lane"
+    HOT_CACHE = "hot_cache"
+    STORE = "store"
+    NEW_CHAIN = "new_chain"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOrigin:
+    """Where a turn came from, as its transport saw it.
+
+    Attributes:
+        transport: ``http``, ``websocket``, or ``internal`` (a turn started in process).
+        request_bytes: the size of the body (HTTP) or message (WebSocket) the client actually sent.
+        key_id: the short fingerprint of the API key that authenticated the request (never the key).
+        trace_headers: the W3C trace context (``traceparent``, ``tracestate``) the request arrived with.
+    """
+
+    transport: str = "internal"
+    request_bytes: int = 0
+    key_id: str | None = None
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TurnTimings:
+    """``time.perf_counter()`` readings of a turn's milestones (``None`` until reached), and its delta count."""
+
+    opened: float = field(default_factory=time.perf_counter)
+    resolved: float | None = None
+    upstream_started: float | None = None
+    first_token: float | None = None
+    upstream_done: float | None = None
+    committed: float | None = None
+    ended: float | None = None
+    deltas: int = 0
+
+    def since_opened(self, reading: float | None) -> float | None:
+        return None if reading is None else reading - self.opened
+
+
+class TurnObserver:
+    """Receives a turn's milestones. Every method does nothing here; subclasses pick what they need."""
+
+    def turn_started(self, turn: Turn) -> None:
+        """The turn's context is resolved and it is about to call its provider."""
+
+    def turn_finished(self, turn: Turn) -> None:
+        """The turn is committed and its log is closed (completed, incomplete, failed or cancelled)."""
+
+    def turn_rejected(
+        self, request: CreateRequest, origin: TurnOrigin, error: ProtocolError, *, route: str, provider: str
+    ) -> None:
+        """The request failed before a turn could start (``previous_response_not_found`` and the like)."""
+
+    def idempotent_replay(self, source: str) -> None:
+        """A retried turn was answered from the ``live`` log or the ``store``, not generated again."""
+
+    def resumed(self) -> None:
+        """A client re-attached to a response's stream."""
+
+
+class FanOut(TurnObserver):
+    """Tells several observers, in order."""
+
+    def __init__(self, observers: Sequence[TurnObserver]) -> None:
+        self.observers = list(observers)
+
+    def turn_started(self, turn: Turn) -> None:
+        for observer in self.observers:
+            observer.turn_started(turn)
+
+    def turn_finished(self, turn: Turn) -> None:
+        for observer in self.observers:
+            observer.turn_finished(turn)
+
+    def turn_rejected(
+        self, request: CreateRequest, origin: TurnOrigin, error: ProtocolError, *, route: str, provider: str
+    ) -> None:
+        for observer in self.observers:
+            observer.turn_rejected(request, origin, error, route=route, provider=provider)
+
+    def idempotent_replay(self, source: str) -> None:
+        for observer in self.observers:
+            observer.idempotent_replay(source)
+
+    def resumed(self) -> None:
+        for observer in self.observers:
+            observer.resumed()
+
+
+def turn_outcome(turn: Turn) -> str:
+    """``completed``, ``incomplete``, ``failed`` (an error answered the turn) or ``cancelled`` (shutdown, client)."""
+    status = str(turn.stream.response["status"])
+    if status == "failed" and turn.failed is None:
+        return "cancelled"
+    return status
