@@ -3,6 +3,7 @@
 from tether.engine.cache import CachedResponse, ConnectionState, HotCache
 from tether.engine.context import Context
 from tether.engine.engine import Engine, EngineLimits, EngineStats
+from tether.engine.observer import FanOut, Resolution, TurnObserver, TurnOrigin, TurnTimings
 from tether.engine.reads import response_from_record
 from tether.engine.turn import TERMINAL_EVENTS, Turn, TurnPlan
 
@@ -14,8 +15,13 @@ __all__ = [
     "Engine",
     "EngineLimits",
     "EngineStats",
+    "FanOut",
     "HotCache",
+    "Resolution",
     "Turn",
+    "TurnObserver",
+    "TurnOrigin",
     "TurnPlan",
+    "TurnTimings",
     "response_from_record",
 ]
