@@ -65,6 +65,9 @@ class ProviderResolver(Protocol):
     def resolve(self, model: str) -> Provider:
         """The provider for ``model`` (a default one when nothing else matches)."""
 
+    def route_of(self, model: str) -> str:
+        """The name of the route ``model`` takes (for metric labels: bounded by the configuration)."""
+
     def model_names(self) -> list[str]:
         """Model names worth listing to clients."""
 
