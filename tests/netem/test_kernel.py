@@ -92,7 +92,9 @@ def test_the_record_and_the_residual_profile_split_the_work() -> None:
     link = KernelLink(profile)
     link.nft = True
     assert link.record.tier == "kernel"
-    assert dict(link.record.mechanisms) == {"delay": "proxy", "rate": "tc-tbf", "loss": "nft", "outages": "proxy"}
+    assert dict(link.record.mechanisms) == {
+        "delay": "proxy", "rate": "tc-tbf", "loss": "nft", "outages": "proxy", "bursts": "none",
+    }  # fmt: skip
     assert link.residual_profile == dataclasses.replace(profile, up_bps=None, loss=0.0)
     link.netem = True
     assert link.record.mechanisms["delay"] == "tc-netem"

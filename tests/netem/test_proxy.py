@@ -185,7 +185,9 @@ async def test_profiles_by_name_and_the_record(echo_port: int) -> None:
         record = proxy.record.as_dict()
     assert record["tier"] == "proxy"
     assert record["seed"] == 4
-    assert record["mechanisms"] == {"delay": "proxy", "rate": "proxy", "loss": "proxy", "outages": "none"}
+    assert record["mechanisms"] == {
+        "delay": "proxy", "rate": "proxy", "loss": "proxy", "outages": "none", "bursts": "none",
+    }  # fmt: skip
     assert ShapingProxy("127.0.0.1", 1).record.mechanisms["delay"] == "none"
 
 

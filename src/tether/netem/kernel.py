@@ -164,6 +164,7 @@ class KernelLink:
         kernel: dict[str, Mechanism] = {"delay": "tc-netem" if self.netem else "proxy", "rate": "tc-tbf"}
         kernel["loss"] = "nft" if self.nft else "proxy"
         kernel["outages"] = "proxy"
+        kernel["bursts"] = "none"
         mechanisms: dict[str, Mechanism] = {
             aspect: kernel[aspect] if wanted else "none" for aspect, wanted in wants(self.profile)
         }

@@ -47,6 +47,10 @@ class NetworkProfile:
         outage_mode: ``"stall"``: bytes stop flowing both ways and resume intact after the outage (TCP keeps
             retransmitting); ``"reset"``: live connections are reset when an outage starts (a NAT or a radio
             bearer that lost its state).
+        burst_every_s: Period of the loss bursts (a satellite handover, a congested beam); ``None``: no bursts.
+        burst_s: Length of each burst, at the end of each period (as for outages).
+        burst_loss: Loss probability per packet during a burst, in place of ``loss``.
+        burst_delay_s: Extra one-way delay during a burst (the latency spike of a handover).
     """
 
     name: str
@@ -58,6 +62,10 @@ class NetworkProfile:
     outage_every_s: float | None = None
     outage_s: float = 0.0
     outage_mode: OutageMode = "stall"
+    burst_every_s: float | None = None
+    burst_s: float = 0.0
+    burst_loss: float = 0.0
+    burst_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rtt_s < 0 or self.jitter_s < 0:
@@ -71,6 +79,10 @@ class NetworkProfile:
             raise ValueError("outage_s must be in (0, outage_every_s)")
         if self.outage_mode not in ("stall", "reset"):
             raise ValueError("outage_mode must be 'stall' or 'reset'")
+        if self.burst_every_s is not None and not 0.0 < self.burst_s < self.burst_every_s:
+            raise ValueError("burst_s must be in (0, burst_every_s)")
+        if not 0.0 <= self.burst_loss < 1.0 or self.burst_delay_s < 0:
+            raise ValueError("burst_loss must be in [0, 1) and burst_delay_s >= 0")
 
     @property
     def one_way_delay_s(self) -> float:

@@ -32,6 +32,10 @@ class OutageClock:
     dark_s: float
     origin: float
 
+    def covers(self, t: float) -> bool:
+        """Whether ``t`` falls inside a dark window."""
+        return t >= self.origin and (t - self.origin) % self.every_s >= self.every_s - self.dark_s
+
     def defer(self, t: float) -> float:
         """``t`` itself if the link is up then, otherwise the end of the outage that covers ``t``."""
         if t < self.origin:
