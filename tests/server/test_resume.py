@@ -233,6 +233,37 @@ async def test_a_resume_past_the_end_says_so_instead_of_waiting(make_server: Ser
     assert answer["error"]["param"] == "starting_after"
 
 
+async def test_a_resume_past_the_end_is_the_same_error_over_http(make_server: ServerFactory) -> None:
+    server = make_server()
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        reply = await client.post("/responses", json={"model": "echo", "input": "short"})
+        response = reply.json()
+        path = f"/responses/{response['id']}"
+        async with client.stream("GET", path, params={"stream": "true"}) as replay:
+            last = [event async for event in sse(replay)][-1]["sequence_number"]
+        for after in (last, last + 10):
+            answer = await client.get(path, params={"stream": "true", "starting_after": after})
+            assert answer.status_code == 400
+            assert answer.json()["error"]["code"] == "nothing_to_resume"
+            assert answer.json()["error"]["param"] == "starting_after"
+
+
+async def test_a_resume_past_the_end_of_a_live_response_ends_in_the_error(make_server: ServerFactory) -> None:
+    server = make_server(scripted=SLOW)
+    async with connect(server.ws_url) as ws:
+        await send_create(ws, model="echo", input=LONG_TEXT)
+        created = await receive(ws)
+    response = created["response"]
+    async with connect(server.ws_url) as ws:
+        # whether the response is still running when this arrives or has ended, the answer is the same
+        await send_json(ws, {"type": "tether:response.resume", "response_id": response["id"],
+                             "starting_after": 10_000, "resume_token": response["tether:resume_token"],
+                             "stream_id": "lane-r"})  # fmt: skip
+        answer = await receive(ws)
+    assert answer["type"] == "error"
+    assert (answer["error"]["code"], answer["stream_id"]) == ("nothing_to_resume", "lane-r")
+
+
 async def test_deleting_a_response_evicts_it_from_open_connections(make_server: ServerFactory) -> None:
     server = make_server()
     async with connect(server.ws_url) as ws:

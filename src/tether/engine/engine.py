@@ -165,25 +165,35 @@ class Engine:
             self.live.finished(live)
 
     async def follow(self, live: LiveResponse, after: int = -1) -> AsyncIterator[Event]:
-        """Yield a response's events after ``after``; the last follower leaving may cancel the generation."""
+        """Yield a response's events after ``after``; the last follower leaving may cancel the generation.
+
+        Raises:
+            ProtocolError: ``nothing_to_resume`` when the response ends without an event after ``after >= 0``.
+        """
         live.followers += 1
+        followed = False
         try:
             async for event in live.log.follow(after):
+                followed = True
                 yield event
         finally:
             live.followers -= 1
             if not live.done and live.followers == 0 and not self.limits.continue_on_disconnect and live.task:
                 live.task.cancel()
+        if not followed and after >= 0:
+            resume.check_after(live, after)
 
     async def attach(
         self, tenant: str, response_id: str, *, after: int | None, resume_token: str | None = None
     ) -> LiveResponse:
-        """Find a response to resume: live (``store=false`` needs its resume token), else from the durable store.
+        """Find a response to resume after sequence number ``after`` (see :mod:`tether.engine.resume`).
 
         Raises:
-            ProtocolError: ``response_not_found`` for unknown, expired, another tenant's, or token-less ids.
+            ProtocolError: ``response_not_found`` for unknown, expired, another tenant's, or token-less ids;
+                ``nothing_to_resume`` when the response has already ended at or before ``after``.
         """
         live = await resume.find_resumable(self.live, self.store, tenant, response_id, resume_token)
+        resume.check_after(live, -1 if after is None else after)
         self.stats.resumes += 1
         self.observer.resumed()
         return live

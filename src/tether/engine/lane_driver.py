@@ -28,7 +28,7 @@ from tether.protocol.client_events import (
     event_lane,
     parse_client_event,
 )
-from tether.protocol.errors import ProtocolError, invalid, server_error
+from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
 from tether.protocol.request import CreateRequest, decode_json_object
 from tether.protocol.stream import with_stream_id
@@ -150,13 +150,6 @@ class LaneDriver:
             live = await self.engine.attach(
                 self.tenant, resume.response_id, after=resume.starting_after, resume_token=resume.resume_token
             )
-            if live.done and resume.starting_after >= live.log.last_sequence_number:
-                raise invalid(
-                    "nothing_to_resume",
-                    f"Response '{resume.response_id}' ended at sequence number {live.log.last_sequence_number}; "
-                    f"there is nothing after {resume.starting_after}.",
-                    "starting_after",
-                )
             await self._forward(live, resume.starting_after, lane)
         except ProtocolError as error:
             await self.outbox.put(error.ws_event(stream_id=lane))

@@ -1,15 +1,19 @@
-"""Resume: finding a response to follow again from a sequence number, for every transport.
+"""Resume: following a response again after a sequence number, the same on every transport.
 
-A live response is found in memory (``store=false`` ones only with their ``tether:resume_token``, and only within
-the resume grace); a finished stored one is replayed from the durable store. Anything else, including another
-tenant's response, is ``response_not_found``.
+- A live response is found in memory (``store=false`` ones only with their ``tether:resume_token``, and only within
+  the resume grace); a finished stored one is replayed from the durable store. Anything else, including another
+  tenant's response, is ``response_not_found``.
+- A resume always ends in the response's terminal event or in an error, never in silence: asking for the events after
+  ``N`` of a response that ended at ``N`` or before is ``nothing_to_resume`` (400, ``param: starting_after``). For a
+  finished response it is refused before any event is sent; for a live one that ends without passing ``N`` it ends
+  the resumed stream.
 """
 
 from __future__ import annotations
 
 from tether.engine.live import LiveRegistry, LiveResponse
 from tether.engine.stream_log import StreamLog
-from tether.protocol.errors import response_not_found
+from tether.protocol.errors import nothing_to_resume, response_not_found
 from tether.store.base import Store
 
 
@@ -28,3 +32,14 @@ async def find_resumable(
     if record is None:
         raise response_not_found(response_id)
     return LiveResponse(record.id, tenant, True, StreamLog(record.events, closed=True))
+
+
+def check_after(live: LiveResponse, after: int) -> None:
+    """Refuse a resume that can yield nothing: the response has ended at or before ``after``.
+
+    Raises:
+        ProtocolError: ``nothing_to_resume``.
+    """
+    last = live.log.last_sequence_number
+    if live.done and after >= last:
+        raise nothing_to_resume(live.response_id, last, after)

@@ -103,6 +103,14 @@ def response_not_found(response_id: str) -> ProtocolError:
     )
 
 
+def nothing_to_resume(response_id: str, last: int, after: int) -> ProtocolError:
+    return invalid(
+        "nothing_to_resume",
+        f"Response '{response_id}' ended at sequence number {last}; there is nothing after {after}.",
+        "starting_after",
+    )
+
+
 def server_error(message: str = "The server had an error while processing your request.") -> ProtocolError:
     return ProtocolError(500, "server_error", message, error_type=ErrorType.SERVER)
 

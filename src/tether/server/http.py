@@ -94,9 +94,12 @@ async def _collect(events: AsyncIterator[Event]) -> Response:
 
 
 async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
-    async for event in events:
-        event = with_stream_id(event, None)  # a response made on a WebSocket lane, resumed over HTTP
-        yield encode_event(sse_error_shape(event) if event["type"] == "error" else event)
+    try:
+        async for event in events:
+            event = with_stream_id(event, None)  # a response made on a WebSocket lane, resumed over HTTP
+            yield encode_event(sse_error_shape(event) if event["type"] == "error" else event)
+    except ProtocolError as error:  # a resumed live response ended before the asked-for sequence number
+        yield encode_event(sse_error_shape(error.ws_event()))
     yield encode_done()
 
 

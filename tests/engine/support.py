@@ -1,0 +1,48 @@
+"""Helpers for engine tests in process: a gated model for turns held open, requests, following."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from tether.engine.engine import Engine
+from tether.engine.live import LiveResponse
+from tether.protocol.model_events import Finish, ModelEvent, TextDelta, Usage
+from tether.protocol.request import CreateRequest, Transport, parse_create
+from tether.providers.base import ProviderRequest
+from tether.types import Event, JSONObject
+
+TENANT = "alice"
+
+
+class GatedProvider:
+    """A model that answers ``"ok"`` only once its gate is opened, so a test can hold a turn in flight."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.requests: list[ProviderRequest] = []
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
+        self.requests.append(request)
+        await self.gate.wait()
+        yield TextDelta("ok")
+        yield Finish(usage=Usage(input_tokens=request.context_tokens, output_tokens=1))
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def request(**fields: object) -> CreateRequest:
+    body: JSONObject = {"model": "echo", **fields}
+    return parse_create(body, Transport.HTTP)
+
+
+async def events_of(engine: Engine, live: LiveResponse, after: int = -1) -> list[Event]:
+    return [event async for event in engine.follow(live, after)]
+
+
+async def run(engine: Engine, **fields: object) -> list[Event]:
+    """Create a turn over HTTP semantics (no connection) and follow it to its end."""
+    return await events_of(engine, await engine.create(request(**fields), tenant=TENANT))
