@@ -113,7 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd.add_argument("--config", type=Path, help="TOML config file")
     serve_cmd.add_argument("--host")
     serve_cmd.add_argument("--port", type=port_number)
-    serve_cmd.add_argument("--store-url", help="sqlite:///PATH or memory://")
+    serve_cmd.add_argument(
+        "--store-url",
+        help="sqlite:///PATH, memory://, postgresql://HOST/DB[?schema=S] or redis://HOST:PORT/N[?prefix=P]",
+    )
     check_cmd = commands.add_parser("check", help="verify a SQLite database and say what a damaged one would lose")
     check_cmd.add_argument("--config", type=Path, help="TOML config file (for its store_url)")
     check_cmd.add_argument("--store-url", help="sqlite:///PATH (default: the configured store)")

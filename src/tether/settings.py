@@ -68,7 +68,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     store_url: str = Field(
         default="sqlite:///.tether/tether.db",
-        description="sqlite:///PATH (default, relative to the working directory) or memory://",
+        description=(
+            "sqlite:///PATH (default, relative to the working directory), memory://, or a cluster store: "
+            "postgresql://USER@HOST:PORT/DB[?schema=NAME] or redis://HOST:PORT/N[?prefix=NAME]"
+        ),
     )
     api_keys: dict[str, str] = Field(
         default_factory=dict, description="API key -> tenant name. None configured means open access."

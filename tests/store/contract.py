@@ -1,4 +1,4 @@
-"""The behaviour every ``Store`` must have; each store's test module subclasses :class:`StoreContract`."""
+"""The behaviour every ``Store`` must have: :class:`StoreContract`, run by test_contract.py against every store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,6 +17,9 @@ from tether.protocol.items import fingerprint
 from tether.store import ResponseRecord, Store, StoredContext
 from tether.store.base import StoreStats
 from tether.types import Item
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 TENANT = "tenant-a"
 OTHER_TENANT = "tenant-b"
@@ -149,24 +152,17 @@ def forests(draw: st.DrawFn) -> list[NodeSpec]:
 
 
 class StoreContract:
-    """Contract tests; a subclass named ``Test...`` supplies :meth:`open_store` and :meth:`count_items`."""
-
-    async def open_store(self, directory: Path, clock: Clock) -> StatsStore:
-        raise NotImplementedError
-
-    async def count_items(self, store: StatsStore) -> int:
-        """How many item bodies the store holds."""
-        raise NotImplementedError
+    """Contract tests; the ``backend`` fixture (tests/store/conftest.py) supplies each store in turn."""
 
     @pytest.fixture
     def clock(self) -> Clock:
         return Clock()
 
     @pytest.fixture
-    async def store(self, tmp_path: Path, clock: Clock) -> AsyncIterator[StatsStore]:
-        store = await self.open_store(tmp_path, clock)
+    async def store(self, backend: Backend, tmp_path: Path, clock: Clock) -> AsyncIterator[StatsStore]:
+        store = await backend.open(tmp_path, clock)
         yield store
-        await store.close()
+        await backend.discard(store)
 
     async def test_round_trips_every_field(self, store: StatsStore, clock: Clock) -> None:
         parent = make_record("resp_parent")
@@ -259,14 +255,14 @@ class StoreContract:
         with pytest.raises(ValueError, match="differ in length"):
             await store.put(record)
 
-    async def test_items_are_stored_once(self, store: StatsStore) -> None:
+    async def test_items_are_stored_once(self, backend: Backend, store: StatsStore) -> None:
         shared = message("the same tool output")
         root = make_record("resp_root", inputs=[shared, shared], outputs=[message("a")])
         await store.put(root)
         await store.put(make_record("resp_fork_1", parent=root, inputs=[shared], outputs=[message("a")]))
         await store.put(make_record("resp_fork_2", parent=root, inputs=[shared, message("b")], outputs=[]))
 
-        assert await self.count_items(store) == 3
+        assert await backend.count_items(store) == 3
         context = await store.load_context(TENANT, "resp_fork_2")
         assert context is not None
         assert context.items == [shared, shared, message("a"), shared, message("b")]
@@ -340,20 +336,24 @@ class StoreContract:
         assert await store.find_by_idempotency_key(TENANT, "key-1") is None
         assert await store.delete(TENANT, "resp_1") is False
 
-    async def test_purge_removes_expired_responses_and_their_items(self, store: StatsStore, clock: Clock) -> None:
+    async def test_purge_removes_expired_responses_and_their_items(
+        self, backend: Backend, store: StatsStore, clock: Clock
+    ) -> None:
         shared = message("kept: also used by a live response")
         await store.put(make_record("resp_live", inputs=[shared], outputs=[]))
         await store.put(make_record("resp_old", inputs=[shared, message("old")], expires_at=clock.now - 1))
         await store.put(make_record("resp_future", expires_at=clock.now + 100))
-        assert await self.count_items(store) == 5
+        assert await backend.count_items(store) == 5
 
         assert await store.purge_expired(clock.now) == 1
-        assert await self.count_items(store) == 3
+        assert await backend.count_items(store) == 3
         assert await store.get(TENANT, "resp_live") is not None
         assert await store.get(TENANT, "resp_future") is not None
         assert await store.purge_expired(clock.now) == 0
 
-    async def test_purge_keeps_expired_ancestors_of_live_responses(self, store: StatsStore, clock: Clock) -> None:
+    async def test_purge_keeps_expired_ancestors_of_live_responses(
+        self, backend: Backend, store: StatsStore, clock: Clock
+    ) -> None:
         root = make_record("resp_root", expires_at=clock.now - 10)
         middle = make_record("resp_middle", parent=root, expires_at=clock.now - 10)
         leaf = make_record("resp_leaf", parent=middle, expires_at=clock.now + 10)
@@ -366,9 +366,9 @@ class StoreContract:
         assert await store.purge_expired(clock.now) == 0
         assert await store.load_context(TENANT, "resp_leaf") == reference.context("resp_leaf")
         assert await store.purge_expired(clock.now + 10) == 3
-        assert await self.count_items(store) == 0
+        assert await backend.count_items(store) == 0
 
-    async def test_purge_removes_tombstoned_leaves(self, store: StatsStore, clock: Clock) -> None:
+    async def test_purge_removes_tombstoned_leaves(self, backend: Backend, store: StatsStore, clock: Clock) -> None:
         root = make_record("resp_root")
         await store.put(root)
         await store.put(make_record("resp_leaf", parent=root))
@@ -377,15 +377,15 @@ class StoreContract:
         assert await store.purge_expired(clock.now) == 0
         await store.delete(TENANT, "resp_leaf")
         assert await store.purge_expired(clock.now) == 2
-        assert await self.count_items(store) == 0
+        assert await backend.count_items(store) == 0
 
-    async def test_concurrent_puts_all_land(self, store: StatsStore) -> None:
+    async def test_concurrent_puts_all_land(self, backend: Backend, store: StatsStore) -> None:
         records = [make_record(f"resp_{index}", inputs=[message("shared"), message(str(index))]) for index in range(50)]
         await asyncio.gather(*(store.put(record) for record in records))
 
         fetched = await asyncio.gather(*(store.get(TENANT, record.id) for record in records))
         assert fetched == records
-        assert await self.count_items(store) == 101
+        assert await backend.count_items(store) == 101
 
     # Each store subclass runs this same test; they are meant to share examples (and the example database), so
     # running it from several classes is intended.
@@ -395,15 +395,15 @@ class StoreContract:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
     )
     @given(forest=forests())
-    def test_contexts_of_random_forests_match_concatenation(self, forest: list[NodeSpec]) -> None:
-        asyncio.run(self._check_forest(forest))
+    def test_contexts_of_random_forests_match_concatenation(self, backend: Backend, forest: list[NodeSpec]) -> None:
+        asyncio.run(self._check_forest(backend, forest))
 
-    async def _check_forest(self, forest: list[NodeSpec]) -> None:
+    async def _check_forest(self, backend: Backend, forest: list[NodeSpec]) -> None:
         pool = [message(f"item {index}") for index in range(7)]
         reference = Reference()
         records: list[ResponseRecord] = []
         with tempfile.TemporaryDirectory() as directory:
-            store = await self.open_store(Path(directory), Clock())
+            store = await backend.open(Path(directory), Clock())
             try:
                 for index, node in enumerate(forest):
                     record = make_record(
@@ -428,4 +428,4 @@ class StoreContract:
                     # Purging tombstones must not disturb any live response's context.
                     await store.purge_expired(START)
             finally:
-                await store.close()
+                await backend.discard(store)

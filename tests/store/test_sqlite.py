@@ -9,7 +9,7 @@ import pytest
 from tether.store import SQLiteStore, Store
 from tether.store.sqlite import SCHEMA_VERSION
 
-from .contract import TENANT, Clock, Reference, StatsStore, StoreContract, make_record, message, put_chain
+from .contract import TENANT, Reference, make_record, message, put_chain
 
 
 def query(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -19,17 +19,6 @@ def query(path: Path, sql: str) -> list[tuple[object, ...]]:
         return connection.execute(sql).fetchall()
     finally:
         connection.close()
-
-
-class TestSQLiteStore(StoreContract):
-    async def open_store(self, directory: Path, clock: Clock) -> StatsStore:
-        return await SQLiteStore.open(directory / "tether.db", clock=clock)
-
-    async def count_items(self, store: StatsStore) -> int:
-        assert isinstance(store, SQLiteStore)
-        [(count,)] = query(store.path, "SELECT COUNT(*) FROM items")
-        assert isinstance(count, int)
-        return count
 
 
 async def test_state_survives_close_and_reopen(tmp_path: Path) -> None:

@@ -32,17 +32,20 @@ from tether.settings import Settings
 from tether.store.base import Store
 from tether.store.memory import MemoryStore
 from tether.store.sqlite import SQLiteStore
+from tether.store.urls import is_cluster_url, open_cluster_store
 
 _log = structlog.get_logger("tether.server")
 
 
 async def open_store(url: str) -> Store:
-    """Open the store a URL names: ``sqlite:///PATH`` or ``memory://``."""
+    """Open the store a URL names: ``sqlite:///PATH``, ``memory://``, ``postgresql://…`` or ``redis://…``."""
+    if is_cluster_url(url):
+        return await open_cluster_store(url)
     if url.startswith("sqlite:///"):
         return await SQLiteStore.open(url.removeprefix("sqlite:///"))
     if url == "memory://" or url == "memory":
         return MemoryStore()
-    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or memory://")
+    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH, memory://, postgresql://… or redis://…")
 
 
 def provider_router(settings: Settings) -> routing.ProviderRouter:

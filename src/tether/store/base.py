@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead
 from tether.types import Event, Item, JSONObject
 
 
@@ -62,7 +63,10 @@ class StoredContext:
 
 
 class Store(Protocol):
-    """Durable storage of responses. Implementations: memory, SQLite (default), Redis, PostgreSQL."""
+    """Durable storage of responses, and the cluster's turns.
+
+    Implementations: memory and SQLite (one node; the default), PostgreSQL and Redis (a cluster).
+    """
 
     async def put(self, record: ResponseRecord) -> None:
         """Store a response and its items (items already stored are not written again)."""
@@ -84,6 +88,42 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections and files."""
+
+    # -- the cluster (tether.store.turns explains the model) ----------------------------------------------------
+
+    async def claim_turn(self, tenant: str, response_id: str, *, key: str | None, node: str, lease_s: float) -> Claim:
+        """Claim a new turn for ``node``; with an idempotency ``key``, only if no live or finished turn holds it."""
+
+    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
+        """Extend a running turn's lease (the heartbeat). ``False`` once the lease is fenced off."""
+
+    async def append_events(self, lease: Lease, events: list[Event]) -> bool:
+        """Append events to the turn's shared log (each at its ``sequence_number``; ones already there are skipped).
+
+        Returns ``False``, writing nothing, once the lease is fenced off.
+        """
+
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[Event]) -> bool:
+        """Commit a turn in one step: store ``record`` (``None``: nothing to keep), append its last events and
+        mark it done. ``False``, writing nothing, once the lease is fenced off."""
+
+    async def read_turn(self, tenant: str, response_id: str, after: int) -> TurnRead | None:
+        """The tenant's turn and its events after ``after``; ``None`` if there is no such turn."""
+
+    async def wait_turn(self, response_id: str, after: int, timeout_s: float) -> None:
+        """Return once events after ``after`` may have arrived or the turn's state may have changed, or after
+        ``timeout_s`` (callers re-read; a spurious return is harmless)."""
+
+    async def interrupt_turn(self, response_id: str, build: InterruptEvents) -> bool:
+        """If the turn is running and its lease expired: append ``build(next sequence number)``, mark it
+        interrupted and release its idempotency key. ``True`` if this call interrupted it."""
+
+    async def is_visible(self, tenant: str, response_id: str) -> bool:
+        """Whether the tenant's stored response exists and is neither deleted nor expired (a one-row check that
+        keeps node-local caches coherent with deletes made on other nodes)."""
+
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
 
 
 @dataclass(slots=True)

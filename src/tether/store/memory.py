@@ -16,6 +16,7 @@ from typing import TypeVar, cast
 import orjson
 
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
+from tether.store.local_turns import LocalTurns, OneNodeTurns
 
 T = TypeVar("T")
 
@@ -26,7 +27,7 @@ class _Entry:
     deleted: bool = False
 
 
-class MemoryStore:
+class MemoryStore(OneNodeTurns):
     """A :class:`~tether.store.base.Store` in process memory (tests, ``store=memory``).
 
     Args:
@@ -39,6 +40,7 @@ class MemoryStore:
         self._entries: dict[str, _Entry] = {}
         self._idempotency: dict[tuple[str, str], list[str]] = {}
         self.stats = StoreStats()
+        self.turns = LocalTurns(clock, self.put)
 
     async def put(self, record: ResponseRecord) -> None:
         """Store a response and its items; a record with the same id is replaced.
@@ -140,12 +142,17 @@ class MemoryStore:
                 kept.add(parent_id)
                 parent = self._entries.get(parent_id)
                 parent_id = None if parent is None else parent.record.parent_id
+        self.turns.purge(now)
         removed = doomed - kept
         for response_id in removed:
             self._unindex(self._entries.pop(response_id).record)
         if removed:
             self._collect_items()
         return len(removed)
+
+    async def is_visible(self, tenant: str, response_id: str) -> bool:
+        """Whether the tenant's response exists and is neither deleted nor expired."""
+        return self._visible(tenant, response_id, self._clock()) is not None
 
     async def close(self) -> None:
         """Nothing to release; present for the interface."""

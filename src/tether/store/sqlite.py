@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 import orjson
 
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
+from tether.store.local_turns import LocalTurns, OneNodeTurns
 from tether.store.sqlite_check import FileLock, check_before_connect, check_connected
 
 P = ParamSpec("P")
@@ -112,7 +113,7 @@ _Row = tuple[Any, ...]
 _EncodedItems = list[tuple[str, bytes]]
 
 
-class SQLiteStore:
+class SQLiteStore(OneNodeTurns):
     """A :class:`~tether.store.base.Store` in one SQLite file; create it with :meth:`open`.
 
     Attributes:
@@ -136,6 +137,7 @@ class SQLiteStore:
         self._clock = clock
         self._lock = lock
         self._closed = False
+        self.turns = LocalTurns(clock, self.put)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> Self:
@@ -217,7 +219,12 @@ class SQLiteStore:
         Returns:
             The number of responses removed.
         """
+        self.turns.purge(now)
         return await self._run(self._database.purge, now)
+
+    async def is_visible(self, tenant: str, response_id: str) -> bool:
+        """Whether the tenant's response exists and is neither deleted nor expired (one indexed row)."""
+        return await self._run(self._database.is_visible, tenant, response_id, self._clock())
 
     async def close(self) -> None:
         """Close the connection and stop the worker thread. Closing twice is harmless."""
@@ -269,6 +276,12 @@ class _Database:
                 f"{_SELECT_RECORD} WHERE id = ? AND tenant = ? AND {_VISIBLE}", (response_id, tenant, now)
             ).fetchone()
             return None if row is None else self._decode(row)
+
+    def is_visible(self, tenant: str, response_id: str, now: float) -> bool:
+        row = self._conn.execute(
+            f"SELECT 1 FROM responses WHERE id = ? AND tenant = ? AND {_VISIBLE}", (response_id, tenant, now)
+        ).fetchone()
+        return row is not None
 
     def find_by_idempotency_key(self, tenant: str, key: str, now: float) -> ResponseRecord | None:
         # INSERT OR REPLACE gives a replaced row a new rowid, so the highest rowid is the latest put.

@@ -1,0 +1,497 @@
+"""``PostgresStore``: the cluster store on PostgreSQL (psycopg 3 async, a ``psycopg_pool`` connection pool).
+
+Responses, content-addressed items and snapshots as in SQLite (hash lists are ``text[]``; a context rebuild is one
+recursive query plus one item query). A claimed turn's shared log is the ``turn_events`` table; appends ``NOTIFY``
+the store's channel with the response id, and one ``LISTEN`` connection per node wakes that node's followers.
+Which node runs a turn is settled by the primary key of ``turn_keys``; fencing tokens come from a sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from typing import Any, Self
+
+import orjson
+import psycopg
+import structlog
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from tether.store import postgres_sql as q
+from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
+from tether.store.local_turns import FINISHED_RETENTION_S
+from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead, TurnState
+from tether.types import Event
+
+_log = structlog.get_logger("tether.store.postgres")
+
+SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+_CHAIN_LIMIT = 100_000
+_Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+class PostgresStore:
+    """A :class:`~tether.store.base.Store` on PostgreSQL; create it with :meth:`open`.
+
+    Attributes:
+        schema: the PostgreSQL schema holding this store's tables.
+        stats: read counters.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[_Conn], conninfo: str, schema: str, clock: Callable[[], float]):
+        self.schema = schema
+        self.stats = StoreStats()
+        self._pool = pool
+        self._clock = clock
+        self._listener = _Listener(conninfo, f"tether_{schema}")
+
+    @classmethod
+    async def open(
+        cls,
+        conninfo: str,
+        *,
+        schema: str = "tether",
+        clock: Callable[[], float] = time.time,
+        max_connections: int = 10,
+        timeout_s: float = 10.0,
+    ) -> Self:
+        """Connect, create the schema if needed and migrate it.
+
+        Args:
+            conninfo: a libpq URL or key=value string (``postgresql://user@host:5432/db``).
+            schema: the schema to keep tables in (lowercase letters, digits, ``_``).
+            clock: unix time, deciding expiry and leases.
+            max_connections: the pool's size.
+            timeout_s: how long to wait for the first connection.
+
+        Raises:
+            ValueError: for a schema name that is not a plain identifier.
+            psycopg.OperationalError: if the server cannot be reached.
+            RuntimeError: if the schema was migrated by a newer tether.
+        """
+        if not SCHEMA_PATTERN.fullmatch(schema):
+            raise ValueError(f"PostgreSQL schema {schema!r} must match {SCHEMA_PATTERN.pattern}")
+        set_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
+
+        async def configure(conn: _Conn) -> None:
+            await conn.execute(set_path)
+
+        pool: AsyncConnectionPool[_Conn] = AsyncConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True},
+            configure=configure,
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=timeout_s)
+            async with pool.connection() as conn:
+                await _migrate(conn, schema)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, conninfo, schema, clock)
+
+    async def put(self, record: ResponseRecord) -> None:
+        """Store a response and its items in one transaction; a record with the same id is replaced."""
+        check_record(record)
+        async with self._pool.connection() as conn, conn.transaction():
+            await _put(conn, record)
+
+    async def get(self, tenant: str, response_id: str) -> ResponseRecord | None:
+        """The tenant's response, or ``None`` if it is missing, deleted, expired or another tenant's."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"{q.SELECT_RECORD} WHERE id = %(id)s AND tenant = %(tenant)s AND {q.VISIBLE}",
+                {"id": response_id, "tenant": tenant, "now": self._clock()},
+            )
+            row = await cursor.fetchone()
+            return None if row is None else await self._decode(conn, row)
+
+    async def find_by_idempotency_key(self, tenant: str, key: str) -> ResponseRecord | None:
+        """The tenant's most recently stored visible response created with this idempotency key, if any."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"{q.SELECT_RECORD} WHERE tenant = %(tenant)s AND idempotency_key = %(key)s AND {q.VISIBLE} "
+                "ORDER BY put_order DESC LIMIT 1",
+                {"tenant": tenant, "key": key, "now": self._clock()},
+            )
+            row = await cursor.fetchone()
+            return None if row is None else await self._decode(conn, row)
+
+    async def load_context(self, tenant: str, response_id: str) -> StoredContext | None:
+        """The whole context of a visible response, from the nearest snapshot up (tombstones still count)."""
+        async with self._pool.connection() as conn:
+            params = {"id": response_id, "tenant": tenant, "now": self._clock(), "limit": _CHAIN_LIMIT}
+            rows = await (await conn.execute(q.CHAIN, params)).fetchall()
+            self.stats.response_rows_read += len(rows)
+            if not rows or len({row[0] for row in rows}) != len(rows):
+                return None
+            last_parent, last_snapshot = rows[-1][1], rows[-1][4]
+            if last_snapshot is None and last_parent is not None:
+                return None  # an ancestor is gone
+            segments: list[list[str]] = []
+            for _, _, input_hashes, output_hashes, snapshot in rows:
+                if snapshot is not None:
+                    segments.append(snapshot)
+                    break
+                segments.append(output_hashes)
+                segments.append(input_hashes)
+            hashes = [digest for segment in reversed(segments) for digest in segment]
+            bodies = await self._item_bodies(conn, hashes)
+        if bodies is None:
+            return None
+        return StoredContext(items=[orjson.loads(bodies[digest]) for digest in hashes], hashes=hashes)
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        """Tombstone a visible response: hidden from every read, its hashes kept for its descendants."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE responses SET deleted = TRUE, events = %(empty_list)s, params = %(empty_object)s "
+                f"WHERE id = %(id)s AND tenant = %(tenant)s AND {q.VISIBLE}",
+                {"id": response_id, "tenant": tenant, "now": self._clock(), "empty_list": b"[]", "empty_object": b"{}"},
+            )
+            return cursor.rowcount > 0
+
+    async def is_visible(self, tenant: str, response_id: str) -> bool:
+        """Whether the tenant's response exists and is neither deleted nor expired (one indexed row)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT 1 FROM responses WHERE id = %(id)s AND tenant = %(tenant)s AND {q.VISIBLE}",
+                {"id": response_id, "tenant": tenant, "now": self._clock()},
+            )
+            return await cursor.fetchone() is not None
+
+    async def purge_expired(self, now: float) -> int:
+        """Remove expired and tombstoned responses no remaining response descends from, their items, and turns
+        that ended long ago. Returns the number of responses removed."""
+        async with self._pool.connection() as conn, conn.transaction():
+            removed = (await conn.execute(q.PURGE, {"now": now})).rowcount
+            if removed:
+                await conn.execute(q.COLLECT_ITEMS)
+            await conn.execute(q.PURGE_TURNS, {"before": now - FINISHED_RETENTION_S})
+            return removed
+
+    async def ping(self) -> None:
+        """Raise ``psycopg.OperationalError`` (or a pool timeout) if PostgreSQL cannot be reached."""
+        async with self._pool.connection(timeout=5.0) as conn:
+            await conn.execute("SELECT 1")
+
+    async def close(self) -> None:
+        """Stop listening and close the pool. Closing twice is harmless."""
+        await self._listener.close()
+        await self._pool.close()
+
+    # -- turns ---------------------------------------------------------------------------------------------
+
+    async def claim_turn(self, tenant: str, response_id: str, *, key: str | None, node: str, lease_s: float) -> Claim:
+        """Claim a turn; the primary key of ``turn_keys`` decides between nodes claiming one idempotency key."""
+        for _ in range(3):  # a key released between our insert and our read is claimed again
+            claim = await self._try_claim(tenant, response_id, key, node, lease_s)
+            if claim is not None:
+                return claim
+        raise RuntimeError(f"could not claim idempotency key for {response_id}")
+
+    async def _try_claim(
+        self, tenant: str, response_id: str, key: str | None, node: str, lease_s: float
+    ) -> Claim | None:
+        async with self._pool.connection() as conn, conn.transaction():
+            if key is not None:
+                cursor = await conn.execute(
+                    "INSERT INTO turn_keys (tenant, idempotency_key, response_id) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (tenant, key, response_id),
+                )
+                if cursor.rowcount == 0:
+                    holder = await (
+                        await conn.execute(
+                            "SELECT response_id FROM turn_keys WHERE tenant = %s AND idempotency_key = %s",
+                            (tenant, key),
+                        )
+                    ).fetchone()
+                    return None if holder is None else Claim(holder=holder[0])
+            cursor = await conn.execute(
+                "INSERT INTO turns (response_id, tenant, node, token, idempotency_key, lease_until, state) "
+                "VALUES (%s, %s, %s, nextval('fencing_tokens'), %s, %s, 'running') RETURNING token",
+                (response_id, tenant, node, key, self._clock() + lease_s),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            return Claim(lease=Lease(response_id, tenant, node, row[0]))
+
+    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
+        """Extend the lease while it is still held (not fenced off, not expired)."""
+        now = self._clock()
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"UPDATE turns SET lease_until = %(until)s WHERE {q.HELD}",
+                {"id": lease.response_id, "token": lease.token, "now": now, "until": now + lease_s},
+            )
+            return cursor.rowcount > 0
+
+    async def append_events(self, lease: Lease, events: list[Event]) -> bool:
+        """Append events while the lease is held, and wake every node's followers."""
+        params = {
+            "id": lease.response_id,
+            "token": lease.token,
+            "now": self._clock(),
+            "seqs": [event["sequence_number"] for event in events],
+            "bodies": [orjson.dumps(event) for event in events],
+            "channel": self._listener.channel,
+        }
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(q.APPEND_EVENTS, params)).fetchone()
+            return row is not None and row[0] > 0
+
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[Event]) -> bool:
+        """Store the record, append the last events and mark the turn done, in one transaction, if still held."""
+        if record is not None:
+            check_record(record)
+        now = self._clock()
+        async with self._pool.connection() as conn, conn.transaction():
+            held = await conn.execute(
+                f"SELECT 1 FROM turns WHERE {q.HELD} FOR UPDATE",
+                {"id": lease.response_id, "token": lease.token, "now": now},
+            )
+            if await held.fetchone() is None:
+                return False
+            if record is not None:
+                await _put(conn, record)
+            await self._insert_events(conn, lease.response_id, events)
+            await conn.execute(
+                "UPDATE turns SET state = 'done', ended_at = %s WHERE response_id = %s", (now, lease.response_id)
+            )
+            await conn.execute("SELECT pg_notify(%s, %s)", (self._listener.channel, lease.response_id))
+            return True
+
+    async def read_turn(self, tenant: str, response_id: str, after: int) -> TurnRead | None:
+        """The turn's state and its events after ``after``, read in one statement (one snapshot)."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(q.READ_TURN, {"id": response_id, "after": after})).fetchone()
+        if row is None or row[0] != tenant:
+            return None
+        _, node, state, lease_until, bodies = row
+        turn_state = TurnState(state)
+        return TurnRead(
+            events=[orjson.loads(body) for body in bodies or ()],
+            state=turn_state,
+            node=node,
+            lease_expired=turn_state is TurnState.RUNNING and lease_until <= self._clock(),
+        )
+
+    async def wait_turn(self, response_id: str, after: int, timeout_s: float) -> None:
+        """Wait for a NOTIFY about this turn (registered before re-checking, so none is missed)."""
+        async with self._listener.waiting(response_id) as woken:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM turn_events WHERE response_id = %(id)s AND seq > %(after)s) "
+                    "OR NOT EXISTS (SELECT 1 FROM turns WHERE response_id = %(id)s AND state = 'running')",
+                    {"id": response_id, "after": after},
+                )
+                row = await cursor.fetchone()
+            if row is not None and row[0]:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout_s)
+
+    async def interrupt_turn(self, response_id: str, build: InterruptEvents) -> bool:
+        """End a running turn whose lease expired: terminal events, state, key released; one transaction."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT tenant, idempotency_key FROM turns "
+                "WHERE response_id = %s AND state = 'running' AND lease_until <= %s FOR UPDATE",
+                (response_id, self._clock()),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return False
+            tenant, key = row
+            last = await (
+                await conn.execute("SELECT max(seq) FROM turn_events WHERE response_id = %s", (response_id,))
+            ).fetchone()
+            next_seq = 0 if last is None or last[0] is None else last[0] + 1
+            await self._insert_events(conn, response_id, build(next_seq))
+            await conn.execute(
+                "UPDATE turns SET state = 'interrupted', ended_at = %s WHERE response_id = %s",
+                (self._clock(), response_id),
+            )
+            if key is not None:
+                await conn.execute(
+                    "DELETE FROM turn_keys WHERE tenant = %s AND idempotency_key = %s AND response_id = %s",
+                    (tenant, key, response_id),
+                )
+            await conn.execute("SELECT pg_notify(%s, %s)", (self._listener.channel, response_id))
+            return True
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    async def _insert_events(self, conn: _Conn, response_id: str, events: list[Event]) -> None:
+        if events:
+            seqs = [event["sequence_number"] for event in events]
+            await conn.execute(q.INSERT_EVENTS, (response_id, seqs, [orjson.dumps(event) for event in events]))
+
+    async def _decode(self, conn: _Conn, row: tuple[Any, ...]) -> ResponseRecord | None:
+        self.stats.response_rows_read += 1
+        fields = dict(zip(q.COLUMNS, row, strict=True))
+        input_hashes: list[str] = fields["input_hashes"]
+        output_hashes: list[str] = fields["output_hashes"]
+        bodies = await self._item_bodies(conn, input_hashes + output_hashes)
+        if bodies is None:
+            return None
+        return ResponseRecord(
+            id=fields["id"],
+            tenant=fields["tenant"],
+            parent_id=fields["parent_id"],
+            depth=fields["depth"],
+            model=fields["model"],
+            status=fields["status"],
+            created_at=fields["created_at"],
+            completed_at=fields["completed_at"],
+            params=orjson.loads(fields["params"]),
+            input_items=[orjson.loads(bodies[digest]) for digest in input_hashes],
+            input_hashes=input_hashes,
+            input_ids=fields["input_ids"],
+            output_items=[orjson.loads(bodies[digest]) for digest in output_hashes],
+            output_hashes=output_hashes,
+            usage=_load_optional(fields["usage"]),
+            error=_load_optional(fields["error"]),
+            incomplete_details=_load_optional(fields["incomplete_details"]),
+            expires_at=fields["expires_at"],
+            events=orjson.loads(fields["events"]),
+            snapshot=fields["snapshot"],
+            idempotency_key=fields["idempotency_key"],
+        )
+
+    async def _item_bodies(self, conn: _Conn, hashes: list[str]) -> dict[str, bytes] | None:
+        unique = list(dict.fromkeys(hashes))
+        if not unique:
+            return {}
+        rows = await (await conn.execute(q.SELECT_ITEMS, (unique,))).fetchall()
+        bodies = {digest: bytes(body) for digest, body in rows}
+        self.stats.item_rows_read += len(bodies)
+        return bodies if len(bodies) == len(unique) else None
+
+
+async def _put(conn: _Conn, record: ResponseRecord) -> None:
+    items: dict[str, bytes] = {}
+    for digest, item in zip(
+        record.input_hashes + record.output_hashes, record.input_items + record.output_items, strict=True
+    ):
+        items.setdefault(digest, orjson.dumps(item))
+    if items:
+        ordered = sorted(items)  # one lock order for every writer: concurrent puts of shared items cannot deadlock
+        await conn.execute(q.INSERT_ITEMS, (ordered, [items[digest] for digest in ordered]))
+    await conn.execute(
+        q.UPSERT_RECORD,
+        {
+            "id": record.id,
+            "tenant": record.tenant,
+            "parent_id": record.parent_id,
+            "depth": record.depth,
+            "model": record.model,
+            "status": record.status,
+            "created_at": record.created_at,
+            "completed_at": record.completed_at,
+            "params": orjson.dumps(record.params),
+            "input_hashes": record.input_hashes,
+            "input_ids": record.input_ids,
+            "output_hashes": record.output_hashes,
+            "usage": _dump_optional(record.usage),
+            "error": _dump_optional(record.error),
+            "incomplete_details": _dump_optional(record.incomplete_details),
+            "events": orjson.dumps(record.events),
+            "snapshot": record.snapshot,
+            "expires_at": record.expires_at,
+            "idempotency_key": record.idempotency_key,
+        },
+    )
+
+
+async def _migrate(conn: _Conn, schema: str) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tether:{schema}",))
+        await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER NOT NULL)")
+        row = await (await conn.execute("SELECT max(version) FROM schema_migrations")).fetchone()
+        version = 0 if row is None or row[0] is None else int(row[0])
+        if version > q.SCHEMA_VERSION:
+            raise RuntimeError(f"PostgreSQL schema {schema!r} is at version {version}, newer than this tether's")
+        for target, statements in enumerate(q.MIGRATIONS[version:], start=version + 1):
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (target,))
+            _log.info("store.migrated", schema=schema, version=target)
+
+
+class _Listener:
+    """One LISTEN connection per store: wakes the waiters of a response id when a NOTIFY names it."""
+
+    def __init__(self, conninfo: str, channel: str) -> None:
+        self.channel = channel
+        self._conninfo = conninfo
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+
+    @contextlib.asynccontextmanager
+    async def waiting(self, response_id: str) -> Any:
+        await self._start()
+        woken = asyncio.Event()
+        self._waiters.setdefault(response_id, set()).add(woken)
+        try:
+            yield woken
+        finally:
+            waiters = self._waiters.get(response_id)
+            if waiters is not None:
+                waiters.discard(woken)
+                if not waiters:
+                    del self._waiters[response_id]
+
+    async def _start(self) -> None:
+        if self._task is None:
+            self._ready = asyncio.Event()
+            self._task = asyncio.create_task(self._listen(), name=f"listen-{self.channel}")
+        assert self._ready is not None
+        # Waiters poll on their timeout anyway, so a listener that cannot connect yet must not block them long.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), 5.0)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    assert self._ready is not None
+                    self._ready.set()
+                    self._wake_all()  # anything sent while we were not listening
+                    async for notify in conn.notifies():
+                        for woken in self._waiters.get(notify.payload, ()):
+                            woken.set()
+            except psycopg.Error as error:
+                _log.warning("store.listen_lost", channel=self.channel, error=type(error).__name__)
+                await asyncio.sleep(1.0)
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for woken in waiters:
+                woken.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+def _dump_optional(value: object) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
+
+
+def _load_optional(blob: bytes | None) -> Any:
+    return None if blob is None else orjson.loads(blob)
