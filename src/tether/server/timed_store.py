@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from prometheus_client import Histogram
 
 from tether.store.base import ResponseRecord, Store, StoredContext
+from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead
+from tether.types import Event
 
 
 class TimedStore:
@@ -52,3 +54,38 @@ class TimedStore:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    async def claim_turn(self, tenant: str, response_id: str, *, key: str | None, node: str, lease_s: float) -> Claim:
+        with self._timed("claim_turn"):
+            return await self.inner.claim_turn(tenant, response_id, key=key, node=node, lease_s=lease_s)
+
+    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
+        with self._timed("renew_lease"):
+            return await self.inner.renew_lease(lease, lease_s)
+
+    async def append_events(self, lease: Lease, events: list[Event]) -> bool:
+        with self._timed("append_events"):
+            return await self.inner.append_events(lease, events)
+
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[Event]) -> bool:
+        with self._timed("finish_turn"):
+            return await self.inner.finish_turn(lease, record, events)
+
+    async def read_turn(self, tenant: str, response_id: str, after: int) -> TurnRead | None:
+        with self._timed("read_turn"):
+            return await self.inner.read_turn(tenant, response_id, after)
+
+    async def wait_turn(self, response_id: str, after: int, timeout_s: float) -> None:
+        await self.inner.wait_turn(response_id, after, timeout_s)  # a wait, not an operation: not timed
+
+    async def interrupt_turn(self, response_id: str, build: InterruptEvents) -> bool:
+        with self._timed("interrupt_turn"):
+            return await self.inner.interrupt_turn(response_id, build)
+
+    async def is_visible(self, tenant: str, response_id: str) -> bool:
+        with self._timed("is_visible"):
+            return await self.inner.is_visible(tenant, response_id)
+
+    async def ping(self) -> None:
+        with self._timed("ping"):
+            await self.inner.ping()
