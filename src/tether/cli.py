@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ import structlog
 import uvicorn
 
 from tether import __version__
+from tether.server import logs
 from tether.server.runner import uvicorn_config
 from tether.server.startup import (
     StartupError,
@@ -33,21 +33,7 @@ _log = structlog.get_logger("tether.cli")
 
 
 def configure_logging(settings: Settings) -> None:
-    level = getattr(logging, settings.log_level.upper())
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if settings.log_format == "json" else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    logs.configure_logging(settings.log_level, settings.log_format, sys.stderr)
 
 
 def serve(settings: Settings) -> None:

@@ -89,7 +89,12 @@ class Settings(BaseSettings):
     )
     shutdown_grace_s: float = Field(default=30.0, ge=0.0, description="In-flight turns may finish for this long.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["console", "json"] = "console"
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto", description="auto: JSON lines unless stderr is a terminal (then colours)."
+    )
+    log_content: bool = Field(
+        default=False, description="Put message content (input and output items) in turn log lines; off by default."
+    )
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     scripted: ScriptedSettings = Field(default_factory=ScriptedSettings)
     providers: dict[str, ProviderSettings] = Field(

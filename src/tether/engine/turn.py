@@ -89,7 +89,6 @@ class Turn:
 
     async def run(self) -> None:
         """Generate, commit, and close the log (also when cancelled, so no follower waits forever)."""
-        started = time.perf_counter()
         try:
             for event in self.stream.start():
                 self.log.append(event)
@@ -103,16 +102,7 @@ class Turn:
         finally:
             self.log.close()
             self.timings.ended = time.perf_counter()
-            self.observer.turn_finished(self)
-            _log.info(
-                "turn.done",
-                response_id=self.response_id,
-                lane=self.plan.lane,
-                status=self.stream.response["status"],
-                new_items=len(self.plan.request.input),
-                context_items=len(self.plan.sampled),
-                seconds=round(time.perf_counter() - started, 4),
-            )
+            self.observer.turn_finished(self)  # the server's observer logs the turn's line
 
     async def _generate(self) -> None:
         plan = self.plan

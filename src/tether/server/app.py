@@ -27,6 +27,7 @@ from tether.server.metrics import Metrics, metrics_endpoint
 from tether.server.state import ServerState
 from tether.server.timed_store import TimedStore
 from tether.server.traffic import TrafficMiddleware
+from tether.server.turn_log import TurnLog
 from tether.server.websocket import websocket_endpoint
 from tether.settings import Settings
 from tether.store.base import Store
@@ -76,7 +77,12 @@ def create_app(settings: Settings) -> Starlette:
             shutdown_grace_s=settings.shutdown_grace_s,
         )
         timed = TimedStore(store, metrics.store_seconds)
-        engine = Engine(timed, provider_router(settings), limits, observer=FanOut([metrics]))
+        engine = Engine(
+            timed,
+            provider_router(settings),
+            limits,
+            observer=FanOut([metrics, TurnLog(log_content=settings.log_content)]),
+        )
         app.state.tether = ServerState(settings=settings, engine=engine, auth=Authenticator(settings.api_keys))
         purger = asyncio.create_task(_purge_periodically(store, settings.purge_interval_s))
         _log.info("server.ready", store=settings.store_url.split(":", 1)[0], auth=bool(settings.api_keys))

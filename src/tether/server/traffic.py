@@ -8,12 +8,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether.server.metrics import Metrics
 
 _log = structlog.get_logger("tether.access")
+
+ERROR_BODY_LIMIT = 8192  # error envelopes are small; a larger 4xx body is not one of tether's
 
 
 @dataclass(slots=True)
@@ -22,6 +25,7 @@ class _Exchange:
     sent: int = 0
     status: int = 0
     streaming: bool = False
+    error_body: bytes = b""
 
 
 class TrafficMiddleware:
@@ -53,7 +57,10 @@ class TrafficMiddleware:
                 content_type = dict(message.get("headers", ())).get(b"content-type", b"")
                 exchange.streaming = content_type.startswith(b"text/event-stream")
             elif message["type"] == "http.response.body":
-                exchange.sent += len(message.get("body", b""))
+                body = message.get("body", b"")
+                exchange.sent += len(body)
+                if exchange.status >= 400 and len(exchange.error_body) < ERROR_BODY_LIMIT:
+                    exchange.error_body += body[:ERROR_BODY_LIMIT]
             await send(message)
 
         try:
@@ -85,6 +92,9 @@ class TrafficMiddleware:
                 size = _ws_size(message)
                 exchange.sent += size
                 sent.inc(size)
+                text = message.get("text")
+                if text is not None and text.startswith('{"type":"error"'):
+                    _log_ws_error(scope, text)
             elif message["type"] == "websocket.http.response.start":
                 exchange.status = message["status"]
             await send(message)
@@ -104,6 +114,26 @@ def _ws_size(message: Message) -> int:
     return len(message.get("bytes") or b"")
 
 
+def _error_code(body: bytes) -> str | None:
+    """The ``error.code`` of an error body tether wrote (the protocol's envelope), if it parses."""
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _log_ws_error(scope: Scope, text: str) -> None:
+    try:
+        event = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return
+    error = event.get("error") if isinstance(event, dict) else None
+    if isinstance(error, dict):
+        _log.warning("ws.error", path=scope.get("path", ""), status=event.get("status"), code=error.get("code"))
+
+
 def _access_line(scope: Scope, exchange: _Exchange, seconds: float) -> None:
     method = scope.get("method", "WEBSOCKET") if scope["type"] == "http" else "WEBSOCKET"
     fields = {
@@ -114,6 +144,8 @@ def _access_line(scope: Scope, exchange: _Exchange, seconds: float) -> None:
         "bytes_in": exchange.received,
         "bytes_out": exchange.sent,
     }
+    if exchange.error_body:
+        fields["code"] = _error_code(exchange.error_body)
     if exchange.status >= 500:
         _log.error("http.access", **fields)
     elif exchange.status >= 400:
