@@ -7,6 +7,7 @@ import pytest
 PACKAGES = [
     "tether",
     "tether.protocol",
+    "tether.protocol.agent_apis",
     "tether.engine",
     "tether.store",
     "tether.providers",
