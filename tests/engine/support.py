@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from tether.engine.engine import Engine
 from tether.engine.live import LiveResponse
 from tether.protocol.model_events import Finish, ModelEvent, TextDelta, Usage
 from tether.protocol.request import CreateRequest, Transport, parse_create
 from tether.providers.base import ProviderRequest
-from tether.types import Event, JSONObject
+from tether.types import Event, Item, JSONObject
 
 TENANT = "alice"
 
@@ -46,3 +46,34 @@ async def events_of(engine: Engine, live: LiveResponse, after: int = -1) -> list
 async def run(engine: Engine, **fields: object) -> list[Event]:
     """Create a turn over HTTP semantics (no connection) and follow it to its end."""
     return await events_of(engine, await engine.create(request(**fields), tenant=TENANT))
+
+
+def user(text: str) -> JSONObject:
+    return {"type": "message", "role": "user", "content": text}
+
+
+def call(call_id: str, name: str = "lookup") -> JSONObject:
+    return {"type": "function_call", "call_id": call_id, "name": name, "arguments": "{}"}
+
+
+def call_output(call_id: str, output: str = "42") -> JSONObject:
+    return {"type": "function_call_output", "call_id": call_id, "output": output}
+
+
+def texts(items: Sequence[Item]) -> list[str]:
+    """The text of each message item (string content or the text of its parts), in order."""
+    result: list[str] = []
+    for item in items:
+        content = item.get("content")
+        if isinstance(content, str):
+            result.append(content)
+        elif isinstance(content, list):
+            result.append("".join(part.get("text", "") for part in content))
+    return result
+
+
+def terminal(events: list[Event]) -> JSONObject:
+    final = events[-1]
+    assert final["type"] in ("response.completed", "response.failed", "response.incomplete"), final["type"]
+    response: JSONObject = final["response"]
+    return response
