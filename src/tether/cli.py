@@ -106,6 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_cmd = commands.add_parser("check", help="verify a SQLite database and say what a damaged one would lose")
     check_cmd.add_argument("--config", type=Path, help="TOML config file (for its store_url)")
     check_cmd.add_argument("--store-url", help="sqlite:///PATH (default: the configured store)")
+    edge_cmd = commands.add_parser("edge", help="the agent's side of the last mile (tether edge --help)")
+    edge_cmd.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    edge_cmd.add_argument("--config", type=Path, help="TOML config file (its [edge] table)")
+    edge_cmd.add_argument("--gateway", help="the gateway's base URL, e.g. https://gw.example/v1")
+    edge_cmd.add_argument("--gateway-key", help="the gateway's API key (or TETHER_EDGE__GATEWAY_KEY)")
+    edge_cmd.add_argument("--listen", help="HOST:PORT for agents (default 127.0.0.1:8787)")
+    edge_cmd.add_argument("--journal", type=Path, help="the edge's journal file (default .tether/edge.db)")
+    edge_cmd.add_argument("--offline-hold", type=float, help="seconds a request waits for a dead link")
     commands.add_parser("bench", help="the benchmark (tether bench --help)", add_help=False)
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["bench"]:
@@ -122,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if value is not None
             }
             serve(settings.model_copy(update=overrides))
+        elif args.command == "edge":
+            return _edge(args)
         elif args.command == "check":
             settings = load_settings(args.config, os.environ)
             return check(args.store_url or settings.store_url)
@@ -131,6 +141,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _edge(args: argparse.Namespace) -> int:
+    from tether.edge.run import edge_config, edge_uvicorn_config  # the edge loads only when asked for
+
+    settings = load_settings(args.config, os.environ)
+    edge = settings.edge
+    updates: dict[str, object] = {
+        key: value
+        for key, value in (
+            ("gateway", args.gateway), ("gateway_key", args.gateway_key), ("journal", args.journal),
+            ("offline_hold_s", args.offline_hold),
+        )
+        if value is not None
+    }  # fmt: skip
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"tether edge: --listen must be HOST:PORT, got {args.listen!r}", file=sys.stderr)
+            return 2
+        updates.update(host=host, port=int(port))
+    edge = edge.model_copy(update=updates)
+    settings = settings.model_copy(update={"edge": edge})
+    if args.action == "status":
+        return _edge_status(edge.host, edge.port)
+    try:
+        config = edge_config(settings)
+    except ValueError as error:
+        print(f"tether edge: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    uvicorn.Server(edge_uvicorn_config(config, edge.host, edge.port, settings.log_level)).run()
+    return 0
+
+
+def _edge_status(host: str, port: int) -> int:
+    import httpx2 as httpx
+
+    try:
+        reply = httpx.get(f"http://{host}:{port}/tether/edge/status", timeout=5)
+    except httpx.HTTPError as error:
+        print(f"tether edge status: no edge answers on {host}:{port} ({type(error).__name__})", file=sys.stderr)
+        return 1
+    for key, value in reply.json().items():
+        print(f"{key:>15}: {value}")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,24 @@ class WebSocketSettings(BaseModel):
     per_message_deflate: bool = True
 
 
+class EdgeSettings(BaseModel):
+    """``tether edge`` (the agent's side of the link) and the gateway's edge endpoint."""
+
+    gateway: str | None = Field(default=None, description="The gateway's base URL, e.g. https://gw.example/v1.")
+    gateway_key: str | None = Field(default=None, description="The gateway's API key (not the agent's).")
+    host: str = Field(default="127.0.0.1", description="Where the edge listens for agents.")
+    port: int = Field(default=8787, ge=0, le=65535)
+    journal: Path = Field(default=Path(".tether/edge.db"), description="The edge's local journal (SQLite).")
+    offline_hold_s: float = Field(default=300.0, ge=0.0, description="How long a request waits for a dead link.")
+    keepalive_s: float = Field(default=10.0, gt=0.0, description="Keep-alives to the agent while its answer waits.")
+    transport: Literal["auto", "websocket", "http"] = "auto"
+    max_chains: int = Field(default=256, ge=1, description="Recent requests the edge keeps as delta bases.")
+    content_max_bytes: int = Field(
+        default=256 * MIB, ge=MIB, description="Gateway: content held for edges (per node, all tenants)."
+    )
+    turn_grace_s: float = Field(default=300.0, ge=0.0, description="Gateway: a finished turn stays resumable.")
+
+
 class Settings(BaseSettings):
     """Everything tether reads from its environment."""
 
@@ -96,6 +114,7 @@ class Settings(BaseSettings):
         default=False, description="Put message content (input and output items) in turn log lines; off by default."
     )
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
     scripted: ScriptedSettings = Field(default_factory=ScriptedSettings)
     providers: dict[str, ProviderSettings] = Field(
         default_factory=dict, description="Named upstreams; 'scripted' always exists."

@@ -17,12 +17,16 @@ from starlette.routing import Route, WebSocketRoute
 
 from tether.engine.engine import Engine, EngineLimits
 from tether.engine.observer import FanOut
+from tether.protocol import edge_wire
 from tether.protocol.errors import ProtocolError, server_error
 from tether.providers import router as routing
 from tether.providers.factory import build_router
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming, load_scripts
 from tether.server import http
 from tether.server.auth import Authenticator
+from tether.server.edge_content import EdgeContent
+from tether.server.edge_link import EdgeGateway, edge_http, edge_websocket
+from tether.server.edge_turns import EdgeTurns
 from tether.server.metrics import Metrics, metrics_endpoint
 from tether.server.state import ServerState
 from tether.server.timed_store import TimedStore
@@ -83,7 +87,12 @@ def create_app(settings: Settings) -> Starlette:
             limits,
             observer=FanOut([metrics, TurnLog(log_content=settings.log_content)]),
         )
-        app.state.tether = ServerState(settings=settings, engine=engine, auth=Authenticator(settings.api_keys))
+        auth = Authenticator(settings.api_keys)
+        app.state.tether = ServerState(settings=settings, engine=engine, auth=auth)
+        edge_turns = EdgeTurns(settings.edge.turn_grace_s)
+        app.state.tether_edge = EdgeGateway(
+            engine, auth, EdgeContent(settings.edge.content_max_bytes), edge_turns, settings.max_body_bytes
+        )
         purger = asyncio.create_task(_purge_periodically(store, settings.purge_interval_s))
         _log.info("server.ready", store=settings.store_url.split(":", 1)[0], auth=bool(settings.api_keys))
         try:
@@ -91,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             purger.cancel()
             await asyncio.gather(purger, return_exceptions=True)
+            await edge_turns.aclose()
             await engine.aclose()
 
     routes = [
@@ -103,6 +113,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/responses/{response_id}", http.delete_response, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/input_items", http.list_input_items, methods=["GET"]),
         Route("/v1/models", http.list_models, methods=["GET"]),
+        Route(edge_wire.PATH, edge_http, methods=["POST"]),
+        WebSocketRoute(edge_wire.PATH, edge_websocket),
         Route("/health", http.health, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]

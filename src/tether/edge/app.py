@@ -1,0 +1,195 @@
+"""The edge's loopback front-ends: the APIs agents speak, each request relayed over the link as a delta and each
+answer re-expanded into the agent's own stream. Other paths (``GET /v1/models``, ...) pass through to the gateway."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2 as httpx
+import orjson
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from tether.edge import expand
+from tether.edge.chains import ChainBook
+from tether.edge.journal import EdgeJournal
+from tether.edge.link import KEEPALIVE, GatewayLink, LinkOptions, LinkUnavailableError, Turn
+from tether.protocol.edge_wire import API, Piece
+
+_log = structlog.get_logger("tether.edge")
+
+_NOT_FORWARDED = frozenset(
+    {
+        "host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding", "upgrade",
+        "te", "trailer", "proxy-authorization", "proxy-connection",
+    }
+)  # fmt: skip
+_NOT_RETURNED = frozenset({"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive"})
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """What the edge app needs.
+
+    Args:
+        link: how to reach the gateway.
+        gateway_http: the gateway's base URL (``http(s)://host[:port]``) for passed-through paths.
+        journal: the journal file (``None`` keeps nothing across restarts).
+        max_chains: requests kept as delta bases.
+        max_body_bytes: the largest agent request accepted.
+    """
+
+    link: LinkOptions
+    gateway_http: str
+    journal: str | None = None
+    max_chains: int = 256
+    max_body_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeRuntime:
+    link: GatewayLink
+    journal: EdgeJournal | None
+    passthrough: httpx.AsyncClient
+
+
+def _runtime(request: Request) -> EdgeRuntime:
+    runtime: EdgeRuntime = request.app.state.edge
+    return runtime
+
+
+def forwardable(headers: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in headers.items() if key.lower() not in _NOT_FORWARDED}
+
+
+def create_edge_app(config: EdgeConfig) -> Starlette:
+    """Build the edge's loopback app; the link and journal open in its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        book = ChainBook(max_chains=config.max_chains)
+        journal = await EdgeJournal.open(config.journal, book) if config.journal else None
+        link = GatewayLink(
+            config.link,
+            book,
+            on_accepted=journal.record if journal else None,
+            on_forget=journal.forget if journal else None,
+        )
+        await link.start()
+        passthrough = httpx.AsyncClient(base_url=config.gateway_http, timeout=httpx.Timeout(300.0, connect=10.0))
+        app.state.edge = EdgeRuntime(link, journal, passthrough)
+        try:
+            yield
+        finally:
+            await link.aclose()
+            await passthrough.aclose()
+            if journal is not None:
+                await journal.aclose()
+
+    def relay_for(api: API) -> Any:
+        async def relay(request: Request) -> Response:
+            return await _relay(request, api, config.max_body_bytes)
+
+        return relay
+
+    routes = [
+        Route("/v1/messages", relay_for("anthropic-messages"), methods=["POST"]),
+        Route("/v1/messages/count_tokens", relay_for("anthropic-messages"), methods=["POST"]),
+        Route("/v1/chat/completions", relay_for("chat-completions"), methods=["POST"]),
+        Route("/v1/responses", relay_for("responses"), methods=["POST"]),
+        Route("/tether/edge/status", status, methods=["GET"]),
+        Route("/{path:path}", passthrough, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def status(request: Request) -> Response:
+    return Response(orjson.dumps(_runtime(request).link.stats.as_json()), media_type="application/json")
+
+
+async def passthrough(request: Request) -> Response:
+    runtime = _runtime(request)
+    upstream = await runtime.passthrough.request(
+        request.method,
+        request.url.path,
+        params=request.query_params,
+        headers=forwardable(request.headers),
+        content=await request.body(),
+    )
+    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_RETURNED}
+    return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+
+
+def _refusal(api: API, status: int, code: str, message: str) -> Response:
+    return Response(expand.error_body(api, status, code, message), status_code=status, media_type="application/json")
+
+
+async def _relay(request: Request, api: API, limit: int) -> Response:
+    raw = await request.body()
+    if len(raw) > limit:
+        return _refusal(api, 413, "request_too_large", f"The request body exceeds the edge's limit of {limit} bytes.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _refusal(api, 400, "invalid_json", "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return _refusal(api, 400, "invalid_request", "The request body must be a JSON object.")
+    link = _runtime(request).link
+    turn = link.submit(api, request.url.path, body, forwardable(request.headers), len(raw))
+    pieces = link.pieces(turn).__aiter__()
+    streaming = body.get("stream") is True
+    try:
+        piece = await anext(pieces)
+        while "head" not in piece:
+            if piece is KEEPALIVE and streaming:  # the agent must not time out: start its stream now
+                return _stream(api, turn, pieces, None, _committed_head())
+            piece = await anext(pieces)
+    except LinkUnavailableError as error:
+        return _refusal(api, error.status, error.code, error.message)
+    except StopAsyncIteration:
+        return _refusal(api, 502, "gateway_error", "The gateway ended the answer without a status.")
+    head = piece["head"]
+    headers = {k: v for k, v in head["headers"].items() if k.lower() not in _NOT_RETURNED}
+    return _stream(api, turn, pieces, head["status"], headers)
+
+
+def _committed_head() -> dict[str, str]:
+    return {"content-type": "text/event-stream", "cache-control": "no-cache"}
+
+
+def _stream(
+    api: API, turn: Turn, pieces: AsyncIterator[Piece], status: int | None, headers: dict[str, str]
+) -> StreamingResponse:
+    content = _agent_bytes(api, turn, pieces, committed_early=status is None)
+    return StreamingResponse(content, status_code=status or 200, headers=headers)
+
+
+async def _agent_bytes(
+    api: API, turn: Turn, pieces: AsyncIterator[Piece], *, committed_early: bool
+) -> AsyncIterator[bytes]:
+    """The agent's stream. Started before the answer's status was known (to keep the agent from timing out), a
+    refusal arriving later is said as a stream error, the only way left to say it."""
+    late_error = False
+    if committed_early:
+        yield expand.keepalive(api)
+    try:
+        async for piece in pieces:
+            if piece is KEEPALIVE:
+                yield expand.keepalive(api)
+            elif "head" in piece:
+                late_error = committed_early and piece["head"]["status"] >= 400
+            elif piece.get("end"):
+                if piece.get("error"):
+                    yield expand.stream_error(api, "gateway_error", str(piece["error"]))
+                return
+            else:
+                data = expand.piece_bytes(piece, turn.request)
+                yield expand.stream_error(api, "upstream_error", data.decode(errors="replace")) if late_error else data
+    except LinkUnavailableError as error:
+        yield expand.stream_error(api, error.code, error.message)

@@ -1,0 +1,341 @@
+"""The edge's one persistent link to the gateway: a WebSocket (permessage-deflate) that reconnects with backoff,
+resumes every turn in flight after the last piece it saw, heals a gateway that lost a chain with one whole
+request, and holds new turns while it is down (bounded by ``hold_s``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+import orjson
+import structlog
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from tether.client.retry import Backoff, RetryPolicy
+from tether.edge.chains import ChainBook, Delta, Sent
+from tether.protocol import edge_wire as wire
+from tether.protocol.delta import MISSING, diff
+from tether.protocol.edge_wire import API, Piece
+
+_log = structlog.get_logger("tether.edge")
+
+KEEPALIVE: Final[Piece] = {"keepalive": True}
+"""Yielded by :meth:`GatewayLink.pieces` when nothing arrived for a keep-alive interval."""
+
+
+class LinkState(StrEnum):
+    CONNECTING = "connecting"
+    UP = "up"
+    DOWN = "down"
+    CLOSED = "closed"
+
+
+class LinkUnavailableError(Exception):
+    """A turn could not be answered: the link stayed down past the offline hold, or the gateway lost the turn."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class EdgeStats:
+    """What ``tether edge status`` reports."""
+
+    state: LinkState = LinkState.CONNECTING
+    connects: int = 0
+    drops: int = 0
+    resumes: int = 0
+    heals: int = 0
+    turns: int = 0
+    request_bytes: int = 0
+    """The agents' request bodies, as they sent them to the edge."""
+    uplink_bytes: int = 0
+    """What the edge sent the gateway for them (frames before compression)."""
+    downlink_bytes: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "state": str(self.state),
+            "connects": self.connects,
+            "drops": self.drops,
+            "resumes": self.resumes,
+            "heals": self.heals,
+            "turns": self.turns,
+            "request_bytes": self.request_bytes,
+            "uplink_bytes": self.uplink_bytes,
+            "downlink_bytes": self.downlink_bytes,
+            "bytes_saved": max(0, self.request_bytes - self.uplink_bytes),
+        }
+
+
+@dataclass(slots=True)
+class Turn:
+    """One agent request on its way through the link."""
+
+    key: str
+    api: API
+    path: str
+    request: dict[str, Any]
+    headers: dict[str, str]
+    delta: Delta
+    last_seq: int = -1
+    accepted: bool = False
+    delivered: bool = False
+    """The agent has been sent part of the answer (beyond its status): the turn can no longer start over."""
+    queue: asyncio.Queue[Piece | LinkUnavailableError] = field(default_factory=asyncio.Queue)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOptions:
+    """How the link connects and how long things wait.
+
+    Args:
+        url: the gateway's edge endpoint (``ws://`` or ``wss://``).
+        key: the gateway's API key (sent as ``Authorization: Bearer``).
+        hold_s: how long a turn waits while the link is down before the agent gets an error.
+        keepalive_s: how often the agent's waiting stream gets a keep-alive.
+        ping_s: the WebSocket ping interval (a dead link is noticed within about twice this).
+        connect_timeout_s: to open the WebSocket.
+        retry: the reconnect backoff.
+        max_frame_bytes: the largest downlink frame accepted.
+    """
+
+    url: str
+    key: str | None = None
+    hold_s: float = 300.0
+    keepalive_s: float = 10.0
+    ping_s: float = 10.0
+    connect_timeout_s: float = 10.0
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=1_000_000, max_elapsed_s=1e12))
+    max_frame_bytes: int = 64 * 1024 * 1024
+
+
+Accepted = Callable[[Sent], None]
+
+
+class GatewayLink:
+    """The link and the turns in flight on it.
+
+    Args:
+        options: where and how to connect.
+        book: the chains (delta bases and known content) this link's deltas are built from.
+        on_accepted: called when the gateway rebuilt a request (the journal records it).
+        on_forget: called when the gateway turned out to have lost what the book says it holds.
+        clock: monotonic seconds, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        options: LinkOptions,
+        book: ChainBook,
+        *,
+        on_accepted: Accepted | None = None,
+        on_forget: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.book = book
+        self.stats = EdgeStats()
+        self._on_accepted = on_accepted
+        self._on_forget = on_forget
+        self._clock = clock
+        self._turns: dict[str, Turn] = {}
+        self._ws: ClientConnection | None = None
+        self._sent_headers: dict[str, str] | None = None
+        self._down_since: float | None = clock()
+        self._runner: asyncio.Task[None] | None = None
+        self._send_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="tether-edge-link")
+
+    async def aclose(self) -> None:
+        self.stats.state = LinkState.CLOSED
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        for turn in list(self._turns.values()):
+            turn.queue.put_nowait(LinkUnavailableError(503, "edge_closed", "The edge is shutting down."))
+        self._turns.clear()
+
+    def submit(self, api: API, path: str, request: dict[str, Any], headers: dict[str, str], size: int) -> Turn:
+        """Send one agent request (now, or when the link is back)."""
+        turn = Turn(uuid.uuid4().hex, api, path, request, headers, self.book.delta(api, path, request))
+        self._turns[turn.key] = turn
+        self.stats.turns += 1
+        self.stats.request_bytes += size
+        if self._ws is not None:
+            self._spawn_send(turn)
+        return turn
+
+    async def pieces(self, turn: Turn) -> AsyncIterator[Piece]:
+        """The answer's pieces, with :data:`KEEPALIVE` whenever ``keepalive_s`` pass in silence.
+
+        Raises:
+            LinkUnavailableError: the link stayed down past the hold, or the gateway lost a turn already under way.
+        """
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(turn.queue.get(), self.options.keepalive_s)
+                except TimeoutError:
+                    down = self._down_since
+                    if down is not None and self._clock() - down > self.options.hold_s:
+                        raise LinkUnavailableError(
+                            503, "gateway_unreachable", "The edge could not reach the gateway within its offline hold."
+                        ) from None
+                    yield KEEPALIVE
+                    continue
+                if isinstance(item, LinkUnavailableError):
+                    raise item
+                if "head" not in item and "end" not in item:
+                    turn.delivered = True
+                yield item
+                if item.get("end"):
+                    return
+        finally:
+            self._turns.pop(turn.key, None)
+
+    async def _run(self) -> None:
+        backoff = Backoff(self.options.retry, random.Random())
+        while True:
+            self.stats.state = LinkState.CONNECTING
+            try:
+                async with connect(
+                    self.options.url,
+                    additional_headers={"authorization": f"Bearer {self.options.key}"} if self.options.key else None,
+                    compression="deflate",
+                    max_size=self.options.max_frame_bytes,
+                    open_timeout=self.options.connect_timeout_s,
+                    ping_interval=self.options.ping_s,
+                    ping_timeout=self.options.ping_s,
+                    close_timeout=1.0,
+                ) as ws:
+                    await self._connected(ws)
+                    backoff.reset()
+                    async for message in ws:
+                        self._receive(message)
+            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as error:
+                if self._ws is not None or (self.stats.connects == 0 and backoff.attempt == 0):
+                    _log.info("edge.link.down", error=type(error).__name__)
+            self._disconnected()
+            delay = backoff.next_delay()
+            await asyncio.sleep(self.options.retry.max_delay_s if delay is None else delay)
+
+    async def _connected(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._sent_headers = None
+        self._down_since = None
+        self.stats.connects += 1
+        self.stats.state = LinkState.UP
+        _log.info("edge.link.up", turns=len(self._turns))
+        for turn in list(self._turns.values()):
+            if turn.last_seq >= 0:
+                self.stats.resumes += 1
+            self._spawn_send(turn)
+
+    def _disconnected(self) -> None:
+        if self._ws is not None:
+            self.stats.drops += 1
+        self._ws = None
+        if self._down_since is None:
+            self._down_since = self._clock()
+        self.stats.state = LinkState.DOWN
+
+    def _spawn_send(self, turn: Turn) -> None:
+        task = asyncio.create_task(self._send_turn(turn))
+        task.add_done_callback(lambda done: done.exception() if not done.cancelled() else None)
+
+    async def _send_turn(self, turn: Turn) -> None:
+        async with self._send_lock:
+            ws = self._ws
+            if ws is None or turn.key not in self._turns:
+                return
+            frame: dict[str, Any]
+            if turn.last_seq >= 0:
+                frame = {"type": wire.RESUME, "turn": turn.key, "after": turn.last_seq}
+            else:
+                delta = turn.delta
+                frame = {
+                    "type": wire.TURN, "turn": turn.key, "api": turn.api, "path": turn.path,
+                    "id": delta.digest, "base": delta.base, "patch": delta.patch,
+                }  # fmt: skip
+                if turn.headers != self._sent_headers:
+                    frame["headers"] = diff(MISSING if self._sent_headers is None else self._sent_headers, turn.headers)
+                    self._sent_headers = turn.headers
+            data = orjson.dumps(frame)
+            with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
+                await ws.send(data.decode())
+                self.stats.uplink_bytes += len(data)
+
+    def _receive(self, message: str | bytes) -> None:
+        self.stats.downlink_bytes += len(message)
+        try:
+            frame = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            _log.warning("edge.link.bad_frame")
+            return
+        if not isinstance(frame, dict):
+            return
+        kind = frame.get("type")
+        if kind == "error":  # the gateway refused the link or a frame outright: nothing on it can proceed
+            error = frame.get("error") or {}
+            failure = LinkUnavailableError(
+                int(frame.get("status") or 502), str(error.get("code")), str(error.get("message"))
+            )
+            for waiting in list(self._turns.values()):
+                waiting.queue.put_nowait(failure)
+            return
+        turn = self._turns.get(str(frame.get("turn")))
+        if turn is None:
+            return
+        if kind == wire.REFUSED:
+            self._refused(turn, frame)
+        elif kind == wire.OUT:
+            self._out(turn, frame)
+
+    def _out(self, turn: Turn, frame: dict[str, Any]) -> None:
+        seq = frame.get("seq")
+        if not isinstance(seq, int) or seq <= turn.last_seq:
+            return  # a piece already delivered (a resume overlapping what arrived)
+        if seq != turn.last_seq + 1:
+            self._spawn_send(turn)  # a gap: ask again from the last piece seen
+            return
+        turn.last_seq = seq
+        if not turn.accepted:
+            turn.accepted = True
+            sent = self.book.accepted(turn.api, turn.path, turn.request)
+            if self._on_accepted is not None:
+                self._on_accepted(sent)
+        piece = {key: value for key, value in frame.items() if key not in ("type", "turn", "seq")}
+        turn.queue.put_nowait(piece)
+
+    def _refused(self, turn: Turn, frame: dict[str, Any]) -> None:
+        code = frame.get("code")
+        if code in wire.HEAL_CODES:
+            self.stats.heals += 1
+            _log.info("edge.heal", code=code)
+            self.book.forget()
+            if self._on_forget is not None:
+                self._on_forget()
+            turn.delta = self.book.whole(turn.request)
+            self._spawn_send(turn)
+        elif code == wire.TURN_NOT_FOUND and not turn.delivered:
+            turn.last_seq = -1  # the gateway lost the turn before the agent saw any of it: run it again
+            turn.accepted = False
+            self._spawn_send(turn)
+        else:
+            turn.queue.put_nowait(
+                LinkUnavailableError(502, str(code), str(frame.get("message") or "The gateway lost the turn."))
+            )

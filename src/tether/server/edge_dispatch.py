@@ -1,0 +1,115 @@
+"""Where a rebuilt edge request goes, and the pieces of its answer.
+
+A Responses request runs on tether's own engine exactly as if the agent had sent it to ``POST /v1/responses``; its
+events cross in compact form (the request fields a lifecycle event echoes are left out, and the edge puts them back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+
+from tether.engine.engine import Engine
+from tether.engine.turn import TERMINAL_EVENTS
+from tether.protocol.delta import diff
+from tether.protocol.edge_wire import API, Piece
+from tether.protocol.errors import ProtocolError, sse_error_shape
+from tether.protocol.request import Transport, parse_create
+from tether.protocol.stream import with_stream_id
+from tether.types import Event, JSONObject
+
+ECHOED_FIELDS = ("instructions", "tools")
+"""Request fields a Responses lifecycle event repeats in its ``response`` object."""
+JSON_HEAD: Piece = {"head": {"status": 200, "headers": {"content-type": "application/json"}}}
+SSE_HEAD: Piece = {
+    "head": {"status": 200, "headers": {"content-type": "text/event-stream", "cache-control": "no-cache"}}
+}
+
+
+def error_pieces(error: ProtocolError, body: JSONObject | None = None) -> list[Piece]:
+    """A refusal as the agent's API renders it: the status and the JSON error body."""
+    headers = {"content-type": "application/json", **error.headers}
+    rendered = orjson.dumps(body if body is not None else error.http_body()).decode()
+    return [{"head": {"status": error.status, "headers": headers}}, {"body": rendered}, {"end": True}]
+
+
+def compact(event: Event, request: Mapping[str, Any]) -> Piece:
+    """A Responses event without the request fields it echoes: ``x`` lists each as ``[field, position, delta]``,
+    the delta rebuilding the echoed value from the request's (the engine normalises tools, so they differ a little).
+    """
+    response = event.get("response")
+    if not isinstance(response, dict):
+        return {"event": event}
+    left_out: list[list[Any]] = []
+    kept: JSONObject = {}
+    for position, (key, value) in enumerate(response.items()):
+        if key in ECHOED_FIELDS and key in request:
+            left_out.append([key, position, diff(request[key], value)])
+        else:
+            kept[key] = value
+    if not left_out:
+        return {"event": event}
+    return {"event": {**event, "response": kept}, "x": left_out}
+
+
+async def responses_pieces(engine: Engine, request: JSONObject, *, tenant: str, turn: str) -> AsyncIterator[Piece]:
+    """Run a Responses request on the engine, as ``POST /v1/responses`` would."""
+    try:
+        create = parse_create(request, Transport.HTTP)
+        if create.idempotency_key is None:
+            create.idempotency_key = f"edge:{turn}"
+        live = await engine.create(create, tenant=tenant)
+    except ProtocolError as error:
+        for piece in error_pieces(error):
+            yield piece
+        return
+    events = engine.follow(live)
+    if create.stream:
+        yield SSE_HEAD
+        async for event in events:
+            event = with_stream_id(event, None)
+            yield compact(sse_error_shape(event) if event["type"] == "error" else event, request)
+        yield {"sse": [None, "[DONE]"]}
+        yield {"end": True}
+        return
+    terminal: Event | None = None
+    failure: Event | None = None
+    async for event in events:
+        if event["type"] in TERMINAL_EVENTS:
+            terminal = event
+        elif event["type"] == "error":
+            failure = event
+    if failure is not None:
+        inner = failure["error"]
+        body = {key: value for key, value in inner.items() if key != "headers"}
+        failed = ProtocolError(failure.get("status") or 500, str(inner.get("code")), str(inner.get("message")))
+        failed.headers = dict(inner.get("headers") or {})
+        for piece in error_pieces(failed, {"error": body}):
+            yield piece
+        return
+    if terminal is None:
+        stopped = ProtocolError(503, "server_shutting_down", "The server stopped before the response finished.")
+        for piece in error_pieces(stopped):
+            yield piece
+        return
+    yield JSON_HEAD
+    whole = compact({"type": "body", "response": terminal["response"]}, request)
+    yield {"json": whole["event"]["response"], "x": whole.get("x", [])}
+    yield {"end": True}
+
+
+def dispatch(
+    engine: Engine, api: API, path: str, request: JSONObject, headers: Mapping[str, str], *, tenant: str, turn: str
+) -> AsyncIterator[Piece]:
+    """The pieces of the answer to one rebuilt request."""
+    if api == "responses":
+        return responses_pieces(engine, request, tenant=tenant, turn=turn)
+    return _unsupported(api)
+
+
+async def _unsupported(api: str) -> AsyncIterator[Piece]:
+    error = ProtocolError(501, "unsupported_api", f"This gateway does not serve {api} requests from an edge yet.")
+    for piece in error_pieces(error):
+        yield piece

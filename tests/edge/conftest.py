@@ -1,0 +1,33 @@
+"""A real gateway (``tether serve`` in a thread) and a real edge in front of it, on loopback sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tether.edge.app import EdgeConfig
+from tether.edge.link import LinkOptions
+from tether.edge.run import RunningEdge, edge_in_thread, link_url
+from tether.server.runner import RunningServer, free_port, serve_in_thread
+from tether.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    directory = tmp_path_factory.mktemp("gateway")
+    settings = Settings(store_url=f"sqlite:///{directory / 'tether.db'}", log_level="warning")
+    with serve_in_thread(settings) as running:
+        yield running
+
+
+def edge_config(gateway_base_url: str, journal: Path | None = None, **link: float) -> EdgeConfig:
+    ws_url, origin = link_url(gateway_base_url)
+    return EdgeConfig(LinkOptions(ws_url, **link), origin, journal=str(journal) if journal else None)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def edge(gateway: RunningServer) -> Iterator[RunningEdge]:
+    with edge_in_thread(edge_config(gateway.base_url), port=free_port()) as running:
+        yield running

@@ -1,0 +1,105 @@
+"""The gateway's end of the edge link, in process: rebuilding turns, the refusals an edge heals from, repeats."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tether.engine.engine import Engine, EngineLimits
+from tether.protocol import edge_wire as wire
+from tether.protocol.delta import MISSING, diff, value_hash
+from tether.protocol.errors import ProtocolError
+from tether.providers.router import ProviderRouter
+from tether.providers.scripted import ScriptedProvider, ScriptedTiming
+from tether.server.auth import Authenticator
+from tether.server.edge_content import EdgeContent
+from tether.server.edge_link import EdgeGateway
+from tether.server.edge_turns import EdgeTurns, TurnLog
+from tether.store.memory import MemoryStore
+
+BASE = {"model": "scripted", "instructions": "i" * 600, "input": [{"role": "user", "content": "hello"}]}
+NEXT = {**BASE, "input": [*BASE["input"], {"role": "user", "content": "again"}]}
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[EdgeGateway]:
+    engine = Engine(
+        MemoryStore(), ProviderRouter({"scripted": ScriptedProvider(ScriptedTiming(0.0, 0.0))}), EngineLimits()
+    )
+    turns = EdgeTurns(grace_s=60)
+    yield EdgeGateway(engine, Authenticator({}), EdgeContent(1 << 24), turns, 1 << 24)
+    await turns.aclose()
+    await engine.aclose()
+
+
+def frame(turn: str, base: Any, new: dict[str, Any], known: Any = ()) -> wire.TurnFrame:
+    return {
+        "type": wire.TURN, "turn": turn, "api": "responses", "path": "/v1/responses", "id": value_hash(new),
+        "base": None if base is MISSING else value_hash(base), "patch": diff(base, new, known),
+    }  # fmt: skip
+
+
+async def pieces(log: TurnLog) -> list[dict[str, Any]]:
+    return [piece async for _, piece in log.follow()]
+
+
+async def test_a_delta_against_a_held_request_is_rebuilt_and_answered(gateway: EdgeGateway) -> None:
+    first = gateway.open_turn("t", frame("one", MISSING, BASE), {})
+    assert isinstance(first, TurnLog)
+    assert (await pieces(first))[-1] == {"end": True}
+    second = gateway.open_turn("t", frame("two", BASE, NEXT), {})
+    assert isinstance(second, TurnLog)
+    answer = await pieces(second)
+    assert answer[0]["head"]["status"] == 200
+    assert gateway.content.get("t", value_hash(NEXT)) == NEXT
+
+
+async def test_an_unknown_base_is_refused_so_the_edge_heals(gateway: EdgeGateway) -> None:
+    refused = gateway.open_turn("t", frame("one", BASE, NEXT), {})
+    assert not isinstance(refused, TurnLog)
+    assert refused["code"] == wire.UNKNOWN_BASE
+
+
+async def test_unknown_references_are_listed(gateway: EdgeGateway) -> None:
+    known = {value_hash(BASE["instructions"])}
+    refused = gateway.open_turn("t", frame("one", MISSING, BASE, known), {})
+    assert not isinstance(refused, TurnLog)
+    assert refused["code"] == wire.UNKNOWN_REFERENCE
+    assert refused["missing"] == [value_hash(BASE["instructions"])]
+
+
+async def test_a_rebuilt_request_that_misses_its_hash_is_refused(gateway: EdgeGateway) -> None:
+    wrong = {**frame("one", MISSING, BASE), "id": value_hash(NEXT)}
+    refused = gateway.open_turn("t", wrong, {})  # type: ignore[arg-type]
+    assert not isinstance(refused, TurnLog)
+    assert refused["code"] == wire.DELTA_MISMATCH
+
+
+async def test_a_repeated_turn_is_answered_from_its_log(gateway: EdgeGateway) -> None:
+    first = gateway.open_turn("t", frame("one", MISSING, BASE), {})
+    again = gateway.open_turn("t", frame("one", MISSING, BASE), {})
+    assert first is again
+    other_tenant = gateway.open_turn("u", frame("one", MISSING, BASE), {})
+    assert other_tenant is not first
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        ([], "type"), ({"type": wire.TURN}, "turn"), ({"type": "x", "turn": "a"}, "type"),
+        ({"type": wire.RESUME, "turn": "a", "after": -2}, "after"),
+        ({"type": wire.TURN, "turn": "a", "api": "soap"}, "api"),
+        ({"type": wire.TURN, "turn": "a", "api": "responses", "path": "v1"}, "path"),
+        ({"type": wire.TURN, "turn": "a", "api": "responses", "path": "/v1", "id": 1}, "id"),
+        ({"type": wire.TURN, "turn": "a", "api": "responses", "path": "/v1", "id": "h", "base": 2}, "base"),
+        ({"type": wire.TURN, "turn": "a", "api": "responses", "path": "/v1", "id": "h", "base": None}, "patch"),
+        ({"type": wire.TURN, "turn": "a", "api": "responses", "path": "/v1", "id": "h", "base": None,
+          "patch": ["="], "headers": {}}, "headers"),
+    ],
+)  # fmt: skip
+def test_malformed_frames_are_refused_naming_the_field(raw: Any, param: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        wire.parse_uplink(raw)
+    assert caught.value.param == param
