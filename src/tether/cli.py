@@ -186,6 +186,7 @@ def _edge_status(host: str, port: int) -> int:
         return 1
     for key, value in reply.json().items():
         print(f"{key:>15}: {value}")
+    return 0
 
 
 if __name__ == "__main__":

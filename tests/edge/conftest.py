@@ -10,7 +10,8 @@ import pytest
 from tether.edge.app import EdgeConfig
 from tether.edge.link import LinkOptions
 from tether.edge.run import RunningEdge, edge_in_thread, link_url
-from tether.server.runner import RunningServer, free_port, serve_in_thread
+from tether.netutil import free_port
+from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import Settings
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -13,6 +11,7 @@ import uvicorn
 
 from tether.edge.app import EdgeConfig, create_edge_app
 from tether.edge.link import LinkOptions
+from tether.netutil import ThreadedServer
 from tether.protocol.edge_wire import PATH
 from tether.settings import Settings
 
@@ -63,7 +62,7 @@ def edge_uvicorn_config(config: EdgeConfig, host: str, port: int, log_level: str
 class RunningEdge:
     host: str
     port: int
-    server: uvicorn.Server
+    server: ThreadedServer
 
     @property
     def base_url(self) -> str:
@@ -73,20 +72,5 @@ class RunningEdge:
 @contextlib.contextmanager
 def edge_in_thread(config: EdgeConfig, *, port: int, host: str = "127.0.0.1") -> Iterator[RunningEdge]:
     """Run an edge on ``host:port`` in a background thread (tests, benchmarks)."""
-    server = uvicorn.Server(edge_uvicorn_config(config, host, port, "warning"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="tether-edge", daemon=True)
-    thread.start()
-    waiter = threading.Event()
-    for _ in range(750):
-        if server.started or not thread.is_alive():
-            break
-        waiter.wait(0.02)
-    if not server.started:
-        server.should_exit = True
-        thread.join(5)
-        raise RuntimeError("tether edge did not start")
-    try:
+    with ThreadedServer(edge_uvicorn_config(config, host, port, "warning"), name="tether-edge") as server:
         yield RunningEdge(host, port, server)
-    finally:
-        server.should_exit = True
-        thread.join(30)
