@@ -12,7 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import uvicorn
 
@@ -118,3 +118,21 @@ class ThreadedServer:
             pass  # uvicorn exits when it cannot bind; it logged why, and __enter__ raises
         finally:
             self.server.listening.set()  # a server that failed to start wakes the waiting thread too
+
+
+def loopback_server(app: Callable[..., Any], *, name: str, **config: Any) -> ThreadedServer:
+    """A :class:`ThreadedServer` for ``app`` on a free port of 127.0.0.1, quiet, without lifespan (test doubles).
+
+    ``config`` overrides any ``uvicorn.Config`` argument (e.g. ``ws="websockets-sansio"``).
+    """
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "lifespan": "off",
+        "log_level": "warning",
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+        **config,
+    }
+    return ThreadedServer(uvicorn.Config(app, **settings), name=name, shutdown_timeout_s=15)

@@ -16,7 +16,7 @@ from tether.protocol.sse import encode_event
 from tether.providers.base import ProviderRequest
 from tether.providers.http_upstream import UpstreamOptions
 from tether.providers.openai_responses import OpenAIResponsesProvider
-from tether.providers.responses_events import ResponsesEventReader, UpstreamReportedError
+from tether.providers.responses_events import ResponsesEventReader
 from tether.providers.responses_payload import (
     ResponseIdMap,
     UpstreamRef,
@@ -24,6 +24,7 @@ from tether.providers.responses_payload import (
     create_body,
     upstream_items,
 )
+from tether.providers.upstream_errors import UpstreamReportedError
 from tether.types import Item, JSONObject
 
 KEY = "sk-test-0123456789abcdefghij"

@@ -13,17 +13,10 @@ import httpx2 as httpx
 
 from tether.protocol.model_events import ModelEvent
 from tether.providers.base import ProviderRequest
-from tether.providers.http_upstream import (
-    Sleep,
-    UpstreamClient,
-    UpstreamFields,
-    UpstreamOptions,
-    event_json,
-    stream_error,
-    upstream_failure,
-    upstream_options,
-)
+from tether.providers.http_upstream import UpstreamClient, UpstreamFields, UpstreamOptions, event_json, upstream_options
+from tether.providers.retry import Sleep
 from tether.providers.translate_anthropic import DEFAULT_MAX_TOKENS, AnthropicStreamDecoder, anthropic_request
+from tether.providers.upstream_errors import stream_error, upstream_failure
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"

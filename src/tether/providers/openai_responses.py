@@ -9,32 +9,19 @@ the client, so the client never notices. Upstream ids never leave this module: c
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import httpx2 as httpx
-import orjson
 import structlog
 
-from tether.protocol.errors import ErrorType, ProtocolError
 from tether.protocol.model_events import Finish, ModelEvent
 from tether.providers.base import ProviderRequest
-from tether.providers.http_upstream import (
-    Sleep,
-    UpstreamFields,
-    UpstreamOptions,
-    map_status_error,
-    parse_retry_after,
-    sanitise,
-    upstream_failure,
-    upstream_options,
-)
-from tether.providers.responses_events import ResponsesEventReader, UpstreamConnectionError, UpstreamReportedError
-from tether.providers.responses_http import ResponsesHTTPTransport, secrets_of
+from tether.providers.http_upstream import UpstreamFields, UpstreamOptions, upstream_options
+from tether.providers.responses_events import ResponsesEventReader
+from tether.providers.responses_http import ResponsesHTTPTransport
 from tether.providers.responses_payload import (
     ResponseIdMap,
     UpstreamRef,
@@ -43,6 +30,8 @@ from tether.providers.responses_payload import (
     stores_upstream,
 )
 from tether.providers.responses_ws import SocketPool, exchange, websocket_url
+from tether.providers.retry import Sleep
+from tether.providers.upstream_errors import UpstreamConnectionError, UpstreamReportedError, protocol_error
 
 _log = structlog.get_logger("tether.providers")
 
@@ -96,9 +85,8 @@ class OpenAIResponsesProvider:
         self.name = name
         self.options = options
         self.ids = ResponseIdMap(id_map_size)
-        self.secrets = secrets_of(options)
-        self._sleep = sleep or asyncio.sleep
-        self._random = random.Random()
+        self.secrets = options.secrets
+        self.backoff = options.backoff(name, sleep)
         self._http: ResponsesHTTPTransport | None = None
         self.pool: SocketPool | None = None
         if transport == "http":
@@ -138,8 +126,9 @@ class OpenAIResponsesProvider:
                         yield event
                 return
             except UpstreamReportedError as error:
+                failure = protocol_error(self.name, error, self.secrets)
                 if started:
-                    raise self._protocol_error(error) from None
+                    raise failure from None
                 if error.code == _NOT_FOUND and attempt.sent_delta and not attempt.full_context:
                     # The upstream forgot the parent (evicted, expired, another socket): send everything once.
                     self._fall_back(request, attempt, error.code)
@@ -147,14 +136,18 @@ class OpenAIResponsesProvider:
                 if error.code == _CONNECTION_LIMIT and attempt.retries < self.options.max_retries:
                     attempt.retries += 1
                     continue
-                await self._backoff(attempt, error.retryable, error.headers, self._protocol_error(error))
+                if not error.retryable:
+                    raise failure from None
+                await self.backoff.wait(attempt.retries, failure, error.headers)
+                attempt.retries += 1
             except UpstreamConnectionError as error:
-                failure = upstream_failure(self.name, 502, error.message)
+                failure = protocol_error(self.name, error, self.secrets)
                 if started:
                     raise failure from None
                 if error.mid_turn and attempt.sent_delta:
                     self._fall_back(request, attempt, "connection_lost")
-                await self._backoff(attempt, True, {}, failure)
+                await self.backoff.wait(attempt.retries, failure)
+                attempt.retries += 1
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -229,35 +222,3 @@ class OpenAIResponsesProvider:
             self.ids.drop(request.previous_response_id)
         attempt.full_context = True
         _log.info("upstream.full_context", provider=self.name, response_id=request.response_id, reason=reason)
-
-    async def _backoff(
-        self, attempt: _Attempt, retryable: bool, headers: dict[str, str], failure: ProtocolError
-    ) -> None:
-        """Wait before the next try, or raise ``failure`` when there is none to make."""
-        if not retryable or attempt.retries >= self.options.max_retries:
-            raise failure
-        retry_after = parse_retry_after(headers)
-        base = self.options.backoff_s * (1 << attempt.retries)
-        delay = base / 2 + self._random.uniform(0, base / 2)
-        if retry_after is not None:
-            if retry_after > self.options.max_retry_delay_s:
-                raise failure
-            delay = max(delay, retry_after)
-        attempt.retries += 1
-        _log.warning("upstream.retry", provider=self.name, code=failure.code, attempt=attempt.retries, delay_s=delay)
-        await self._sleep(min(delay, self.options.max_retry_delay_s))
-
-    def _protocol_error(self, error: UpstreamReportedError) -> ProtocolError:
-        message = sanitise(error.message, self.secrets)
-        if error.status is not None:
-            body = orjson.dumps({"error": {"message": message}})
-            return map_status_error(self.name, error.status, body, error.headers, self.secrets)
-        if error.code == "rate_limit_exceeded":
-            return ProtocolError(
-                429,
-                "rate_limit_exceeded",
-                f"Upstream '{self.name}' is rate limiting requests: {message}",
-                error_type=ErrorType.RATE_LIMIT,
-            )
-        detail = f"{error.code}: {message}" if error.code and error.code not in message else message
-        return upstream_failure(self.name, 502, f"error in stream: {detail}")

@@ -11,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.providers.upstream_errors import UpstreamConnectionError, UpstreamReportedError
 from tether.types import JSONObject
 
 TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
@@ -23,44 +26,19 @@ _PHASES: Mapping[str, Literal["commentary", "final_answer"]] = {
 _TEXT_PARTS = frozenset({"output_text", "refusal"})
 
 
-class UpstreamReportedError(Exception):
-    """An error the upstream answered with: an HTTP error status, an ``error`` event or ``response.failed``.
+def decode_event(data: str | bytes) -> JSONObject:
+    """One upstream event (an SSE ``data`` or a WebSocket message) as a JSON object.
 
-    Attributes:
-        status: the HTTP status it carries, if any.
-        code: the upstream's error code (e.g. ``previous_response_not_found``), if any.
-        message: the upstream's message, already stripped of secrets.
-        headers: headers worth keeping (``retry-after``).
+    Raises:
+        UpstreamConnectionError: (``mid_turn``) it is not one.
     """
-
-    def __init__(
-        self, status: int | None, code: str | None, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-
-    @property
-    def retryable(self) -> bool:
-        """Whether trying again later may succeed (rate limits and server-side failures)."""
-        if self.status is not None:
-            return self.status == 429 or self.status >= 500
-        return self.code in ("rate_limit_exceeded", "server_error")
-
-
-class UpstreamConnectionError(Exception):
-    """The upstream could not be reached, or its connection broke before the response finished.
-
-    Attributes:
-        mid_turn: the request had been sent when the connection broke (the upstream may have lost its state).
-    """
-
-    def __init__(self, message: str, *, mid_turn: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.mid_turn = mid_turn
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamConnectionError("the upstream sent an event that is not JSON", mid_turn=True) from None
+    if not isinstance(event, dict):
+        raise UpstreamConnectionError("the upstream sent an event that is not a JSON object", mid_turn=True)
+    return event
 
 
 def reported_error(payload: object, status: int | None = None) -> UpstreamReportedError:

@@ -1,26 +1,24 @@
 """An OpenAI Responses upstream over HTTP: ``POST {base_url}/responses`` with ``stream: true``, read as SSE.
 
-This module only moves bytes: it yields the upstream's events as JSON objects and raises
-:class:`~tether.providers.responses_events.UpstreamReportedError` for an error answer (keeping the upstream's code,
+This module only moves bytes, over the shared HTTP stack (:class:`~tether.providers.http_upstream.UpstreamHTTP`):
+it yields the upstream's events as JSON objects and raises
+:class:`~tether.providers.upstream_errors.UpstreamReportedError` for an error answer (keeping the upstream's code,
 so the provider can tell ``previous_response_not_found`` from the rest) and
-:class:`~tether.providers.responses_events.UpstreamConnectionError` when the connection fails. Retrying is the
+:class:`~tether.providers.upstream_errors.UpstreamConnectionError` when the connection fails. Retrying is the
 provider's decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+import time
+from collections.abc import AsyncGenerator
 
 import httpx2 as httpx
-import orjson
 
-from tether.protocol.sse import SSEDecodeError, SSEDecoder
-from tether.providers.http_upstream import UpstreamOptions, sanitise
-from tether.providers.responses_events import UpstreamConnectionError, UpstreamReportedError, reported_error
+from tether.providers.http_upstream import UpstreamHTTP, UpstreamOptions
+from tether.providers.responses_events import decode_event, reported_error
+from tether.providers.upstream_errors import UpstreamConnectionError
 from tether.types import JSONObject
-
-_KEPT_HEADERS = ("retry-after", "retry-after-ms")
-_MIN_SECRET_CHARS = 8  # shorter header values (versions, flags) are not credentials, and redacting them garbles text
 
 
 class ResponsesHTTPTransport:
@@ -33,16 +31,9 @@ class ResponsesHTTPTransport:
 
     def __init__(self, options: UpstreamOptions, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.options = options
-        headers = {**options.headers, "accept": "text/event-stream"}
-        if options.api_key:
-            headers["authorization"] = f"Bearer {options.api_key}"
-        self.secrets = secrets_of(options)
-        self._client = httpx.AsyncClient(
-            base_url=options.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s),
-            transport=transport,
-        )
+        auth = {"authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+        self._http = UpstreamHTTP(options, auth, transport=transport)
+        self.secrets = self._http.secrets
 
     async def events(self, body: JSONObject) -> AsyncGenerator[JSONObject, None]:
         """POST ``body`` (with ``stream: true``) and yield the events of the answer.
@@ -51,73 +42,27 @@ class ResponsesHTTPTransport:
             UpstreamReportedError: the upstream answered with an error status or an error body.
             UpstreamConnectionError: the connection failed or broke (``mid_turn`` once the request was accepted).
         """
-        content = orjson.dumps({**body, "stream": True})
-        request = self._client.build_request(
-            "POST", "responses", content=content, headers={"content-type": "application/json"}
-        )
+        deadline = time.monotonic() + self.options.timeout_s
+        response = await self._http.post("responses", {**body, "stream": True})
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise UpstreamConnectionError(f"no answer within {self.options.timeout_s:g} s") from None
-        except httpx.TransportError as exc:
-            reason = sanitise(str(exc), self.secrets) or type(exc).__name__
-            raise UpstreamConnectionError(f"could not connect ({reason})") from None
-        try:
-            if response.status_code >= 400:
-                raise await self._error(response)
             if response.headers.get("content-type", "").startswith("application/json"):
-                for event in _events_of_whole_response(await self._json(response)):
+                try:
+                    whole = await response.aread()
+                except httpx.HTTPError as exc:
+                    reason = f"the connection broke mid-answer ({type(exc).__name__})"
+                    raise UpstreamConnectionError(reason, mid_turn=True) from None
+                for event in _events_of_whole_response(decode_event(whole)):
                     yield event
                 return
-            decoder = SSEDecoder()
-            async for chunk in response.aiter_bytes():
-                for sse in decoder.decode(chunk):
-                    if sse.is_done:
-                        return
-                    yield self._decode(sse.data.encode())
-        except httpx.TimeoutException:
-            raise UpstreamConnectionError(f"no event for {self.options.timeout_s:g} s", mid_turn=True) from None
-        except httpx.TransportError as exc:
-            raise UpstreamConnectionError(f"the stream broke ({type(exc).__name__})", mid_turn=True) from None
-        except SSEDecodeError as exc:
-            raise UpstreamConnectionError(f"the stream could not be read ({exc})", mid_turn=True) from None
+            async for sse in self._http.sse(response, deadline):
+                if sse.is_done:
+                    return
+                yield decode_event(sse.data)
         finally:
             await response.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def _error(self, response: httpx.Response) -> UpstreamReportedError:
-        try:
-            raw = await response.aread()
-        except httpx.HTTPError:
-            raw = b""
-        try:
-            payload: object = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            payload = {"error": {"message": raw.decode("utf-8", "replace")[:500]}}
-        error = reported_error(payload, response.status_code)
-        error.message = sanitise(error.message, self.secrets)
-        error.headers.update(_kept(response.headers))
-        return error
-
-    async def _json(self, response: httpx.Response) -> JSONObject:
-        return self._decode(await response.aread())
-
-    def _decode(self, data: bytes) -> JSONObject:
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamConnectionError("the upstream sent an event that is not JSON", mid_turn=True) from None
-        if not isinstance(value, dict):
-            raise UpstreamConnectionError("the upstream sent an event that is not a JSON object", mid_turn=True)
-        return value
-
-
-def secrets_of(options: UpstreamOptions) -> tuple[str, ...]:
-    """What must never appear in a message: the key, and the extra headers' values (they may carry credentials)."""
-    extra = (value for value in options.headers.values() if len(value) >= _MIN_SECRET_CHARS)
-    return tuple(secret for secret in (options.api_key, *extra) if secret)
+        await self._http.aclose()
 
 
 def _events_of_whole_response(response: JSONObject) -> list[JSONObject]:
@@ -136,7 +81,3 @@ def _events_of_whole_response(response: JSONObject) -> list[JSONObject]:
     )
     events.append({"type": terminal, "response": response})
     return events
-
-
-def _kept(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name: headers[name] for name in _KEPT_HEADERS if name in headers}

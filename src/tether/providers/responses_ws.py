@@ -21,12 +21,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
-from tether.providers.http_upstream import sanitise
-from tether.providers.responses_events import (
-    TERMINAL_TYPES,
-    UpstreamConnectionError,
-    reported_error,
-)
+from tether.providers.redaction import sanitise
+from tether.providers.responses_events import TERMINAL_TYPES, decode_event, reported_error
+from tether.providers.upstream_errors import UpstreamConnectionError
 from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.providers")
@@ -248,14 +245,15 @@ async def exchange(
             if held_error is not None:
                 yield held_error
                 return
-            raise UpstreamConnectionError(f"the turn took longer than {timeout_s:g} s", mid_turn=True) from None
+            reason = f"the turn took longer than {timeout_s:g} s"
+            raise UpstreamConnectionError(reason, mid_turn=True, timeout=True) from None
         except ConnectionClosed as exc:
             if held_error is not None:
                 yield held_error
                 return
             code = exc.rcvd.code if exc.rcvd is not None else 1006
             raise UpstreamConnectionError(f"the WebSocket closed mid-turn (code {code})", mid_turn=True) from None
-        event = _decode(message)
+        event = decode_event(message)
         kind = event.get("type")
         started = started or kind == "response.created"
         if kind == "error" and started:
@@ -266,13 +264,3 @@ async def exchange(
             yield held_error if held_error is not None else event
             return
         yield event
-
-
-def _decode(message: str | bytes) -> JSONObject:
-    try:
-        event = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        raise UpstreamConnectionError("the upstream sent a message that is not JSON", mid_turn=True) from None
-    if not isinstance(event, dict):
-        raise UpstreamConnectionError("the upstream sent a message that is not a JSON object", mid_turn=True)
-    return event

@@ -18,13 +18,12 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tether.netutil import ThreadedServer, free_port
+from tether.netutil import ThreadedServer, loopback_server
 from tether.protocol.items import estimate_tokens
 from tether.providers.scripted import Script, ScriptStep, parse_scripts
 from tether.types import JSONObject
@@ -174,19 +173,9 @@ class FakeUpstream(abc.ABC):
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        self._port = free_port()
         app = Starlette(routes=[Route(self.path, self._handle, methods=["POST"])])
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self._port,
-            lifespan="off",
-            log_level="warning",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        server = ThreadedServer(config, name=f"fake-{self.kind}", shutdown_timeout_s=15)
+        server = loopback_server(app, name=f"fake-{self.kind}")
+        self._port = server.port
         self._server = server.__enter__()
         return self
 

@@ -25,14 +25,13 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from tether.netutil import ThreadedServer, free_port
+from tether.netutil import ThreadedServer, loopback_server
 from tether.protocol.errors import ProtocolError, previous_response_not_found
 from tether.protocol.items import estimate_tokens
 from tether.protocol.model_events import Finish, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
@@ -180,18 +179,12 @@ class FakeResponsesUpstream:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        self._port = free_port()
-        app = Starlette(
-            routes=[
-                Route("/v1/responses", self._http, methods=["POST"]),
-                WebSocketRoute("/v1/responses", self._websocket),
-            ]
-        )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self._port, ws="websockets-sansio", lifespan="off", log_level="warning",
-            log_config=None, access_log=False, timeout_graceful_shutdown=5,
-        )  # fmt: skip
-        server = ThreadedServer(config, name="fake-openai-responses", shutdown_timeout_s=15)
+        routes = [
+            Route("/v1/responses", self._http, methods=["POST"]),
+            WebSocketRoute("/v1/responses", self._websocket),
+        ]
+        server = loopback_server(Starlette(routes=routes), name="fake-openai-responses", ws="websockets-sansio")
+        self._port = server.port
         self._server = server.__enter__()
         return self
 

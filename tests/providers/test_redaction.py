@@ -1,0 +1,34 @@
+"""Redacting upstream credentials from messages (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.providers.redaction import sanitise, secrets_of
+
+KEY = "sk-test-0123456789abcdefghij"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"bad key {KEY}!", "bad key [redacted]!"),
+        ("Incorrect API key provided: sk-proj-****abcd.", "Incorrect API key provided: [redacted]"),
+        ("header Bearer abc.def was refused", "header [redacted] was refused"),
+        ("another sk-ant-api03-abcdefghijklmnop here", "another [redacted] here"),
+        ("token " + "A1b2" * 12, "token [redacted]"),
+        ("model 'qwen3-8b' not found; max_tokens too large", "model 'qwen3-8b' not found; max_tokens too large"),
+    ],
+)
+def test_sanitise_removes_anything_shaped_like_a_key(text: str, expected: str) -> None:
+    assert sanitise(text, [KEY]) == expected
+
+
+def test_the_secrets_are_the_key_and_the_header_values_long_enough_to_be_credentials() -> None:
+    headers = {"x-org-token": "org-0123456789", "x-version": "2"}
+    assert secrets_of(KEY, headers) == (KEY, "org-0123456789")
+    assert secrets_of(None, {}) == ()
+
+
+def test_a_longer_secret_is_redacted_whole_even_when_it_contains_a_shorter_one() -> None:
+    assert sanitise("got abcdefgh-and-more", ["abcdefgh", "abcdefgh-and-more"]) == "got [redacted]"

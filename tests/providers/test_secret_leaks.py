@@ -1,0 +1,191 @@
+"""No configured secret (the API key, the configured headers' values) reaches a client or a log, through any provider.
+
+Each upstream here is hostile: it echoes tether's request headers back in every way a real server might (an error
+body, an error event inside a 200 stream, a connection error's text, a WebSocket error event). Every client-visible
+form of the resulting error (its message, its HTTP body, its SSE and WebSocket events) and every log line emitted
+meanwhile (captured from structlog) must be free of the secrets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from typing import Any
+
+import httpx2 as httpx
+import orjson
+import pytest
+import structlog
+
+from tether.protocol.errors import ProtocolError
+from tether.providers.anthropic import AnthropicProvider
+from tether.providers.base import Provider, ProviderRequest
+from tether.providers.chat_completions import ChatCompletionsProvider
+from tether.providers.fakes import FakeResponsesUpstream
+from tether.providers.http_upstream import UpstreamOptions
+from tether.providers.openai_responses import OpenAIResponsesProvider
+from tether.types import Item
+
+KEY = "sk-live-0123456789abcdefghij"
+# Values that look like nothing in particular: only the configuration says they are secret.
+HEADER_SECRET = "org_7f3a9c2e51"
+CONFIGURED_HEADERS = {"x-org-token": HEADER_SECRET, "x-gateway-key": "gw.4471.alpha"}
+SECRETS = (KEY, HEADER_SECRET, "gw.4471.alpha")
+
+USER: list[Item] = [{"type": "message", "role": "user", "content": "Hello."}]
+REQUEST = ProviderRequest(
+    model="m",
+    instructions=None,
+    context=USER,
+    new_items=USER,
+    tools=[],
+    tool_choice="auto",
+    context_tokens=0,
+    cached_tokens=0,
+    previous_response_id=None,
+    response_id="resp_test",
+)
+
+
+async def no_sleep(delay: float) -> None:
+    return None
+
+
+def options(base_url: str = "http://upstream.test/v1", **overrides: Any) -> UpstreamOptions:
+    settings: dict[str, Any] = {"api_key": KEY, "headers": CONFIGURED_HEADERS, "max_retries": 1, **overrides}
+    return UpstreamOptions(base_url, **settings)
+
+
+def echoed(request: httpx.Request) -> str:
+    return "; ".join(f"{name}={value}" for name, value in request.headers.items())
+
+
+def sse(*payloads: object) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(p) + b"\n\n" for p in payloads)
+
+
+# How a hostile upstream answers (the echo of the request's headers put somewhere a message is read from).
+def status_echo(status: int) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = {"error": {"message": f"rejected: {echoed(request)}", "code": f"bad {HEADER_SECRET}"}}
+        return httpx.Response(status, json=body, headers={"retry-after": "0"})
+
+    return answer
+
+
+def stream_echo(request: httpx.Request) -> httpx.Response:
+    message = f"stream failed: {echoed(request)}"
+    body = sse(
+        {"type": "error", "error": {"type": "overloaded_error", "message": message}},  # anthropic
+        {"error": {"message": message, "type": "server_error"}},  # chat completions
+        {"type": "error", "code": "server_error", "message": message},  # responses (flat SSE error)
+    )
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+
+def connect_echo(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError(f"proxy refused {echoed(request)}", request=request)
+
+
+HOSTILE = {
+    "400-echo": status_echo(400),
+    "401-echo": status_echo(401),
+    "429-echo": status_echo(429),
+    "503-echo": status_echo(503),
+    "in-stream-echo": stream_echo,
+    "connect-error-echo": connect_echo,
+}
+HTTP_PROVIDERS: dict[str, Callable[[httpx.MockTransport], Provider]] = {
+    "chat-completions": lambda t: ChatCompletionsProvider("up", options(), transport=t, sleep=no_sleep),
+    "anthropic": lambda t: AnthropicProvider("up", options(), transport=t, sleep=no_sleep),
+    "openai-responses-http": lambda t: OpenAIResponsesProvider("up", options(), http_transport=t, sleep=no_sleep),
+}
+
+
+def client_visible(error: ProtocolError) -> str:
+    """Everything of an error a client can receive, over any transport."""
+    forms = [error.message, repr(error), error.http_body(), error.sse_event(3), error.ws_event("lane", 3)]
+    return json.dumps([str(form) if isinstance(form, str) else form for form in forms])
+
+
+def assert_clean(text: str) -> None:
+    leaked = [secret for secret in SECRETS if secret in text]
+    assert not leaked, f"secrets {leaked} leaked into: {text[:400]}"
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    with structlog.testing.capture_logs() as logs:
+        yield logs
+
+
+async def run(provider: Provider) -> ProtocolError:
+    try:
+        with pytest.raises(ProtocolError) as raised:
+            async for _ in provider.stream(REQUEST):
+                pass
+    finally:
+        await provider.aclose()
+    return raised.value
+
+
+@pytest.mark.parametrize("answer", HOSTILE.values(), ids=HOSTILE.keys())
+@pytest.mark.parametrize("kind", HTTP_PROVIDERS.keys())
+async def test_no_secret_reaches_the_client_or_the_log_over_http(
+    kind: str, answer: Callable[[httpx.Request], httpx.Response], captured_logs: list[MutableMapping[str, Any]]
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answer(request)
+
+    error = await run(HTTP_PROVIDERS[kind](httpx.MockTransport(handler)))
+
+    assert seen  # the upstream was reached, and was sent the secrets it then echoed
+    assert HEADER_SECRET in echoed(seen[0])
+    assert error.code in ("upstream_error", "upstream_auth_error", "rate_limit_exceeded")
+    assert_clean(client_visible(error))
+    assert_clean(repr(captured_logs))
+
+
+@pytest.fixture
+def responses_fake() -> Iterator[FakeResponsesUpstream]:
+    with FakeResponsesUpstream(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def ws_provider(responses_fake: FakeResponsesUpstream) -> AsyncIterator[OpenAIResponsesProvider]:
+    provider = OpenAIResponsesProvider("up", options(responses_fake.base_url), transport="websocket", sleep=no_sleep)
+    yield provider
+    await provider.aclose()
+
+
+@pytest.mark.parametrize("status", [400, 429, 503])
+async def test_no_secret_reaches_the_client_or_the_log_over_a_websocket_upstream(
+    responses_fake: FakeResponsesUpstream,
+    ws_provider: OpenAIResponsesProvider,
+    status: int,
+    captured_logs: list[MutableMapping[str, Any]],
+) -> None:
+    echo = f"rejected {KEY} with x-org-token={HEADER_SECRET} x-gateway-key=gw.4471.alpha"
+    responses_fake.fail_next(2, status, echo)
+
+    with pytest.raises(ProtocolError) as raised:
+        async for _ in ws_provider.stream(REQUEST):
+            pass
+
+    assert responses_fake.connections >= 1
+    assert_clean(client_visible(raised.value))
+    assert_clean(repr(captured_logs))
+
+
+async def test_a_refused_websocket_upgrade_shows_no_secret(captured_logs: list[MutableMapping[str, Any]]) -> None:
+    with FakeResponsesUpstream(api_key="sk-other-key-that-tether-lacks") as fake:
+        provider = OpenAIResponsesProvider("up", options(fake.base_url), transport="websocket", sleep=no_sleep)
+        error = await run(provider)
+
+    assert error.code == "upstream_auth_error"
+    assert_clean(client_visible(error))
+    assert_clean(repr(captured_logs))
