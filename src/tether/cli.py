@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from tether.server.startup import (
     redact_url,
     routes_summary,
 )
+from tether.server.uvicorn_logs import route_uvicorn_logs
 from tether.settings import Settings
 from tether.settings_file import ConfigError, load_settings, unknown_env_warnings
 from tether.store.sqlite_check import StoreUnusableError, inventory
@@ -34,6 +36,7 @@ _log = structlog.get_logger("tether.cli")
 
 def configure_logging(settings: Settings) -> None:
     logs.configure_logging(settings.log_level, settings.log_format, sys.stderr)
+    route_uvicorn_logs(getattr(logging, settings.log_level.upper()))
 
 
 def serve(settings: Settings) -> None:

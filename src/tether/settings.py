@@ -77,6 +77,18 @@ class EdgeSettings(BaseModel):
     turn_grace_s: float = Field(default=300.0, ge=0.0, description="Gateway: a finished turn stays resumable.")
 
 
+class HTTPSettings(BaseModel):
+    """Deadlines for HTTP clients, so a slow or silent client cannot hold a connection forever."""
+
+    header_timeout_s: float = Field(
+        default=10.0, gt=0.0, description="A request's headers must be complete this long after the connection opens."
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0.0, description="A request's body must be complete this long after its headers."
+    )
+    idle_timeout_s: float = Field(default=5.0, gt=0.0, description="A keep-alive connection idle this long is closed.")
+
+
 class Settings(BaseSettings):
     """Everything tether reads from its environment."""
 
@@ -113,6 +125,7 @@ class Settings(BaseSettings):
     log_content: bool = Field(
         default=False, description="Put message content (input and output items) in turn log lines; off by default."
     )
+    http: HTTPSettings = Field(default_factory=HTTPSettings)
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     scripted: ScriptedSettings = Field(default_factory=ScriptedSettings)

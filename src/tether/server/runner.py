@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from tether.engine.engine import Engine
 from tether.netutil import ThreadedServer, free_port
 from tether.server.app import create_app
+from tether.server.http_timeouts import timed_h11_protocol
 from tether.server.state import ServerState
 from tether.settings import Settings
 
@@ -22,6 +23,8 @@ def uvicorn_config(settings: Settings, *, port: int | None = None, app: Starlett
         app or create_app(settings),
         host=settings.host,
         port=settings.port if port is None else port,
+        http=timed_h11_protocol(settings.http.header_timeout_s, settings.http.body_timeout_s),
+        timeout_keep_alive=settings.http.idle_timeout_s,  # type: ignore[arg-type]  # uvicorn passes it to call_later
         ws="websockets-sansio",
         # Twice the message limit, so the gateway itself sees an oversized message and answers it with an error
         # event before closing with 1009; beyond that the WebSocket library closes with 1009 on its own.

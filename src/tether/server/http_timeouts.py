@@ -1,0 +1,120 @@
+"""Header and body timeouts for HTTP/1.1 connections, which uvicorn 0.54 does not have.
+
+uvicorn closes a keep-alive connection that stays idle between requests (``timeout_keep_alive``), but a client that
+dribbles its headers or its body a byte at a time, or opens a connection and sends nothing, holds it forever. This
+is uvicorn's h11 protocol with two deadlines, chosen from h11's view of the client's side of the connection:
+
+* headers: a request's headers must be complete ``header_timeout_s`` after the connection opens, or after the
+  previous response on it completes;
+* body: its body must be complete ``body_timeout_s`` after its headers.
+
+A missed deadline gets ``408 request_timeout`` (when no response has started) and a close. A WebSocket upgrade
+leaves these timers behind: the socket then has its own ping timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any, ClassVar
+
+import h11
+import orjson
+import structlog
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from tether.protocol.errors import ProtocolError
+
+_log = structlog.get_logger("tether.server")
+
+
+class Phase(enum.Enum):
+    HEADERS = "headers"
+    BODY = "body"
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with header and body deadlines; subclass it with :func:`timed_h11_protocol`."""
+
+    header_timeout_s: ClassVar[float] = 10.0
+    body_timeout_s: ClassVar[float] = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._phase: Phase | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._upgraded = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._track()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._track()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._track()
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._upgraded = True
+        self._cancel()
+        super().handle_websocket_upgrade(event)
+
+    def _track(self) -> None:
+        if self._upgraded or self.transport.is_closing():
+            self._cancel()
+            return
+        state = self.conn.their_state
+        phase = Phase.HEADERS if state is h11.IDLE else Phase.BODY if state is h11.SEND_BODY else None
+        if phase is self._phase:
+            return
+        self._cancel()
+        self._phase = phase
+        if phase is not None:
+            timeout = self.header_timeout_s if phase is Phase.HEADERS else self.body_timeout_s
+            self._deadline = self.loop.call_later(timeout, self._expired, phase)
+
+    def _cancel(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._phase = None
+
+    def _expired(self, phase: Phase) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        timeout = self.header_timeout_s if phase is Phase.HEADERS else self.body_timeout_s
+        _log.warning("http.timeout", phase=phase.value, timeout_s=timeout)
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+            self.transport.write(_timeout_response(phase, timeout))
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
+        self.transport.close()
+
+
+def timed_h11_protocol(header_timeout_s: float, body_timeout_s: float) -> type[TimedH11Protocol]:
+    """A :class:`TimedH11Protocol` class with these deadlines (uvicorn builds one protocol object per connection)."""
+    return type(
+        "TimedH11Protocol",
+        (TimedH11Protocol,),
+        {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s},
+    )
+
+
+def _timeout_response(phase: Phase, timeout: float) -> bytes:
+    error = ProtocolError(
+        408, "request_timeout", f"The request's {phase.value} did not arrive within {timeout:g} seconds."
+    )
+    body = orjson.dumps(error.http_body())
+    head = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    )
+    return head + body

@@ -1,0 +1,86 @@
+"""Slow and silent HTTP clients are timed out: headers, body and keep-alive idle each have a deadline."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx2 as httpx
+import orjson
+import pytest
+import websockets.sync.client
+
+from tether.server.runner import RunningServer
+
+from .wire import ServerFactory
+
+SHORT = {"header_timeout_s": 0.3, "body_timeout_s": 0.5, "idle_timeout_s": 0.3}
+
+
+@pytest.fixture
+def quick_server(make_server: ServerFactory) -> RunningServer:
+    return make_server(http=SHORT)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (bounded by the socket timeout, far above the deadlines)."""
+    sock.settimeout(20)
+    received = b""
+    for _ in range(1000):
+        chunk = sock.recv(65536)
+        if not chunk:
+            return received
+        received += chunk
+    raise AssertionError("the server kept sending")
+
+
+def error_code(answer: bytes) -> str:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    code: str = orjson.loads(body)["error"]["code"]
+    return code
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed(quick_server: RunningServer) -> None:
+    with socket.create_connection((quick_server.host, quick_server.port)) as sock:
+        assert error_code(read_until_closed(sock)) == "request_timeout"
+
+
+def test_dribbled_headers_are_timed_out(quick_server: RunningServer) -> None:
+    with socket.create_connection((quick_server.host, quick_server.port)) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: t\r\n")
+        assert error_code(read_until_closed(sock)) == "request_timeout"
+
+
+def test_a_dribbled_body_is_timed_out(quick_server: RunningServer) -> None:
+    with socket.create_connection((quick_server.host, quick_server.port)) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\n")
+        sock.sendall(b'content-length: 100\r\n\r\n{"model":')
+        answer = read_until_closed(sock)
+    assert error_code(answer) == "request_timeout"
+    assert b"body" in answer
+
+
+def test_an_idle_keep_alive_connection_is_closed(quick_server: RunningServer) -> None:
+    with socket.create_connection((quick_server.host, quick_server.port)) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"408" not in answer
+
+
+def test_requests_within_the_deadlines_and_websockets_are_not_cut(quick_server: RunningServer) -> None:
+    with httpx.Client(base_url=quick_server.base_url, timeout=20) as client:
+        body = {"model": "echo", "input": "hello", "store": False}
+        assert client.post("/responses", json=body).status_code == 200
+    with websockets.sync.client.connect(quick_server.ws_url, open_timeout=20) as ws:
+        # Past every HTTP deadline: the upgraded socket is governed by its ping timeout, not by them.
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=1.0)
+        ws.send(
+            orjson.dumps({"type": "response.create", "model": "echo", "input": "still here", "store": False}).decode()
+        )
+        for _ in range(100):
+            event = orjson.loads(ws.recv(timeout=20))
+            if event["type"] == "response.completed":
+                break
+        assert event["type"] == "response.completed"

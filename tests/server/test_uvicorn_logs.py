@@ -1,0 +1,53 @@
+"""A client's mistakes at the HTTP and WebSocket layers are one warning line in the log, never a traceback."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+from pathlib import Path
+
+import orjson
+
+from tether.testing import serve_subprocess
+
+
+def send_invalid_utf8_text_frame(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        key = base64.b64encode(os.urandom(16))
+        sock.sendall(
+            b"GET /v1/responses HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+        payload, mask = b"\xff\xfe\xfd", os.urandom(4)
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        return sock.recv(4096)  # the close frame: 1007, invalid payload data
+
+
+def send_malformed_chunked_body(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/responses HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+            b'Content-Type: application/json\r\n\r\n5\r\n{"a":\r\nZZ\r\n'
+        )
+        return sock.recv(4096)
+
+
+def test_client_mistakes_are_one_line_warnings(tmp_path: Path) -> None:
+    with serve_subprocess(tmp_path, {"TETHER_LOG_FORMAT": "json", "TETHER_STORE_URL": "memory://"}) as server:
+        close = send_invalid_utf8_text_frame(server.port)
+        answer = send_malformed_chunked_body(server.port)
+        assert close[:1] == b"\x88"
+        assert close[2:4] == (1007).to_bytes(2, "big")
+        assert answer.startswith(b"HTTP/1.1 400")
+        log = server.log()
+    assert "Traceback" not in log
+    records = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert len(records) == len(log.splitlines())
+    mistakes = [r for r in records if r["event"] == "http.client_mistake"]
+    assert {r["problem"] for r in mistakes} == {
+        "Invalid UTF-8 sequence received from client.",
+        "Invalid HTTP request received.",
+    }
+    assert all(r["level"] == "warning" for r in mistakes)
