@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import orjson
-
 from tether.engine.engine import Engine
 from tether.engine.turn import TERMINAL_EVENTS
 from tether.protocol.delta import diff
@@ -18,21 +16,12 @@ from tether.protocol.edge_wire import API, Piece
 from tether.protocol.errors import ProtocolError, sse_error_shape
 from tether.protocol.request import Transport, parse_create
 from tether.protocol.stream import with_stream_id
+from tether.server.edge_pieces import JSON_HEAD, SSE_HEAD, error_pieces
+from tether.server.edge_translated import translated_pieces
 from tether.types import Event, JSONObject
 
 ECHOED_FIELDS = ("instructions", "tools")
 """Request fields a Responses lifecycle event repeats in its ``response`` object."""
-JSON_HEAD: Piece = {"head": {"status": 200, "headers": {"content-type": "application/json"}}}
-SSE_HEAD: Piece = {
-    "head": {"status": 200, "headers": {"content-type": "text/event-stream", "cache-control": "no-cache"}}
-}
-
-
-def error_pieces(error: ProtocolError, body: JSONObject | None = None) -> list[Piece]:
-    """A refusal as the agent's API renders it: the status and the JSON error body."""
-    headers = {"content-type": "application/json", **error.headers}
-    rendered = orjson.dumps(body if body is not None else error.http_body()).decode()
-    return [{"head": {"status": error.status, "headers": headers}}, {"body": rendered}, {"end": True}]
 
 
 def compact(event: Event, request: Mapping[str, Any]) -> Piece:
@@ -106,10 +95,4 @@ def dispatch(
     """The pieces of the answer to one rebuilt request."""
     if api == "responses":
         return responses_pieces(engine, request, tenant=tenant, turn=turn)
-    return _unsupported(api)
-
-
-async def _unsupported(api: str) -> AsyncIterator[Piece]:
-    error = ProtocolError(501, "unsupported_api", f"This gateway does not serve {api} requests from an edge yet.")
-    for piece in error_pieces(error):
-        yield piece
+    return translated_pieces(engine, api, path, request, tenant=tenant, turn=turn)
