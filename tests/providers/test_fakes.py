@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
+import orjson
 import pytest
 
 from tether.protocol.sse import ServerSentEvent, SSEDecoder
@@ -232,8 +233,13 @@ TOOL_RESULT = {"type": "tool_result", "tool_use_id": "t1", "content": "x"}
     [
         ({"model": "m", "messages": [USER]}, "max_tokens"),
         (anthropic_body(), "at least one message"),
-        (anthropic_body({"role": "assistant", "content": "x"}), "alternate"),
-        (anthropic_body(USER, USER), "alternate"),
+        (anthropic_body({"role": "assistant", "content": "x"}), 'first message must use the "user" role'),
+        (anthropic_body({"role": "system", "content": "env"}), 'first message must use the "user" role'),
+        (anthropic_body({"role": "tool", "content": "x"}), "role"),
+        ({"model": "m", "max_tokens": 1, "messages": ["not a message"]}, "valid dictionary"),
+        (anthropic_body({"role": "user", "content": [{"type": "text", "text": " \n"}]}), "non-whitespace"),
+        (anthropic_body({"role": "user", "content": ""}), "non-empty content"),
+        (anthropic_body(USER, {"role": "assistant", "content": ""}, USER), "non-empty content"),
         (anthropic_body(USER, {"role": "assistant", "content": [TOOL_USE]}, USER), "no tool_result"),
         (
             anthropic_body(
@@ -314,3 +320,89 @@ def test_fakes_are_upstreams_and_listed_in_all() -> None:
         assert hasattr(module, name)
     assert issubclass(FakeChatCompletions, FakeUpstream)
     assert issubclass(FakeAnthropic, FakeUpstream)
+
+
+# -- what the real Messages API accepts (Claude Code sends all of it) -------------------------------------------
+
+
+CLAUDE_CODE_SHAPED: JSONObject = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 32000,
+    "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+    "messages": [
+        {"role": "system", "content": "<env>cwd=/repo</env>"},
+        {"role": "user", "content": "Fix the test."},
+        {"role": "user", "content": [{"type": "text", "text": "<reminder/>", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "assistant", "content": [TOOL_USE]},
+        {"role": "user", "content": [TOOL_RESULT]},
+        {"role": "user", "content": [{"type": "text", "text": "and then?"}]},
+    ],
+    "metadata": {"user_id": "user_1"},
+    "stream": True,
+    "future_field": {"kept": True},
+}
+
+
+def test_anthropic_accepts_consecutive_users_and_system_messages_and_records_the_exact_body(
+    http: httpx.Client, anthropic: FakeAnthropic
+) -> None:
+    raw = orjson.dumps(CLAUDE_CODE_SHAPED)
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
+
+    response = http.post(f"{anthropic.base_url}/v1/messages", content=raw, headers=headers)
+
+    assert response.status_code == 200, response.text
+    (recorded,) = anthropic.requests
+    assert recorded.raw == raw
+    assert orjson.loads(recorded.raw) == recorded.body == CLAUDE_CODE_SHAPED
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [USER, {"role": "assistant", "content": ""}],  # an empty final assistant message (prefill)
+        [USER, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}],
+        [{"role": "system", "content": [{"type": "text", "text": "env"}]}, USER, {"role": "system", "content": "x"}],
+        # a tool_result in the second of two user messages still answers the assistant's turn
+        [USER, {"role": "assistant", "content": [TOOL_USE]}, {"role": "user", "content": [TOOL_RESULT]}, USER],
+    ],
+)
+def test_anthropic_accepts_what_the_real_api_accepts(
+    http: httpx.Client, anthropic: FakeAnthropic, messages: list[JSONObject]
+) -> None:
+    response = post_anthropic(http, anthropic, anthropic_body(*messages))
+
+    assert response.status_code == 200, response.text
+
+
+def test_anthropic_accepts_a_bearer_token(http: httpx.Client, anthropic: FakeAnthropic) -> None:
+    headers = {"authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"}
+
+    response = http.post(f"{anthropic.base_url}/v1/messages", json=anthropic_body(USER), headers=headers)
+
+    assert response.status_code == 200
+
+
+def test_anthropic_counts_tokens_without_max_tokens(http: httpx.Client, anthropic: FakeAnthropic) -> None:
+    headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    body = {"model": "m", "messages": [USER]}
+
+    counted = http.post(f"{anthropic.base_url}/v1/messages/count_tokens", json=body, headers=headers)
+    refused = http.post(f"{anthropic.base_url}/v1/messages/count_tokens", json={"model": "m"}, headers=headers)
+
+    assert counted.status_code == 200
+    assert counted.json()["input_tokens"] > 0
+    assert refused.status_code == 400
+    assert [r.path for r in anthropic.requests] == ["/v1/messages/count_tokens"] * 2
+
+
+def test_both_fakes_list_models(http: httpx.Client, anthropic: FakeAnthropic, chat: FakeChatCompletions) -> None:
+    anthropic_models = http.get(
+        f"{anthropic.base_url}/v1/models?limit=5", headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+    )
+    chat_models = http.get(f"{chat.base_url}/models", headers={"authorization": f"Bearer {KEY}"})
+
+    assert [m["id"] for m in anthropic_models.json()["data"]] == list(FakeAnthropic.models)
+    assert chat_models.json()["data"][0]["id"] == FakeChatCompletions.models[0]
+    assert anthropic.requests[0].query == "limit=5"
+    assert chat.requests[0].method == "GET"

@@ -6,8 +6,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
+from tether.protocol.items import estimate_tokens
 from tether.providers.fakes.base import FakeTurn, FakeUpstream, PrefixCache, sse
 from tether.types import JSONObject
 
@@ -28,39 +31,81 @@ class FakeAnthropic(FakeUpstream):
     ``tool_use`` blocks with ``input_json_delta``), and prompt caching that honours ``cache_control`` breakpoints,
     reported as ``cache_read_input_tokens`` and ``cache_creation_input_tokens``.
 
-    It refuses what the real API refuses and a translation could get wrong: roles that do not alternate, a
-    ``tool_use`` not answered by a ``tool_result`` in the next message, tool results after text, empty text
-    blocks, more than four breakpoints. See :class:`FakeUpstream` for the script, the recorder and the knobs.
+    It accepts what the real API accepts: consecutive messages of one role (the API combines them into one turn),
+    ``"role": "system"`` messages inside ``messages`` (Claude Code sends its environment block so), an empty final
+    assistant message (a prefill), ``x-api-key`` or ``Authorization: Bearer`` credentials. It refuses what the
+    real API refuses and a translation could get wrong: a first turn that is not the user's, a ``tool_use`` not
+    answered by a ``tool_result`` in the next turn, tool results after other content, empty or whitespace-only
+    text blocks, empty messages, more than four breakpoints. ``POST /v1/messages/count_tokens`` answers
+    ``{"input_tokens": N}`` and ``GET /v1/models`` lists :attr:`models`. See :class:`FakeUpstream` for the script,
+    the recorder and the knobs.
     """
 
     kind: ClassVar[str] = "anthropic"
     path: ClassVar[str] = "/v1/messages"
+    models: ClassVar[tuple[str, ...]] = ("claude-sonnet-4-5", "claude-haiku-4-5")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cache = PrefixCache()
 
     def authorized(self, headers: Mapping[str, str], api_key: str) -> bool:
-        return headers.get("x-api-key") == api_key and "anthropic-version" in headers
+        has_key = headers.get("x-api-key") == api_key or headers.get("authorization") == f"Bearer {api_key}"
+        return has_key and "anthropic-version" in headers
+
+    def extra_routes(self) -> list[Route]:
+        return [
+            Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ]
 
     def check(self, body: JSONObject) -> str | None:
+        if not isinstance(body.get("max_tokens"), int):
+            return "max_tokens: Field required."
+        return self._check_prompt(body)
+
+    def _check_prompt(self, body: JSONObject) -> str | None:
         messages = body.get("messages")
-        if not isinstance(body.get("model"), str) or not isinstance(body.get("max_tokens"), int):
-            return "'model' and 'max_tokens' are required."
+        if not isinstance(body.get("model"), str):
+            return "model: Field required."
         if not isinstance(messages, list) or not messages:
             return "messages: at least one message is required."
-        expected = "user"
-        unanswered: set[str] = set()
+        turns: list[tuple[int, str, list[Any]]] = []  # consecutive same-role messages are one turn
         for index, message in enumerate(messages):
+            if not isinstance(message, dict):
+                return f"messages.{index}: Input should be a valid dictionary."
             role, content = message.get("role"), message.get("content")
-            if role != expected:
-                return f"messages.{index}: roles must alternate between 'user' and 'assistant', starting with 'user'."
-            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            if role not in ("user", "assistant", "system"):
+                return f"messages.{index}.role: Input should be 'user', 'assistant' or 'system'."
+            if isinstance(content, str):
+                content = [{"type": "text", "text": content}] if content else []
+            if not isinstance(content, list) or not all(isinstance(block, dict) for block in content):
+                return f"messages.{index}.content: Input should be a valid string or list of content blocks."
+            if not content and not (role == "assistant" and index == len(messages) - 1):
+                return (
+                    f"messages.{index}: all messages must have non-empty content except for the optional final "
+                    "assistant message."
+                )
+            if role == "system":
+                if any(block.get("type") != "text" for block in content):
+                    return f"messages.{index}: system messages may only hold text blocks."
+                problem = _check_blocks(index, content, set())
+                if problem is not None:
+                    return problem
+            elif turns and turns[-1][1] == role:
+                turns[-1][2].extend(content)
+            else:
+                turns.append((index, role, list(content)))
+        if not turns or turns[0][1] != "user":
+            return 'messages: the first message must use the "user" role.'
+        unanswered: set[str] = set()
+        for index, role, blocks in turns:
+            if not blocks:
+                continue  # the empty final assistant message
             problem = _check_blocks(index, blocks, unanswered)
             if problem is not None:
                 return problem
-            unanswered = {b["id"] for b in blocks if b.get("type") == "tool_use"}
-            expected = "assistant" if role == "user" else "user"
+            unanswered = {b["id"] for b in blocks if b.get("type") == "tool_use"} if role == "assistant" else set()
         breakpoints = sum(1 for block in _prompt_blocks(body) if isinstance(block, dict) and "cache_control" in block)
         if breakpoints > MAX_BREAKPOINTS:
             return f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {breakpoints}."
@@ -100,6 +145,30 @@ class FakeAnthropic(FakeUpstream):
             content.append({"type": "tool_use", "id": call.call_id, "name": call.name, "input": _input(call.arguments)})
         usage = {**self._usage(body), "output_tokens": turn.output_tokens}
         return {**self._message(body, turn, content), "stop_reason": _stop_reason(turn), "usage": usage}
+
+    async def _count_tokens(self, request: Request) -> Response:
+        recorded, body = await self.record(request)
+        if self.api_key is not None and not self.authorized(recorded.headers, self.api_key):
+            return self.error_response(401, "Invalid API key.")
+        if not isinstance(body, dict):
+            return self.error_response(400, "The body must be a JSON object.")
+        problem = self._check_prompt(body)
+        if problem is not None:
+            return self.error_response(400, problem)
+        blocks = _prompt_blocks(body)
+        tokens = sum(estimate_tokens(orjson.dumps(block, option=orjson.OPT_SORT_KEYS)) for block in blocks)
+        return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
+
+    async def _models(self, request: Request) -> Response:
+        recorded, _ = await self.record(request)
+        if self.api_key is not None and not self.authorized(recorded.headers, self.api_key):
+            return self.error_response(401, "Invalid API key.")
+        data = [
+            {"type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
+            for model in self.models
+        ]
+        listing = {"data": data, "has_more": False, "first_id": self.models[0], "last_id": self.models[-1]}
+        return Response(orjson.dumps(listing), media_type="application/json")
 
     def error_response(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
         error = {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
@@ -143,6 +212,8 @@ def _check_blocks(index: int, blocks: Any, unanswered: set[str]) -> str | None:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text" and not block.get("text"):
             return f"messages.{index}: text content blocks must be non-empty."
+        if kind == "text" and not str(block["text"]).strip():
+            return f"messages.{index}: text content blocks must contain non-whitespace text."
         if kind == "tool_result":
             if seen_other:
                 return f"messages.{index}: tool_result blocks must come before any other content."

@@ -42,12 +42,16 @@ class RecordedRequest:
         path: the URL path.
         headers: the headers, names in lower case.
         body: the JSON body (``{}`` if it was not a JSON object).
+        raw: the body's exact bytes, as they arrived (compare ``orjson.loads(raw)`` with what an agent sent).
+        query: the URL's query string (``""`` when none).
     """
 
     method: str
     path: str
     headers: dict[str, str]
     body: JSONObject
+    raw: bytes = b""
+    query: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +177,7 @@ class FakeUpstream(abc.ABC):
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        app = Starlette(routes=[Route(self.path, self._handle, methods=["POST"])])
+        app = Starlette(routes=[Route(self.path, self._handle, methods=["POST"]), *self.extra_routes()])
         server = loopback_server(app, name=f"fake-{self.kind}")
         self._port = server.port
         self._server = server.__enter__()
@@ -187,16 +191,30 @@ class FakeUpstream(abc.ABC):
 
     # -- serving -------------------------------------------------------------------------------------------
 
-    async def _handle(self, request: Request) -> Response:
+    async def record(self, request: Request) -> tuple[RecordedRequest, Any]:
+        """Record a request (every route's handler calls this first); returns the record and the decoded body
+        (``None`` when it is not JSON)."""
         raw = await request.body()
         try:
-            body = orjson.loads(raw)
+            body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = None
         headers = {name.lower(): value for name, value in request.headers.items()}
-        recorded = RecordedRequest(request.method, request.url.path, headers, body if isinstance(body, dict) else {})
+        recorded = RecordedRequest(
+            request.method,
+            request.url.path,
+            headers,
+            body if isinstance(body, dict) else {},
+            raw=raw,
+            query=request.url.query,
+        )
         with self._lock:
             self._requests.append(recorded)
+        return recorded, body
+
+    async def _handle(self, request: Request) -> Response:
+        recorded, body = await self.record(request)
+        with self._lock:
             failure = self._failures.popleft() if self._failures else None
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
@@ -251,6 +269,10 @@ class FakeUpstream(abc.ABC):
         return [text[i : i + size] for i in range(0, len(text), size)]
 
     # -- what each wire format defines ----------------------------------------------------------------------
+
+    def extra_routes(self) -> list[Route]:
+        """Routes besides :attr:`path` (e.g. a token-counting or model-list endpoint); none by default."""
+        return []
 
     @abc.abstractmethod
     def authorized(self, headers: Mapping[str, str], api_key: str) -> bool:

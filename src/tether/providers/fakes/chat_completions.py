@@ -6,7 +6,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from tether.providers.fakes.base import FakeTurn, FakeUpstream, PrefixCache, sse
 from tether.types import JSONObject
@@ -20,12 +22,13 @@ class FakeChatCompletions(FakeUpstream):
     ``reasoning_content``, parallel tool calls by ``index``), usage when ``stream_options.include_usage`` asks,
     and automatic prefix caching reported as ``prompt_tokens_details.cached_tokens``.
 
-    ``base_url`` ends in ``/v1``, ready for a ``chat-completions`` provider's config. See :class:`FakeUpstream`
-    for the script, the recorder and the failure knobs.
+    ``base_url`` ends in ``/v1``, ready for a ``chat-completions`` provider's config; ``GET /v1/models`` lists
+    :attr:`models`. See :class:`FakeUpstream` for the script, the recorder and the failure knobs.
     """
 
     kind: ClassVar[str] = "chat-completions"
     path: ClassVar[str] = "/v1/chat/completions"
+    models: ClassVar[tuple[str, ...]] = ("fake-chat",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -37,6 +40,16 @@ class FakeChatCompletions(FakeUpstream):
 
     def authorized(self, headers: Mapping[str, str], api_key: str) -> bool:
         return headers.get("authorization") == f"Bearer {api_key}"
+
+    def extra_routes(self) -> list[Route]:
+        return [Route("/v1/models", self._models, methods=["GET"])]
+
+    async def _models(self, request: Request) -> Response:
+        recorded, _ = await self.record(request)
+        if self.api_key is not None and not self.authorized(recorded.headers, self.api_key):
+            return self.error_response(401, "Invalid API key.")
+        data = [{"id": model, "object": "model", "created": 0, "owned_by": "fake"} for model in self.models]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
     def check(self, body: JSONObject) -> str | None:
         messages = body.get("messages")
@@ -55,7 +68,9 @@ class FakeChatCompletions(FakeUpstream):
             if pending:
                 return f"messages[{index}]: tool calls {sorted(pending)} have no 'tool' message."
             for call in message.get("tool_calls") or ():
-                pending.add(call.get("id"))
+                if not isinstance(call, dict) or not isinstance(call.get("id"), str):
+                    return f"messages[{index}].tool_calls: each call needs an 'id'."
+                pending.add(call["id"])
         return None
 
     def position(self, body: JSONObject) -> tuple[int, str | None]:
