@@ -28,10 +28,11 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "settings_file": frozenset({"settings"}),  # reading the config file, for cli.py
     "protocol": frozenset(),
     "store": frozenset({"protocol"}),
+    "audit": frozenset({"protocol"}),  # the audit log's hash chain and files; fed by server/, read by cli.py
     "providers": frozenset({"protocol"}),
     "engine": frozenset({"protocol", "store", "providers.base"}),
     "client": frozenset({"protocol"}),
-    "server": frozenset({"protocol", "engine", "store", "providers", "settings", "settings_file"}),
+    "server": frozenset({"protocol", "engine", "store", "providers", "audit", "settings", "settings_file"}),
     "edge": frozenset({"client", "protocol", "server", "settings", "settings_file"}),
     "cli": ANYTHING,
     "testing": ANYTHING,

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="auto: JSON lines unless stderr is a terminal (then colours)."
     )
+    audit_enabled: bool = Field(default=True, description="Keep the hash-chained audit log of stored turns.")
+    audit_dir: Path | None = Field(
+        default=None, description="Audit log directory; default: audit/ beside a SQLite database (off for others)."
+    )
+    audit_content: bool = Field(default=False, description="Put message content in audit entries; off by default.")
     log_content: bool = Field(
         default=False, description="Put message content (input and output items) in turn log lines; off by default."
     )

@@ -16,22 +16,22 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from tether.engine.engine import Engine, EngineLimits
-from tether.engine.observer import FanOut
 from tether.protocol import edge_wire
 from tether.protocol.errors import ProtocolError, server_error
 from tether.providers import router as routing
 from tether.providers.factory import build_router
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming, load_scripts
 from tether.server import http
+from tether.server.audit import Auditor
 from tether.server.auth import Authenticator
 from tether.server.edge_content import EdgeContent
 from tether.server.edge_link import EdgeGateway, edge_http, edge_websocket
 from tether.server.edge_turns import EdgeTurns
 from tether.server.metrics import Metrics, metrics_endpoint
+from tether.server.observers import build_observers
 from tether.server.state import ServerState
 from tether.server.timed_store import TimedStore
 from tether.server.traffic import TrafficMiddleware
-from tether.server.turn_log import TurnLog
 from tether.server.websocket import websocket_endpoint
 from tether.settings import Settings
 from tether.store.base import Store
@@ -80,20 +80,18 @@ def create_app(settings: Settings) -> Starlette:
             continue_on_disconnect=settings.continue_on_disconnect,
             shutdown_grace_s=settings.shutdown_grace_s,
         )
+        observers = build_observers(settings, metrics)
         timed = TimedStore(store, metrics.store_seconds)
-        engine = Engine(
-            timed,
-            provider_router(settings),
-            limits,
-            observer=FanOut([metrics, TurnLog(log_content=settings.log_content)]),
-        )
+        engine = Engine(timed, provider_router(settings), limits, observer=observers.engine)
         auth = Authenticator(settings.api_keys)
-        app.state.tether = ServerState(settings=settings, engine=engine, auth=auth)
+        if observers.audit is not None:
+            observers.audit.started(auth.key_ids())
+        app.state.tether = ServerState(settings=settings, engine=engine, auth=auth, audit=observers.audit)
         edge_turns = EdgeTurns(settings.edge.turn_grace_s)
         app.state.tether_edge = EdgeGateway(
             engine, auth, EdgeContent(settings.edge.content_max_bytes), edge_turns, settings.max_body_bytes
         )
-        purger = asyncio.create_task(_purge_periodically(store, settings.purge_interval_s))
+        purger = asyncio.create_task(_purge_periodically(store, settings.purge_interval_s, observers.audit))
         _log.info("server.ready", store=settings.store_url.split(":", 1)[0], auth=bool(settings.api_keys))
         try:
             yield
@@ -132,7 +130,7 @@ def create_app(settings: Settings) -> Starlette:
     return app
 
 
-async def _purge_periodically(store: Store, interval_s: float) -> None:
+async def _purge_periodically(store: Store, interval_s: float, audit: Auditor | None) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
@@ -142,6 +140,8 @@ async def _purge_periodically(store: Store, interval_s: float) -> None:
             continue
         if removed:
             _log.info("store.purged", responses=removed)
+            if audit is not None:
+                audit.purged(removed)
 
 
 async def _protocol_error(request: Request, exc: Exception) -> Response:

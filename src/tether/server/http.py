@@ -117,8 +117,11 @@ async def get_response(request: Request) -> Response:
 
 async def delete_response(request: Request) -> Response:
     state = server_state(request)
-    tenant = state.auth.tenant(request.headers)
-    return JSONBody(await state.engine.delete_response(tenant, request.path_params["response_id"]))
+    identity = state.auth.identify(request.headers)
+    deleted = await state.engine.delete_response(identity.tenant, request.path_params["response_id"])
+    if state.audit is not None:
+        state.audit.deleted(identity, request.path_params["response_id"])
+    return JSONBody(deleted)
 
 
 async def list_input_items(request: Request) -> Response:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from tether.engine.engine import Engine
+from tether.server.audit import Auditor
 from tether.server.auth import Authenticator
 from tether.settings import Settings
 
@@ -16,6 +17,7 @@ class ServerState:
     settings: Settings
     engine: Engine
     auth: Authenticator
+    audit: Auditor | None = None
 
 
 def server_state(connection: HTTPConnection) -> ServerState:
