@@ -63,7 +63,8 @@ class ProtocolError(Exception):
         return {"error": self.body()}
 
     def sse_event(self, sequence_number: int) -> JSONObject:
-        return {"type": "error", **self.body(), "sequence_number": sequence_number}
+        """The flat SSE ``error`` event (the error's family is not in it: ``type`` is the event's)."""
+        return sse_error_shape(self.ws_event(sequence_number=sequence_number))
 
     def ws_event(self, stream_id: str | None = None, sequence_number: int | None = None) -> JSONObject:
         body: dict[str, Any] = self.body()
