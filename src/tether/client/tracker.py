@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from tether.client.errors import APIError, api_error_from_ws
 from tether.client.results import Delta, ReasoningDelta, TextDelta, TurnReset, function_call
+from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS, RESUME_TOKEN
 from tether.types import Event, JSONObject
 
-TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
-RESUME_TOKEN_FIELD = "tether:resume_token"
 _REASONING_DELTAS = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
 
 
@@ -83,7 +82,7 @@ class ResponseTracker:
             item = event.get("item") or {}
             if item.get("type") == "function_call":
                 deltas.append(function_call(item))
-        elif kind in TERMINAL_EVENTS:
+        elif kind in RESPONSE_TERMINAL_EVENTS:
             self.response = event.get("response") or {}
             self.terminal_type = kind
         return deltas
@@ -92,7 +91,7 @@ class ResponseTracker:
         response_id = response.get("id")
         if not isinstance(response_id, str):
             return []
-        token = response.get(RESUME_TOKEN_FIELD)
+        token = response.get(RESUME_TOKEN)
         if self.response_id is None or response_id == self.response_id:
             self.response_id = response_id
             self.resume_token = token if isinstance(token, str) else self.resume_token

@@ -15,9 +15,6 @@ from typing import Protocol
 from tether.client.events import TransportKind
 from tether.types import Event, JSONObject
 
-RESUME_EVENT = "tether:response.resume"
-RESUME_TOKEN_PARAM = "tether:resume_token"
-
 
 @dataclass(frozen=True, slots=True)
 class ConnectionPolicy:

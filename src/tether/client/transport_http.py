@@ -14,8 +14,9 @@ import orjson
 
 from tether.client.errors import ConnectionLostError, ServerUnreachableError, api_error_from_http
 from tether.client.events import ClientStats, Connected, Disconnected, Emitter, Offline, SentRequest, TransportKind
-from tether.client.transport import RESUME_TOKEN_PARAM, ConnectionPolicy, responses_url
+from tether.client.transport import ConnectionPolicy, responses_url
 from tether.protocol.sse import SSEDecodeError, SSEDecoder
+from tether.protocol.vocabulary import RESUME_TOKEN
 from tether.types import Event, JSONObject
 
 
@@ -66,7 +67,7 @@ class HTTPTransport:
     def resume(self, response_id: str, after: int, resume_token: str | None) -> AsyncGenerator[Event, None]:
         params: dict[str, Any] = {"stream": "true", "starting_after": after}
         if resume_token is not None:
-            params[RESUME_TOKEN_PARAM] = resume_token
+            params[RESUME_TOKEN] = resume_token
         return self._stream("GET", f"{self.url}/{response_id}", None, {"accept": "text/event-stream"}, params)
 
     async def aclose(self) -> None:

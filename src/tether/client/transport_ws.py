@@ -33,8 +33,8 @@ from tether.client.events import (
     SentRequest,
     TransportKind,
 )
-from tether.client.tracker import TERMINAL_EVENTS
-from tether.client.transport import RESUME_EVENT, ConnectionPolicy
+from tether.client.transport import ConnectionPolicy
+from tether.protocol.vocabulary import ANSWER_END_EVENTS, RESUME_EVENT
 from tether.types import Event, JSONObject
 
 CLOSE_MESSAGE_TOO_BIG = 1009
@@ -46,7 +46,7 @@ _CLOSE_TIMEOUT_S = 2.0
 def ends_exchange(event: Event) -> bool:
     """Whether ``event`` is the last one the server sends for a request (WebSocket mode sends exactly one of a
     terminal event or an ``error`` per request)."""
-    return event.get("type") in TERMINAL_EVENTS or event.get("type") == "error"
+    return event.get("type") in ANSWER_END_EVENTS
 
 
 class WebSocketTransport:

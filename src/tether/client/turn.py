@@ -22,10 +22,9 @@ from tether.client.results import Delta
 from tether.client.retry import Backoff, RetryPolicy
 from tether.client.tracker import ResponseTracker
 from tether.client.transport import Transport
+from tether.protocol.vocabulary import IDEMPOTENCY_KEY, INHERIT_PARAMS
 from tether.types import Event, Item, JSONObject
 
-IDEMPOTENCY_FIELD = "tether:idempotency_key"
-INHERIT_FIELD = "tether:inherit_params"
 INHERITS_MARKER = "_inherits"  # in a journaled request: the parameters equal to the parent's
 
 
@@ -154,9 +153,9 @@ class TurnRunner:
             if self.extensions and inherits:
                 for name in inherits:
                     body.pop(name, None)
-                body[INHERIT_FIELD] = True
+                body[INHERIT_PARAMS] = True
         if self.extensions:
-            body[IDEMPOTENCY_FIELD] = spec.key
+            body[IDEMPOTENCY_KEY] = spec.key
         return body
 
     def _stateless(self, spec: TurnSpec, transport: Transport) -> bool:

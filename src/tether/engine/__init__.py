@@ -5,10 +5,9 @@ from tether.engine.context import Context
 from tether.engine.engine import Engine, EngineLimits, EngineStats
 from tether.engine.observer import FanOut, Resolution, TurnObserver, TurnOrigin, TurnTimings
 from tether.engine.reads import response_from_record
-from tether.engine.turn import TERMINAL_EVENTS, Turn, TurnPlan
+from tether.engine.turn import Turn, TurnPlan
 
 __all__ = [
-    "TERMINAL_EVENTS",
     "CachedResponse",
     "ConnectionState",
     "Context",

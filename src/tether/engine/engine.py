@@ -31,13 +31,12 @@ from tether.protocol.lanes import Lane
 from tether.protocol.request import CreateRequest
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream
+from tether.protocol.vocabulary import RESUME_TOKEN
 from tether.providers.base import ProviderResolver
 from tether.store.base import ResponseRecord, Store
 from tether.types import Event, JSONObject
 
 _log = structlog.get_logger("tether.engine")
-
-RESUME_TOKEN_FIELD = "tether:resume_token"
 
 
 @dataclass(slots=True)
@@ -249,7 +248,7 @@ class Engine:
             store=request.store,
         )
         resume_token = secrets.token_urlsafe(24)
-        response[RESUME_TOKEN_FIELD] = resume_token
+        response[RESUME_TOKEN] = resume_token
         stream = ResponseStream(response, stream_id=lane)
 
         async def commit(turn: Turn, whole: Context | None) -> None:

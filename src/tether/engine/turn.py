@@ -25,8 +25,6 @@ from tether.types import Event, JSONObject
 
 _log = structlog.get_logger("tether.engine")
 
-TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
-
 
 @dataclass(frozen=True, slots=True)
 class TurnPlan:

@@ -22,10 +22,9 @@ from tether.protocol.request import (
     parse_create,
     validation_error,
 )
+from tether.protocol.vocabulary import CREATE_EVENT, RESUME_EVENT
 from tether.types import JSONObject
 
-CREATE_EVENT = "response.create"
-RESUME_EVENT = "tether:response.resume"
 UNSUPPORTED_CLIENT_EVENTS = frozenset({"response.steer", "response.inject", "response.interrupt"})
 
 ClientEventType = Literal["response.create", "tether:response.resume"]

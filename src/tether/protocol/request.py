@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from tether.protocol.errors import ProtocolError, invalid
+from tether.protocol.vocabulary import IDEMPOTENCY_KEY, INHERIT_PARAMS
 from tether.types import Item, JSONObject
 
 STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
@@ -76,8 +77,8 @@ class CreateRequest(BaseModel):
     prompt_cache_key: StrictStr | None = None
     safety_identifier: StrictStr | None = None
     user: StrictStr | None = None
-    idempotency_key: StrictStr | None = Field(default=None, alias="tether:idempotency_key")
-    inherit_params: StrictBool = Field(default=False, alias="tether:inherit_params")
+    idempotency_key: StrictStr | None = Field(default=None, alias=IDEMPOTENCY_KEY)
+    inherit_params: StrictBool = Field(default=False, alias=INHERIT_PARAMS)
 
     def inheriting(self, parent_params: JSONObject) -> CreateRequest:
         """This request with every inheritable parameter it did not send taken from its parent's parameters."""

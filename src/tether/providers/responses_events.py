@@ -17,8 +17,6 @@ from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDel
 from tether.providers.upstream_errors import UpstreamConnectionError, UpstreamReportedError
 from tether.types import JSONObject
 
-TERMINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
-
 _PHASES: Mapping[str, Literal["commentary", "final_answer"]] = {
     "commentary": "commentary",
     "final_answer": "final_answer",

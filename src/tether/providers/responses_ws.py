@@ -21,8 +21,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
+from tether.protocol.vocabulary import ANSWER_END_EVENTS
 from tether.providers.redaction import sanitise
-from tether.providers.responses_events import TERMINAL_TYPES, decode_event, reported_error
+from tether.providers.responses_events import decode_event, reported_error
 from tether.providers.upstream_errors import UpstreamConnectionError
 from tether.types import JSONObject
 
@@ -259,7 +260,7 @@ async def exchange(
         if kind == "error" and started:
             held_error = event
             continue
-        if kind in TERMINAL_TYPES:
+        if kind in ANSWER_END_EVENTS:
             socket.in_response = False
             yield held_error if held_error is not None else event
             return

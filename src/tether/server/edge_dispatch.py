@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from tether.engine.engine import Engine
-from tether.engine.turn import TERMINAL_EVENTS
 from tether.protocol.delta import diff
 from tether.protocol.edge_wire import API, Piece
 from tether.protocol.errors import ProtocolError, sse_error_shape
 from tether.protocol.request import Transport, parse_create
 from tether.protocol.stream import with_stream_id
+from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS
 from tether.server.edge_pieces import JSON_HEAD, SSE_HEAD, error_pieces
 from tether.server.edge_translated import translated_pieces
 from tether.types import Event, JSONObject
@@ -66,7 +66,7 @@ async def responses_pieces(engine: Engine, request: JSONObject, *, tenant: str, 
     terminal: Event | None = None
     failure: Event | None = None
     async for event in events:
-        if event["type"] in TERMINAL_EVENTS:
+        if event["type"] in RESPONSE_TERMINAL_EVENTS:
             terminal = event
         elif event["type"] == "error":
             failure = event

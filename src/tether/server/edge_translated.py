@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 
 from tether.engine.engine import Engine
-from tether.engine.turn import TERMINAL_EVENTS
 from tether.protocol import agent_apis
 from tether.protocol.edge_wire import API, Piece
 from tether.protocol.errors import ProtocolError
 from tether.protocol.request import Transport, parse_create
+from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS
 from tether.server.edge_pieces import JSON_HEAD, SSE_HEAD, error_pieces
 from tether.types import Event, JSONObject
 
@@ -109,7 +109,7 @@ async def translated_pieces(
         return
     terminal: Event | None = None
     async for event in events:
-        if event["type"] in TERMINAL_EVENTS:
+        if event["type"] in RESPONSE_TERMINAL_EVENTS:
             terminal = event
         elif event["type"] == "error":
             inner = event.get("error") or {}

@@ -8,12 +8,11 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from tether.engine.engine import RESUME_TOKEN_FIELD
-from tether.engine.turn import TERMINAL_EVENTS
 from tether.protocol.errors import ProtocolError, invalid, sse_error_shape
 from tether.protocol.request import Transport, decode_json_object, parse_create
 from tether.protocol.sse import encode_done, encode_event
 from tether.protocol.stream import with_stream_id
+from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS, RESUME_TOKEN
 from tether.server.origin import turn_origin
 from tether.server.state import server_state
 from tether.types import Event, JSONObject
@@ -81,7 +80,7 @@ async def _collect(events: AsyncIterator[Event]) -> Response:
     terminal: Event | None = None
     error: Event | None = None
     async for event in events:
-        if event["type"] in TERMINAL_EVENTS:
+        if event["type"] in RESPONSE_TERMINAL_EVENTS:
             terminal = event
         elif event["type"] == "error":
             error = event
@@ -109,7 +108,7 @@ async def get_response(request: Request) -> Response:
     response_id = request.path_params["response_id"]
     if _flag(request, "stream"):
         after = _int_param(request, "starting_after")
-        token = request.query_params.get(RESUME_TOKEN_FIELD)
+        token = request.query_params.get(RESUME_TOKEN)
         live = await state.engine.attach(tenant, response_id, after=after, resume_token=token)
         return _event_stream(state.engine.follow(live, -1 if after is None else after))
     return JSONBody(await state.engine.get_response(tenant, response_id))
