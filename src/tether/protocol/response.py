@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
 
 from tether.types import Item, JSONObject
 
-_PARAM_DEFAULTS: dict[str, Any] = {
-    "instructions": None,
-    "tools": [],
-    "tool_choice": "auto",
-    "truncation": "disabled",
-    "parallel_tool_calls": True,
-    "text": {"format": {"type": "text"}},
-    "top_p": 1.0,
-    "presence_penalty": 0.0,
-    "frequency_penalty": 0.0,
-    "top_logprobs": 0,
-    "temperature": 1.0,
-    "reasoning": {"effort": None, "summary": None},
-    "max_output_tokens": None,
-    "max_tool_calls": None,
-    "service_tier": "default",
-    "metadata": {},
-    "safety_identifier": None,
-    "prompt_cache_key": None,
-    "user": None,
-}
+# Frozen all the way down (tuples for arrays, read-only mappings for objects) and thawed into fresh lists and dicts
+# for each response: the engine updates its own response objects, so no two may share a default's list or dict.
+PARAM_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "instructions": None,
+        "tools": (),
+        "tool_choice": "auto",
+        "truncation": "disabled",
+        "parallel_tool_calls": True,
+        "text": MappingProxyType({"format": MappingProxyType({"type": "text"})}),
+        "top_p": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "top_logprobs": 0,
+        "temperature": 1.0,
+        "reasoning": MappingProxyType({"effort": None, "summary": None}),
+        "max_output_tokens": None,
+        "max_tool_calls": None,
+        "service_tier": "default",
+        "metadata": MappingProxyType({}),
+        "safety_identifier": None,
+        "prompt_cache_key": None,
+        "user": None,
+    }
+)
 
 
 def response_object(
@@ -65,9 +71,9 @@ def response_object(
         "store": store,
         "usage": usage,
     }
-    for key, default in _PARAM_DEFAULTS.items():
-        value = params.get(key, default)
-        body[key] = default if value is None and default is not None else value
+    for key, default in PARAM_DEFAULTS.items():
+        value = params.get(key)
+        body[key] = thaw(default) if value is None else value
     body["tools"] = [_echo_tool(tool) for tool in body["tools"]]
     reasoning = body["reasoning"]
     if isinstance(reasoning, dict):
@@ -79,6 +85,15 @@ def response_object(
     for key, value in params.items():
         body.setdefault(key, value)
     return body
+
+
+def thaw(value: Any) -> Any:
+    """A frozen default as fresh JSON: tuples become lists and read-only mappings dicts, all the way down."""
+    if isinstance(value, Mapping):
+        return {key: thaw(inner) for key, inner in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(inner) for inner in value]
+    return value
 
 
 def _echo_tool(tool: JSONObject) -> JSONObject:
