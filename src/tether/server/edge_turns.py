@@ -60,6 +60,8 @@ class EdgeTurns:
     def __init__(self, grace_s: float, max_turns: int = 4096) -> None:
         self.grace_s = grace_s
         self.max_turns = max_turns
+        self.started = 0
+        """Turns generated so far (a repeated or resumed turn is not counted again)."""
         self._logs: dict[tuple[str, str], TurnLog] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -73,6 +75,7 @@ class EdgeTurns:
         if existing is not None:
             return existing
         self._make_room()
+        self.started += 1
         log = TurnLog()
         self._logs[key] = log
         task = asyncio.create_task(self._run(key, log, produce))
