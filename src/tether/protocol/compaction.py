@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import orjson
 
 from tether.protocol import ids
+from tether.protocol.json_depth import too_deep
 from tether.types import Item
 
 ENVELOPE_PREFIX = "tether:v1:"
@@ -33,4 +34,4 @@ def expand_compaction(item: Item) -> list[Item] | None:
         items = orjson.loads(base64.urlsafe_b64decode(content[len(ENVELOPE_PREFIX) :]))
     except (ValueError, orjson.JSONDecodeError):
         return None
-    return items if isinstance(items, list) else None
+    return items if isinstance(items, list) and not too_deep(items) else None

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from tether.protocol.errors import ProtocolError, invalid
+from tether.protocol.json_depth import MAX_JSON_DEPTH, too_deep
 from tether.protocol.vocabulary import IDEMPOTENCY_KEY, INHERIT_PARAMS
 from tether.types import Item, JSONObject
 
@@ -102,13 +103,15 @@ class CreateRequest(BaseModel):
 
 
 def decode_json_object(raw: bytes | str) -> JSONObject:
-    """Decode one JSON object or raise the protocol's ``invalid_json`` error."""
+    """Decode one JSON object or raise the protocol's ``invalid_json`` (or ``json_too_deep``) error."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise invalid("invalid_json", f"The body is not valid JSON: {exc.msg} (at position {exc.pos}).") from exc
     if not isinstance(value, dict):
         raise invalid("invalid_json", f"The body must be a JSON object, not {_json_kind(value)}.")
+    if too_deep(value):
+        raise invalid("json_too_deep", f"The body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels.")
     return value
 
 
