@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         default=True, description="Keep generating when every client following a response has disconnected."
     )
     shutdown_grace_s: float = Field(default=30.0, ge=0.0, description="In-flight turns may finish for this long.")
+    lease_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="Cluster: a generating node's lease on a turn lapses this long after its last heartbeat; its "
+        "followers then end the turn with generation_interrupted and the retry generates it once more.",
+    )
+    node_name: str | None = Field(default=None, description="Cluster: this node's name in leases (default: random).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="auto: JSON lines unless stderr is a terminal (then colours)."

@@ -121,7 +121,8 @@ async def test_a_known_workload_gives_exact_counters(make_server: ServerFactory)
     assert value(samples, "tether_turn_duration_seconds_count", transport="http", outcome="completed") == 5
     assert value(samples, "tether_time_to_first_token_seconds_count", transport="websocket", provider="scripted") == 2
     assert value(samples, "tether_upstream_duration_seconds_count", provider="scripted") == 7
-    assert value(samples, "tether_store_operation_duration_seconds_count", operation="put") == 7
+    # Each stored turn commits once: its record, its last events and "done" in one fenced finish_turn.
+    assert value(samples, "tether_store_operation_duration_seconds_count", operation="finish_turn") == 7
     assert value(samples, "tether_store_operation_duration_seconds_count", operation="load_context") == 2
     assert value(samples, "tether_websocket_connections") == 0
     assert value(samples, "tether_lanes_active") == 0

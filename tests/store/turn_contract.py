@@ -191,3 +191,16 @@ class TurnContract:
 
     async def test_ping_answers(self, store: StatsStore) -> None:
         await store.ping()
+
+    async def test_the_holder_can_give_its_turn_up(self, store: StatsStore) -> None:
+        lease = await self.lease(store, "resp_1", key="key-1")
+        await store.append_events(lease, events(0, 2))
+        stranger = Lease("resp_1", TENANT, "node-b", lease.token + 1000)
+
+        assert await store.interrupt_turn("resp_1", interrupted, lease=stranger) is False
+        assert await store.interrupt_turn("resp_1", interrupted, lease=lease) is True
+        read = await store.read_turn(TENANT, "resp_1", 1)
+        assert read is not None
+        assert (read.state, read.events) == (TurnState.INTERRUPTED, interrupted(2))
+        retry = await store.claim_turn(TENANT, "resp_2", key="key-1", node="node-b", lease_s=LEASE_S)
+        assert retry.lease is not None

@@ -48,11 +48,14 @@ class Continuations:
     Args:
         store: the durable store (read for ``store=true`` parents missing from memory).
         hot: the node-wide cache of ``store=true`` contexts.
+        coherent: in a cluster, ask the store whether a cached ``store=true`` parent still exists (another node
+            may have deleted it; an invalidation message could be late or lost, this one-row read cannot).
     """
 
-    def __init__(self, store: Store, hot: HotCache) -> None:
+    def __init__(self, store: Store, hot: HotCache, *, coherent: bool = False) -> None:
         self.store = store
         self.hot = hot
+        self.coherent = coherent
 
     async def resolve(
         self, request: CreateRequest, tenant: str, connection: ConnectionState | None, lane: Lane
@@ -86,9 +89,11 @@ class Continuations:
         if connection is not None:
             entry = connection.find(parent_id)
             if entry is not None:
+                await self._check_visible(tenant, entry, connection)
                 return entry, Resolution.LANE
         entry = self.hot.get(tenant, parent_id)
         if entry is not None:
+            await self._check_visible(tenant, entry, connection)
             return entry, Resolution.HOT_CACHE
         record = await self.store.get(tenant, parent_id)
         if record is None or record.status not in CONTINUABLE_STATUSES:
@@ -101,6 +106,15 @@ class Continuations:
         )
         self.hot.put(tenant, entry)
         return entry, Resolution.STORE
+
+    async def _check_visible(self, tenant: str, entry: CachedResponse, connection: ConnectionState | None) -> None:
+        if not (self.coherent and entry.store) or await self.store.is_visible(tenant, entry.response_id):
+            return
+        self.hot.discard(tenant, entry.response_id)
+        if connection is not None:
+            connection.forget(entry.response_id)
+        _log.info("cache.invalidated", response_id=entry.response_id)
+        raise previous_response_not_found(entry.response_id)
 
     async def context(self, request: CreateRequest, tenant: str) -> Context:
         """The context a request would sample from, without a connection (HTTP semantics, nothing evicted)."""

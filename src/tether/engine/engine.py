@@ -23,6 +23,7 @@ from tether.engine.continuation import Continuations
 from tether.engine.live import LiveRegistry, LiveResponse
 from tether.engine.observer import TurnObserver, TurnOrigin, TurnTimings
 from tether.engine.reads import Reads
+from tether.engine.shared_turns import LeaseLostError, SharedTurns, SharingPolicy
 from tether.engine.turn import Turn, TurnPlan
 from tether.protocol import ids
 from tether.protocol.errors import ProtocolError
@@ -34,6 +35,7 @@ from tether.protocol.stream import ResponseStream
 from tether.protocol.vocabulary import RESUME_TOKEN
 from tether.providers.base import ProviderResolver
 from tether.store.base import ResponseRecord, Store
+from tether.store.turns import Lease
 from tether.types import Event, JSONObject
 
 _log = structlog.get_logger("tether.engine")
@@ -57,6 +59,8 @@ class EngineLimits:
             only be resumed, with their resume token, within this window).
         continue_on_disconnect: keep generating when every client following a response has gone.
         shutdown_grace_s: on shutdown, how long in-flight generations may take to finish.
+        lease_s: how long a ``store=true`` turn's lease outlives its node's last heartbeat (the cluster).
+        coherent_reads: check with the store that a cached parent was not deleted by another node (the cluster).
     """
 
     response_ttl_s: float | None = 30 * 24 * 3600.0
@@ -65,6 +69,8 @@ class EngineLimits:
     resume_grace_s: float = 120.0
     continue_on_disconnect: bool = True
     shutdown_grace_s: float = 30.0
+    lease_s: float = 10.0
+    coherent_reads: bool = False
 
 
 class Engine:
@@ -85,6 +91,7 @@ class Engine:
         limits: EngineLimits | None = None,
         clock: Callable[[], float] = time.time,
         observer: TurnObserver | None = None,
+        node: str | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -95,7 +102,10 @@ class Engine:
         self.stats = EngineStats()
         self.observer = observer or TurnObserver()
         self._connections: weakref.WeakSet[ConnectionState] = weakref.WeakSet()
-        self.continuations = Continuations(store, self.hot)
+        self.continuations = Continuations(store, self.hot, coherent=self.limits.coherent_reads)
+        lease_s = self.limits.lease_s
+        policy = SharingPolicy(node or ids.new_id("node"), lease_s, min(1.0, lease_s / 4))
+        self.shared = SharedTurns(store, self.live, policy)
         self.reads = Reads(store, self.hot, self._connections, self.continuations, clock)
 
     def connect(self, tenant: str) -> ConnectionState:
@@ -132,7 +142,22 @@ class Engine:
                 self.stats.idempotent_replays += 1
                 self.observer.idempotent_replay("live")
                 return raced
-        return self.launch(turn)
+        if not request.store:  # store=false never reaches the shared store
+            return self.launch(turn)
+        claim = await self.shared.claim(tenant, turn.response_id, key)
+        if claim.lease is not None:
+            return self.launch(turn, claim.lease)
+        assert claim.holder is not None  # another node runs (or ran) this key's turn: follow it there
+        self.stats.idempotent_replays += 1
+        self.observer.idempotent_replay("store")
+        _log.info("turn.idempotent_replay", response_id=claim.holder, source="cluster")
+        return await self._follow_holder(tenant, claim.holder)
+
+    async def _follow_holder(self, tenant: str, holder: str) -> LiveResponse:
+        followed = await self.shared.follow(tenant, holder)
+        if followed is not None:
+            return followed
+        return await resume.find_resumable(self.live, self.store, tenant, holder, None)
 
     async def _by_idempotency_key(self, tenant: str, key: str) -> LiveResponse | None:
         existing = await idempotency.find_turn(self.live, self.store, tenant, key)
@@ -141,8 +166,11 @@ class Engine:
             self.observer.idempotent_replay("live" if existing.task is not None else "store")
         return existing
 
-    def launch(self, turn: Turn) -> LiveResponse:
-        """Run a turn as an engine-owned task: it goes on whether or not anyone follows it."""
+    def launch(self, turn: Turn, lease: Lease | None = None) -> LiveResponse:
+        """Run a turn as an engine-owned task: it goes on whether or not anyone follows it.
+
+        With a ``lease`` (a claimed ``store=true`` turn) its events reach clients through the shared log.
+        """
         plan = turn.plan
         live = LiveResponse(
             plan.response_id,
@@ -152,14 +180,22 @@ class Engine:
             resume_token=turn.resume_token,
             idempotency_key=plan.request.idempotency_key,
         )
+        publisher = None
+        if lease is not None:
+            publisher = self.shared.publish(lease, turn.log, lambda: self.live.release_key(live))
+            live.log = publisher.visible
         self.live.add(live)
         self.stats.generations += 1
         live.task = asyncio.create_task(self._generate(turn, live), name=f"turn-{plan.response_id}")
+        if publisher is not None:
+            publisher.generation = live.task
         return live
 
     async def _generate(self, turn: Turn, live: LiveResponse) -> None:
         try:
             await turn.run()
+        except LeaseLostError:
+            _log.warning("turn.fenced_off", response_id=turn.response_id)
         finally:
             self.live.finished(live)
 
@@ -191,7 +227,11 @@ class Engine:
             ProtocolError: ``response_not_found`` for unknown, expired, another tenant's, or token-less ids;
                 ``nothing_to_resume`` when the response has already ended at or before ``after``.
         """
-        live = await resume.find_resumable(self.live, self.store, tenant, response_id, resume_token)
+        live = self.live.get(response_id)
+        if live is None or not live.allows(tenant, resume_token):
+            live = await self.shared.follow(tenant, response_id)  # another node's turn, live or kept
+        if live is None:
+            live = await resume.find_resumable(self.live, self.store, tenant, response_id, resume_token)
         resume.check_after(live, -1 if after is None else after)
         self.stats.resumes += 1
         self.observer.resumed()
@@ -263,13 +303,18 @@ class Engine:
         if turn.failed is not None:
             self.continuations.evict(request, connection, plan.lane)
         depth = plan.depth
-        if whole is not None:
-            entry = CachedResponse(plan.response_id, whole, depth, request.store, plan.params)
-            self.continuations.remember(plan.tenant, connection, plan.lane, entry)
         if request.store:
             snapshot = whole.hashes() if whole is not None and depth % self.limits.snapshot_every == 0 else None
             ttl = self.limits.response_ttl_s
-            await self.store.put(turn.record(self.clock() + ttl if ttl else None, snapshot))
+            record = turn.record(self.clock() + ttl if ttl else None, snapshot)
+            publisher = self.shared.publishers.get(plan.response_id)
+            if publisher is None:
+                await self.store.put(record)
+            else:  # fenced: the record and the terminal events land together, only while the lease holds
+                await publisher.finish(record, turn.pending)
+        if whole is not None:  # continuable only once committed (a fenced-off turn never is)
+            entry = CachedResponse(plan.response_id, whole, depth, request.store, plan.params)
+            self.continuations.remember(plan.tenant, connection, plan.lane, entry)
 
     # -- reads (see tether.engine.reads) -------------------------------------------------------------------
 
@@ -302,11 +347,14 @@ class Engine:
     async def aclose(self) -> None:
         """Let in-flight generations finish (up to the shutdown grace), then close providers and the store."""
         tasks = [live.task for live in self.live.running() if live.task is not None]
+        tasks = [task for task in tasks if not task.get_name().startswith("mirror-")]
         if tasks:
             _log.info("engine.draining", in_flight=len(tasks))
             _, pending = await asyncio.wait(tasks, timeout=self.limits.shutdown_grace_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        # Cut-off turns are given up as interrupted (their keys released), so clients retry them on another node.
+        await self.shared.aclose(self.limits.shutdown_grace_s)
         await self.router.aclose()
         await self.store.close()

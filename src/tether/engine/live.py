@@ -72,5 +72,12 @@ class LiveRegistry:
         ):
             del self._by_key[(live.tenant, live.idempotency_key)]
 
+    def release_key(self, live: LiveResponse) -> None:
+        """Stop answering ``live``'s idempotency key with it (it was interrupted: a retry must generate anew)."""
+        if live.idempotency_key is not None and self._by_key.get((live.tenant, live.idempotency_key)) == (
+            live.response_id
+        ):
+            del self._by_key[(live.tenant, live.idempotency_key)]
+
     def running(self) -> list[LiveResponse]:
         return [live for live in self._by_id.values() if not live.done]

@@ -85,6 +85,11 @@ class Turn:
     def response_id(self) -> str:
         return self.plan.response_id
 
+    @property
+    def pending(self) -> list[Event]:
+        """The terminal events, decided before the commit and appended to the log after it."""
+        return self._pending
+
     async def run(self) -> None:
         """Generate, commit, and close the log (also when cancelled, so no follower waits forever)."""
         try:

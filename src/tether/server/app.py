@@ -79,10 +79,12 @@ def create_app(settings: Settings) -> Starlette:
             resume_grace_s=settings.resume_grace_s,
             continue_on_disconnect=settings.continue_on_disconnect,
             shutdown_grace_s=settings.shutdown_grace_s,
+            lease_s=settings.lease_s,
+            coherent_reads=is_cluster_url(settings.store_url),
         )
         observers = build_observers(settings, metrics)
         timed = TimedStore(store, metrics.store_seconds)
-        engine = Engine(timed, provider_router(settings), limits, observer=observers.engine)
+        engine = Engine(timed, provider_router(settings), limits, observer=observers.engine, node=settings.node_name)
         auth = Authenticator(settings.api_keys)
         if observers.audit is not None:
             observers.audit.started(auth.key_ids())
@@ -114,6 +116,7 @@ def create_app(settings: Settings) -> Starlette:
         Route(edge_wire.PATH, edge_http, methods=["POST"]),
         WebSocketRoute(edge_wire.PATH, edge_websocket),
         Route("/health", http.health, methods=["GET"]),
+        Route("/health/ready", http.ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     app = Starlette(

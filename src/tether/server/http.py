@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
@@ -16,6 +17,8 @@ from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS, RESUME_TOKEN
 from tether.server.origin import turn_origin
 from tether.server.state import server_state
 from tether.types import Event, JSONObject
+
+READY_TIMEOUT_S = 3.0
 
 
 class JSONBody(Response):
@@ -166,7 +169,19 @@ async def websocket_upgrade_required(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Liveness: the process answers."""
     return JSONBody({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: 200 while the store answers, 503 while it does not (a load balancer stops sending turns here)."""
+    state = server_state(request)
+    try:
+        await asyncio.wait_for(state.engine.store.ping(), READY_TIMEOUT_S)
+    except Exception as error:  # any failure to reach the store is "not ready", never a 500
+        body = {"status": "unavailable", "store": "unreachable", "error": type(error).__name__}
+        return JSONBody(body, status_code=503)
+    return JSONBody({"status": "ready", "store": "reachable"})
 
 
 async def list_models(request: Request) -> Response:

@@ -78,9 +78,9 @@ class TimedStore:
     async def wait_turn(self, response_id: str, after: int, timeout_s: float) -> None:
         await self.inner.wait_turn(response_id, after, timeout_s)  # a wait, not an operation: not timed
 
-    async def interrupt_turn(self, response_id: str, build: InterruptEvents) -> bool:
+    async def interrupt_turn(self, response_id: str, build: InterruptEvents, *, lease: Lease | None = None) -> bool:
         with self._timed("interrupt_turn"):
-            return await self.inner.interrupt_turn(response_id, build)
+            return await self.inner.interrupt_turn(response_id, build, lease=lease)
 
     async def is_visible(self, tenant: str, response_id: str) -> bool:
         with self._timed("is_visible"):

@@ -114,9 +114,10 @@ class Store(Protocol):
         """Return once events after ``after`` may have arrived or the turn's state may have changed, or after
         ``timeout_s`` (callers re-read; a spurious return is harmless)."""
 
-    async def interrupt_turn(self, response_id: str, build: InterruptEvents) -> bool:
-        """If the turn is running and its lease expired: append ``build(next sequence number)``, mark it
-        interrupted and release its idempotency key. ``True`` if this call interrupted it."""
+    async def interrupt_turn(self, response_id: str, build: InterruptEvents, *, lease: Lease | None = None) -> bool:
+        """If the turn is running and its lease expired (or ``lease`` still holds it: its node gives it up), append
+        ``build(next sequence number)``, mark it interrupted and release its idempotency key. ``True`` if this call
+        interrupted it."""
 
     async def is_visible(self, tenant: str, response_id: str) -> bool:
         """Whether the tenant's stored response exists and is neither deleted nor expired (a one-row check that

@@ -110,9 +110,9 @@ class LocalTurns:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout_s)
 
-    async def interrupt_turn(self, response_id: str, build: InterruptEvents) -> bool:
+    async def interrupt_turn(self, response_id: str, build: InterruptEvents, *, lease: Lease | None = None) -> bool:
         turn = self._turns.get(response_id)
-        if turn is None or not self._expired(turn):
+        if turn is None or not (self._expired(turn) or (lease is not None and self._held(lease) is turn)):
             return False
         self._append(turn, build(len(turn.events)))
         self._end(turn, TurnState.INTERRUPTED)
@@ -178,9 +178,9 @@ class OneNodeTurns:
         """See :meth:`tether.store.base.Store.wait_turn`."""
         await self.turns.wait_turn(response_id, after, timeout_s)
 
-    async def interrupt_turn(self, response_id: str, build: InterruptEvents) -> bool:
+    async def interrupt_turn(self, response_id: str, build: InterruptEvents, *, lease: Lease | None = None) -> bool:
         """See :meth:`tether.store.base.Store.interrupt_turn`."""
-        return await self.turns.interrupt_turn(response_id, build)
+        return await self.turns.interrupt_turn(response_id, build, lease=lease)
 
     async def ping(self) -> None:
         """A one-node store in this process is always reachable."""

@@ -299,13 +299,14 @@ class PostgresStore:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), timeout_s)
 
-    async def interrupt_turn(self, response_id: str, build: InterruptEvents) -> bool:
-        """End a running turn whose lease expired: terminal events, state, key released; one transaction."""
+    async def interrupt_turn(self, response_id: str, build: InterruptEvents, *, lease: Lease | None = None) -> bool:
+        """End a running turn whose lease expired (or that ``lease`` holds): terminal events, state, key released;
+        one transaction."""
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                "SELECT tenant, idempotency_key FROM turns "
-                "WHERE response_id = %s AND state = 'running' AND lease_until <= %s FOR UPDATE",
-                (response_id, self._clock()),
+                "SELECT tenant, idempotency_key FROM turns WHERE response_id = %(id)s AND state = 'running' "
+                "AND (lease_until <= %(now)s OR (token = %(token)s AND lease_until > %(now)s)) FOR UPDATE",
+                {"id": response_id, "now": self._clock(), "token": -1 if lease is None else lease.token},
             )
             row = await cursor.fetchone()
             if row is None:

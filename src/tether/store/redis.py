@@ -273,8 +273,9 @@ class RedisStore:
                 {self._key("log", response_id): f"0-{after + 1}"}, count=1, block=max(1, int(timeout_s * 1000))
             )
 
-    async def interrupt_turn(self, response_id: str, build: InterruptEvents) -> bool:
-        """End a running turn whose lease expired; one script checks and writes, retried if the log moved."""
+    async def interrupt_turn(self, response_id: str, build: InterruptEvents, *, lease: Lease | None = None) -> bool:
+        """End a running turn whose lease expired (or that ``lease`` holds); one script checks and writes, retried
+        if the log moved."""
         turn_key, log_key = self._key("turn", response_id), self._key("log", response_id)
         for _ in range(10):
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -287,7 +288,8 @@ class RedisStore:
             key = turn[b"key"].decode()
             claim_key = self._key("claim", _pair(turn[b"tenant"].decode(), key)) if key else turn_key
             events = build(next_seq)
-            args = [repr(self._clock()), next_seq, int(FINISHED_RETENTION_S), response_id, len(events)]
+            token = -1 if lease is None else lease.token
+            args = [repr(self._clock()), next_seq, int(FINISHED_RETENTION_S), response_id, token, len(events)]
             outcome = await self._run("INTERRUPT", [turn_key, log_key, claim_key], [*args, *_event_args(events)])
             if outcome != -1:
                 return bool(outcome == 1)

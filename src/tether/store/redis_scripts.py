@@ -110,16 +110,17 @@ return 1
 """
 )
 
-# KEYS: turn, log, claim key (or the turn key again). ARGV: now, expected next sequence number, ttl, id, n, then n
-# (sequence number, body) pairs.
+# KEYS: turn, log, claim key (or the turn key again). ARGV: now, expected next sequence number, ttl, id, the token
+# of the lease giving the turn up (or -1), n, then n (sequence number, body) pairs.
 # Returns 1 interrupted, 0 not interruptible (gone, ended, or its lease still held), -1 the log moved on: re-read.
 INTERRUPT = (
     _HELD
     + """
 local t = redis.call('HMGET', KEYS[1], 'state', 'lease_until', 'tenant', 'key')
-if t[1] ~= 'running' or tonumber(t[2]) > tonumber(ARGV[1]) then return 0 end
+if t[1] ~= 'running' then return 0 end
+if tonumber(t[2]) > tonumber(ARGV[1]) and not held(KEYS[1], ARGV[5], ARGV[1]) then return 0 end
 if next_seq(KEYS[2]) ~= tonumber(ARGV[2]) then return -1 end
-append(KEYS[2], 6, tonumber(ARGV[5]))
+append(KEYS[2], 7, tonumber(ARGV[6]))
 redis.call('HSET', KEYS[1], 'state', 'interrupted', 'ended_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])

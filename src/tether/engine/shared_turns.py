@@ -1,0 +1,261 @@
+"""Turns shared through the store: any node can follow, resume or retry a ``store=true`` turn another node runs.
+
+- The generating node claims the turn (:meth:`SharedTurns.claim`), holds its lease with a heartbeat, and
+  *publishes* every event to the store's shared log before any client sees it (:class:`Publisher`): what a client
+  was shown is always in the shared log, so it can resume on any node from the last sequence number it saw.
+- The commit is fenced: the record, the terminal events and "done" are written in one step, and only while the
+  lease holds. A node that lost its lease stops generating and reports the turn interrupted.
+- A node that does not run the turn *mirrors* its shared log into a local :class:`StreamLog`
+  (:meth:`SharedTurns.follow`). When the lease expires (its node died) the mirror ends the turn with
+  ``generation_interrupted`` and the idempotency key is released, so the retry generates exactly once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from tether.engine.live import LiveRegistry, LiveResponse
+from tether.engine.stream_log import StreamLog
+from tether.protocol.interrupted import interrupted_events
+from tether.store.base import ResponseRecord, Store
+from tether.store.turns import Claim, InterruptEvents, Lease, TurnState
+from tether.types import Event, JSONObject
+
+_log = structlog.get_logger("tether.engine")
+
+
+class LeaseLostError(Exception):
+    """The store fenced this node off a turn: another node declared it dead, so nothing of it may be committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharingPolicy:
+    """How turns are shared.
+
+    Attributes:
+        node: this node's name in leases.
+        lease_s: a lease lapses this long after its last heartbeat (heartbeats come every third of it).
+        poll_s: how often a follower re-checks a quiet turn's lease.
+    """
+
+    node: str
+    lease_s: float = 10.0
+    poll_s: float = 1.0
+
+
+def _builder(response_id: str, log: StreamLog) -> InterruptEvents:
+    def build(sequence_number: int) -> list[Event]:
+        first = log.events[0] if log.events else None
+        created: JSONObject | None = (
+            first.get("response") if first and first.get("type") == "response.created" else None
+        )
+        return interrupted_events(response_id, created, sequence_number)
+
+    return build
+
+
+class Publisher:
+    """Copies a generating turn's events to the shared log, then to the log its clients follow (``visible``)."""
+
+    def __init__(self, store: Store, lease: Lease, source: StreamLog, policy: SharingPolicy) -> None:
+        self.store = store
+        self.lease = lease
+        self.source = source
+        self.policy = policy
+        self.visible = StreamLog()
+        self.generation: asyncio.Task[None] | None = None
+        self.interrupted = False
+        self._published = 0
+        self._finished = False
+        self._lost = False
+        self._lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(), name=f"lease-{self.lease.response_id}")
+        try:
+            async for _ in self.source.follow(-1):
+                await self._push()
+            await self._push()
+            async with self._lock:
+                if not self._finished:
+                    await self._give_up()
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            self.visible.close()
+
+    async def finish(self, record: ResponseRecord | None, pending: list[Event]) -> None:
+        """Commit: ``record`` (if any), the events not yet published and ``pending`` (the terminal events).
+
+        Raises:
+            LeaseLostError: the lease was fenced off; nothing was written.
+        """
+        async with self._lock:
+            rest = [*self.source.events[self._published :], *pending]
+            try:
+                done = not self._lost and await self.store.finish_turn(self.lease, record, rest)
+            except Exception as error:
+                _log.error("turn.commit_failed", response_id=self.lease.response_id, error=type(error).__name__)
+                done = False
+            if not done:
+                self._lose()
+                raise LeaseLostError(self.lease.response_id)
+            self._finished = True
+            self._published = len(self.source.events) + len(pending)
+            for event in rest:
+                self.visible.append(event)
+
+    async def _push(self) -> None:
+        async with self._lock:
+            batch = self.source.events[self._published :]
+            if not batch or self._finished or self._lost:
+                return
+            try:
+                held = await self.store.append_events(self.lease, batch)
+            except Exception as error:  # the store is unreachable: the turn cannot be shared, so it cannot go on
+                _log.error("turn.publish_failed", response_id=self.lease.response_id, error=type(error).__name__)
+                held = False
+            if not held:
+                self._lose()
+                return
+            self._published += len(batch)
+            for event in batch:
+                self.visible.append(event)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.policy.lease_s / 3)
+            try:
+                held = await self.store.renew_lease(self.lease, self.policy.lease_s)
+            except Exception as error:
+                _log.warning("turn.heartbeat_failed", response_id=self.lease.response_id, error=type(error).__name__)
+                continue  # the lease may still hold; the next beat or the commit will tell
+            if not held:
+                self._lose()
+                return
+
+    def _lose(self) -> None:
+        if not self._lost:
+            self._lost = True
+            _log.warning("turn.lease_lost", response_id=self.lease.response_id, node=self.lease.node)
+            if self.generation is not None and not self.generation.done():
+                self.generation.cancel()
+
+    async def _give_up(self) -> None:
+        """The turn ended without a commit (cancelled, crashed or fenced off): end it as interrupted, everywhere."""
+        self.interrupted = True
+        response_id = self.lease.response_id
+        build = _builder(response_id, self.visible)
+        try:
+            await self.store.interrupt_turn(response_id, build, lease=self.lease)
+            read = await self.store.read_turn(self.lease.tenant, response_id, self.visible.last_sequence_number)
+        except Exception as error:
+            _log.error("turn.interrupt_failed", response_id=response_id, error=type(error).__name__)
+            read = None
+        if read is not None and read.state is not TurnState.RUNNING:
+            for event in read.events:
+                self.visible.append(event)
+        else:
+            for event in build(self.visible.last_sequence_number + 1):
+                self.visible.append(event)
+        _log.info("turn.interrupted", response_id=response_id, node=self.lease.node)
+
+
+class SharedTurns:
+    """The engine's side of the cluster: claims, publishers of local turns, mirrors of other nodes' turns."""
+
+    def __init__(self, store: Store, live: LiveRegistry, policy: SharingPolicy) -> None:
+        self.store = store
+        self.live = live
+        self.policy = policy
+        self.publishers: dict[str, Publisher] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def claim(self, tenant: str, response_id: str, key: str | None) -> Claim:
+        return await self.store.claim_turn(
+            tenant, response_id, key=key, node=self.policy.node, lease_s=self.policy.lease_s
+        )
+
+    def publish(self, lease: Lease, source: StreamLog, on_interrupted: Callable[[], None]) -> Publisher:
+        """Start publishing a claimed turn's events; clients follow the returned publisher's ``visible`` log."""
+        publisher = Publisher(self.store, lease, source, self.policy)
+        self.publishers[lease.response_id] = publisher
+
+        async def run() -> None:
+            try:
+                await publisher.run()
+            finally:
+                del self.publishers[lease.response_id]
+                if publisher.interrupted:
+                    on_interrupted()
+
+        self._spawn(run(), f"publish-{lease.response_id}")
+        return publisher
+
+    async def follow(self, tenant: str, response_id: str) -> LiveResponse | None:
+        """A local log mirroring another node's turn (shared by this node's followers), or ``None`` if the store
+        has no such turn, or it finished and its response is gone (deleted or expired)."""
+        existing = self.live.get(response_id)
+        if existing is not None and existing.store and existing.tenant == tenant:
+            return existing
+        read = await self.store.read_turn(tenant, response_id, -1)
+        if read is None:
+            return None
+        if read.state is TurnState.DONE and not await self.store.is_visible(tenant, response_id):
+            return None
+        log = StreamLog(read.events, closed=read.state is not TurnState.RUNNING)
+        live = LiveResponse(response_id, tenant, True, log)
+        if not log.closed:
+            self.live.add(live)
+            live.task = self._spawn(self._mirror(live), f"mirror-{response_id}")
+        return live
+
+    async def _mirror(self, live: LiveResponse) -> None:
+        log, response_id = live.log, live.response_id
+        failures = 0
+        try:
+            while not log.closed:
+                try:
+                    read = await self.store.read_turn(live.tenant, response_id, log.last_sequence_number)
+                    if read is None:  # purged under us: nothing more will come
+                        break
+                    for event in read.events:
+                        log.append(event)
+                    if read.state is not TurnState.RUNNING:
+                        break
+                    if read.lease_expired:
+                        await self.store.interrupt_turn(response_id, _builder(response_id, log))
+                        continue
+                    await self.store.wait_turn(response_id, log.last_sequence_number, self.policy.poll_s)
+                    failures = 0
+                except Exception as error:  # the store is unreachable: keep trying for about a lease
+                    failures += 1
+                    _log.warning("turn.follow_failed", response_id=response_id, error=type(error).__name__)
+                    if failures * self.policy.poll_s > self.policy.lease_s:
+                        for event in _builder(response_id, log)(log.last_sequence_number + 1):
+                            log.append(event)
+                        break
+                    await asyncio.sleep(self.policy.poll_s)
+        finally:
+            log.close()
+            self.live.finished(live)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def aclose(self, grace_s: float) -> None:
+        """Stop mirrors at once (their clients resume elsewhere); let publishers end their turns, within the grace."""
+        mirrors = [task for task in self._tasks if task.get_name().startswith("mirror-")]
+        for task in mirrors:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), grace_s)

@@ -1,0 +1,175 @@
+"""Two engines on one store, in process: the cluster's rules without processes or a load balancer.
+
+Each node is an :class:`Engine` of its own (its own live registry, hot cache and node name) on one shared store:
+memory (the one-node implementation, shared in process), and the real PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from store.backends import Backend, backend_or_skip
+from tether.engine.engine import Engine, EngineLimits
+from tether.protocol.interrupted import GENERATION_INTERRUPTED, is_interrupted
+from tether.providers.router import ProviderRouter, Route
+from tether.providers.scripted import ScriptedProvider, ScriptedTiming
+from tether.store.base import Store
+
+from .support import TENANT, GatedProvider, events_of, request, terminal
+
+KEY = {"tether:idempotency_key": "turn-1"}
+LEASE_S = 10.0
+BOUND_S = 30.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Node:
+    def __init__(self, store: Store, name: str) -> None:
+        self.gated = GatedProvider()
+        router = ProviderRouter(
+            {"scripted": ScriptedProvider(ScriptedTiming()), "gated": self.gated}, [Route("gated", "gated")]
+        )
+        limits = EngineLimits(shutdown_grace_s=0.0, lease_s=LEASE_S, coherent_reads=True)
+        self.engine = Engine(store, router, limits, node=name)
+
+
+@pytest.fixture(params=["memory", "postgres", "redis"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    name: str = request.param
+    return backend_or_skip(name)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def nodes(backend: Backend, tmp_path: Path, clock: Clock) -> AsyncIterator[Callable[[str], Node]]:
+    store = await backend.open(tmp_path, clock)
+    made: list[Node] = []
+
+    def node(name: str) -> Node:
+        made.append(Node(store, name))
+        return made[-1]
+
+    yield node
+    for each in made:
+        each.engine.store = cast(Store, _Unclosable(store))  # the nodes share one store: close it once, below
+        await each.engine.aclose()
+    await backend.discard(store)
+
+
+class _Unclosable:
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def close(self) -> None:
+        """The shared store outlives each node."""
+
+
+async def wait_for_events(engine: Engine, live_id: str, count: int) -> None:
+    for _ in range(int(BOUND_S / 0.01)):
+        live = engine.live.get(live_id)
+        if live is not None and len(live.log.events) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{live_id} never had {count} events")
+
+
+async def test_another_node_resumes_mid_stream_and_follows_the_live_turn(nodes: Callable[[str], Node]) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    live = await a.engine.create(request(model="gated", input="hi"), tenant=TENANT)
+    await wait_for_events(a.engine, live.response_id, 2)
+    head = list(live.log.events)
+
+    resumed = await b.engine.attach(TENANT, live.response_id, after=head[-1]["sequence_number"])
+    tail_task = asyncio.create_task(events_of(b.engine, resumed, head[-1]["sequence_number"]))
+    a.gated.gate.set()
+    tail = await asyncio.wait_for(tail_task, BOUND_S)
+
+    whole = head + tail
+    assert [event["sequence_number"] for event in whole] == list(range(len(whole)))
+    assert terminal(whole)["status"] == "completed"
+    assert whole == await events_of(a.engine, live)
+    assert (a.engine.stats.generations, b.engine.stats.generations) == (1, 0)
+
+
+async def test_an_idempotent_retry_on_another_node_follows_the_original(nodes: Callable[[str], Node]) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    original = await a.engine.create(request(model="gated", input="hi", **KEY), tenant=TENANT)
+    retry = await b.engine.create(request(model="gated", input="hi", **KEY), tenant=TENANT)
+    followers = [asyncio.create_task(events_of(node.engine, live)) for node, live in ((a, original), (b, retry))]
+    a.gated.gate.set()
+    first, second = await asyncio.wait_for(asyncio.gather(*followers), BOUND_S)
+
+    assert first == second
+    assert terminal(first)["status"] == "completed"
+    assert (a.engine.stats.generations, b.engine.stats.generations) == (1, 0)
+    assert b.gated.requests == []
+
+
+async def test_a_lapsed_lease_interrupts_the_turn_and_the_retry_generates_once(
+    nodes: Callable[[str], Node], clock: Clock
+) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    original = await a.engine.create(request(model="gated", input="hi", **KEY), tenant=TENANT)
+    await wait_for_events(a.engine, original.response_id, 2)
+    follower = await b.engine.attach(TENANT, original.response_id, after=None)
+    clock.now += LEASE_S  # node A's heartbeats stop reaching the store: its lease lapses
+
+    seen = await asyncio.wait_for(events_of(b.engine, follower), BOUND_S)
+    assert is_interrupted(seen[-1])
+    assert seen[-1]["response"]["error"]["code"] == GENERATION_INTERRUPTED
+    a.gated.gate.set()  # node A comes back to life: it is fenced off and commits nothing
+    on_a = await asyncio.wait_for(events_of(a.engine, original), BOUND_S)
+    assert is_interrupted(on_a[-1])
+    assert await b.engine.store.get(TENANT, original.response_id) is None
+
+    b.gated.gate.set()
+    retried = await asyncio.wait_for(
+        events_of(b.engine, await b.engine.create(request(model="gated", input="hi", **KEY), tenant=TENANT)), BOUND_S
+    )
+    assert terminal(retried)["status"] == "completed"
+    assert terminal(retried)["id"] != original.response_id
+    again = await a.engine.create(request(model="gated", input="hi", **KEY), tenant=TENANT)
+    assert terminal(await asyncio.wait_for(events_of(a.engine, again), BOUND_S))["id"] == terminal(retried)["id"]
+    assert a.engine.stats.generations + b.engine.stats.generations == 2  # the interrupted one and its retry
+
+
+async def test_a_delete_on_one_node_stops_continuations_on_another(nodes: Callable[[str], Node]) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    first = terminal(await events_of(a.engine, await a.engine.create(request(input="hi"), tenant=TENANT)))
+    await events_of(
+        b.engine, await b.engine.create(request(input="more", previous_response_id=first["id"]), tenant=TENANT)
+    )
+    assert b.engine.hot.get(TENANT, first["id"]) is not None
+
+    await a.engine.delete_response(TENANT, first["id"])
+    with pytest.raises(Exception, match="not found"):
+        await b.engine.create(request(input="again", previous_response_id=first["id"]), tenant=TENANT)
+    assert b.engine.hot.get(TENANT, first["id"]) is None
+
+
+async def test_store_false_turns_never_reach_the_shared_store(nodes: Callable[[str], Node]) -> None:
+    a = nodes("node-a")
+    live = await a.engine.create(request(input="secret", store=False), tenant=TENANT)
+    await events_of(a.engine, live)
+
+    assert await a.engine.store.read_turn(TENANT, live.response_id, -1) is None
+    assert await a.engine.store.get(TENANT, live.response_id) is None
