@@ -34,6 +34,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "client": frozenset({"protocol"}),
     "server": frozenset({"protocol", "engine", "store", "providers", "audit", "settings", "settings_file"}),
     "edge": frozenset({"client", "protocol", "server", "settings", "settings_file"}),
+    "replay": frozenset({"protocol", "engine", "store", "providers", "server", "settings", "settings_file"}),
     "cli": ANYTHING,
     "testing": ANYTHING,
     "bench": ANYTHING,

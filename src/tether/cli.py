@@ -119,11 +119,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     edge_cmd.add_argument("--offline-hold", type=float, help="seconds a request waits for a dead link")
     commands.add_parser("bench", help="the benchmark (tether bench --help)", add_help=False)
     commands.add_parser("audit", help="export and verify the audit log (tether audit --help)", add_help=False)
+    commands.add_parser(
+        "replay", help="a chain as a transcript or a stateless request (tether replay --help)", add_help=False
+    )
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["audit"]:
         from tether.audit.command import main as audit_main
 
         return audit_main(arguments[1:])
+    if arguments[:1] == ["replay"]:
+        from tether.replay.command import main as replay_main
+
+        return replay_main(arguments[1:])
     if arguments[:1] == ["bench"]:
         from tether.bench.cli import main as bench_main  # the benchmark's dependencies load only when asked for
 

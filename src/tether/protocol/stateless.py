@@ -2,9 +2,9 @@
 
 A turn that continues a chain sends only its new items and ``previous_response_id``. The *equivalent stateless
 request* is the request a client would have sent to a stateless Responses server for the same answer: the turn's
-forwarded parameters (model, instructions, tools, ...) without ``previous_response_id``, and as ``input`` the whole
-context the model sampled from, serialized as compact JSON. ``tether_bytes_saved`` and ``tether replay
---as-request`` both use this definition.
+forwarded parameters (model, instructions, tools, ...) without ``previous_response_id`` and ``tether:`` extensions,
+and as ``input`` the whole context the model sampled from, serialized as compact JSON. ``tether_turn_bytes_saved``
+and ``tether replay --as-request`` both use this definition.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ CHAIN_FIELDS = ("previous_response_id",)
 
 def stateless_request(params: JSONObject, context: Sequence[Item]) -> JSONObject:
     """The equivalent stateless request: ``params`` without chain fields, with ``input`` the whole context."""
-    request = {key: value for key, value in params.items() if key not in CHAIN_FIELDS}
+    request = {key: value for key, value in params.items() if key not in CHAIN_FIELDS and not key.startswith("tether:")}
     request["input"] = list(context)
     return request
 
