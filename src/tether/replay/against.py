@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.engine.engine import Engine
-from tether.engine.turn import TERMINAL_EVENTS
 from tether.protocol.errors import ProtocolError
 from tether.protocol.request import Transport, parse_create
+from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS
 from tether.providers.base import ProviderResolver
 from tether.replay.chain import ChainTurn
 from tether.replay.transcript import describe
@@ -99,7 +99,7 @@ async def rerun(turns: list[ChainTurn], model: str, router: ProviderResolver) ->
 async def _final(engine: Engine, live: Any) -> JSONObject:
     final: JSONObject = {}
     async for event in engine.follow(live):
-        if event["type"] in TERMINAL_EVENTS:
+        if event["type"] in RESPONSE_TERMINAL_EVENTS:
             final = event["response"]
     return final
 
