@@ -7,6 +7,7 @@ The upstream is stateless: every turn sends the whole context, with prompt-cachi
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import httpx2 as httpx
@@ -14,6 +15,7 @@ import httpx2 as httpx
 from tether.protocol.model_events import ModelEvent
 from tether.providers.base import ProviderRequest
 from tether.providers.http_upstream import UpstreamClient, UpstreamFields, UpstreamOptions, event_json, upstream_options
+from tether.providers.raw_forward import ForwardedAPI, RawForwarder, RawReply, RawRequest
 from tether.providers.retry import Sleep
 from tether.providers.translate_anthropic import DEFAULT_MAX_TOKENS, AnthropicStreamDecoder, anthropic_request
 from tether.providers.upstream_errors import stream_error, upstream_failure
@@ -50,12 +52,14 @@ class AnthropicProvider:
         sleep: Sleep | None = None,
     ) -> None:
         self.name = name
+        self.api: ForwardedAPI = "anthropic-messages"
         self.prompt_caching = prompt_caching
         self.default_max_tokens = default_max_tokens
         auth = {"x-api-key": options.api_key} if options.api_key else {}
         self._upstream = UpstreamClient(
             name, options, auth, headers={"anthropic-version": ANTHROPIC_VERSION}, transport=transport, sleep=sleep
         )
+        self._forwarder = RawForwarder(name, self._upstream.http, self._upstream.backoff)
         self._path = "messages" if options.base_url.rstrip("/").endswith("/v1") else "v1/messages"
 
     @classmethod
@@ -88,6 +92,15 @@ class AnthropicProvider:
         # The response is closed before the Finish goes out: a consumer that stops at Finish leaves nothing open.
         for model_event in decoder.close():
             yield model_event
+
+    def forward(self, request: RawRequest) -> AbstractAsyncContextManager[RawReply]:
+        """Forward a Messages request (``/v1/messages``, ``/v1/messages/count_tokens``, ``/v1/models``) untouched, and
+        relay the answer as it came (see :class:`~tether.providers.raw_forward.RawForwarding`).
+
+        Raises:
+            ProtocolError: the upstream could not be reached (after the retries allowed), 502 or 504.
+        """
+        return self._forwarder.forward(request)
 
     async def aclose(self) -> None:
         await self._upstream.aclose()

@@ -7,12 +7,14 @@ still sends only the new items.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
 
 import httpx2 as httpx
 
 from tether.protocol.model_events import ModelEvent
 from tether.providers.base import ProviderRequest
 from tether.providers.http_upstream import UpstreamClient, UpstreamFields, UpstreamOptions, event_json, upstream_options
+from tether.providers.raw_forward import ForwardedAPI, RawForwarder, RawReply, RawRequest
 from tether.providers.retry import Sleep
 from tether.providers.translate_chat import ChatStreamDecoder, chat_request
 from tether.providers.upstream_errors import stream_error, upstream_failure
@@ -37,8 +39,10 @@ class ChatCompletionsProvider:
         sleep: Sleep | None = None,
     ) -> None:
         self.name = name
+        self.api: ForwardedAPI = "chat-completions"
         auth = {"authorization": f"Bearer {options.api_key}"} if options.api_key else {}
         self._upstream = UpstreamClient(name, options, auth, transport=transport, sleep=sleep)
+        self._forwarder = RawForwarder(name, self._upstream.http, self._upstream.backoff)
 
     @classmethod
     def from_config(cls, name: str, config: UpstreamFields, api_key: str | None) -> ChatCompletionsProvider:
@@ -68,6 +72,15 @@ class ChatCompletionsProvider:
         # The response is closed before the Finish goes out: a consumer that stops at Finish leaves nothing open.
         for model_event in decoder.close():
             yield model_event
+
+    def forward(self, request: RawRequest) -> AbstractAsyncContextManager[RawReply]:
+        """Forward a Chat Completions request (``/v1/chat/completions``, ``/v1/models``) untouched, and
+        relay the answer as it came (see :class:`~tether.providers.raw_forward.RawForwarding`).
+
+        Raises:
+            ProtocolError: the upstream could not be reached (after the retries allowed), 502 or 504.
+        """
+        return self._forwarder.forward(request)
 
     async def aclose(self) -> None:
         await self._upstream.aclose()

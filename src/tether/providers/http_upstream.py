@@ -159,6 +159,30 @@ class UpstreamHTTP:
             await response.aclose()
         raise self.reported(response.status_code, raw, response.headers)
 
+    async def send_raw(
+        self, method: str, path: str, content: bytes, headers: Mapping[str, str], query: str = ""
+    ) -> httpx.Response:
+        """Send one request as given, for same-API forwarding; the answer comes back whatever its status, its body
+        not read yet (the caller closes it).
+
+        ``headers`` override the pool's defaults; the default ``accept`` is left out unless ``headers`` has one.
+
+        Raises:
+            UpstreamConnectionError: the request did not get through, or no answer came in time.
+        """
+        url = f"{path}?{query}" if query else path
+        request = self._client.build_request(method, url, content=content or None, headers=headers)
+        if not any(name.lower() == "accept" for name in headers):
+            del request.headers["accept"]
+        try:
+            return await self._client.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise self._timeout() from None
+        except httpx.TransportError as exc:
+            secrets = (*self.secrets, *(value for value in headers.values() if len(value) >= 8))
+            reason = sanitise(str(exc), secrets) or type(exc).__name__
+            raise UpstreamConnectionError(f"the request did not get through ({reason})") from None
+
     def reported(self, status: int | None, body: bytes, headers: Mapping[str, str]) -> UpstreamReportedError:
         """The error an upstream's error body (or event) reports, its message stripped of secrets."""
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import structlog
 from tether.protocol.errors import ProtocolError
 from tether.protocol.model_events import ModelEvent
 from tether.providers.base import Provider, ProviderRequest
+from tether.providers.raw_forward import ForwardedAPI, RawForwarding, RawReply, RawRequest, with_model
 
 _log = structlog.get_logger("tether.providers")
 
@@ -59,8 +61,49 @@ class RoutedProvider:
                     "provider.fallback", failed=provider.name, code=error.code, next=self.chain[position + 1].name
                 )
 
+    def forwarder(self, api: ForwardedAPI) -> RawForwarding | None:
+        """Forwarding along this route for requests of ``api``, when the route's provider speaks it (else ``None``:
+        translate instead). Fallbacks are the chain's later providers that speak ``api`` too; the route's
+        ``upstream_model``, if any, replaces the body's ``model`` (the one change forwarding makes)."""
+        chain = [p for p in self.chain if isinstance(p, RawForwarding) and p.api == api]
+        if not chain or chain[0] is not self.chain[0]:
+            return None
+        return RoutedForwarder(chain, self.upstream_model, api)
+
     async def aclose(self) -> None:
         """The chain's providers are owned (and closed) by the router."""
+
+
+class RoutedForwarder:
+    """Forwards along a route's same-API providers: the next one is tried when one could not be reached, or answered
+    429/5xx after its own retries, and nothing has gone to the caller yet."""
+
+    def __init__(self, chain: Sequence[RawForwarding], upstream_model: str | None, api: ForwardedAPI) -> None:
+        self.chain = list(chain)
+        self.upstream_model = upstream_model
+        self.api = api
+        self.name = "+".join(forwarder.name for forwarder in self.chain)
+
+    @contextlib.asynccontextmanager
+    async def forward(self, request: RawRequest) -> AsyncIterator[RawReply]:
+        """Forward ``request`` (see :class:`~tether.providers.raw_forward.RawForwarding`)."""
+        if self.upstream_model is not None and request.body:
+            request = dataclasses.replace(request, body=with_model(request.body, self.upstream_model))
+        yielded = False
+        for position, forwarder in enumerate(self.chain):
+            last = position == len(self.chain) - 1
+            try:
+                async with forwarder.forward(request) as reply:
+                    if last or not (reply.status == 429 or reply.status >= 500):
+                        yielded = True
+                        yield reply
+                        return
+                    reason = f"HTTP {reply.status}"
+            except ProtocolError as error:
+                if yielded or last:
+                    raise
+                reason = error.code
+            _log.warning("provider.fallback", failed=forwarder.name, code=reason, next=self.chain[position + 1].name)
 
 
 class ProviderRouter:

@@ -136,6 +136,8 @@ class FakeChatCompletions(FakeUpstream):
 
 
 class _Chunks:
+    """Chunk framing; with ``include_usage`` every chunk but the last carries ``"usage": null``, as OpenAI's do."""
+
     def __init__(self, body: JSONObject) -> None:
         self.envelope: JSONObject = {
             "id": "chatcmpl-fake",
@@ -143,10 +145,14 @@ class _Chunks:
             "created": 0,
             "model": body["model"],
         }
+        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     def frame(self, delta: JSONObject, finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-        return sse({**self.envelope, "choices": [choice]})
+        chunk: JSONObject = {**self.envelope, "choices": [choice]}
+        if self.include_usage:
+            chunk["usage"] = None
+        return sse(chunk)
 
 
 def _finish_reason(turn: FakeTurn) -> str:
