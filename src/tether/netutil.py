@@ -33,9 +33,11 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.listening = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._wake: Callable[[], object] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
         await super().startup(sockets)
         self.listening.set()
 
@@ -91,6 +93,13 @@ class ThreadedServer:
     @property
     def port(self) -> int:
         return self.config.port
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server thread's event loop (to run a coroutine there: ``asyncio.run_coroutine_threadsafe``)."""
+        if self.server.loop is None:
+            raise RuntimeError(f"{self.thread.name}: the server has not started")
+        return self.server.loop
 
     def __enter__(self) -> Self:
         self.thread.start()

@@ -9,7 +9,15 @@ import pytest
 from tether.netem.proxy import ShapingProxy
 from tether.server.runner import RunningServer
 
-from .support import SLOW, ServerFactory
+from .support import SLOW, ServerFactory, session_summaries
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Print the reports the client tests filed (the fault-injection totals), after the results."""
+    for name, summary in sorted(session_summaries(config).items()):
+        terminalreporter.section(name)
+        for line in summary.lines():
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 import httpx2 as httpx
+import pytest
 
 from tether.client import ConnectionEvent, Delta, SentRequest, TextDelta, TurnReset
 from tether.netem.proxy import ShapingProxy
@@ -105,6 +106,41 @@ async def stored_text(server: RunningServer, response_id: str) -> str:
         for part in item["content"]
         if part["type"] == "output_text"
     )
+
+
+async def settled_generations(server: RunningServer, timeout_s: float = TEST_TIMEOUT_S) -> int:
+    """The server's generation count once every request it is handling and every turn it started have ended.
+
+    It runs in the server's own loop and waits on those tasks themselves; a handler that ends may have started a
+    turn, so it waits again until none is left (within ``timeout_s``).
+    """
+    loop = server.loop
+    assert loop is not None, "the server is not running"
+
+    async def drain() -> int:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                handlers = set(server.server.server_state.tasks)
+                turns = {live.task for live in server.engine.live.running() if live.task is not None}
+                if not handlers | turns:
+                    return server.engine.stats.generations
+                await asyncio.wait(handlers | turns)
+
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(drain(), loop))
+
+
+class Summary(Protocol):
+    """A report for the end of the session (``pytest_terminal_summary`` in conftest.py prints it)."""
+
+    def lines(self) -> list[str]: ...
+
+
+SUMMARIES = pytest.StashKey[dict[str, Summary]]()
+
+
+def session_summaries(config: pytest.Config) -> dict[str, Summary]:
+    """The reports tests of this session filed, by name (kept in the config's stash, not in a module global)."""
+    return config.stash.setdefault(SUMMARIES, {})
 
 
 def proxy_url(proxy: ShapingProxy) -> str:

@@ -54,7 +54,7 @@ from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import ScriptedSettings, Settings
 from tether.types import Item, JSONObject
 
-from .support import Recorder, proxy_url
+from .support import Recorder, proxy_url, session_summaries, settled_generations
 
 TURNS = 20
 TRIAL_TIMEOUT_S = 90.0
@@ -354,14 +354,6 @@ async def run_loop(
 # -- the server, the fault-free runs, the plan -----------------------------------------------------------------
 
 
-class Ledger:
-    """The server's generation count after the last trial that passed: no generation may happen between trials (a
-    late duplicate of a turn would show there)."""
-
-    generations: int | None = None
-    after: str = ""
-
-
 @pytest.fixture(scope="module")
 def loop_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One server for every trial: SQLite store, the loop's script, answers streamed in 4-16 character deltas."""
@@ -392,15 +384,13 @@ def baselines(loop_server: RunningServer) -> dict[str, Baseline]:
     async def measure() -> dict[str, Baseline]:
         runs: dict[str, Baseline] = {}
         for transport in ("websocket", "http"):
-            before = server.engine.stats.generations
+            before = await settled_generations(server)
             async with asyncio.timeout(TRIAL_TIMEOUT_S), ShapingProxy(server.host, server.port, "loopback") as proxy:
                 run = await run_loop(proxy, transport=transport, store=True, seed=0)
-            runs[transport] = Baseline(run, server.engine.stats.generations - before)
+            runs[transport] = Baseline(run, await settled_generations(server) - before)
         return runs
 
-    runs = asyncio.run(measure())
-    Ledger.generations, Ledger.after = server.engine.stats.generations, "the fault-free runs"
-    return runs
+    return asyncio.run(measure())
 
 
 AIM_MID_STREAM = 0.8  # of the down cuts in a turn with several deltas: aimed between its first and last delta
@@ -474,17 +464,13 @@ class TrialReport:
     elapsed_s: float
 
 
-REPORTS: list[TrialReport] = []
-
-
 async def _trial(server: RunningServer, baseline: Run, trial: Trial) -> TrialReport:
     loop = asyncio.get_running_loop()
     started = loop.time()
     engine = server.engine.stats
-    before, replays = engine.generations, engine.idempotent_replays
-    if Ledger.generations is not None:
-        assert before == Ledger.generations, f"{before - Ledger.generations} generation(s) after {Ledger.after} ended"
-    Ledger.generations = None
+    # Counted once the server is idle, before and after: a late duplicate of a turn shows in this trial's count.
+    before = await settled_generations(server)
+    replays = engine.idempotent_replays
     cuts = plan_cuts(trial.seed, trial.cuts, baseline)
     async with ShapingProxy(server.host, server.port, "loopback", seed=trial.seed) as proxy:
         plan = CutPlan(proxy, cuts)
@@ -496,7 +482,7 @@ async def _trial(server: RunningServer, baseline: Run, trial: Trial) -> TrialRep
             error.add_note(f"{trial.id}: cuts\n{plan.describe()}")
             raise
     where = f"{trial.id}: cuts\n{plan.describe()}"
-    generations = engine.generations - before
+    generations = await settled_generations(server, TRIAL_TIMEOUT_S) - before
 
     assert not plan.waiting, where
     assert not plan.armed, where
@@ -517,7 +503,6 @@ async def _trial(server: RunningServer, baseline: Run, trial: Trial) -> TrialRep
     assert run.stats.reconnects > 0, where
     if trial.store:
         assert run.stats.heals == 0, where  # a stored chain is never lost
-    Ledger.generations, Ledger.after = engine.generations, trial.id
 
     counted = (Resumed, Healed, FallbackToHTTP, BackToWebSocket)
     events = Counter(type(event).__name__ for event in run.recorder.events if isinstance(event, counted))
@@ -571,32 +556,49 @@ def test_the_fault_free_loop(baselines: dict[str, Baseline]) -> None:
     assert len(websocket.turns[-1]) > 30
 
 
+@pytest.fixture
+def fault_report(pytestconfig: pytest.Config) -> FaultReport:
+    """The session's fault-injection report: each passing trial adds to it, the terminal summary prints it."""
+    report = session_summaries(pytestconfig).setdefault("fault injection", FaultReport())
+    assert isinstance(report, FaultReport)
+    return report
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("trial", TRIALS, ids=lambda trial: trial.id)
 async def test_a_cut_loop_delivers_the_fault_free_transcript(
-    loop_server: RunningServer, baselines: dict[str, Baseline], trial: Trial
+    loop_server: RunningServer, baselines: dict[str, Baseline], trial: Trial, fault_report: FaultReport
 ) -> None:
     baseline = baselines["http" if trial.transport == "http" else "websocket"].run
-    REPORTS.append(await _trial(loop_server, baseline, trial))
+    fault_report.trials.append(await _trial(loop_server, baseline, trial))
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("trial", STORE_FALSE_TRIALS, ids=lambda trial: trial.id)
 async def test_a_cut_store_false_loop_heals_without_generating_twice(
-    loop_server: RunningServer, baselines: dict[str, Baseline], trial: Trial
+    loop_server: RunningServer, baselines: dict[str, Baseline], trial: Trial, fault_report: FaultReport
 ) -> None:
     report = await _trial(loop_server, baselines["websocket"].run, trial)
-    REPORTS.append(report)
+    fault_report.trials.append(report)
     # The chain lived in the connection that was cut: the next turn re-sent the context from the journal.
     assert report.stats.heals > 0
 
 
-def test_summary() -> None:
-    """Totals of the trials that ran in this session (shown with ``-s``)."""
-    cuts = [cut for report in REPORTS for cut in report.cuts]
+@dataclass
+class FaultReport:
+    """Totals of the trials that passed in this session (printed in pytest's terminal summary)."""
+
+    trials: list[TrialReport] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return _summary(self.trials) if self.trials else []
+
+
+def _summary(done: list[TrialReport]) -> list[str]:
+    cuts = [cut for report in done for cut in report.cuts]
     seconds = [cut.again for cut in cuts if cut.again is not None]
     lines = [
-        f"fault injection: {len(REPORTS)} trials passed, {len(cuts) + len(seconds)} cut points fired: {len(cuts)} "
+        f"fault injection: {len(done)} trials passed, {len(cuts) + len(seconds)} cut points fired: {len(cuts)} "
         f"planned cuts, {len(seconds)} of them cut again during the recovery "
         f"({dict(sorted(Counter(str(mode) for _, mode in seconds).items()))})"
     ]
@@ -604,12 +606,12 @@ def test_summary() -> None:
         ("mode", Counter(str(cut.mode) for cut in cuts)),
         ("direction", Counter(str(cut.direction) for cut in cuts)),
         ("mode/direction", Counter(f"{cut.mode}/{cut.direction}" for cut in cuts)),
-        ("transport", Counter(_group(report.trial) for report in REPORTS for _ in report.cuts)),
-        ("effect", Counter(effect for report in REPORTS for effect in report.effects)),
+        ("transport", Counter(_group(report.trial) for report in done for _ in report.cuts)),
+        ("effect", Counter(effect for report in done for effect in report.effects)),
     ):
         lines.append(f"  cuts by {name}: {dict(sorted(counts.items()))}")
-    for group in sorted({_group(report.trial) for report in REPORTS}):
-        reports = [report for report in REPORTS if _group(report.trial) == group]
+    for group in sorted({_group(report.trial) for report in done}):
+        reports = [report for report in done if _group(report.trial) == group]
         totals = Counter[str]()
         for report in reports:
             for name in ("resumes", "reconnects", "heals", "fallbacks", "retries"):
@@ -618,8 +620,8 @@ def test_summary() -> None:
             totals["idempotent replays (server)"] += report.idempotent_replays
         elapsed = sum(report.elapsed_s for report in reports)
         lines.append(f"  {group}: {len(reports)} trials, {elapsed:.1f} s, {dict(totals)}")
-    lines.append(f"  time in trials: {sum(report.elapsed_s for report in REPORTS):.1f} s")
-    print("\n".join(lines))
+    lines.append(f"  time in trials: {sum(report.elapsed_s for report in done):.1f} s")
+    return lines
 
 
 def _group(trial: Trial) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class RunningServer:
     port: int
     server: uvicorn.Server
     app: Starlette
+    loop: asyncio.AbstractEventLoop | None = None  # the server thread's event loop
 
     @property
     def engine(self) -> Engine:
@@ -68,4 +70,4 @@ def serve_in_thread(settings: Settings, *, startup_timeout: float = 15.0) -> Ite
     app = create_app(settings)
     config = uvicorn_config(settings, port=port, app=app)
     with ThreadedServer(config, name="tether-server", startup_timeout_s=startup_timeout) as running:
-        yield RunningServer(settings.host, port, running.server, app)
+        yield RunningServer(settings.host, port, running.server, app, running.loop)
