@@ -338,3 +338,15 @@ def test_rejected_upstream_credentials_are_a_502_that_does_not_show_them(
     assert caught.value.status_code == 502
     assert caught.value.code == "upstream_auth_error"
     assert KEY not in caught.value.response.text
+
+
+def test_the_sdk_does_not_retry_rejected_upstream_credentials(
+    gateway: RunningServer, chat_fake: FakeChatCompletions
+) -> None:
+    chat_fake.api_key = "a-different-key"
+    retrying = OpenAI(api_key="client-key", base_url=gateway.base_url, max_retries=2)
+    with retrying, pytest.raises(openai.APIStatusError) as caught:
+        answer_text(retrying, "local-model")
+    assert caught.value.status_code == 502
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(chat_fake.requests) == 1, "x-should-retry: false stops the SDK's two retries"

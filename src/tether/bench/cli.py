@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import difflib
 import json
 import platform
 import sys
@@ -17,7 +18,7 @@ from tether.bench.arms import ARMS, TurnMetrics
 from tether.bench.cpu_per_turn import machine
 from tether.bench.harness import BenchConfig, Run, run_matrix, save_runs
 from tether.bench.report import cells, charts, headline, markdown_table, table
-from tether.bench.workloads import long_session, make_task, standard_tasks
+from tether.bench.workloads import TASK_KINDS, long_session, make_task, standard_tasks
 from tether.netem import PROFILES, kernel_tier_available
 
 QUICK_PROFILES = ["loopback", "4g"]
@@ -41,9 +42,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def bench_console() -> Console:
+    """The terminal's own width (``COLUMNS`` when not a terminal): rich wraps the table's cells to fit it."""
+    return Console()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    console = Console(width=max(Console().width, 160))
+    console = bench_console()
     if args.from_results is not None:
         out = args.out or args.from_results.parent
         out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     profiles = args.profiles.split(",") if args.profiles else (QUICK_PROFILES if quick else list(PROFILES))
     tasks = standard_tasks(args.seed)
     if args.tasks:
-        tasks = [make_task(kind, args.seed) for kind in args.tasks.split(",") if kind != "none"]
+        kinds = [kind for kind in args.tasks.split(",") if kind != "none"]
+        for kind in kinds:
+            if kind not in TASK_KINDS:
+                close = difflib.get_close_matches(kind, TASK_KINDS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                console.print(f"[red]unknown task {kind!r}: choose from {', '.join(TASK_KINDS)}{hint}", soft_wrap=True)
+                return 2
+        tasks = [make_task(kind, args.seed) for kind in kinds]
     if args.long_session:
         tasks.append(long_session(args.seed, args.long_session))
     config = BenchConfig(
@@ -102,6 +115,8 @@ def write_report(console: Console, out: Path, meta: dict[str, Any], runs: list[R
         images = charts(runs, summary, out)
     except ImportError:
         console.print("matplotlib is not installed: no charts (pip install 'tether-gateway[bench]')")
+    for image in images:
+        console.print(f"chart: {image}", soft_wrap=True)
     report = [f"# tether bench — {meta['date']}", "", *(f"- {k}: {v}" for k, v in meta.items()), "",
               headline(summary), "## All cells", "", markdown_table(summary), "",
               *(f"![{p.stem}]({p.name})" for p in images), ""]  # fmt: skip

@@ -99,6 +99,34 @@ def markdown_table(all_cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True, slots=True)
+class ArmStyle:
+    color: str
+    marker: str
+    linestyle: str
+    linewidth: float
+
+
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def arm_styles(arms: list[str]) -> dict[str, ArmStyle]:
+    """One style per arm, the same in every chart. Arms that send the same bytes draw the same line, so each has
+    its own marker and dash and a thinner line than the one before: lines that coincide stay visible."""
+    ordered = sorted(arms, key=lambda arm: (arm != BASELINE, arm))
+    return {
+        arm: ArmStyle(
+            _COLORS[index % len(_COLORS)],
+            _MARKERS[index % len(_MARKERS)],
+            _LINESTYLES[index % len(_LINESTYLES)],
+            max(0.8, 3.0 - 0.45 * index),
+        )
+        for index, arm in enumerate(ordered)
+    }
+
+
 def charts(runs: list[Run], all_cells: list[Cell], out_dir: Path) -> list[Path]:
     """PNG charts: upload per turn by arm (per task), task time per profile by arm. Needs matplotlib."""
     import matplotlib
@@ -107,6 +135,7 @@ def charts(runs: list[Run], all_cells: list[Cell], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
+    styles = arm_styles(sorted({run.arm for run in runs} | {cell.arm for cell in all_cells}))
     tasks = sorted({run.task for run in runs})
     figure, axes = plt.subplots(1, len(tasks), figsize=(max(8, 5 * len(tasks)), 4), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
@@ -115,8 +144,10 @@ def charts(runs: list[Run], all_cells: list[Cell], out_dir: Path) -> list[Path]:
                 r for r in runs if r.task == task and r.arm == arm and r.completed and r.profile == runs[0].profile
             ]
             if chosen:
+                style = styles[arm]
                 axis.plot([t.turn + 1 for t in chosen[0].turns], [t.app_bytes_up / 1024 for t in chosen[0].turns],
-                          marker="o", markersize=3, label=arm)  # fmt: skip
+                          color=style.color, marker=style.marker, markersize=4, linestyle=style.linestyle,
+                          linewidth=style.linewidth, markerfacecolor="none", label=arm)  # fmt: skip
         axis.set_title(task)
         axis.set_xlabel("turn")
         axis.set_ylabel("request payload (KiB)")
@@ -135,7 +166,8 @@ def charts(runs: list[Run], all_cells: list[Cell], out_dir: Path) -> list[Path]:
     width = 0.8 / len(arms)
     for position, arm in enumerate(arms):
         totals = [sum(c.task_s for c in all_cells if c.profile == p and c.arm == arm) for p in profiles]
-        axis.bar([i + position * width for i in range(len(profiles))], totals, width, label=arm)
+        axis.bar([i + position * width for i in range(len(profiles))], totals, width, label=arm,
+                 color=styles[arm].color)  # fmt: skip
     axis.set_xticks([i + width * (len(arms) - 1) / 2 for i in range(len(profiles))], profiles)
     axis.set_ylabel("task time, sum over tasks (s)")
     axis.set_title("Task time per network profile by arm")

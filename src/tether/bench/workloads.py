@@ -152,6 +152,9 @@ _PROMPTS = {
 _SHAPES = {"fix-failing-test": ((10, 15), (12, 17)), "add-feature": ((5, 15), (4, 21)), "refactor": ((6, 11), (10, 20))}
 
 
+TASK_KINDS = tuple(_SHAPES)
+
+
 def make_task(kind: str, seed: int, *, turns: int | None = None) -> Task:
     """Build one task; ``turns`` overrides the study's range (long sessions)."""
     rng = random.Random(f"{kind}:{seed}")

@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tether.protocol.errors import ProtocolError, invalid, sse_error_shape
 from tether.protocol.request import Transport, decode_json_object, parse_create
+from tether.protocol.retry import retry_headers
 from tether.protocol.sse import encode_done, encode_event
 from tether.protocol.stream import with_stream_id
 from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS, RESUME_TOKEN
@@ -29,7 +30,7 @@ class JSONBody(Response):
 
 
 def error_response(error: ProtocolError) -> Response:
-    headers = dict(error.headers)
+    headers = {**error.headers, **retry_headers(error.status, error.code)}
     return JSONBody(error.http_body(), status_code=error.status, headers=headers)
 
 
@@ -89,7 +90,9 @@ async def _collect(events: AsyncIterator[Event]) -> Response:
             error = event
     if error is not None:
         body = {key: value for key, value in error["error"].items() if key != "headers"}
-        return JSONBody({"error": body}, status_code=error.get("status") or 500, headers=error["error"].get("headers"))
+        status = error.get("status") or 500
+        headers = {**(error["error"].get("headers") or {}), **retry_headers(status, body.get("code"))}
+        return JSONBody({"error": body}, status_code=status, headers=headers)
     if terminal is None:  # the generation was cancelled (shutdown) before it could finish
         raise ProtocolError(503, "server_shutting_down", "The server stopped before the response finished.")
     return JSONBody(terminal["response"])
