@@ -174,6 +174,30 @@ def test_anthropic_tool_results_continue_the_assistant_s_turn(http: httpx.Client
     assert second.json()["stop_reason"] == "end_turn"
 
 
+@pytest.mark.parametrize(
+    "after_results",
+    [
+        [],  # the reminder text sits beside the tool results
+        [{"role": "user", "content": "<system-reminder>keep going</system-reminder>"}],  # in a message of its own
+    ],
+)
+def test_anthropic_text_beside_tool_results_still_continues_the_turn(
+    http: httpx.Client, anthropic: FakeAnthropic, after_results: list[JSONObject]
+) -> None:
+    first = post_anthropic(http, anthropic, anthropic_body(USER)).json()
+    results: list[JSONObject] = [
+        {"type": "tool_result", "tool_use_id": b["id"], "content": "x"} for b in first["content"][1:]
+    ]
+    if not after_results:
+        results.append({"type": "text", "text": "<system-reminder>keep going</system-reminder>"})
+    assistant = {"role": "assistant", "content": first["content"][1:]}
+    body = anthropic_body(USER, assistant, {"role": "user", "content": results}, *after_results)
+
+    second = post_anthropic(http, anthropic, body)
+
+    assert second.json()["content"] == [{"type": "text", "text": "Two things found."}]
+
+
 def test_anthropic_streams_the_messages_event_sequence(http: httpx.Client, anthropic: FakeAnthropic) -> None:
     events = events_of(post_anthropic(http, anthropic, anthropic_body(USER, stream=True)))
     names = [event.event for event in events]

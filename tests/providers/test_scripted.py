@@ -300,6 +300,17 @@ async def test_script_steps_advance_with_each_tool_round_then_say_done() -> None
     ]
 
 
+async def test_text_sent_with_tool_outputs_continues_the_round() -> None:
+    context: list[Item] = [user("Review the code.")]
+    first = await collect(make_request(context, model="script:agent", response_id="resp_1"))
+    # An agent (Claude Code, through the Messages translation) sends a reminder beside its tool results.
+    context += [*output_items(first), *tool_outputs(first), user("<system-reminder>go on</system-reminder>")]
+
+    second = await collect(make_request(context, model="script:agent", response_id="resp_2"))
+
+    assert text_of(second) == "Reading both files."
+
+
 async def test_script_runs_out_into_done() -> None:
     context: list[Item] = [user("Go.")]
     for turn in range(2):

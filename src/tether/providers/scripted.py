@@ -317,12 +317,17 @@ def _step_index(tail: _Tail) -> int:
     A model turn is a run of consecutive model items (reasoning, assistant messages, function calls). The call ids
     this provider generates carry their step, so the walk stops at the newest of them: the result is that step,
     plus one for its own turn, plus the turns after it. With foreign call ids, it counts turns back to the last user
-    message, within the lookback.
+    message, within the lookback. A user message right after tool outputs (text an agent sends with its tool
+    results, as Claude Code's reminders) continues the round instead of starting the script again.
     """
-    turns, in_turn = 0, False
+    turns, in_turn, user_seen = 0, False, False
     for item in tail:
         if _is_message(item, "user"):
+            user_seen = True  # whether it starts a new round depends on what precedes it
+            continue
+        if user_seen and item.get("type") != "function_call_output" and not _is_instruction(item):
             return turns
+        user_seen = False
         if not _is_model_item(item):
             in_turn = False
             continue
@@ -333,6 +338,10 @@ def _step_index(tail: _Tail) -> int:
         if not in_turn:
             turns, in_turn = turns + 1, True
     return turns
+
+
+def _is_instruction(item: Item) -> bool:
+    return _is_message(item, "system") or _is_message(item, "developer")
 
 
 def _call_id(request: ProviderRequest, step: int, position: int) -> str:

@@ -112,10 +112,26 @@ class FakeAnthropic(FakeUpstream):
         return None
 
     def position(self, body: JSONObject) -> tuple[int, str | None]:
-        messages: list[JSONObject] = body["messages"]
-        last_user = max((i for i, m in enumerate(messages) if _is_user_turn(m)), default=-1)
-        turns = sum(1 for m in messages[last_user + 1 :] if m.get("role") == "assistant")
-        return turns, _text(messages[last_user].get("content")) if last_user >= 0 else None
+        """Assistant turns since the user's last turn, and its text.
+
+        As the API does, consecutive messages of one role are one turn (``system`` messages between them do not
+        count); a user turn that holds tool results continues the assistant's work, even with text beside them
+        (Claude Code adds reminders there), so only a user turn without any starts the script again.
+        """
+        turns: list[tuple[str, list[JSONObject]]] = []
+        for message in body["messages"]:
+            role = message.get("role")
+            if role == "system":
+                continue
+            if turns and turns[-1][0] == role:
+                turns[-1][1].append(message)
+            else:
+                turns.append((str(role), [message]))
+        last_user = max((i for i, (role, group) in enumerate(turns) if _is_user_turn(role, group)), default=-1)
+        assistant_turns = sum(1 for role, _ in turns[last_user + 1 :] if role == "assistant")
+        if last_user < 0:
+            return assistant_turns, None
+        return assistant_turns, "".join(_text(message.get("content")) for message in turns[last_user][1])
 
     def call_id(self, answer: int, index: int) -> str:
         return f"toolu_fake{answer}_{index}"
@@ -244,12 +260,16 @@ def _without_cache_control(block: Any) -> Any:
     return {k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block
 
 
-def _is_user_turn(message: JSONObject) -> bool:
-    """A user message that is more than tool results (those continue the assistant's turn)."""
-    if message.get("role") != "user":
+def _is_user_turn(role: str, messages: list[JSONObject]) -> bool:
+    """A user turn that holds no tool results (one that does continues the assistant's turn)."""
+    if role != "user":
         return False
-    content = message.get("content")
-    return isinstance(content, str) or any(b.get("type") != "tool_result" for b in content or [] if isinstance(b, dict))
+    return not any(
+        isinstance(block, dict) and block.get("type") == "tool_result"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for block in message["content"]
+    )
 
 
 def _text(content: Any) -> str:
