@@ -8,11 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import Settings
 
 ServerFactory = Callable[..., RunningServer]
+
+# Hypothesis's timing checks (deadline, too_slow) measure the machine, not the code: on a shared 2-core CI they
+# fail tests whose properties hold. Property tests keep their example counts; only the clocks are off.
+settings.register_profile(
+    "tether", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors]
+)
+settings.load_profile("tether")
 
 
 @pytest.fixture
