@@ -134,6 +134,9 @@ class Settings(BaseSettings):
         default=None, description="Audit log directory; default: audit/ beside a SQLite database (off for others)."
     )
     audit_content: bool = Field(default=False, description="Put message content in audit entries; off by default.")
+    tracing_enabled: bool = Field(
+        default=False, description="Export OpenTelemetry traces (also on when OTEL_EXPORTER_OTLP_ENDPOINT is set)."
+    )
     log_content: bool = Field(
         default=False, description="Put message content (input and output items) in turn log lines; off by default."
     )

@@ -68,6 +68,10 @@ class TurnObserver:
     def turn_started(self, turn: Turn) -> None:
         """The turn's context is resolved and it is about to call its provider."""
 
+    def upstream_headers(self, turn: Turn) -> Mapping[str, str]:
+        """Headers to send with the turn's upstream request (the trace context of its upstream span)."""
+        return {}
+
     def turn_finished(self, turn: Turn) -> None:
         """The turn is committed and its log is closed (completed, incomplete, failed or cancelled)."""
 
@@ -92,6 +96,12 @@ class FanOut(TurnObserver):
     def turn_started(self, turn: Turn) -> None:
         for observer in self.observers:
             observer.turn_started(turn)
+
+    def upstream_headers(self, turn: Turn) -> Mapping[str, str]:
+        headers: dict[str, str] = {}
+        for observer in self.observers:
+            headers.update(observer.upstream_headers(turn))
+        return headers
 
     def turn_finished(self, turn: Turn) -> None:
         for observer in self.observers:

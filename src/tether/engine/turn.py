@@ -167,6 +167,7 @@ class Turn:
             response_id=plan.response_id,
             params=plan.params,
             lane_key=plan.lane_key,
+            trace_headers=self.observer.upstream_headers(self),
         )
 
     def record(self, expires_at: float | None, snapshot: list[str] | None) -> ResponseRecord:

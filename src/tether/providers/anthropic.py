@@ -78,7 +78,7 @@ class AnthropicProvider:
             request, prompt_caching=self.prompt_caching, default_max_tokens=self.default_max_tokens
         )
         decoder = AnthropicStreamDecoder()
-        async with self._upstream.stream_events(self._path, body) as events:
+        async with self._upstream.stream_events(self._path, body, request.trace_headers) as events:
             async for event in events:
                 data = event_json(self.name, event)
                 if data.get("type") == "error":

@@ -8,7 +8,7 @@ Failures are raised as :class:`~tether.protocol.errors.ProtocolError` (e.g. ``up
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +31,7 @@ class ProviderRequest:
         lane_key: identifies the client connection and lane the turn runs on (``None`` over HTTP), so a stateful
             upstream can keep one upstream session per active lane.
         params: every other request parameter as the client sent it (tools, tool_choice, reasoning, ...).
+        trace_headers: the W3C trace context (``traceparent``, ``tracestate``) to send with the upstream request.
     """
 
     model: str
@@ -45,6 +46,7 @@ class ProviderRequest:
     response_id: str
     params: JSONObject = field(default_factory=dict)
     lane_key: str | None = None
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class Provider(Protocol):

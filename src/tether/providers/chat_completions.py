@@ -57,7 +57,9 @@ class ChatCompletionsProvider:
         """
         decoder = ChatStreamDecoder()
         done = False
-        async with self._upstream.stream_events("chat/completions", chat_request(request)) as events:
+        async with self._upstream.stream_events(
+            "chat/completions", chat_request(request), request.trace_headers
+        ) as events:
             async for event in events:
                 if event.is_done:
                     done = True

@@ -132,7 +132,7 @@ class UpstreamHTTP:
             transport=transport,
         )
 
-    async def post(self, path: str, body: JSONObject) -> httpx.Response:
+    async def post(self, path: str, body: JSONObject, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """Send ``body``; the answer, 2xx, with its body not read yet (the caller closes it).
 
         Raises:
@@ -140,7 +140,7 @@ class UpstreamHTTP:
             UpstreamConnectionError: the request did not get through, or no answer came in time.
         """
         request = self._client.build_request(
-            "POST", path, content=orjson.dumps(body), headers={"content-type": "application/json"}
+            "POST", path, content=orjson.dumps(body), headers={**(headers or {}), "content-type": "application/json"}
         )
         try:
             response = await self._client.send(request, stream=True)
@@ -253,14 +253,17 @@ class UpstreamClient:
         self.backoff = options.backoff(provider, sleep)
 
     @contextlib.asynccontextmanager
-    async def stream_events(self, path: str, body: JSONObject) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
-        """POST ``body`` and yield the answer's Server-Sent Events; the response is closed on exit.
+    async def stream_events(
+        self, path: str, body: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
+        """POST ``body`` (with ``headers`` besides the client's own) and yield the answer's Server-Sent Events; the
+        response is closed on exit.
 
         Raises:
             ProtocolError: the upstream failed (after the retries allowed), or the stream broke.
         """
         deadline = time.monotonic() + self.options.timeout_s
-        response = await self._send(path, body, deadline)
+        response = await self._send(path, body, deadline, headers)
         events = self._events(response, deadline)
         try:
             yield events
@@ -271,11 +274,13 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def _send(self, path: str, body: JSONObject, deadline: float) -> httpx.Response:
+    async def _send(
+        self, path: str, body: JSONObject, deadline: float, headers: Mapping[str, str] | None
+    ) -> httpx.Response:
         retries = 0
         while True:
             try:
-                return await self.http.post(path, body)
+                return await self.http.post(path, body, headers)
             except UpstreamReportedError as error:
                 failure = protocol_error(self.provider, error, self.secrets)
                 if not error.retryable:

@@ -163,7 +163,9 @@ class OpenAIResponsesProvider:
         attempt.sent_delta = previous is not None
         reader = ResponsesEventReader()
         finish: Finish | None = None
-        async with contextlib.aclosing(self._http.events(create_body(request, previous))) as events:
+        async with contextlib.aclosing(
+            self._http.events(create_body(request, previous), request.trace_headers)
+        ) as events:
             async for raw in events:
                 for event in reader.feed(raw):
                     if isinstance(event, Finish):

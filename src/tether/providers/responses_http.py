@@ -11,7 +11,7 @@ provider's decision.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 
 import httpx2 as httpx
 
@@ -35,7 +35,9 @@ class ResponsesHTTPTransport:
         self._http = UpstreamHTTP(options, auth, transport=transport)
         self.secrets = self._http.secrets
 
-    async def events(self, body: JSONObject) -> AsyncGenerator[JSONObject, None]:
+    async def events(
+        self, body: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> AsyncGenerator[JSONObject, None]:
         """POST ``body`` (with ``stream: true``) and yield the events of the answer.
 
         Raises:
@@ -43,7 +45,7 @@ class ResponsesHTTPTransport:
             UpstreamConnectionError: the connection failed or broke (``mid_turn`` once the request was accepted).
         """
         deadline = time.monotonic() + self.options.timeout_s
-        response = await self._http.post("responses", {**body, "stream": True})
+        response = await self._http.post("responses", {**body, "stream": True}, headers)
         try:
             if response.headers.get("content-type", "").startswith("application/json"):
                 try:

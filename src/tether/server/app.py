@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import structlog
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -65,8 +66,12 @@ def provider_router(settings: Settings) -> routing.ProviderRouter:
     )
 
 
-def create_app(settings: Settings) -> Starlette:
-    """Build the gateway. Nothing is opened until the app's lifespan starts."""
+def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Starlette:
+    """Build the gateway. Nothing is opened until the app's lifespan starts.
+
+    Args:
+        tracer_provider: where turn spans go, instead of the provider the ``OTEL_*`` variables configure.
+    """
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -82,7 +87,7 @@ def create_app(settings: Settings) -> Starlette:
             lease_s=settings.lease_s,
             coherent_reads=is_cluster_url(settings.store_url),
         )
-        observers = build_observers(settings, metrics)
+        observers = build_observers(settings, metrics, tracer_provider)
         timed = TimedStore(store, metrics.store_seconds)
         engine = Engine(timed, provider_router(settings), limits, observer=observers.engine, node=settings.node_name)
         auth = Authenticator(settings.api_keys)
@@ -102,6 +107,7 @@ def create_app(settings: Settings) -> Starlette:
             await asyncio.gather(purger, return_exceptions=True)
             await edge_turns.aclose()
             await engine.aclose()
+            observers.close()
 
     routes = [
         Route("/v1/responses", http.create_response, methods=["POST"]),

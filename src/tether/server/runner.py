@@ -64,10 +64,15 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def serve_in_thread(settings: Settings, *, startup_timeout: float = 15.0) -> Iterator[RunningServer]:
-    """Run a real tether server on a free port of 127.0.0.1 in a background thread (tests, benchmarks)."""
+def serve_in_thread(
+    settings: Settings, *, startup_timeout: float = 15.0, app: Starlette | None = None
+) -> Iterator[RunningServer]:
+    """Run a real tether server on a free port of 127.0.0.1 in a background thread (tests, benchmarks).
+
+    ``app`` is one :func:`create_app` built for ``settings`` with arguments of its own (a test's tracer provider).
+    """
     port = free_port(settings.host)
-    app = create_app(settings)
+    app = app or create_app(settings)
     config = uvicorn_config(settings, port=port, app=app)
     with ThreadedServer(config, name="tether-server", startup_timeout_s=startup_timeout) as running:
         yield RunningServer(settings.host, port, running.server, app, running.loop)
