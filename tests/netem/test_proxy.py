@@ -181,7 +181,7 @@ async def test_a_refused_upstream_resets_the_client(servers: Servers) -> None:
 
 async def test_profiles_by_name_and_the_record(echo_port: int) -> None:
     async with ShapingProxy("127.0.0.1", echo_port, "3g", seed=4) as proxy:
-        assert proxy.profile is PROFILES["3g"]
+        assert proxy.profile is PROFILES["mobile-3g"], "an old name is an alias"
         record = proxy.record.as_dict()
     assert record["tier"] == "proxy"
     assert record["seed"] == 4

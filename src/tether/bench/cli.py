@@ -16,19 +16,24 @@ from rich.console import Console
 
 from tether.bench.arms import ARMS, TurnMetrics
 from tether.bench.cpu_per_turn import machine
-from tether.bench.harness import BenchConfig, Run, run_matrix, save_runs
-from tether.bench.report import cells, charts, headline, markdown_table, table
+from tether.bench.harness import BenchConfig, Run, resolve_tiers, run_tiers, save_runs
+from tether.bench.report import cells, charts, comparison_tables, headline, markdown_table, table, tier_table
 from tether.bench.workloads import TASK_KINDS, long_session, make_task, standard_tasks
-from tether.netem import PROFILES, kernel_tier_available
+from tether.netem import ALIASES, PROFILES
 
-QUICK_PROFILES = ["loopback", "4g"]
+QUICK_PROFILES = ["loopback", "mobile-4g"]
 STANDARD_ARMS = ["stateless-http", "http-previous-id", "ws", "ws-deflate"]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tether bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short run (2 profiles, fast model, 1 repeat)")
-    parser.add_argument("--profiles", default=None, help=f"comma list of {', '.join(PROFILES)}")
+    parser.add_argument(
+        "--profiles", default=None, help=f"comma list of {', '.join(PROFILES)} (or the old names {', '.join(ALIASES)})"
+    )
+    parser.add_argument("--tier", choices=["auto", "packet", "proxy", "both"], default="auto",
+                        help="network emulation: packet (namespaces + packet emulator), proxy (shaping TCP proxy), "
+                             "both (every cell in each), auto (packet where it can be set up, else proxy)")  # fmt: skip
     parser.add_argument("--arms", default=",".join(STANDARD_ARMS), help=f"comma list of {', '.join(ARMS)}")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
@@ -78,29 +83,42 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         ttft_s=args.ttft if args.ttft is not None else (0.02 if quick else 0.4),
         tokens_per_second=args.tps if args.tps is not None else (2000.0 if quick else 150.0),
+        tier=args.tier,
     )
-    unknown = [p for p in config.profiles if p not in PROFILES] + [a for a in config.arms if a not in ARMS]
+    known = {*PROFILES, *ALIASES}
+    unknown = [p for p in config.profiles if p not in known] + [a for a in config.arms if a not in ARMS]
     if unknown:
         console.print(f"[red]unknown profile or arm: {', '.join(unknown)}")
         return 2
     stamp = datetime.datetime.now(datetime.UTC)
     out = args.out or Path("bench-results") / stamp.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    kernel_ok, kernel_reason = kernel_tier_available()
+    try:
+        tiers, tier_reason = resolve_tiers(config.tier)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}")
+        return 2
     meta = {
         "date": stamp.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "command": "tether bench " + " ".join(sys.argv[2:] if argv is None else argv),
-        "emulation_tier": "proxy (Python shaping proxy: delay, rate, loss stalls, outages)",
-        "kernel_tier": f"{'available' if kernel_ok else 'not available'}: {kernel_reason}",
+        "emulation_tier": ", ".join(TIER_NAMES[tier] for tier in tiers),
+        "tier_reason": tier_reason,
         "python": platform.python_version(),
     }
-    console.print(f"tether bench → {out}  (tier: proxy; kernel tier {meta['kernel_tier']})")
+    console.print(f"tether bench → {out}  (tier: {', '.join(tiers)}; {tier_reason})")
     with tempfile.TemporaryDirectory() as tmp:
-        runs = run_matrix(config, Path(tmp), journal=out / "runs.jsonl")
+        runs = run_tiers(config, tiers, Path(tmp), journal=out / "runs.jsonl")
     save_runs(runs, config, out / "results.json", meta)
     failed = write_report(console, out, meta, runs)
     return 1 if failed else 0
+
+
+TIER_NAMES = {
+    "packet": "packet (client and server in network namespaces, packet emulator on TUN devices: delay, jitter, "
+              "rate, loss, loss bursts, outages; kernel TCP retransmits)",
+    "proxy": "proxy (Python shaping proxy: delay, rate, loss stalls, outages; no loss bursts)",
+}  # fmt: skip
 
 
 def write_report(console: Console, out: Path, meta: dict[str, Any], runs: list[Run]) -> list[Run]:
@@ -112,13 +130,17 @@ def write_report(console: Console, out: Path, meta: dict[str, Any], runs: list[R
         console.print(f"[red]failed: {run.profile} {run.task} {run.arm}: {run.error}")
     images = []
     try:
-        images = charts(runs, summary, out)
+        tier = "packet" if any(run.tier == "packet" for run in runs) else "proxy"
+        images = charts([run for run in runs if run.tier == tier], [c for c in summary if c.tier == tier], out)
     except ImportError:
         console.print("matplotlib is not installed: no charts (pip install 'tether-gateway[bench]')")
     for image in images:
         console.print(f"chart: {image}", soft_wrap=True)
+    both = {"proxy", "packet"} <= {cell.tier for cell in summary}
     report = [f"# tether bench — {meta['date']}", "", *(f"- {k}: {v}" for k, v in meta.items()), "",
-              headline(summary), "## All cells", "", markdown_table(summary), "",
+              headline(summary), "## Per profile", "", comparison_tables(summary),
+              *(["## The same cells in both tiers", "", tier_table(summary)] if both else []),
+              "## All cells", "", markdown_table(summary), "",
               *(f"![{p.stem}]({p.name})" for p in images), ""]  # fmt: skip
     (out / "report.md").write_text("\n".join(report))
     console.print(f"report: {out / 'report.md'}")

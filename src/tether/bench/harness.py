@@ -1,4 +1,11 @@
-"""Runs the benchmark matrix: profiles × tasks × arms × repeats, arms interleaved, through the shaping proxy."""
+"""Runs the benchmark matrix: profiles × tasks × arms × repeats, arms interleaved, through an emulated network.
+
+Two tiers emulate the network. ``packet``: the server runs in a network namespace of its own and the client code in
+another, joined by the packet emulator (``tether.netem.PacketLink``), so both ends' kernel TCP see the RTT and the
+loss together and retransmit by themselves. ``proxy``: a shaping TCP proxy on 127.0.0.1 in front of the server
+(loss is an RTO stall that TCP never sees). ``auto`` uses the packet tier where it can be set up and falls back to
+the proxy with the reason; ``both`` runs every cell in each tier. Every run records its tier.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,17 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from rich.progress import Progress
 
-from tether.bench.arms import ARMS, TurnMetrics
+from tether.bench.arms import ARMS, ArmResult, TurnMetrics
+from tether.bench.packet_tier import PacketServer, packet_server
 from tether.bench.workloads import Task
-from tether.netem import PROFILES, ShapingProxy
+from tether.netem import ShapingProxy, probe_packet_tier, profile_named
 from tether.testing import ServeProcess, serve_subprocess
+
+TierChoice: TypeAlias = Literal["auto", "packet", "proxy", "both"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +37,7 @@ class BenchConfig:
     seed: int
     ttft_s: float
     tokens_per_second: float
+    tier: TierChoice = "proxy"
 
 
 @dataclass(slots=True)
@@ -46,11 +57,19 @@ class Run:
     turns: list[TurnMetrics] = field(default_factory=list)
     transcript: list[str] = field(default_factory=list)
     error: str | None = None
+    tier: str = "proxy"
+    link: dict[str, Any] | None = None
+    """The packet emulator's counters for the run (packet tier only): drops by reason, retransmitted payload."""
+
+
+def run_seed(config: BenchConfig, profile: str, task: Task, repeat: int) -> int:
+    """The seed of one cell's random draws, the same in every arm and tier (stable across processes)."""
+    return zlib.crc32(f"{config.seed}/{profile}/{task.name}/{repeat}".encode())
 
 
 async def run_one(server: ServeProcess, config: BenchConfig, profile: str, arm: str, task: Task, repeat: int) -> Run:
-    seed = zlib.crc32(f"{config.seed}/{profile}/{task.name}/{repeat}".encode())  # stable across processes
-    async with ShapingProxy("127.0.0.1", server.port, PROFILES[profile], seed=seed) as proxy:
+    seed = run_seed(config, profile, task, repeat)
+    async with ShapingProxy("127.0.0.1", server.port, profile_named(profile), seed=seed) as proxy:
         started = time.perf_counter()
         error: str | None = None
         result = None
@@ -83,11 +102,67 @@ def write_scripts(path: Path, tasks: list[Task]) -> None:
     path.write_text(json.dumps({"scripts": {task.name: task.script() for task in tasks}}))
 
 
+def run_packet(server: PacketServer, config: BenchConfig, profile: str, arm: str, task: Task, repeat: int) -> Run:
+    """One run in the packet tier: the arm on a thread in the client namespace, the emulator's counters after it."""
+    server.link.configure(profile_named(profile), seed=run_seed(config, profile, task, repeat))
+
+    async def play() -> ArmResult:
+        return await ARMS[arm](server.base_url, task)
+
+    started = time.perf_counter()
+    error: str | None = None
+    result: ArmResult | None = None
+    try:
+        result = server.link.call("client", lambda: asyncio.run(play()))
+    except Exception as exc:  # a failed task is a data point, not a crash of the benchmark
+        error = f"{type(exc).__name__}: {exc}"
+    elapsed = time.perf_counter() - started
+    stats = server.link.stats()
+    up, down = stats["up"], stats["down"]
+    return Run(
+        profile=profile,
+        arm=arm,
+        task=task.name,
+        repeat=repeat,
+        completed=error is None,
+        task_s=elapsed,
+        app_bytes_up=sum(t.app_bytes_up for t in result.turns) if result else 0,
+        wire_bytes_up=up["bytes"],
+        wire_bytes_down=down["bytes"],
+        payload_bytes_up=up["tcp_payload_bytes"],
+        payload_bytes_down=down["tcp_payload_bytes"],
+        connections=stats["connections"],
+        turns=result.turns if result else [],
+        transcript=result.transcript if result else [],
+        error=error,
+        tier="packet",
+        link=stats,
+    )
+
+
+def resolve_tiers(choice: TierChoice) -> tuple[list[str], str]:
+    """The tiers to run for ``choice``, and a sentence on why (the reason the packet tier is unavailable, if so)."""
+    if choice == "proxy":
+        return ["proxy"], "proxy tier requested"
+    support = probe_packet_tier()
+    if support.available:
+        return (["proxy", "packet"] if choice == "both" else ["packet"]), support.reason
+    if choice == "packet":
+        raise RuntimeError(f"the packet tier is unavailable: {support.reason}")
+    return ["proxy"], f"packet tier unavailable ({support.reason}): fell back to the proxy tier"
+
+
 def run_matrix(config: BenchConfig, workdir: Path, journal: Path | None = None) -> list[Run]:
-    """Start ``tether serve`` and run every cell; arms are rotated per cell so no arm always goes first.
+    """Start ``tether serve`` and run every cell in each tier; arms are rotated per cell so none always goes first.
 
     Each finished run is appended to ``journal`` (JSON lines) at once, so an interrupted benchmark keeps its data.
     """
+    tiers, _ = resolve_tiers(config.tier)
+    return run_tiers(config, tiers, workdir, journal)
+
+
+def run_tiers(config: BenchConfig, tiers: list[str], workdir: Path, journal: Path | None = None) -> list[Run]:
+    """``run_matrix`` for tiers already resolved."""
     write_scripts(workdir / "scripts.json", config.tasks)
     env = {
         "TETHER_SCRIPTED__SCRIPTS_FILE": str(workdir / "scripts.json"),
@@ -97,18 +172,24 @@ def run_matrix(config: BenchConfig, workdir: Path, journal: Path | None = None) 
     }
     runs: list[Run] = []
     cells = [(r, p, t) for r in range(config.repeats) for p in config.profiles for t in config.tasks]
-    with serve_subprocess(workdir, env) as server, Progress() as progress:
-        bar = progress.add_task("benchmark", total=len(cells) * len(config.arms))
-        for index, (repeat, profile, task) in enumerate(cells):
-            shift = index % len(config.arms)
-            for arm in config.arms[shift:] + config.arms[:shift]:
-                progress.update(bar, description=f"{profile} · {task.name} · {arm}")
-                run = asyncio.run(run_one(server, config, profile, arm, task, repeat))
-                runs.append(run)
-                if journal is not None:
-                    with journal.open("a") as handle:
-                        handle.write(json.dumps(asdict(run)) + "\n")
-                progress.advance(bar)
+    with Progress() as progress:
+        bar = progress.add_task("benchmark", total=len(cells) * len(config.arms) * len(tiers))
+        for tier in tiers:
+            server_context = packet_server(workdir, env) if tier == "packet" else serve_subprocess(workdir, env)
+            with server_context as server:
+                for index, (repeat, profile, task) in enumerate(cells):
+                    shift = index % len(config.arms)
+                    for arm in config.arms[shift:] + config.arms[:shift]:
+                        progress.update(bar, description=f"{tier} · {profile} · {task.name} · {arm}")
+                        if isinstance(server, PacketServer):
+                            run = run_packet(server, config, profile, arm, task, repeat)
+                        else:
+                            run = asyncio.run(run_one(server, config, profile, arm, task, repeat))
+                        runs.append(run)
+                        if journal is not None:
+                            with journal.open("a") as handle:
+                                handle.write(json.dumps(asdict(run)) + "\n")
+                        progress.advance(bar)
     return runs
 
 

@@ -13,6 +13,10 @@ from rich.table import Table
 from tether.bench.harness import Run
 
 BASELINE = "stateless-http"
+COMPARISON_ARMS = ("stateless-http", "ws", "tether-client")
+"""The arms of each profile's comparison table: direct stateless HTTP, the openai SDK on WebSocket, tether's client.
+Arms whose name starts with ``EDGE_PREFIX`` (each API through ``tether edge``) join them when they are run."""
+EDGE_PREFIX = "edge-"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +26,7 @@ class Cell:
     profile: str
     task: str
     arm: str
+    tier: str
     runs: int
     completed: int
     task_s: float
@@ -33,16 +38,16 @@ class Cell:
 
 
 def cells(runs: Iterable[Run]) -> list[Cell]:
-    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        groups[(run.profile, run.task, run.arm)].append(run)
+        groups[(run.profile, run.task, run.arm, run.tier)].append(run)
     out = []
-    for (profile, task, arm), group in groups.items():
+    for (profile, task, arm, tier), group in groups.items():
         done = [run for run in group if run.completed] or group
         ttfts = [t.ttft_s for run in done for t in run.turns if t.ttft_s is not None]
         out.append(
             Cell(
-                profile, task, arm, len(group), sum(run.completed for run in group),
+                profile, task, arm, tier, len(group), sum(run.completed for run in group),
                 statistics.median(run.task_s for run in done),
                 statistics.median(run.app_bytes_up for run in done),
                 statistics.median(run.wire_bytes_up for run in done),
@@ -56,7 +61,7 @@ def cells(runs: Iterable[Run]) -> list[Cell]:
 
 def _baseline(all_cells: list[Cell], cell: Cell) -> Cell | None:
     for other in all_cells:
-        if (other.profile, other.task, other.arm) == (cell.profile, cell.task, BASELINE):
+        if (other.tier, other.profile, other.task, other.arm) == (cell.tier, cell.profile, cell.task, BASELINE):
             return other
     return None
 
@@ -67,27 +72,27 @@ def _kb(value: float) -> str:
 
 def rows(all_cells: list[Cell]) -> list[list[str]]:
     out = []
-    for cell in sorted(all_cells, key=lambda c: (c.profile, c.task, c.arm != BASELINE, c.arm)):
+    for cell in sorted(all_cells, key=lambda c: (c.tier, c.profile, c.task, c.arm != BASELINE, c.arm)):
         base = _baseline(all_cells, cell)
         both_done = base is not None and base.completed > 0 and cell.completed > 0
         less = f"{100 * (1 - cell.wire_up / base.wire_up):.1f}%" if base and both_done and base.wire_up else "–"
         speed = f"{base.task_s / cell.task_s:.2f}×" if base and both_done and cell.task_s else "–"
         out.append([
-            cell.profile, cell.task, cell.arm, f"{cell.completed}/{cell.runs}", f"{cell.task_s:.2f}",
+            cell.tier, cell.profile, cell.task, cell.arm, f"{cell.completed}/{cell.runs}", f"{cell.task_s:.2f}",
             _kb(cell.app_up), _kb(cell.wire_up), less, _kb(cell.wire_down),
             f"{cell.ttft_s * 1000:.0f}" if cell.ttft_s is not None else "–", speed, f"{cell.connections:g}",
         ])  # fmt: skip
     return out
 
 
-HEADERS = ["profile", "task", "arm", "done", "task s", "payload up KiB", "wire up KiB", "up vs stateless",
+HEADERS = ["tier", "profile", "task", "arm", "done", "task s", "payload up KiB", "wire up KiB", "up vs stateless",
            "wire down KiB", "TTFT ms", "speed-up", "conns"]  # fmt: skip
 
 
 def table(all_cells: list[Cell]) -> Table:
     result = Table(title="tether bench (medians over repeats)")
     for header in HEADERS:
-        result.add_column(header, justify="left" if header in ("profile", "task", "arm") else "right")
+        result.add_column(header, justify="left" if header in ("tier", "profile", "task", "arm") else "right")
     for row in rows(all_cells):
         result.add_row(*row)
     return result
@@ -183,10 +188,12 @@ def charts(runs: list[Run], all_cells: list[Cell], out_dir: Path) -> list[Path]:
 
 def headline(all_cells: list[Cell]) -> str:
     """The figures the benchmark exists to show, computed from the cells (medians over repeats)."""
+    tier = "packet" if any(c.tier == "packet" for c in all_cells) else "proxy"
+    all_cells = [c for c in all_cells if c.tier == tier]
     index = {(c.profile, c.task, c.arm): c for c in all_cells}
     tasks = sorted({c.task for c in all_cells})
     profiles = list(dict.fromkeys(c.profile for c in all_cells))
-    lines = ["## Headline figures", ""]
+    lines = [f"## Headline figures ({tier} tier)", ""]
 
     def pair(profile: str, task: str, arm: str) -> tuple[Cell, Cell] | None:
         base, cell = index.get((profile, task, BASELINE)), index.get((profile, task, arm))
@@ -220,4 +227,61 @@ def headline(all_cells: list[Cell]) -> str:
             done = sum(c.completed for c in all_cells if c.profile == profile and c.arm == arm)
             total = sum(c.runs for c in all_cells if c.profile == profile and c.arm == arm)
             lines.append(f"| {profile} | {arm} | {done}/{total} |")
+    return "\n".join(lines) + "\n"
+
+
+def _arms_compared(all_cells: list[Cell]) -> list[str]:
+    present = {cell.arm for cell in all_cells}
+    edge = sorted(arm for arm in present if arm.startswith(EDGE_PREFIX))
+    return [arm for arm in COMPARISON_ARMS if arm in present] + edge
+
+
+def comparison_tables(all_cells: list[Cell]) -> str:
+    """One table per profile (and tier): upload, downlink, task time and completion for each compared arm.
+
+    Upload and downlink are IP bytes on the link summed over the tasks (medians over repeats); task time is the sum
+    of the tasks' median times; completion counts every run.
+    """
+    arms = _arms_compared(all_cells)
+    sections: list[str] = []
+    keys = sorted({(cell.tier, cell.profile) for cell in all_cells})
+    for tier, profile in keys:
+        chosen = [c for c in all_cells if (c.tier, c.profile) == (tier, profile) and c.arm in arms]
+        if not chosen:
+            continue
+        tasks = sorted({c.task for c in chosen})
+        lines = [f"### `{profile}` ({tier} tier; {len(tasks)} task{'s' * (len(tasks) != 1)})", "",
+                 "| arm | upload KiB | downlink KiB | task time s | completed | upload ÷ stateless | "
+                 "time ÷ stateless |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        base = [c for c in chosen if c.arm == BASELINE]
+        base_up, base_s = sum(c.wire_up for c in base), sum(c.task_s for c in base)
+        for arm in arms:
+            mine = [c for c in chosen if c.arm == arm]
+            if not mine:
+                continue
+            done, total = sum(c.completed for c in mine), sum(c.runs for c in mine)
+            up, seconds = sum(c.wire_up for c in mine), sum(c.task_s for c in mine)
+            # Ratios only between arms that completed every run: a failed run's time and bytes are not a task's.
+            comparable = base and done == total and all(c.completed == c.runs for c in base)
+            up_ratio = f"{up / base_up:.2f}" if comparable and base_up else "–"
+            time_ratio = f"{seconds / base_s:.2f}" if comparable and base_s else "–"
+            lines.append(f"| {arm} | {_kb(up)} | {_kb(sum(c.wire_down for c in mine))} | {seconds:.1f} | "
+                         f"{done}/{total} ({done / total:.0%}) | {up_ratio} | {time_ratio} |")  # fmt: skip
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n"
+
+
+def tier_table(all_cells: list[Cell]) -> str:
+    """The same cells in the proxy and the packet tier side by side (task time, upload, completion)."""
+    index = {(c.tier, c.profile, c.task, c.arm): c for c in all_cells}
+    pairs = sorted({(c.profile, c.task, c.arm) for c in all_cells if c.tier == "packet"})
+    lines = ["| profile | task | arm | task s proxy | task s packet | upload KiB proxy | upload KiB packet | "
+             "done proxy | done packet |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for profile, task, arm in pairs:
+        proxy, packet = index.get(("proxy", profile, task, arm)), index.get(("packet", profile, task, arm))
+        if proxy is None or packet is None:
+            continue
+        row = [profile, task, arm, f"{proxy.task_s:.2f}", f"{packet.task_s:.2f}", _kb(proxy.wire_up),
+               _kb(packet.wire_up), f"{proxy.completed}/{proxy.runs}", f"{packet.completed}/{packet.runs}"]  # fmt: skip
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

@@ -4,11 +4,12 @@ fault injection, kernel shaping.
 A standalone TCP tool: it knows nothing of HTTP or of tether's server, and can sit in front of any TCP service.
 """
 
+from tether.netem.catalog import ALIASES, CATALOG, PROFILES, profile_named
 from tether.netem.faults import AtBytes, AtTime, ByteTriggers, Fault, FaultSchedule, seeded_cuts
 from tether.netem.kernel import KernelLink, KernelSupport, kernel_tier_available, probe_kernel, run_in_netns
 from tether.netem.link import DirectionCounters, Drop, LinkDirection
 from tether.netem.packet import PacketLink, PacketLinkError, PacketSupport, probe_packet_tier
-from tether.netem.profiles import PROFILES, NetworkProfile, mbit
+from tether.netem.profiles import NetworkProfile, mbit
 from tether.netem.proxy import ShapingProxy
 from tether.netem.record import EmulationRecord
 from tether.netem.shaping import DirectionShaper, OutageClock, Piece
@@ -17,6 +18,8 @@ from tether.netem.thread import ProxyThread
 from tether.netem.types import Direction, FaultMode
 
 __all__ = [
+    "ALIASES",
+    "CATALOG",
     "PROFILES",
     "AtBytes",
     "AtTime",
@@ -47,6 +50,7 @@ __all__ = [
     "mbit",
     "probe_kernel",
     "probe_packet_tier",
+    "profile_named",
     "run_in_netns",
     "seeded_cuts",
 ]

@@ -15,7 +15,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tether.netem.profiles import PROFILES, NetworkProfile
+from tether.netem.catalog import ALIASES, PROFILES, profile_named
+from tether.netem.profiles import NetworkProfile
 from tether.netem.proxy import ShapingProxy
 
 
@@ -24,7 +25,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--upstream", required=True, help="HOST:PORT to forward to")
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to listen on (port 0: any free port)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--profile", choices=sorted(PROFILES), default="loopback")
+    group.add_argument("--profile", choices=sorted([*PROFILES, *ALIASES]), default="loopback")
     group.add_argument("--profile-json", help="a NetworkProfile's fields as a JSON object")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -34,7 +35,7 @@ def profile_from(args: argparse.Namespace) -> NetworkProfile:
     """The profile the arguments ask for."""
     if args.profile_json is not None:
         return NetworkProfile(**json.loads(args.profile_json))
-    return PROFILES[args.profile]
+    return profile_named(args.profile)
 
 
 async def serve(args: argparse.Namespace) -> None:

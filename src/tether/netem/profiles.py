@@ -1,28 +1,18 @@
 """Network profiles: what a link does to a TCP byte stream, in numbers.
 
-The values are typical figures, not measurements of one network; they are meant to put a client in a clearly
-different regime (serialisation-bound, latency-bound, loss-bound, outage-bound), not to reproduce a carrier. Sources
-and assumptions, per profile:
+The named profiles, each with its sources, are in ``tether.netem.catalog``.
 
-- ``4g``: median LTE latency 40–70 ms and median throughput of 5–20 Mbit/s down in public crowd-sourced reports
-  (Ookla/Opensignal); uplink a quarter of downlink; residual loss after link-layer retransmission ~0.1 %.
-- ``3g``: HSPA, RTT 150–250 ms, a few hundred kbit/s up, ~1.5 Mbit/s down, ~1 % loss at cell edges.
-- ``satellite``: geostationary, 35,786 km each way: ~480 ms of propagation alone, ~600 ms with processing.
-- ``inflight-wifi``: geostationary backhaul shared by a cabin: ~700 ms, little uplink, jitter, 2 % loss.
-- ``intermittent``: the ``4g`` link with a 3 s outage every 12 s (tunnels, handovers, a train).
-
-Loss is applied per direction and per ~1460-byte packet, and modelled as TCP experiences it: nothing is lost, the
-packet (and everything behind it) is delayed by a retransmission timeout, ``max(0.2, 2 * rtt)`` (Linux's minimum
-RTO is 200 ms). Treating every loss as an RTO is pessimistic for long bulk transfers, where fast retransmit
-recovers in about one RTT, and right for the short request/response exchanges of an agent loop, where a lost tail
-packet has no duplicate ACKs behind it.
+In the proxy tier, loss is applied per direction and per ~1460-byte packet, and modelled as TCP experiences it:
+nothing is lost, the packet (and everything behind it) is delayed by a retransmission timeout, ``max(0.2, 2 * rtt)``
+(Linux's minimum RTO is 200 ms). Treating every loss as an RTO is pessimistic for long bulk transfers, where fast
+retransmit recovers in about one RTT, and right for the short request/response exchanges of an agent loop, where a
+lost tail packet has no duplicate ACKs behind it. In the packet tier (``tether.netem.router``) packets are really
+dropped, and the TCP stacks at both ends recover by themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 OutageMode: TypeAlias = Literal["stall", "reset"]
@@ -98,24 +88,3 @@ class NetworkProfile:
 def mbit(value: float) -> float:
     """Megabits per second in bits per second."""
     return value * 1_000_000
-
-
-_4G = NetworkProfile("4g", rtt_s=0.06, up_bps=mbit(5), down_bps=mbit(20), loss=0.001)
-
-PROFILES: Mapping[str, NetworkProfile] = MappingProxyType(
-    {
-        profile.name: profile
-        for profile in (
-            NetworkProfile("loopback"),
-            _4G,
-            NetworkProfile("3g", rtt_s=0.2, up_bps=mbit(0.4), down_bps=mbit(1.5), loss=0.01),
-            NetworkProfile("satellite", rtt_s=0.6, up_bps=mbit(2), down_bps=mbit(10), loss=0.005),
-            NetworkProfile("inflight-wifi", rtt_s=0.7, up_bps=mbit(0.25), down_bps=mbit(2), loss=0.02, jitter_s=0.05),
-            replace(_4G, name="intermittent", outage_every_s=12.0, outage_s=3.0),
-            # The same outages, but the network loses connection state (NAT rebinding, a new radio bearer): live
-            # connections are reset when the link goes dark, so a stream cut midway must be resumed or redone.
-            replace(_4G, name="intermittent-reset", outage_every_s=12.0, outage_s=3.0, outage_mode="reset"),
-        )
-    }
-)
-"""The named profiles of the benchmark, read-only; derive variants with ``dataclasses.replace``."""

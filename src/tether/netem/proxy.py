@@ -7,9 +7,10 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
 
+from tether.netem.catalog import profile_named
 from tether.netem.connection import Connection, ConnectionState
 from tether.netem.faults import AtBytes, AtTime, ByteTriggers, Fault, FaultSchedule
-from tether.netem.profiles import PROFILES, NetworkProfile
+from tether.netem.profiles import NetworkProfile
 from tether.netem.record import EmulationRecord
 from tether.netem.shaping import OutageClock
 from tether.netem.stats import ConnectionStats, ProxyStats
@@ -26,13 +27,13 @@ class ShapingProxy:
     stalls and the proxy's outages; see ``DirectionShaper``. Use it as an async context manager, or run it on its
     own thread with ``start_in_thread()`` for synchronous clients::
 
-        async with ShapingProxy("127.0.0.1", server_port, PROFILES["3g"], seed=1) as proxy:
+        async with ShapingProxy("127.0.0.1", server_port, PROFILES["mobile-3g"], seed=1) as proxy:
             client = connect("127.0.0.1", proxy.port)
 
     Args:
         upstream_host: Host the proxy connects to for each accepted connection.
         upstream_port: Port the proxy connects to.
-        profile: A ``NetworkProfile``, or the name of one in ``PROFILES``.
+        profile: A ``NetworkProfile``, or the name (or alias) of one in ``PROFILES``.
         seed: Seed of every random draw (loss, jitter); connection ``i`` direction ``d`` draws from its own stream.
         faults: Faults to install when the proxy starts (offsets count from then).
         host: Address to listen on.
@@ -52,7 +53,7 @@ class ShapingProxy:
         port: int = 0,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
     ) -> None:
-        self.profile = PROFILES[profile] if isinstance(profile, str) else profile
+        self.profile = profile_named(profile) if isinstance(profile, str) else profile
         self.seed = seed
         self.stats = ProxyStats()
         self.connections: list[ConnectionStats] = []
