@@ -6,6 +6,7 @@ command, as a user would.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -20,7 +21,32 @@ import httpx2 as httpx
 from tether.netutil import free_port
 from tether.server.runner import RunningServer, serve_in_thread
 
-__all__ = ["RunningServer", "ServeProcess", "free_port", "serve_in_thread", "serve_subprocess"]
+__all__ = ["RunningServer", "ServeProcess", "free_port", "serve_in_thread", "serve_subprocess", "settled"]
+
+
+async def settled(server: RunningServer, timeout_s: float = 30.0) -> None:
+    """Wait until a server in a thread is idle: every request it was handling and every turn it started has ended.
+
+    It waits on those tasks themselves, in the server's own event loop (no polling). A handler that ends may have
+    started a turn, so it looks again until nothing is left.
+
+    Raises:
+        TimeoutError: the server was still busy after ``timeout_s``.
+    """
+    loop = server.loop
+    if loop is None:
+        raise RuntimeError("the server is not running in a thread of this process")
+
+    async def drain() -> None:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                handlers = set(server.server.server_state.tasks)
+                turns = {live.task for live in server.engine.live.running() if live.task is not None}
+                if not handlers | turns:
+                    return
+                await asyncio.wait(handlers | turns)
+
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(drain(), loop))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import pytest
 from tether.client import ConnectionEvent, Delta, SentRequest, TextDelta, TurnReset
 from tether.netem.proxy import ShapingProxy
 from tether.server.runner import RunningServer
+from tether.testing import settled
 from tether.types import JSONObject
 
 ServerFactory = Callable[..., RunningServer]
@@ -109,24 +110,9 @@ async def stored_text(server: RunningServer, response_id: str) -> str:
 
 
 async def settled_generations(server: RunningServer, timeout_s: float = TEST_TIMEOUT_S) -> int:
-    """The server's generation count once every request it is handling and every turn it started have ended.
-
-    It runs in the server's own loop and waits on those tasks themselves; a handler that ends may have started a
-    turn, so it waits again until none is left (within ``timeout_s``).
-    """
-    loop = server.loop
-    assert loop is not None, "the server is not running"
-
-    async def drain() -> int:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                handlers = set(server.server.server_state.tasks)
-                turns = {live.task for live in server.engine.live.running() if live.task is not None}
-                if not handlers | turns:
-                    return server.engine.stats.generations
-                await asyncio.wait(handlers | turns)
-
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(drain(), loop))
+    """The server's generation count once every request it is handling and every turn it started have ended."""
+    await settled(server, timeout_s)
+    return server.engine.stats.generations
 
 
 class Summary(Protocol):

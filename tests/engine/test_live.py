@@ -1,5 +1,3 @@
-import asyncio
-
 from tether.engine.live import LiveRegistry, LiveResponse
 from tether.engine.stream_log import StreamLog
 
@@ -15,8 +13,9 @@ def test_store_false_responses_need_their_resume_token_and_tenant() -> None:
     assert not stored.allows("bob", None)
 
 
-async def test_registry_forgets_finished_responses_after_the_grace_period() -> None:
-    registry = LiveRegistry(grace_s=0.05)
+def test_registry_forgets_finished_responses_after_the_grace_period() -> None:
+    now = [100.0]
+    registry = LiveRegistry(grace_s=5.0, clock=lambda: now[0])
     live = LiveResponse("resp_1", "alice", store=True, log=StreamLog(), idempotency_key="k1")
     registry.add(live)
     assert registry.get("resp_1") is live
@@ -26,6 +25,8 @@ async def test_registry_forgets_finished_responses_after_the_grace_period() -> N
     live.log.close()
     assert registry.running() == []
     registry.finished(live)
-    await asyncio.sleep(0.1)
+    now[0] += 4.9
+    assert registry.get("resp_1") is live  # still within the grace period
+    now[0] += 0.1
     assert registry.get("resp_1") is None
     assert registry.by_idempotency_key("alice", "k1") is None

@@ -57,7 +57,7 @@ async def test_rate_limit_slows_an_upload(servers: Servers) -> None:
         elapsed = time.monotonic() - started
         await close(writer)
     assert len(sink.received) == 64 * 1024
-    assert 1.5 <= elapsed < 7.0, "64 KiB at 256 kbit/s takes about 2.1 s with headers"
+    assert elapsed >= 1.5, "64 KiB at 256 kbit/s takes about 2.1 s with headers"
 
 
 async def test_rate_limit_slows_a_download(servers: Servers) -> None:
@@ -70,7 +70,7 @@ async def test_rate_limit_slows_a_download(servers: Servers) -> None:
         elapsed = time.monotonic() - started
         await close(writer)
     assert len(received) == 64 * 1024
-    assert 1.5 <= elapsed < 7.0
+    assert elapsed >= 1.5
 
 
 async def test_each_round_trip_costs_at_least_one_rtt(echo_port: int) -> None:
@@ -88,7 +88,7 @@ async def test_each_round_trip_costs_at_least_one_rtt(echo_port: int) -> None:
         four = time.monotonic() - started
         await close(writer)
     assert first >= 2 * rtt * 0.95, "the handshake's RTT, then the exchange's"
-    assert 4 * rtt * 0.95 <= four < 3 * 4 * rtt
+    assert four >= 4 * rtt * 0.95
 
 
 async def loss_pattern(port: int, seed: int) -> dict[Direction, list[int]]:

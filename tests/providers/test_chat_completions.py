@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -248,10 +247,9 @@ async def test_a_silent_upstream_times_out_with_a_504(
     make_provider: ProviderFactory, fake: FakeChatCompletions
 ) -> None:
     fake.latency_s = 0.4
-    started = time.monotonic()
     error = await failure(make_provider(timeout_s=0.05, max_retries=0))
     assert (error.status, error.code) == (504, "upstream_error")
-    assert time.monotonic() - started < 0.3
+    assert "no answer within 0.05 s" in error.message
 
 
 async def test_a_stream_cut_short_is_a_502_and_not_retried(

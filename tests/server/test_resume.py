@@ -4,6 +4,7 @@ graceful shutdown. Generations are counted in the engine, so "never twice" is ch
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tether.protocol.sse import SSEDecoder
 from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import ScriptedSettings, Settings
 from tether.store.sqlite import SQLiteStore
+from tether.testing import settled
 
 from .wire import MODEL, TERMINAL_EVENTS, ServerFactory, receive, send_create, send_json
 
@@ -108,7 +110,9 @@ async def test_store_false_resume_needs_the_token_and_ends_with_the_grace_period
         while not events or events[-1]["type"] not in TERMINAL_EVENTS:
             events.append(await receive(ws))
     assert_gapless(events)
-    await asyncio.sleep(0.8)  # past the grace period a store=false response is gone for good
+    await settled(server)  # the turn has ended and started its grace period
+    registry = engine_of(server).live
+    registry.clock = lambda: time.monotonic() + 0.5  # past the grace period a store=false response is gone for good
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
         params = {"stream": "true", "tether:resume_token": token}
         gone = await client.get(f"/responses/{response_id}", params=params)
@@ -153,12 +157,9 @@ async def test_generation_goes_on_when_the_client_disconnects(make_server: Serve
     async with connect(server.ws_url) as ws:
         await send_create(ws, model="echo", input=LONG_TEXT)
         response_id = (await receive(ws))["response"]["id"]
+    await settled(server)  # the generation the client left has ended
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
-        for _ in range(100):
-            reply = await client.get(f"/responses/{response_id}")
-            if reply.status_code == 200:
-                break
-            await asyncio.sleep(0.05)
+        reply = await client.get(f"/responses/{response_id}")
     assert reply.json()["status"] == "completed"
     assert reply.json()["output"][0]["content"][0]["text"] == LONG_TEXT
 
@@ -168,7 +169,7 @@ async def test_generation_stops_with_the_last_client_when_configured(make_server
     async with connect(server.ws_url) as ws:
         await send_create(ws, model="echo", input=LONG_TEXT)
         response_id = (await receive(ws))["response"]["id"]
-    await asyncio.sleep(0.8)
+    await settled(server)  # the socket's handler has ended, and with it the generation it was the last to follow
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
         reply = await client.get(f"/responses/{response_id}")
     assert reply.status_code == 404  # cancelled before it finished: nothing was committed

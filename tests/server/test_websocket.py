@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tether.server.runner import RunningServer
+from tether.testing import settled
 from tether.types import Event
 
 from .wire import (
@@ -685,10 +686,9 @@ async def test_tenants_cannot_see_each_others_responses(make_server: ServerFacto
 async def test_server_pings_and_drops_a_client_that_never_pongs(make_server: ServerFactory) -> None:
     server = make_server(websocket={"ping_interval_s": 0.2, "ping_timeout_s": 0.5})
     reader, writer = await raw_upgrade(server)
-    opened = time.monotonic()
     frames = []
     try:
-        async with asyncio.timeout(3.0):
+        async with asyncio.timeout(RECEIVE_TIMEOUT_S):  # a bound so that nothing hangs, not a measurement
             while True:
                 try:
                     frames.append(await read_frame(reader))
@@ -698,7 +698,6 @@ async def test_server_pings_and_drops_a_client_that_never_pongs(make_server: Ser
         writer.close()
     opcodes = [frame.opcode for frame in frames]
     assert OP_PING in opcodes
-    assert time.monotonic() - opened < 3.0
     if OP_CLOSE in opcodes:
         close = frames[opcodes.index(OP_CLOSE)]
         assert int.from_bytes(close.payload[:2], "big") == 1011
@@ -757,7 +756,7 @@ async def test_client_closing_mid_turn_does_not_break_the_server(make_server: Se
     assert (await asyncio.wait_for(read_frame(reader), RECEIVE_TIMEOUT_S)).opcode == OP_TEXT
     writer.transport.abort()
 
-    await asyncio.sleep(0.6)  # past the abandoned turns' first tokens
+    await settled(server)  # the abandoned turns have run to their end
     async with connect(server.ws_url) as ws:
         assert await completed_turn(ws, input="a new connection works")
     async with httpx.AsyncClient(base_url=f"http://{server.host}:{server.port}", timeout=RECEIVE_TIMEOUT_S) as client:

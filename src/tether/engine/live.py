@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.engine.stream_log import StreamLog
@@ -41,36 +44,39 @@ class LiveResponse:
 
 
 class LiveRegistry:
-    """Live responses by id and by idempotency key; finished ones are forgotten after a grace period."""
+    """Live responses by id and by idempotency key; finished ones are forgotten after a grace period.
 
-    def __init__(self, grace_s: float) -> None:
+    Args:
+        grace_s: how long a finished response stays here.
+        clock: monotonic seconds (tests move it instead of waiting out the grace period).
+    """
+
+    def __init__(self, grace_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.grace_s = grace_s
+        self.clock = clock
         self._by_id: dict[str, LiveResponse] = {}
         self._by_key: dict[tuple[str, str], str] = {}
+        self._expiring: deque[tuple[float, LiveResponse]] = deque()  # in the order they finished
 
     def add(self, live: LiveResponse) -> None:
+        self._sweep()
         self._by_id[live.response_id] = live
         if live.idempotency_key is not None:
             self._by_key[(live.tenant, live.idempotency_key)] = live.response_id
 
     def get(self, response_id: str) -> LiveResponse | None:
+        self._sweep()
         return self._by_id.get(response_id)
 
     def by_idempotency_key(self, tenant: str, key: str) -> LiveResponse | None:
+        self._sweep()
         response_id = self._by_key.get((tenant, key))
         return self._by_id.get(response_id) if response_id is not None else None
 
     def finished(self, live: LiveResponse) -> None:
-        """Schedule ``live`` to be forgotten once the grace period is over."""
-        asyncio.get_running_loop().call_later(self.grace_s, self._forget, live)
-
-    def _forget(self, live: LiveResponse) -> None:
-        if self._by_id.get(live.response_id) is live:
-            del self._by_id[live.response_id]
-        if live.idempotency_key is not None and self._by_key.get((live.tenant, live.idempotency_key)) == (
-            live.response_id
-        ):
-            del self._by_key[(live.tenant, live.idempotency_key)]
+        """Forget ``live`` once the grace period is over."""
+        self._expiring.append((self.clock() + self.grace_s, live))
+        self._sweep()
 
     def release_key(self, live: LiveResponse) -> None:
         """Stop answering ``live``'s idempotency key with it (it was interrupted: a retry must generate anew)."""
@@ -78,6 +84,16 @@ class LiveRegistry:
             live.response_id
         ):
             del self._by_key[(live.tenant, live.idempotency_key)]
+
+    def _sweep(self) -> None:
+        now = self.clock()
+        while self._expiring and self._expiring[0][0] <= now:
+            self._forget(self._expiring.popleft()[1])
+
+    def _forget(self, live: LiveResponse) -> None:
+        if self._by_id.get(live.response_id) is live:
+            del self._by_id[live.response_id]
+        self.release_key(live)
 
     def running(self) -> list[LiveResponse]:
         return [live for live in self._by_id.values() if not live.done]
