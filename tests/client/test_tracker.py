@@ -8,6 +8,7 @@ import pytest
 
 from tether.client import APIError, FunctionCall, TextDelta, TurnReset
 from tether.client.tracker import ResponseTracker
+from tether.protocol.interrupted import interrupted_events
 from tether.types import Event
 
 
@@ -103,3 +104,19 @@ def test_function_calls_come_whole_when_their_item_is_done() -> None:
     assert isinstance(call, FunctionCall)
     assert call.parsed_arguments() == {"a": 1}
     assert call.output("ok") == {"type": "function_call_output", "call_id": "call_1", "output": "ok"}
+
+
+def test_an_interrupted_generation_is_restarted_as_a_new_response() -> None:
+    tracker = ResponseTracker()
+    feed_all(tracker, [created("resp_1"), text(1, "Hel")])
+    feed_all(tracker, interrupted_events("resp_1", {"id": "resp_1", "status": "in_progress"}, 2))
+    assert tracker.done
+    assert tracker.interrupted
+
+    tracker.restart()
+    assert not tracker.done
+    again = feed_all(tracker, [created("resp_2"), text(1, "Hello"), completed(2, "resp_2")])
+    assert isinstance(again[0], TurnReset)
+    assert [delta.text for delta in again if isinstance(delta, TextDelta)] == ["Hello"]
+    assert tracker.done
+    assert not tracker.interrupted

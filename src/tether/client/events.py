@@ -150,6 +150,7 @@ class ClientStats:
         heals: ``previous_response_not_found`` answers healed by re-sending the full context.
         fallbacks: switches from WebSocket to HTTP.
         retries: waits before another attempt.
+        interrupted: responses that ended in ``generation_interrupted`` (their node died) and were created again.
         bytes_sent: application payload sent (JSON bodies and messages).
         bytes_received: application payload received (SSE bytes and WebSocket messages).
     """
@@ -160,6 +161,7 @@ class ClientStats:
     heals: int = 0
     fallbacks: int = 0
     retries: int = 0
+    interrupted: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
 

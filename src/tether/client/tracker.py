@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from tether.client.errors import APIError, api_error_from_ws
 from tether.client.results import Delta, ReasoningDelta, TextDelta, TurnReset, function_call
+from tether.protocol.interrupted import GENERATION_INTERRUPTED
 from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS, RESUME_TOKEN
 from tether.types import Event, JSONObject
 
@@ -44,6 +45,21 @@ class ResponseTracker:
     @property
     def done(self) -> bool:
         return self.response is not None
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the response ended in ``generation_interrupted``: its node stopped; the turn must run again."""
+        if self.terminal_type != "response.failed" or self.response is None:
+            return False
+        error = self.response.get("error") or {}
+        return bool(error.get("code") == GENERATION_INTERRUPTED)
+
+    def restart(self) -> None:
+        """Expect the turn again as a new response (after ``generation_interrupted``): its ``response.created``
+        will carry another id, and the caller is told with a :class:`TurnReset`."""
+        self.response = None
+        self.terminal_type = None
+        self.stream_error = None
 
     def begin_attempt(self) -> None:
         """Forget the previous attempt's in-stream error."""

@@ -2,8 +2,10 @@
 
 Each attempt either resumes the turn's response after the last delivered sequence number (once its id is known,
 with tether's extensions) or sends the create request again with the same idempotency key (before the id is known,
-or without extensions). A ``previous_response_not_found`` answer is healed once per turn by re-sending the full
-context from the journal. Failures that may pass (drops, offline, 429/5xx) wait a bounded, jittered backoff.
+or without extensions, or after the response ended in ``generation_interrupted``: its node died, and the turn is
+generated once more as a new response, announced by a ``TurnReset``). A ``previous_response_not_found`` answer is
+healed once per turn by re-sending the full context from the journal. Failures that may pass (drops, offline,
+429/5xx) wait a bounded, jittered backoff.
 """
 
 from __future__ import annotations
@@ -107,6 +109,14 @@ class TurnRunner:
                         for delta in deltas:
                             yield delta
                 # Not stopping at the terminal event lets HTTP read its [DONE] and keep the connection for reuse.
+                if tracker.done and tracker.interrupted:
+                    # The node generating it died: the server released the idempotency key, so creating the turn
+                    # again (same key) generates it exactly once more, as a new response.
+                    self.stats.interrupted += 1
+                    tracker.restart()
+                    recreate = True
+                    await self._wait(backoff, "generation_interrupted", None)
+                    continue
                 if tracker.done:
                     self.connector.succeeded()
                     return
