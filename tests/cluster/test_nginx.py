@@ -1,0 +1,187 @@
+"""Three ``tether serve`` nodes on one PostgreSQL, and on one Redis, behind a real nginx doing round robin.
+
+- The ``openai`` SDK runs a 20-turn tool loop over HTTP; every turn lands on another node than the one before.
+- A stream read half-way on one node is resumed with ``starting_after`` on another, following the live generation.
+- The tether client runs a 20-turn loop over WebSocket while the node it is connected to is SIGKILLed, between turns
+  and mid-stream, at seeded points. Every trial: no completed turn lost, no delta duplicated or missing, exactly one
+  completed generation per turn across the nodes, and each interrupted turn reported and retried once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx2 as httpx
+import pytest
+from openai import OpenAI
+from openai.types.responses import FunctionToolParam
+
+from tether.client import AsyncSession, RetryPolicy, TextDelta, TurnReset
+from tether.types import Event
+
+from .support import (
+    FINAL_TEXT,
+    LOOKUP_TOOL,
+    TURNS,
+    Cluster,
+    nginx_unavailable,
+    running_cluster,
+    step_text,
+    store_unreachable,
+)
+
+MODEL = "script:cluster_loop"
+PACED = {"TETHER_SCRIPTED__TTFT_S": "0.02", "TETHER_SCRIPTED__TOKENS_PER_SECOND": "60"}
+SEEDS = {"postgres": 11, "redis": 12}
+TEST_TIMEOUT_S = 600.0
+
+
+@pytest.fixture(params=["postgres", "redis"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    kind: str = request.param
+    for reason in (nginx_unavailable(), store_unreachable(kind)):
+        if reason is not None:
+            pytest.skip(reason)
+    with running_cluster(kind, tmp_path, PACED) as running:
+        yield running
+
+
+def expected_text(turn: int) -> str:
+    return FINAL_TEXT if turn == TURNS - 1 else step_text(turn + 1)
+
+
+def assert_one_completed_generation_per_turn(cluster: Cluster, interrupted: int) -> None:
+    turns = cluster.turns()
+    done = Counter(turn["key"] for turn in turns if turn["state"] == "done")
+    assert len(done) == TURNS
+    assert set(done.values()) == {1}
+    assert sum(turn["state"] == "interrupted" for turn in turns) == interrupted
+    assert not [turn for turn in turns if turn["state"] == "running"]
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+def test_openai_sdk_tool_loop_lands_on_another_node_every_turn(cluster: Cluster) -> None:
+    client = OpenAI(base_url=cluster.base_url, api_key="unused", max_retries=0)
+    previous: str | None = None
+    items: Any = "Run the cluster loop."
+    nodes: list[str] = []
+    for turn in range(TURNS):
+        response = client.responses.create(
+            model=MODEL,
+            input=items,
+            tools=[cast(FunctionToolParam, LOOKUP_TOOL)],
+            previous_response_id=previous,
+            extra_headers={"Idempotency-Key": f"http-turn-{turn}"},
+        )
+        assert response.status == "completed"
+        assert response.output_text == expected_text(turn)
+        nodes.append(cluster.node_of(response.id))
+        calls = [item for item in response.output if item.type == "function_call"]
+        if turn < TURNS - 1:
+            [call] = calls
+            assert json.loads(call.arguments) == {"step": turn + 1}
+            items = [{"type": "function_call_output", "call_id": call.call_id, "output": f"fact {turn + 1}"}]
+        else:
+            assert calls == []
+        previous = response.id
+    client.close()
+
+    assert all(before != after for before, after in itertools.pairwise(nodes)), nodes
+    assert len(set(nodes)) == 3
+    assert_one_completed_generation_per_turn(cluster, interrupted=0)
+
+
+def sse_events(body: bytes) -> list[Event]:
+    events = []
+    for frame in body.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = [line[5:].strip() for line in frame.split(b"\n") if line.startswith(b"data:")]
+        if data and data[0] != b"[DONE]":
+            events.append(json.loads(b"\n".join(data)))
+    return events
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+async def test_http_starting_after_on_another_node_follows_the_live_generation(cluster: Cluster) -> None:
+    body = {"model": "echo", "input": "tell the story " * 40, "stream": True}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cluster.port}", timeout=60.0) as client:
+        head: list[Event] = []
+        async with client.stream("POST", "/v1/responses", json=body) as stream:
+            buffer = b""
+            async for chunk in stream.aiter_bytes():
+                buffer += chunk
+                head = sse_events(buffer.rsplit(b"\n\n", 1)[0])
+                if len(head) >= 6:
+                    break  # drop the connection half-way
+        response_id = head[0]["response"]["id"]
+        after = head[-1]["sequence_number"]
+        resumed = await client.get(f"/v1/responses/{response_id}", params={"stream": "true", "starting_after": after})
+        tail = sse_events(resumed.content)
+
+    whole = head + tail
+    assert [event["sequence_number"] for event in whole] == list(range(len(whole)))
+    assert whole[-1]["type"] == "response.completed"
+    text = "".join(event["delta"] for event in whole if event["type"] == "response.output_text.delta")
+    assert text == whole[-1]["response"]["output"][0]["content"][0]["text"]
+    assert len([turn for turn in cluster.turns() if turn["state"] == "done"]) == 1
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+async def test_tether_client_loop_survives_its_node_being_killed(cluster: Cluster) -> None:
+    rng = random.Random(SEEDS[cluster.kind])
+    between = set(rng.sample(range(1, TURNS), 3))  # kill before these turns start
+    midway = {turn: rng.randint(1, 4) for turn in rng.sample(sorted(set(range(TURNS)) - between), 3)}  # after N deltas
+    restarts: list[asyncio.Task[None]] = []
+    killed_midway: list[str] = []
+
+    async def kill(node_name: str) -> None:
+        node = cluster.node(node_name)
+        await asyncio.to_thread(node.kill)
+        restarts.append(asyncio.create_task(asyncio.to_thread(node.start)))
+
+    retry = RetryPolicy(initial_delay_s=0.05, max_delay_s=1.0, max_attempts=60, max_elapsed_s=120.0)
+    async with AsyncSession(
+        cluster.base_url, model=MODEL, tools=[LOOKUP_TOOL], transport="websocket", retry=retry, seed=1
+    ) as session:
+        items: Any = "Run the cluster loop."
+        for turn in range(TURNS):
+            if turn in between:
+                assert session.last_response_id is not None
+                await kill(cluster.node_of(session.last_response_id))
+            stream = session.stream(items)
+            texts: list[str] = []
+            resets = deltas = 0
+            async for delta in stream:
+                if isinstance(delta, TurnReset):
+                    texts, resets = [], resets + 1
+                elif isinstance(delta, TextDelta):
+                    texts.append(delta.text)
+                    deltas += 1
+                    if midway.get(turn) == deltas and resets == 0:
+                        pending = session.pending
+                        assert pending is not None
+                        assert pending.response_id is not None
+                        killed_midway.append(pending.response_id)
+                        await kill(cluster.node_of(pending.response_id))
+            result = stream.result
+            assert result.status == "completed"
+            assert "".join(texts) == result.text == expected_text(turn)  # each delta once, none missing
+            if turn < TURNS - 1:
+                [call] = result.function_calls
+                items = [call.output(f"fact {turn + 1}")]
+        await asyncio.gather(*restarts)
+
+    # Each kill mid-stream interrupted its generation (unless the turn committed first: then nothing was lost), the
+    # client was told and created the turn once more.
+    states = {turn["id"]: turn["state"] for turn in cluster.turns()}
+    interrupted = sum(states[response_id] == "interrupted" for response_id in killed_midway)
+    assert len(killed_midway) == len(midway)
+    assert interrupted >= 1
+    assert session.stats.interrupted == interrupted
+    assert_one_completed_generation_per_turn(cluster, interrupted=interrupted)
