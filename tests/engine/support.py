@@ -10,7 +10,7 @@ from tether.engine.live import LiveResponse
 from tether.protocol.model_events import Finish, ModelEvent, TextDelta, Usage
 from tether.protocol.request import CreateRequest, Transport, parse_create
 from tether.providers.base import ProviderRequest
-from tether.types import Event, Item, JSONObject
+from tether.types import Item, JSONObject
 
 TENANT = "alice"
 
@@ -39,11 +39,12 @@ def request(**fields: object) -> CreateRequest:
     return parse_create(body, Transport.HTTP)
 
 
-async def events_of(engine: Engine, live: LiveResponse, after: int = -1) -> list[Event]:
-    return [event async for event in engine.follow(live, after)]
+async def events_of(engine: Engine, live: LiveResponse, after: int = -1) -> list[JSONObject]:
+    """A response's events after ``after``, as plain JSON objects (tests look at any key of any event)."""
+    return [dict(event) async for event in engine.follow(live, after)]
 
 
-async def run(engine: Engine, **fields: object) -> list[Event]:
+async def run(engine: Engine, **fields: object) -> list[JSONObject]:
     """Create a turn over HTTP semantics (no connection) and follow it to its end."""
     return await events_of(engine, await engine.create(request(**fields), tenant=TENANT))
 
@@ -72,7 +73,7 @@ def texts(items: Sequence[Item]) -> list[str]:
     return result
 
 
-def terminal(events: list[Event]) -> JSONObject:
+def terminal(events: list[JSONObject]) -> JSONObject:
     final = events[-1]
     assert final["type"] in ("response.completed", "response.failed", "response.incomplete"), final["type"]
     response: JSONObject = final["response"]

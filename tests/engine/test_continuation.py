@@ -12,14 +12,14 @@ from tether.protocol.errors import ProtocolError
 from tether.providers.router import ProviderRouter, Route
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming
 from tether.store.memory import MemoryStore
-from tether.types import Event
+from tether.types import JSONObject
 
 from .support import TENANT, GatedProvider, call, call_output, events_of, request, run, terminal, texts, user
 
 
 async def on_lane(
     engine: Engine, connection: ConnectionState, lane: str | None = None, **fields: object
-) -> list[Event]:
+) -> list[JSONObject]:
     live = await engine.create(request(**fields), tenant=TENANT, connection=connection, lane=lane)
     return await events_of(engine, live)
 

@@ -96,10 +96,11 @@ async def test_another_node_resumes_mid_stream_and_follows_the_live_turn(nodes: 
     a, b = nodes("node-a"), nodes("node-b")
     live = await a.engine.create(request(model="gated", input="hi"), tenant=TENANT)
     await wait_for_events(a.engine, live.response_id, 2)
-    head = list(live.log.events)
+    head = [dict(event) for event in live.log.events]
+    seen = live.log.last_sequence_number
 
-    resumed = await b.engine.attach(TENANT, live.response_id, after=head[-1]["sequence_number"])
-    tail_task = asyncio.create_task(events_of(b.engine, resumed, head[-1]["sequence_number"]))
+    resumed = await b.engine.attach(TENANT, live.response_id, after=seen)
+    tail_task = asyncio.create_task(events_of(b.engine, resumed, seen))
     a.gated.gate.set()
     tail = await asyncio.wait_for(tail_task, BOUND_S)
 

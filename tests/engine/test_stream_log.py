@@ -3,10 +3,12 @@ import asyncio
 import pytest
 
 from tether.engine.stream_log import StreamLog
+from tether.protocol.events import OutputTextDelta, StreamEvent
 
 
-def event(n: int) -> dict[str, object]:
-    return {"type": "x", "sequence_number": n}
+def event(n: int) -> StreamEvent:
+    return OutputTextDelta(type="response.output_text.delta", sequence_number=n, item_id="msg_1", output_index=0,
+                           content_index=0, delta=str(n), logprobs=[])  # fmt: skip
 
 
 async def collect(log: StreamLog, after: int) -> list[object]:

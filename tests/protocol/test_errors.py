@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from tether.protocol.errors import (
@@ -14,6 +16,7 @@ from tether.protocol.errors import (
     server_error,
     sse_error_shape,
 )
+from tether.protocol.events import ErrorEvent
 
 LIMITED = ProtocolError(
     429, "rate_limit_exceeded", "Slow down.", error_type=ErrorType.RATE_LIMIT, headers={"retry-after": "2"}
@@ -58,7 +61,7 @@ def test_the_websocket_shape_nests_the_error_with_its_status_and_headers() -> No
 
 def test_a_logged_websocket_error_replays_over_sse_in_the_flat_shape() -> None:
     assert sse_error_shape(LIMITED.ws_event("lane-1", 4)) == LIMITED.sse_event(4)
-    assert sse_error_shape({"type": "error"}) == {
+    assert sse_error_shape(cast(ErrorEvent, {"type": "error"})) == {
         "type": "error",
         "code": None,
         "message": None,

@@ -7,8 +7,8 @@ from tether.types import JSONObject
 
 
 def new_response(params: JSONObject | None = None) -> JSONObject:
-    return response_object(response_id="resp_1", created_at=0, status="completed", model="m", params=params or {},
-                           output=[], previous_response_id=None, store=True)  # fmt: skip
+    return dict(response_object(response_id="resp_1", created_at=0, status="completed", model="m", params=params or {},
+                           output=[], previous_response_id=None, store=True))  # fmt: skip
 
 
 def test_every_response_gets_its_own_copy_of_each_default() -> None:

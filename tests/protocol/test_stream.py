@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pytest
 
 from tether.protocol.errors import ProtocolError, server_error
+from tether.protocol.events import OutgoingEvent, StreamEvent
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream, with_stream_id
-from tether.types import Event
+from tether.types import JSONObject
 
 USAGE = Usage(input_tokens=10, output_tokens=4, cached_tokens=6)
 DELTA_TYPES = {
@@ -34,21 +36,26 @@ def new_stream(stream_id: str | None = None) -> ResponseStream:
     return ResponseStream(response, stream_id)
 
 
-def run(events: Sequence[ModelEvent], stream_id: str | None = None) -> tuple[ResponseStream, list[Event]]:
+def as_json(events: Sequence[StreamEvent]) -> list[JSONObject]:
+    """The events as plain JSON objects, for tests that look at any key of any event."""
+    return [dict(event) for event in events]
+
+
+def run(events: Sequence[ModelEvent], stream_id: str | None = None) -> tuple[ResponseStream, list[JSONObject]]:
     stream = new_stream(stream_id)
     out = stream.start()
     for event in events:
         out += stream.feed(event)
-    return stream, out
+    return stream, as_json(out)
 
 
-def types(events: Sequence[Event]) -> list[str]:
+def types(events: Sequence[JSONObject]) -> list[str]:
     return [str(event["type"]) for event in events]
 
 
 def test_start_announces_the_response_without_output() -> None:
     stream = new_stream()
-    created, in_progress = stream.start()
+    created, in_progress = as_json(stream.start())
     assert (created["type"], in_progress["type"]) == ("response.created", "response.in_progress")
     assert (created["sequence_number"], in_progress["sequence_number"]) == (0, 1)
     assert created["response"]["status"] == "in_progress"
@@ -172,7 +179,7 @@ def test_max_output_tokens_makes_the_response_incomplete() -> None:
 )
 def test_failing_sends_an_error_then_response_failed(error: ProtocolError, recorded_code: str) -> None:
     stream, events = run([TextDelta("partial")])
-    events += stream.fail(error)
+    events += as_json(stream.fail(error))
     error_event, failed = events[-2:]
     assert error_event["type"] == "error"
     assert error_event["error"]["code"] == error.code
@@ -184,16 +191,16 @@ def test_failing_sends_an_error_then_response_failed(error: ProtocolError, recor
 
 def test_a_named_lane_is_on_every_event_including_the_error() -> None:
     stream, events = run([TextDelta("x")], stream_id="lane-a")
-    events += stream.fail(server_error())
+    events += as_json(stream.fail(server_error()))
     assert {event.get("stream_id") for event in events} == {"lane-a"}
     _, unnamed = run([TextDelta("x"), Finish(USAGE)])
     assert all("stream_id" not in event for event in unnamed)
 
 
 def test_with_stream_id_relabels_a_copy() -> None:
-    event: Event = {"type": "response.output_text.delta", "sequence_number": 3, "stream_id": "a"}
+    event = cast(OutgoingEvent, {"type": "response.output_text.delta", "sequence_number": 3, "stream_id": "a"})
     assert with_stream_id(event, "a") is event
     assert with_stream_id(event, "b") == {**event, "stream_id": "b"}
     assert "stream_id" not in with_stream_id(event, None)
     assert event["stream_id"] == "a"
-    assert with_stream_id({"type": "x"}, None) == {"type": "x"}
+    assert dict(with_stream_id(cast(OutgoingEvent, {"type": "x"}), None)) == {"type": "x"}

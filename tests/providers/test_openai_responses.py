@@ -14,6 +14,7 @@ from tether.netutil import free_port
 from tether.protocol import ids
 from tether.protocol.errors import ProtocolError
 from tether.protocol.model_events import Finish, ModelEvent, TextDelta, Usage
+from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream
 from tether.providers.base import ProviderRequest
 from tether.providers.fakes.openai_responses import FakeResponsesUpstream, RecordedCreate
@@ -54,7 +55,18 @@ class Chat:
             response_id=response_id, params={"store": self.store, **params}, lane_key=self.lane,
         )  # fmt: skip
         events = [event async for event in self.provider.stream(request)]
-        stream = ResponseStream({"id": response_id, "status": "in_progress", "output": []})
+        stream = ResponseStream(
+            response_object(
+                response_id=response_id,
+                created_at=0,
+                status="in_progress",
+                model="up-model",
+                params={},
+                output=[],
+                previous_response_id=None,
+                store=self.store,
+            )
+        )
         for event in events:
             stream.feed(event)
         self.context, self.last_id, self.output = [*context, *stream.output], response_id, stream.output

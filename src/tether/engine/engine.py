@@ -27,6 +27,7 @@ from tether.engine.shared_turns import LeaseLostError, SharedTurns, SharingPolic
 from tether.engine.turn import Turn, TurnPlan
 from tether.protocol import ids
 from tether.protocol.errors import ProtocolError
+from tether.protocol.events import ResponseObject, StreamEvent
 from tether.protocol.items import input_item_id
 from tether.protocol.lanes import Lane
 from tether.protocol.request import CreateRequest
@@ -36,7 +37,7 @@ from tether.protocol.vocabulary import RESUME_TOKEN
 from tether.providers.base import ProviderResolver
 from tether.store.base import ResponseRecord, Store
 from tether.store.turns import Lease
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.engine")
 
@@ -199,7 +200,7 @@ class Engine:
         finally:
             self.live.finished(live)
 
-    async def follow(self, live: LiveResponse, after: int = -1) -> AsyncIterator[Event]:
+    async def follow(self, live: LiveResponse, after: int = -1) -> AsyncIterator[StreamEvent]:
         """Yield a response's events after ``after``; the last follower leaving may cancel the generation.
 
         Raises:
@@ -321,7 +322,7 @@ class Engine:
     async def get_record(self, tenant: str, response_id: str) -> ResponseRecord:
         return await self.reads.record(tenant, response_id)
 
-    async def get_response(self, tenant: str, response_id: str) -> JSONObject:
+    async def get_response(self, tenant: str, response_id: str) -> ResponseObject:
         return await self.reads.response(tenant, response_id)
 
     async def delete_response(self, tenant: str, response_id: str) -> JSONObject:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import structlog
 
 from tether.engine.live import LiveRegistry, LiveResponse
-from tether.engine.stream_log import StreamLog
+from tether.engine.stream_log import StreamLog, from_stored
 from tether.store.base import Store
 
 _log = structlog.get_logger("tether.engine")
@@ -25,4 +25,6 @@ async def find_turn(live: LiveRegistry, store: Store, tenant: str, key: str) -> 
     if record is None:
         return None
     _log.info("turn.idempotent_replay", response_id=record.id, source="store")
-    return LiveResponse(record.id, tenant, True, StreamLog(record.events, closed=True), idempotency_key=key)
+    return LiveResponse(
+        record.id, tenant, True, StreamLog(from_stored(record.events), closed=True), idempotency_key=key
+    )

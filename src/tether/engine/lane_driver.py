@@ -29,10 +29,10 @@ from tether.protocol.client_events import (
     parse_client_event,
 )
 from tether.protocol.errors import ProtocolError, server_error
+from tether.protocol.events import StreamEvent
 from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
 from tether.protocol.request import CreateRequest, decode_json_object
 from tether.protocol.stream import with_stream_id
-from tether.types import Event
 
 _log = structlog.get_logger("tether.websocket")
 
@@ -75,7 +75,7 @@ class LaneDriver:
         self.lanes: LaneScheduler[tuple[CreateRequest, TurnOrigin]] = LaneScheduler(limits)
         self.max_age_s = max_age_s
         self.drain_timeout_s = drain_timeout_s
-        self.outbox: asyncio.Queue[Event | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self.outbox: asyncio.Queue[StreamEvent | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
         self.tasks: set[asyncio.Task[None]] = set()
         self.expired = False
         self.closed = False

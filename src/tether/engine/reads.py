@@ -10,6 +10,7 @@ from tether.engine.continuation import Continuations
 from tether.protocol import ids
 from tether.protocol.compaction import compaction_item
 from tether.protocol.errors import invalid, response_not_found
+from tether.protocol.events import ResponseObject
 from tether.protocol.items import estimate_tokens, listed_input_item
 from tether.protocol.model_events import Usage
 from tether.protocol.request import CreateRequest
@@ -49,7 +50,7 @@ class Reads:
             raise response_not_found(response_id)
         return record
 
-    async def response(self, tenant: str, response_id: str) -> JSONObject:
+    async def response(self, tenant: str, response_id: str) -> ResponseObject:
         return response_from_record(await self.record(tenant, response_id))
 
     async def delete(self, tenant: str, response_id: str) -> JSONObject:
@@ -107,7 +108,7 @@ class Reads:
         }
 
 
-def response_from_record(record: ResponseRecord) -> JSONObject:
+def response_from_record(record: ResponseRecord) -> ResponseObject:
     return response_object(
         response_id=record.id,
         created_at=record.created_at,

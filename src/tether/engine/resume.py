@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from tether.engine.live import LiveRegistry, LiveResponse
-from tether.engine.stream_log import StreamLog
+from tether.engine.stream_log import StreamLog, from_stored
 from tether.protocol.errors import nothing_to_resume, response_not_found
 from tether.store.base import Store
 
@@ -31,7 +31,7 @@ async def find_resumable(
     record = await store.get(tenant, response_id)
     if record is None:
         raise response_not_found(response_id)
-    return LiveResponse(record.id, tenant, True, StreamLog(record.events, closed=True))
+    return LiveResponse(record.id, tenant, True, StreamLog(from_stored(record.events), closed=True))
 
 
 def check_after(live: LiveResponse, after: int) -> None:

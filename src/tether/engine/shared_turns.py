@@ -21,7 +21,8 @@ from typing import Any
 import structlog
 
 from tether.engine.live import LiveRegistry, LiveResponse
-from tether.engine.stream_log import StreamLog
+from tether.engine.stream_log import StreamLog, from_stored, to_stored
+from tether.protocol.events import StreamEvent
 from tether.protocol.interrupted import interrupted_events
 from tether.store.base import ResponseRecord, Store
 from tether.store.turns import Claim, InterruptEvents, Lease, TurnState
@@ -52,9 +53,7 @@ class SharingPolicy:
 def _builder(response_id: str, log: StreamLog) -> InterruptEvents:
     def build(sequence_number: int) -> list[Event]:
         first = log.events[0] if log.events else None
-        created: JSONObject | None = (
-            first.get("response") if first and first.get("type") == "response.created" else None
-        )
+        created: JSONObject | None = dict(first["response"]) if first and first["type"] == "response.created" else None
         return interrupted_events(response_id, created, sequence_number)
 
     return build
@@ -90,7 +89,7 @@ class Publisher:
             await asyncio.gather(heartbeat, return_exceptions=True)
             self.visible.close()
 
-    async def finish(self, record: ResponseRecord | None, pending: list[Event]) -> None:
+    async def finish(self, record: ResponseRecord | None, pending: list[StreamEvent]) -> None:
         """Commit: ``record`` (if any), the events not yet published and ``pending`` (the terminal events).
 
         Raises:
@@ -99,7 +98,7 @@ class Publisher:
         async with self._lock:
             rest = [*self.source.events[self._published :], *pending]
             try:
-                done = not self._lost and await self.store.finish_turn(self.lease, record, rest)
+                done = not self._lost and await self.store.finish_turn(self.lease, record, to_stored(rest))
             except Exception as error:
                 _log.error("turn.commit_failed", response_id=self.lease.response_id, error=type(error).__name__)
                 done = False
@@ -117,7 +116,7 @@ class Publisher:
             if not batch or self._finished or self._lost:
                 return
             try:
-                held = await self.store.append_events(self.lease, batch)
+                held = await self.store.append_events(self.lease, to_stored(batch))
             except Exception as error:  # the store is unreachable: the turn cannot be shared, so it cannot go on
                 _log.error("turn.publish_failed", response_id=self.lease.response_id, error=type(error).__name__)
                 held = False
@@ -159,10 +158,10 @@ class Publisher:
             _log.error("turn.interrupt_failed", response_id=response_id, error=type(error).__name__)
             read = None
         if read is not None and read.state is not TurnState.RUNNING:
-            for event in read.events:
+            for event in from_stored(read.events):
                 self.visible.append(event)
         else:
-            for event in build(self.visible.last_sequence_number + 1):
+            for event in from_stored(build(self.visible.last_sequence_number + 1)):
                 self.visible.append(event)
         _log.info("turn.interrupted", response_id=response_id, node=self.lease.node)
 
@@ -209,7 +208,7 @@ class SharedTurns:
             return None
         if read.state is TurnState.DONE and not await self.store.is_visible(tenant, response_id):
             return None
-        log = StreamLog(read.events, closed=read.state is not TurnState.RUNNING)
+        log = StreamLog(from_stored(read.events), closed=read.state is not TurnState.RUNNING)
         live = LiveResponse(response_id, tenant, True, log)
         if not log.closed:
             self.live.add(live)
@@ -225,7 +224,7 @@ class SharedTurns:
                     read = await self.store.read_turn(live.tenant, response_id, log.last_sequence_number)
                     if read is None:  # purged under us: nothing more will come
                         break
-                    for event in read.events:
+                    for event in from_stored(read.events):
                         log.append(event)
                     if read.state is not TurnState.RUNNING:
                         break
@@ -238,7 +237,7 @@ class SharedTurns:
                     failures += 1
                     _log.warning("turn.follow_failed", response_id=response_id, error=type(error).__name__)
                     if failures * self.policy.poll_s > self.policy.lease_s:
-                        for event in _builder(response_id, log)(log.last_sequence_number + 1):
+                        for event in from_stored(_builder(response_id, log)(log.last_sequence_number + 1)):
                             log.append(event)
                         break
                     await asyncio.sleep(self.policy.poll_s)

@@ -7,16 +7,18 @@ reattach and receive exactly the events after the last ``sequence_number`` it sa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import cast
 
+from tether.protocol.events import StreamEvent
 from tether.types import Event
 
 
 class StreamLog:
     """The events of one response in order. An event's ``sequence_number`` is its index in the log."""
 
-    def __init__(self, events: list[Event] | None = None, *, closed: bool = False) -> None:
-        self.events: list[Event] = list(events or [])
+    def __init__(self, events: Iterable[StreamEvent] = (), *, closed: bool = False) -> None:
+        self.events: list[StreamEvent] = list(events)
         self.closed = closed
         self._changed = asyncio.Event()
 
@@ -25,7 +27,7 @@ class StreamLog:
         """The sequence number of the last event so far (``-1`` for an empty log)."""
         return len(self.events) - 1
 
-    def append(self, event: Event) -> None:
+    def append(self, event: StreamEvent) -> None:
         self.events.append(event)
         self._wake()
 
@@ -37,7 +39,7 @@ class StreamLog:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def follow(self, after: int = -1) -> AsyncIterator[Event]:
+    async def follow(self, after: int = -1) -> AsyncIterator[StreamEvent]:
         """Yield every event with a sequence number above ``after``, waiting for new ones until the log closes."""
         index = max(after + 1, 0)
         while True:
@@ -48,3 +50,17 @@ class StreamLog:
                 return
             changed = self._changed
             await changed.wait()
+
+
+# The store keeps a response's events as opaque JSON objects (it reads nothing in them but ``sequence_number``);
+# what it returns is what the engine wrote, so these two casts are the whole of the boundary.
+
+
+def to_stored(events: list[StreamEvent]) -> list[Event]:
+    """A log's events as the store keeps them."""
+    return cast(list[Event], events)
+
+
+def from_stored(events: list[Event]) -> list[StreamEvent]:
+    """Events the store kept for a response, as the engine wrote them."""
+    return cast(list[StreamEvent], events)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -12,8 +12,9 @@ import structlog
 from tether.engine.cache import CachedResponse
 from tether.engine.context import Context
 from tether.engine.observer import Resolution, TurnObserver, TurnOrigin, TurnTimings
-from tether.engine.stream_log import StreamLog
+from tether.engine.stream_log import StreamLog, to_stored
 from tether.protocol.errors import ProtocolError, server_error
+from tether.protocol.events import StreamEvent
 from tether.protocol.items import Fingerprint, fingerprint
 from tether.protocol.lanes import Lane
 from tether.protocol.model_events import Finish, Usage
@@ -21,7 +22,7 @@ from tether.protocol.request import CreateRequest
 from tether.protocol.stream import ResponseStream
 from tether.providers.base import Provider, ProviderRequest
 from tether.store.base import ResponseRecord
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.engine")
 
@@ -77,7 +78,7 @@ class Turn:
         self.failed: ProtocolError | None = None
         self.log = StreamLog()
         self.output_prints: list[Fingerprint] = []
-        self._pending: list[Event] = []
+        self._pending: list[StreamEvent] = []
         self.observer = observer or TurnObserver()
         self.timings = timings or TurnTimings()
 
@@ -86,7 +87,7 @@ class Turn:
         return self.plan.response_id
 
     @property
-    def pending(self) -> list[Event]:
+    def pending(self) -> list[StreamEvent]:
         """The terminal events, decided before the commit and appended to the log after it."""
         return self._pending
 
@@ -109,7 +110,7 @@ class Turn:
 
     async def _generate(self) -> None:
         plan = self.plan
-        pending: list[Event] = []
+        pending: list[StreamEvent] = []
         try:
             if not plan.request.generate:
                 usage = Usage(
@@ -188,11 +189,11 @@ class Turn:
             input_ids=plan.input_ids,
             output_items=output,
             output_hashes=[p.digest for p in self.output_prints],
-            usage=response.get("usage"),
-            error=response.get("error"),
-            incomplete_details=response.get("incomplete_details"),
+            usage=_plain(response["usage"]),
+            error=_plain(response["error"]),
+            incomplete_details=_plain(response["incomplete_details"]),
             expires_at=expires_at,
-            events=[*self.log.events, *self._pending],  # the terminal events follow the commit
+            events=to_stored([*self.log.events, *self._pending]),  # the terminal events follow the commit
             snapshot=snapshot,
             idempotency_key=plan.request.idempotency_key,
         )
@@ -200,3 +201,8 @@ class Turn:
 
 def _new_tokens(plan: TurnPlan) -> int:
     return sum(p.tokens for p in plan.new_prints)
+
+
+def _plain(value: Mapping[str, object] | None) -> JSONObject | None:
+    """A typed part of the response object as the plain JSON object the store keeps."""
+    return dict(value) if value is not None else None

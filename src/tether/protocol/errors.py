@@ -11,8 +11,8 @@ message, param). Each transport renders it in its own shape:
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
+from tether.protocol.events import ErrorBody, ErrorEvent, SSEErrorEvent
 from tether.types import JSONObject
 
 
@@ -62,19 +62,19 @@ class ProtocolError(Exception):
     def http_body(self) -> JSONObject:
         return {"error": self.body()}
 
-    def sse_event(self, sequence_number: int) -> JSONObject:
+    def sse_event(self, sequence_number: int) -> SSEErrorEvent:
         """The flat SSE ``error`` event (the error's family is not in it: ``type`` is the event's)."""
         return sse_error_shape(self.ws_event(sequence_number=sequence_number))
 
-    def ws_event(self, stream_id: str | None = None, sequence_number: int | None = None) -> JSONObject:
-        body: dict[str, Any] = self.body()
+    def ws_event(self, stream_id: str | None = None, sequence_number: int | None = None) -> ErrorEvent:
+        body = ErrorBody(message=self.message, type=str(self.error_type), param=self.param, code=self.code)
         if self.headers:
             body["headers"] = dict(self.headers)
-        event: JSONObject = {"type": "error", "status": self.status, "error": body}
-        if stream_id is not None:
-            event["stream_id"] = stream_id
+        event = ErrorEvent(type="error", status=self.status, error=body)
         if sequence_number is not None:
             event["sequence_number"] = sequence_number
+        if stream_id is not None:
+            event["stream_id"] = stream_id
         return event
 
     def __repr__(self) -> str:
@@ -116,13 +116,13 @@ def server_error(message: str = "The server had an error while processing your r
     return ProtocolError(500, "server_error", message, error_type=ErrorType.SERVER)
 
 
-def sse_error_shape(event: JSONObject) -> JSONObject:
+def sse_error_shape(event: ErrorEvent) -> SSEErrorEvent:
     """Render a stream-log ``error`` event (WebSocket shape) in the flat shape SSE clients expect."""
-    inner = event.get("error", {})
-    return {
-        "type": "error",
-        "code": inner.get("code"),
-        "message": inner.get("message"),
-        "param": inner.get("param"),
-        "sequence_number": event.get("sequence_number"),
-    }
+    inner = event.get("error")  # read leniently: a malformed log entry still renders as an error
+    return SSEErrorEvent(
+        type="error",
+        code=inner.get("code") if inner else None,
+        message=inner.get("message") if inner else None,
+        param=inner.get("param") if inner else None,
+        sequence_number=event.get("sequence_number"),
+    )

@@ -35,7 +35,7 @@ def interrupted_events(response_id: str, created: JSONObject | None, sequence_nu
     response: JSONObject = dict(created) if created is not None else {"id": response_id, "object": "response"}
     response.update(status="failed", output=[], error={"code": GENERATION_INTERRUPTED, "message": error.message})
     return [
-        error.ws_event(sequence_number=sequence_number),
+        dict(error.ws_event(sequence_number=sequence_number)),
         {"type": "response.failed", "sequence_number": sequence_number + 1, "response": response},
     ]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from tether.protocol.events import UsageJSON
+
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
@@ -39,7 +41,7 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> UsageJSON:
         return {
             "input_tokens": self.input_tokens,
             "input_tokens_details": {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, cast
 
+from tether.protocol.events import ResponseObject
 from tether.types import Item, JSONObject
 
 # Frozen all the way down (tuples for arrays, read-only mappings for objects) and thawed into fresh lists and dicts
@@ -49,7 +50,7 @@ def response_object(
     error: JSONObject | None = None,
     incomplete_details: JSONObject | None = None,
     completed_at: int | None = None,
-) -> JSONObject:
+) -> ResponseObject:
     """Build a complete response object.
 
     Args:
@@ -84,7 +85,9 @@ def response_object(
         }
     for key, value in params.items():
         body.setdefault(key, value)
-    return body
+    # The keys ResponseObject names are all set above (status and the nested objects as the store or the stream
+    # gave them); the echoed parameters are extra keys it does not name.
+    return cast(ResponseObject, body)
 
 
 def thaw(value: Any) -> Any:

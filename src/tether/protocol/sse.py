@@ -13,11 +13,12 @@ the buffered partial line until its line is complete, and the line-length bound 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
 
-from tether.types import JSON, Event
+from tether.types import JSON
 
 __all__ = ["SSEDecodeError", "SSEDecoder", "ServerSentEvent", "encode_done", "encode_event"]
 
@@ -31,7 +32,7 @@ _DONE = b"data: [DONE]\n\n"
 _MAX_RETRY_DIGITS = 18
 
 
-def encode_event(event: Event) -> bytes:
+def encode_event(event: Mapping[str, object]) -> bytes:
     """Frame one event as ``event: <type>`` plus ``data: <json>``.
 
     Args:

@@ -10,12 +10,42 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, TypeVar
 
 from tether.protocol import ids
 from tether.protocol.errors import ProtocolError
+from tether.protocol.events import (
+    ContentPartAdded,
+    ContentPartDone,
+    ErrorEvent,
+    FunctionCallArgumentsDelta,
+    FunctionCallArgumentsDone,
+    ItemStatus,
+    OutgoingEvent,
+    OutputItemAdded,
+    OutputItemDone,
+    OutputTextDelta,
+    OutputTextDone,
+    OutputTextPart,
+    ReasoningSummaryPartAdded,
+    ReasoningSummaryPartDone,
+    ReasoningSummaryTextDelta,
+    ReasoningSummaryTextDone,
+    ResponseCompleted,
+    ResponseCreated,
+    ResponseFailed,
+    ResponseIncomplete,
+    ResponseInProgress,
+    ResponseObject,
+    StreamEvent,
+    SummaryTextPart,
+    _Numbered,
+)
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta
-from tether.types import Event, Item, JSONObject
+from tether.types import Item
+
+NumberedEvent = TypeVar("NumberedEvent", bound=_Numbered)
+ItemKind = Literal["message", "function_call", "reasoning"]
 
 # The codes a response object's ``error.code`` may take (clients validate it as a closed set).
 RESPONSE_ERROR_CODES = frozenset(
@@ -43,7 +73,7 @@ RESPONSE_ERROR_CODES = frozenset(
 
 @dataclass(slots=True)
 class _OpenItem:
-    kind: str
+    kind: ItemKind
     item: Item
     output_index: int
     chunks: list[str] = field(default_factory=list)
@@ -57,7 +87,7 @@ class ResponseStream:
         stream_id: the lane name, echoed on every event when not ``None``.
     """
 
-    def __init__(self, response: JSONObject, stream_id: str | None = None) -> None:
+    def __init__(self, response: ResponseObject, stream_id: str | None = None) -> None:
         self.response = response
         self.stream_id = stream_id
         self.output: list[Item] = []
@@ -68,14 +98,16 @@ class ResponseStream:
     def next_sequence_number(self) -> int:
         return self._sequence
 
-    def start(self) -> list[Event]:
+    def start(self) -> list[StreamEvent]:
         snapshot = self._snapshot()
         return [
-            self._event("response.created", response=snapshot),
-            self._event("response.in_progress", response=snapshot),
+            self._numbered(ResponseCreated(type="response.created", sequence_number=self._next(), response=snapshot)),
+            self._numbered(
+                ResponseInProgress(type="response.in_progress", sequence_number=self._next(), response=snapshot)
+            ),
         ]
 
-    def feed(self, event: ModelEvent) -> list[Event]:
+    def feed(self, event: ModelEvent) -> list[StreamEvent]:
         if isinstance(event, TextDelta):
             return self._text(event)
         if isinstance(event, ToolCallDelta):
@@ -84,38 +116,53 @@ class ResponseStream:
             return self._reasoning(event)
         return self.finish(event)
 
-    def finish(self, finish: Finish) -> list[Event]:
+    def finish(self, finish: Finish) -> list[StreamEvent]:
         incomplete = finish.reason != "stop"
         events = self._close_item(status="incomplete" if incomplete else "completed")
         now = int(time.time())
-        self.response.update(
-            status="incomplete" if incomplete else "completed",
-            output=self.output,
-            usage=finish.usage.to_json(),
-            completed_at=None if incomplete else now,
-            incomplete_details={"reason": finish.reason} if incomplete else None,
-        )
-        terminal = "response.incomplete" if incomplete else "response.completed"
-        events.append(self._event(terminal, response=self._snapshot()))
+        response = self.response
+        response["status"] = "incomplete" if incomplete else "completed"
+        response["output"] = self.output
+        response["usage"] = finish.usage.to_json()
+        response["completed_at"] = None if incomplete else now
+        response["incomplete_details"] = {"reason": finish.reason} if incomplete else None
+        if incomplete:
+            events.append(
+                self._numbered(
+                    ResponseIncomplete(
+                        type="response.incomplete", sequence_number=self._next(), response=self._snapshot()
+                    )
+                )
+            )
+        else:
+            events.append(
+                self._numbered(
+                    ResponseCompleted(
+                        type="response.completed", sequence_number=self._next(), response=self._snapshot()
+                    )
+                )
+            )
         return events
 
-    def fail(self, error: ProtocolError) -> list[Event]:
+    def fail(self, error: ProtocolError) -> list[StreamEvent]:
         """Close the stream with an ``error`` event followed by ``response.failed`` carrying the error."""
         events = self._close_item(status="incomplete")
-        error_event = error.ws_event(sequence_number=self._sequence)
-        if self.stream_id is not None:
-            error_event["stream_id"] = self.stream_id
-        self._sequence += 1
-        events.append(error_event)
+        events.append(self._numbered_error(error.ws_event(sequence_number=self._next())))
         code = error.code if error.code in RESPONSE_ERROR_CODES else "server_error"
-        self.response.update(status="failed", output=self.output, error={"code": code, "message": error.message})
-        events.append(self._event("response.failed", response=self._snapshot()))
+        self.response["status"] = "failed"
+        self.response["output"] = self.output
+        self.response["error"] = {"code": code, "message": error.message}
+        events.append(
+            self._numbered(
+                ResponseFailed(type="response.failed", sequence_number=self._next(), response=self._snapshot())
+            )
+        )
         return events
 
     # -- items ---------------------------------------------------------------------------------------------
 
-    def _text(self, delta: TextDelta) -> list[Event]:
-        events: list[Event] = []
+    def _text(self, delta: TextDelta) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
         current = self._open
         if current is None or current.kind != "message":
             events += self._close_item()
@@ -130,29 +177,35 @@ class ResponseStream:
                 item["phase"] = delta.phase
             current = self._open_item("message", item, events)
             events.append(
-                self._event(
-                    "response.content_part.added",
-                    item_id=item["id"],
-                    output_index=current.output_index,
-                    content_index=0,
-                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                self._numbered(
+                    ContentPartAdded(
+                        type="response.content_part.added",
+                        sequence_number=self._next(),
+                        item_id=item["id"],
+                        output_index=current.output_index,
+                        content_index=0,
+                        part=_text_part(""),
+                    )
                 )
             )
         current.chunks.append(delta.text)
         events.append(
-            self._event(
-                "response.output_text.delta",
-                item_id=current.item["id"],
-                output_index=current.output_index,
-                content_index=0,
-                delta=delta.text,
-                logprobs=[],
+            self._numbered(
+                OutputTextDelta(
+                    type="response.output_text.delta",
+                    sequence_number=self._next(),
+                    item_id=current.item["id"],
+                    output_index=current.output_index,
+                    content_index=0,
+                    delta=delta.text,
+                    logprobs=[],
+                )
             )
         )
         return events
 
-    def _tool_call(self, delta: ToolCallDelta) -> list[Event]:
-        events: list[Event] = []
+    def _tool_call(self, delta: ToolCallDelta) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
         current = self._open
         if current is None or current.kind != "function_call" or current.item["call_id"] != delta.call_id:
             events += self._close_item()
@@ -168,76 +221,101 @@ class ResponseStream:
         if delta.arguments:
             current.chunks.append(delta.arguments)
             events.append(
-                self._event(
-                    "response.function_call_arguments.delta",
-                    item_id=current.item["id"],
-                    output_index=current.output_index,
-                    delta=delta.arguments,
+                self._numbered(
+                    FunctionCallArgumentsDelta(
+                        type="response.function_call_arguments.delta",
+                        sequence_number=self._next(),
+                        item_id=current.item["id"],
+                        output_index=current.output_index,
+                        delta=delta.arguments,
+                    )
                 )
             )
         return events
 
-    def _reasoning(self, delta: ReasoningSummaryDelta) -> list[Event]:
-        events: list[Event] = []
+    def _reasoning(self, delta: ReasoningSummaryDelta) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
         current = self._open
         if current is None or current.kind != "reasoning":
             events += self._close_item()
             item: Item = {"id": ids.reasoning_id(), "type": "reasoning", "summary": []}
             current = self._open_item("reasoning", item, events)
             events.append(
-                self._event(
-                    "response.reasoning_summary_part.added",
-                    item_id=item["id"],
-                    output_index=current.output_index,
-                    summary_index=0,
-                    part={"type": "summary_text", "text": ""},
+                self._numbered(
+                    ReasoningSummaryPartAdded(
+                        type="response.reasoning_summary_part.added",
+                        sequence_number=self._next(),
+                        item_id=item["id"],
+                        output_index=current.output_index,
+                        summary_index=0,
+                        part=SummaryTextPart(type="summary_text", text=""),
+                    )
                 )
             )
         current.chunks.append(delta.text)
         events.append(
-            self._event(
-                "response.reasoning_summary_text.delta",
-                item_id=current.item["id"],
-                output_index=current.output_index,
-                summary_index=0,
-                delta=delta.text,
+            self._numbered(
+                ReasoningSummaryTextDelta(
+                    type="response.reasoning_summary_text.delta",
+                    sequence_number=self._next(),
+                    item_id=current.item["id"],
+                    output_index=current.output_index,
+                    summary_index=0,
+                    delta=delta.text,
+                )
             )
         )
         return events
 
-    def _open_item(self, kind: str, item: Item, events: list[Event]) -> _OpenItem:
+    def _open_item(self, kind: ItemKind, item: Item, events: list[StreamEvent]) -> _OpenItem:
         opened = _OpenItem(kind=kind, item=item, output_index=len(self.output))
         self.output.append(item)
         self._open = opened
-        events.append(self._event("response.output_item.added", output_index=opened.output_index, item=dict(item)))
+        events.append(
+            self._numbered(
+                OutputItemAdded(
+                    type="response.output_item.added",
+                    sequence_number=self._next(),
+                    output_index=opened.output_index,
+                    item=dict(item),
+                )
+            )
+        )
         return opened
 
-    def _close_item(self, status: str = "completed") -> list[Event]:
+    def _close_item(self, status: ItemStatus = "completed") -> list[StreamEvent]:
         current = self._open
         if current is None:
             return []
         self._open = None
         item, index, text = current.item, current.output_index, "".join(current.chunks)
-        events: list[Event] = []
+        item_id: str = item["id"]
+        events: list[StreamEvent] = []
         if current.kind == "message":
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            part = _text_part(text)
             events.append(
-                self._event(
-                    "response.output_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    text=text,
-                    logprobs=[],
+                self._numbered(
+                    OutputTextDone(
+                        type="response.output_text.done",
+                        sequence_number=self._next(),
+                        item_id=item_id,
+                        output_index=index,
+                        content_index=0,
+                        text=text,
+                        logprobs=[],
+                    )
                 )
             )
             events.append(
-                self._event(
-                    "response.content_part.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    part=part,
+                self._numbered(
+                    ContentPartDone(
+                        type="response.content_part.done",
+                        sequence_number=self._next(),
+                        item_id=item_id,
+                        output_index=index,
+                        content_index=0,
+                        part=part,
+                    )
                 )
             )
             item["content"] = [part]
@@ -246,58 +324,85 @@ class ResponseStream:
             item["arguments"] = text
             item["status"] = status
             events.append(
-                self._event(
-                    "response.function_call_arguments.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    name=item["name"],
-                    arguments=text,
+                self._numbered(
+                    FunctionCallArgumentsDone(
+                        type="response.function_call_arguments.done",
+                        sequence_number=self._next(),
+                        item_id=item_id,
+                        output_index=index,
+                        name=item["name"],
+                        arguments=text,
+                    )
                 )
             )
         else:
-            part = {"type": "summary_text", "text": text}
+            summary = SummaryTextPart(type="summary_text", text=text)
             events.append(
-                self._event(
-                    "response.reasoning_summary_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    summary_index=0,
-                    text=text,
+                self._numbered(
+                    ReasoningSummaryTextDone(
+                        type="response.reasoning_summary_text.done",
+                        sequence_number=self._next(),
+                        item_id=item_id,
+                        output_index=index,
+                        summary_index=0,
+                        text=text,
+                    )
                 )
             )
             events.append(
-                self._event(
-                    "response.reasoning_summary_part.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    summary_index=0,
-                    part=part,
+                self._numbered(
+                    ReasoningSummaryPartDone(
+                        type="response.reasoning_summary_part.done",
+                        sequence_number=self._next(),
+                        item_id=item_id,
+                        output_index=index,
+                        summary_index=0,
+                        part=summary,
+                    )
                 )
             )
-            item["summary"] = [part]
-        events.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
+            item["summary"] = [summary]
+        events.append(
+            self._numbered(
+                OutputItemDone(
+                    type="response.output_item.done", sequence_number=self._next(), output_index=index, item=dict(item)
+                )
+            )
+        )
         return events
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
-    def _snapshot(self) -> JSONObject:
-        snapshot = dict(self.response)
+    def _snapshot(self) -> ResponseObject:
+        snapshot = self.response.copy()
         snapshot["output"] = list(self.output) if snapshot["status"] != "in_progress" else []
         return snapshot
 
-    def _event(self, event_type: str, **fields: Any) -> Event:
-        event: Event = {"type": event_type, "sequence_number": self._sequence, **fields}
+    def _next(self) -> int:
+        sequence_number = self._sequence
+        self._sequence += 1
+        return sequence_number
+
+    def _numbered_error(self, event: ErrorEvent) -> ErrorEvent:
         if self.stream_id is not None:
             event["stream_id"] = self.stream_id
-        self._sequence += 1
+        return event
+
+    def _numbered(self, event: NumberedEvent) -> NumberedEvent:
+        if self.stream_id is not None:
+            event["stream_id"] = self.stream_id
         return event
 
 
-def with_stream_id(event: Event, stream_id: str | None) -> Event:
+def _text_part(text: str) -> OutputTextPart:
+    return OutputTextPart(type="output_text", text=text, annotations=[], logprobs=[])
+
+
+def with_stream_id(event: OutgoingEvent, stream_id: str | None) -> OutgoingEvent:
     """The event as seen on lane ``stream_id`` (replays and resumes may be read on another lane than they ran on)."""
     if event.get("stream_id") == stream_id:
         return event
-    relabeled = dict(event)
+    relabeled = event.copy()
     if stream_id is None:
         relabeled.pop("stream_id", None)
     else:

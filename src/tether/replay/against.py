@@ -11,8 +11,8 @@ from typing import Any
 
 from tether.engine.engine import Engine
 from tether.protocol.errors import ProtocolError
+from tether.protocol.events import is_terminal
 from tether.protocol.request import Transport, parse_create
-from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS
 from tether.providers.base import ProviderResolver
 from tether.replay.chain import ChainTurn
 from tether.replay.transcript import describe
@@ -99,8 +99,8 @@ async def rerun(turns: list[ChainTurn], model: str, router: ProviderResolver) ->
 async def _final(engine: Engine, live: Any) -> JSONObject:
     final: JSONObject = {}
     async for event in engine.follow(live):
-        if event["type"] in RESPONSE_TERMINAL_EVENTS:
-            final = event["response"]
+        if is_terminal(event):
+            final = dict(event["response"])
     return final
 
 

@@ -13,18 +13,18 @@ from tether.engine.engine import Engine
 from tether.protocol.delta import diff
 from tether.protocol.edge_wire import API, Piece
 from tether.protocol.errors import ProtocolError, sse_error_shape
+from tether.protocol.events import ErrorEvent, TerminalEvent, is_terminal
 from tether.protocol.request import Transport, parse_create
 from tether.protocol.stream import with_stream_id
-from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS
 from tether.server.edge_pieces import JSON_HEAD, SSE_HEAD, error_pieces
 from tether.server.edge_translated import translated_pieces
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 ECHOED_FIELDS = ("instructions", "tools")
 """Request fields a Responses lifecycle event repeats in its ``response`` object."""
 
 
-def compact(event: Event, request: Mapping[str, Any]) -> Piece:
+def compact(event: Mapping[str, Any], request: Mapping[str, Any]) -> Piece:
     """A Responses event without the request fields it echoes: ``x`` lists each as ``[field, position, delta]``,
     the delta rebuilding the echoed value from the request's (the engine normalises tools, so they differ a little).
     """
@@ -63,17 +63,17 @@ async def responses_pieces(engine: Engine, request: JSONObject, *, tenant: str, 
         yield {"sse": [None, "[DONE]"]}
         yield {"end": True}
         return
-    terminal: Event | None = None
-    failure: Event | None = None
+    terminal: TerminalEvent | None = None
+    failure: ErrorEvent | None = None
     async for event in events:
-        if event["type"] in RESPONSE_TERMINAL_EVENTS:
+        if is_terminal(event):
             terminal = event
         elif event["type"] == "error":
             failure = event
     if failure is not None:
         inner = failure["error"]
         body = {key: value for key, value in inner.items() if key != "headers"}
-        failed = ProtocolError(failure.get("status") or 500, str(inner.get("code")), str(inner.get("message")))
+        failed = ProtocolError(failure["status"], inner["code"], inner["message"])
         failed.headers = dict(inner.get("headers") or {})
         for piece in error_pieces(failed, {"error": body}):
             yield piece

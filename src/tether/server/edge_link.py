@@ -28,7 +28,6 @@ from tether.server.edge_content import EdgeContent
 from tether.server.edge_dispatch import dispatch
 from tether.server.edge_turns import EdgeTurns, TurnLog
 from tether.server.http import read_body
-from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.server.edge")
 
@@ -160,7 +159,7 @@ class _LinkConnection:
         async for seq, piece in log.follow(after):
             await self._send(wire.out_frame(turn, seq, piece))
 
-    async def _send(self, frame: JSONObject) -> None:
+    async def _send(self, frame: Mapping[str, object]) -> None:
         async with self._send_lock:
             with contextlib.suppress(Exception):  # a dropped link: the edge resumes from what it saw
                 await self.websocket.send_text(orjson.dumps(frame).decode())

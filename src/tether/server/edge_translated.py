@@ -15,10 +15,10 @@ from tether.engine.engine import Engine
 from tether.protocol import agent_apis
 from tether.protocol.edge_wire import API, Piece
 from tether.protocol.errors import ProtocolError
+from tether.protocol.events import TerminalEvent, is_terminal
 from tether.protocol.request import Transport, parse_create
-from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS
 from tether.server.edge_pieces import JSON_HEAD, SSE_HEAD, error_pieces
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +107,13 @@ async def translated_pieces(
             yield piece
         yield {"end": True}
         return
-    terminal: Event | None = None
+    terminal: TerminalEvent | None = None
     async for event in events:
-        if event["type"] in RESPONSE_TERMINAL_EVENTS:
+        if is_terminal(event):
             terminal = event
         elif event["type"] == "error":
-            inner = event.get("error") or {}
-            failed = ProtocolError(int(event.get("status") or 500), str(inner.get("code")), str(inner.get("message")))
+            inner = event["error"]
+            failed = ProtocolError(event["status"], inner["code"], inner["message"])
             for piece in error_pieces(failed, codec.error_body(failed)):
                 yield piece
             return
@@ -122,8 +122,8 @@ async def translated_pieces(
         for piece in error_pieces(stopped, codec.error_body(stopped)):
             yield piece
         return
-    response = terminal["response"]
-    if response.get("status") == "failed":
+    response = dict(terminal["response"])
+    if response["status"] == "failed":
         status, body = codec.failure(response)
         for piece in _json(body, status):
             yield piece

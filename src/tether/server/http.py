@@ -10,14 +10,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from tether.protocol.errors import ProtocolError, invalid, sse_error_shape
+from tether.protocol.events import ErrorEvent, StreamEvent, TerminalEvent, is_terminal
 from tether.protocol.request import Transport, decode_json_object, parse_create
 from tether.protocol.retry import retry_headers
 from tether.protocol.sse import encode_done, encode_event
 from tether.protocol.stream import with_stream_id
-from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS, RESUME_TOKEN
+from tether.protocol.vocabulary import RESUME_TOKEN
 from tether.server.origin import turn_origin
 from tether.server.state import server_state
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 READY_TIMEOUT_S = 3.0
 
@@ -74,31 +75,31 @@ async def create_response(request: Request) -> Response:
     return await _collect(events)
 
 
-def _event_stream(events: AsyncIterator[Event]) -> StreamingResponse:
+def _event_stream(events: AsyncIterator[StreamEvent]) -> StreamingResponse:
     return StreamingResponse(
         _sse(events), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
     )
 
 
-async def _collect(events: AsyncIterator[Event]) -> Response:
-    terminal: Event | None = None
-    error: Event | None = None
+async def _collect(events: AsyncIterator[StreamEvent]) -> Response:
+    terminal: TerminalEvent | None = None
+    error: ErrorEvent | None = None
     async for event in events:
-        if event["type"] in RESPONSE_TERMINAL_EVENTS:
+        if is_terminal(event):
             terminal = event
         elif event["type"] == "error":
             error = event
     if error is not None:
         body = {key: value for key, value in error["error"].items() if key != "headers"}
-        status = error.get("status") or 500
-        headers = {**(error["error"].get("headers") or {}), **retry_headers(status, body.get("code"))}
+        status = error["status"]
+        headers = {**(error["error"].get("headers") or {}), **retry_headers(status, error["error"]["code"])}
         return JSONBody({"error": body}, status_code=status, headers=headers)
     if terminal is None:  # the generation was cancelled (shutdown) before it could finish
         raise ProtocolError(503, "server_shutting_down", "The server stopped before the response finished.")
     return JSONBody(terminal["response"])
 
 
-async def _sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+async def _sse(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
     try:
         async for event in events:
             event = with_stream_id(event, None)  # a response made on a WebSocket lane, resumed over HTTP

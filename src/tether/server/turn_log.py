@@ -26,7 +26,7 @@ class TurnLog(TurnObserver):
     def turn_finished(self, turn: Turn) -> None:
         plan, timings = turn.plan, turn.timings
         outcome = turn_outcome(turn)
-        usage = turn.stream.response.get("usage") or {}
+        usage = turn.stream.response["usage"]
         fields: dict[str, Any] = {
             "response_id": plan.response_id,
             "transport": plan.origin.transport,
@@ -36,8 +36,8 @@ class TurnLog(TurnObserver):
             "lane": plan.lane,
             "resolution": plan.resolution.value,
             "outcome": outcome,
-            "input_tokens": usage.get("input_tokens"),
-            "output_tokens": usage.get("output_tokens"),
+            "input_tokens": usage["input_tokens"] if usage else None,
+            "output_tokens": usage["output_tokens"] if usage else None,
             "new_items": len(plan.request.input),
             "context_items": len(plan.sampled),
             "latency_s": _seconds(timings.since_opened(timings.ended)),
@@ -45,15 +45,16 @@ class TurnLog(TurnObserver):
         }
         if plan.origin.key_id is not None:
             fields["key_id"] = plan.origin.key_id
-        error = turn.stream.response.get("error")
+        error = turn.stream.response["error"]
         if turn.failed is not None:
             fields["code"], fields["reason"] = turn.failed.code, turn.failed.message
         elif outcome == "cancelled":
             fields["code"], fields["reason"] = "cancelled", "the turn was cancelled before it finished"
-        elif isinstance(error, dict):
-            fields["code"], fields["reason"] = error.get("code"), error.get("message")
+        elif error is not None:
+            fields["code"], fields["reason"] = error["code"], error["message"]
         if outcome == "incomplete":
-            fields["reason"] = (turn.stream.response.get("incomplete_details") or {}).get("reason")
+            details = turn.stream.response["incomplete_details"]
+            fields["reason"] = details["reason"] if details else None
         if self.log_content:
             fields["input_items"] = list(plan.request.input)
             fields["output_items"] = list(turn.stream.output)

@@ -55,7 +55,7 @@ def responses_stream(events: Sequence[ModelEvent], *, fail: ProtocolError | None
         out += stream.feed(event)
     if fail is not None:
         out += stream.fail(fail)
-    return Answer(out, stream.response)
+    return Answer([dict(event) for event in out], dict(stream.response))
 
 
 def encode(responses: Sequence[Event], reply: MessagesReply = REPLY) -> tuple[list[Event], bytes, JSONObject]:

@@ -46,7 +46,7 @@ def answer(events: Sequence[ModelEvent], fail: ProtocolError | None = None) -> t
         out += stream.feed(event)
     if fail is not None:
         out += stream.fail(fail)
-    return out, stream.response
+    return [dict(event) for event in out], dict(stream.response)
 
 
 def encode(events: Sequence[Event], reply: ChatReply = REPLY) -> tuple[list[JSONObject], bytes, JSONObject]:

@@ -55,7 +55,7 @@ async def engine() -> AsyncIterator[Engine]:
 
 async def run(engine: Engine, responses: JSONObject) -> list[Event]:
     live = await engine.create(parse_create({**responses, "store": False}, Transport.HTTP), tenant="t")
-    return [event async for event in engine.follow(live)]
+    return [dict(event) async for event in engine.follow(live)]
 
 
 async def messages_turn(engine: Engine, body: JSONObject) -> tuple[JSONObject, JSONObject]:

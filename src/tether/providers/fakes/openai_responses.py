@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
 import orjson
 from starlette.applications import Starlette
@@ -33,12 +33,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tether.netutil import ThreadedServer, loopback_server
 from tether.protocol.errors import ProtocolError, previous_response_not_found
+from tether.protocol.events import ResponseObject, StreamEvent, is_terminal
 from tether.protocol.items import estimate_tokens
 from tether.protocol.model_events import Finish, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.protocol.sse import encode_event
 from tether.protocol.stream import ResponseStream
 from tether.providers.scripted import Script, ScriptStep, parse_scripts
-from tether.types import Event, Item, JSONObject
+from tether.types import Item, JSONObject
 
 __all__ = ["FakeResponsesUpstream", "RecordedCreate"]
 
@@ -88,7 +89,7 @@ class _Failure:
 @dataclass(frozen=True, slots=True)
 class _Answer:
     response_id: str
-    events: list[Event]
+    events: list[StreamEvent]
     context: list[Item]  # the response's context: its input context and its output
 
 
@@ -217,8 +218,9 @@ class FakeResponsesUpstream:
         drop = self._next(self._drops)
         if drop is None:
             self._keep(body, answer)
-        if not body.get("stream"):
-            return JSONResponse(answer.events[-1]["response"])
+        final = answer.events[-1]
+        if not body.get("stream") and is_terminal(final):  # an answer always ends with its terminal event
+            return JSONResponse(final["response"])
         frames = [encode_event(event) for event in answer.events]
         return StreamingResponse(iter(frames[:drop]), media_type="text/event-stream")
 
@@ -372,12 +374,14 @@ class FakeResponsesUpstream:
         return self.api_key is None or headers.get("authorization") == f"Bearer {self.api_key}"
 
 
-def _response_object(response_id: str, body: JSONObject) -> JSONObject:
-    return {
+def _response_object(response_id: str, body: JSONObject) -> ResponseObject:
+    response: JSONObject = {
         "id": response_id,
         "object": "response",
         "created_at": int(time.time()),
+        "completed_at": None,
         "status": "in_progress",
+        "background": False,
         "model": body.get("model"),
         "output": [],
         "previous_response_id": body.get("previous_response_id"),
@@ -389,6 +393,7 @@ def _response_object(response_id: str, body: JSONObject) -> JSONObject:
         "incomplete_details": None,
         "usage": None,
     }
+    return cast(ResponseObject, response)  # every key it names, plus the parameters the real API echoes
 
 
 def _position(context: list[Item]) -> tuple[int, str | None]:
