@@ -111,10 +111,10 @@ class Tracing(TurnObserver):
             return
         timings, response = turn.timings, turn.stream.response
         outcome = turn_outcome(turn)
-        usage = response.get("usage") or {}
+        usage = response["usage"]
         attributes = {
-            "gen_ai.usage.input_tokens": usage.get("input_tokens"),
-            "gen_ai.usage.output_tokens": usage.get("output_tokens"),
+            "gen_ai.usage.input_tokens": usage["input_tokens"] if usage else None,
+            "gen_ai.usage.output_tokens": usage["output_tokens"] if usage else None,
             "gen_ai.response.finish_reasons": [outcome],
             "tether.outcome": outcome,
         }

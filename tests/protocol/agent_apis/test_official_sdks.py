@@ -52,7 +52,7 @@ async def _events(responses: JSONObject) -> AsyncIterator[Event]:
     try:
         live = await engine.create(parse_create({**responses, "store": False}, Transport.HTTP), tenant="t")
         async for event in engine.follow(live):
-            yield event
+            yield dict(event)
     finally:
         await engine.aclose()
 
