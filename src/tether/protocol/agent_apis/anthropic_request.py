@@ -43,7 +43,7 @@ from tether.types import Item, JSONObject
 __all__ = ["MessagesReply", "MessagesTranslation", "count_message_tokens", "translate_messages_request"]
 
 _ROLES = frozenset({"user", "assistant", "system"})
-_CLIENT_TOOL_TYPES = frozenset({None, "custom"})
+_CLIENT_TOOL_TYPES = frozenset({"custom"})
 _THINKING_EFFORT = ((4096, "low"), (16384, "medium"))
 
 
@@ -211,7 +211,7 @@ def _items(index: int, message: Any) -> list[Item]:
     if not isinstance(message, dict):
         raise bad_request(f"{param}: must be an object.", param, "invalid_type")
     role = message.get("role")
-    if role not in _ROLES:
+    if not isinstance(role, str) or role not in _ROLES:
         raise bad_request(f"{param}.role: must be 'user' or 'assistant'.", f"{param}.role")
     content = message.get("content")
     if isinstance(content, str):
@@ -365,7 +365,8 @@ def _tool(index: int, tool: Any) -> JSONObject:
     param = f"tools.{index}"
     if not isinstance(tool, dict):
         raise bad_request(f"{param}: must be an object.", param, "invalid_type")
-    if tool.get("type") not in _CLIENT_TOOL_TYPES:
+    kind = tool.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind not in _CLIENT_TOOL_TYPES):
         raise unsupported(f"{param}: server tools ('{tool.get('type')}') are not supported by this model.", param)
     name, schema = tool.get("name"), tool.get("input_schema")
     if not isinstance(name, str) or not name:
