@@ -24,6 +24,7 @@ from tether.providers.chat_completions import ChatCompletionsProvider
 from tether.providers.fakes import FakeResponsesUpstream
 from tether.providers.http_upstream import UpstreamOptions
 from tether.providers.openai_responses import OpenAIResponsesProvider
+from tether.providers.raw_forward import RawForwarding, RawRequest
 from tether.types import Item
 
 KEY = "sk-live-0123456789abcdefghij"
@@ -188,4 +189,39 @@ async def test_a_refused_websocket_upgrade_shows_no_secret(captured_logs: list[M
 
     assert error.code == "upstream_auth_error"
     assert_clean(client_visible(error))
+    assert_clean(repr(captured_logs))
+
+
+FORWARDERS: dict[str, tuple[Callable[[httpx.MockTransport], RawForwarding], RawRequest]] = {
+    "chat-completions": (
+        lambda t: ChatCompletionsProvider("up", options(), transport=t, sleep=no_sleep),
+        RawRequest("POST", "/v1/chat/completions", b'{"model": "m", "messages": []}'),
+    ),
+    "anthropic": (
+        lambda t: AnthropicProvider("up", options(), transport=t, sleep=no_sleep),
+        RawRequest("POST", "/v1/messages", b'{"model": "m", "max_tokens": 8, "messages": []}'),
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", HOSTILE.values(), ids=HOSTILE.keys())
+@pytest.mark.parametrize("kind", FORWARDERS.keys())
+async def test_no_configured_secret_reaches_the_agent_through_same_api_forwarding(
+    kind: str, answer: Callable[[httpx.Request], httpx.Response], captured_logs: list[MutableMapping[str, Any]]
+) -> None:
+    build, request = FORWARDERS[kind]
+    forwarder = build(httpx.MockTransport(answer))
+    seen: list[str] = []
+    try:
+        async with forwarder.forward(request) as reply:
+            seen.append(json.dumps(reply.headers))
+            seen.append((await reply.read()).decode("utf-8", "replace"))
+    except ProtocolError as error:
+        seen.append(client_visible(error))
+    finally:
+        await forwarder.aclose()  # type: ignore[attr-defined]
+
+    assert seen
+    for text in seen:
+        assert_clean(text)
     assert_clean(repr(captured_logs))

@@ -40,7 +40,7 @@ import structlog
 
 from tether.protocol.errors import ProtocolError
 from tether.providers.http_upstream import UpstreamHTTP
-from tether.providers.redaction import secrets_of
+from tether.providers.redaction import StreamRedactor, sanitise, secrets_of
 from tether.providers.retry import Backoff
 from tether.providers.upstream_errors import UpstreamConnectionError, protocol_error
 
@@ -206,12 +206,13 @@ class RawForwarder:
         deadline = time.monotonic() + self.http.options.timeout_s
         response, retries, buffered = await self._send(request, path, headers, deadline, secrets)
         _log.info("upstream.forward", provider=self.provider, path=path, status=response.status_code, retries=retries)
+        relayed = _relayed(response.headers, secrets)
         if buffered is not None:
-            yield RawReply(response.status_code, _relayed(response.headers), retries, _buffered=buffered)
+            yield RawReply(response.status_code, relayed, retries, _buffered=StreamRedactor(secrets).redact(buffered))
             return
         chunks = self._chunks(response, deadline, secrets)
         try:
-            yield RawReply(response.status_code, _relayed(response.headers), retries, _chunks=chunks)
+            yield RawReply(response.status_code, relayed, retries, _chunks=chunks)
         finally:
             await chunks.aclose()
             await response.aclose()
@@ -241,12 +242,16 @@ class RawForwarder:
     async def _chunks(
         self, response: httpx.Response, deadline: float, secrets: tuple[str, ...]
     ) -> AsyncGenerator[bytes, None]:
+        redactor = StreamRedactor(secrets)  # an upstream that echoes tether's credentials does not reach the agent
         try:
             async for chunk in response.aiter_bytes():
-                yield chunk
+                if safe := redactor.feed(chunk):
+                    yield safe
                 if time.monotonic() > deadline:
                     timeout = UpstreamConnectionError("no answer within the timeout", mid_turn=True, timeout=True)
                     raise protocol_error(self.provider, timeout, secrets)
+            if rest := redactor.flush():
+                yield rest
         except httpx.TimeoutException:
             timeout = UpstreamConnectionError("the answer stalled", mid_turn=True, timeout=True)
             raise protocol_error(self.provider, timeout, secrets) from None
@@ -289,8 +294,12 @@ async def _drain(response: httpx.Response) -> bytes:
         await response.aclose()
 
 
-def _relayed(headers: httpx.Headers) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items() if name.lower() not in _NOT_RELAYED}
+def _relayed(headers: httpx.Headers, secrets: tuple[str, ...]) -> dict[str, str]:
+    return {
+        name.lower(): sanitise(value, secrets, shapes=False)
+        for name, value in headers.items()
+        if name.lower() not in _NOT_RELAYED
+    }
 
 
 def with_model(body: bytes, model: str) -> bytes:
