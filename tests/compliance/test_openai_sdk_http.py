@@ -143,14 +143,14 @@ def test_stream_helper_builds_reasoning_summary(client: OpenAI) -> None:
 
 
 def test_model_failure_mid_stream_ends_with_response_failed(client: OpenAI) -> None:
-    with client.responses.create(model="script:no_such_script", input="hi", stream=True) as stream:
+    with client.responses.create(model="fail", input="hi", stream=True) as stream:
         events: list[ResponseStreamEvent] = list(stream)
 
     assert_numbered_from_zero(events)
     assert [event.type for event in events] == ["response.created", "response.in_progress", "error", "response.failed"]
     error, failed = events[-2:]
     assert error.type == "error"
-    assert error.code == "model_not_found"
+    assert error.code == "server_error"
     assert failed.type == "response.failed"
     assert failed.response.status == "failed"
     assert failed.response.error is not None

@@ -257,7 +257,7 @@ async def test_failed_response_ends_its_lane_request_once(async_client: AsyncOpe
         AsyncResponsesWebSocketSession(connection, limits=LIMITS) as session,
     ):
         lane = session.lane("lane-fail")
-        await lane.send({"type": "response.create", "model": "script:no_such_script", "input": "x"})
+        await lane.send({"type": "response.create", "model": "fail", "input": "x"})
         events = [await lane.recv()]
         while not ends_turn(events[-1]):
             events.append(await lane.recv())
@@ -273,7 +273,7 @@ async def test_failed_response_ends_its_lane_request_once(async_client: AsyncOpe
     assert numbers[0] == 0
     assert failed.status == "failed"
     assert failed.error is not None
-    assert "no_such_script" in failed.error.message
+    assert "failed on purpose" in failed.error.message
     assert after.status == "completed"
     assert after.output_text == "after the failure"
 

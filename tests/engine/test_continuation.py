@@ -72,7 +72,7 @@ async def test_an_unknown_id_and_another_tenants_id_are_the_same_miss(engine: En
 
 
 async def test_a_failed_response_cannot_be_continued(engine: Engine) -> None:
-    failed = terminal(await run(engine, model="script:missing", input="x"))
+    failed = terminal(await run(engine, model="fail", input="x"))
     assert failed["status"] == "failed"
     error = await refused(engine, input="y", previous_response_id=failed["id"])
     assert error.code == "previous_response_not_found"
@@ -137,7 +137,7 @@ async def test_eviction_is_per_lane_and_a_stored_parent_stays_reachable(engine: 
 async def test_a_continuation_that_fails_while_generating_evicts_its_parent(engine: Engine) -> None:
     connection = engine.connect(TENANT)
     first = terminal(await on_lane(engine, connection, input="one", store=False))
-    fields = {"model": "script:missing", "input": "x", "previous_response_id": first["id"], "store": False}
+    fields = {"model": "fail", "input": "x", "previous_response_id": first["id"], "store": False}
     failed = terminal(await on_lane(engine, connection, **fields))
     assert failed["status"] == "failed"
     assert connection.find(first["id"]) is None

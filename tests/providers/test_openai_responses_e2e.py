@@ -63,7 +63,7 @@ def start_gateway(
     upstream = {"kind": "openai-responses", "base_url": fake.base_url, "api_key_env": "UP_KEY"}
     return make_server(
         providers={"up": {**upstream, "transport": transport}},
-        routes=[{"model": "up-*", "provider": "up"}],
+        routes=[{"model": "up-*", "provider": "up"}, {"model": "script:*", "provider": "scripted"}],
         scripted={"scripts_file": str(scripts)},
     )
 

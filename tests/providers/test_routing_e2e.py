@@ -106,6 +106,7 @@ def gateway(
             {"model": "local-*", "provider": "vllm", "upstream_model": "qwen3-8b"},
             {"model": "claude-*", "provider": "claude"},
             {"model": "safe-*", "provider": "vllm", "fallbacks": ["backup"]},
+            {"model": "script:*", "provider": "scripted"},
         ],
     )
 

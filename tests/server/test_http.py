@@ -119,9 +119,12 @@ async def test_sse_turn_raw_framing(shared_server: RunningServer) -> None:
     assert output_text(response) == "".join(event["delta"] for event in events[4:-4])
 
 
-async def test_sse_mid_stream_error_is_flat_and_followed_by_response_failed(shared_server: RunningServer) -> None:
-    async with http_client(shared_server) as client:
-        reply, raw = await stream(client, model="script:missing", input="hi")
+async def test_sse_mid_stream_error_is_flat_and_followed_by_response_failed(make_server: ServerFactory) -> None:
+    # An upstream nobody listens on fails after the response has started (model names are checked before).
+    dead = {"kind": "chat-completions", "base_url": "http://127.0.0.1:9/v1", "max_retries": 0}
+    server = make_server(providers={"dead": dead}, routes=[{"model": "dead-*", "provider": "dead"}])
+    async with http_client(server) as client:
+        reply, raw = await stream(client, model="dead-model", input="hi")
     assert reply.status_code == 200
     events = sse_events(raw)
     assert [event["type"] for event in events] == [
@@ -134,8 +137,7 @@ async def test_sse_mid_stream_error_is_flat_and_followed_by_response_failed(shar
     error = events[2]
     assert set(error) == {"type", "code", "message", "param", "sequence_number"}
     assert "error" not in error
-    assert error["code"] == "model_not_found"
-    assert error["param"] == "model"
+    assert error["code"] == "upstream_error"
     failed = events[3]["response"]
     assert failed["status"] == "failed"
     assert set(failed["error"]) >= {"code", "message"}
@@ -420,7 +422,7 @@ async def test_stream_replay_after_a_sequence_number(shared_server: RunningServe
 
 async def test_stream_replay_of_a_failed_response_keeps_the_flat_error(shared_server: RunningServer) -> None:
     async with http_client(shared_server) as client:
-        _, raw = await stream(client, model="script:missing", input="hi")
+        _, raw = await stream(client, model="fail", input="hi")
         original = sse_events(raw)
         response_id = original[0]["response"]["id"]
         async with client.stream("GET", f"/responses/{response_id}", params={"stream": "true"}) as replay:

@@ -26,8 +26,8 @@ async def workload(server: ServeProcess) -> None:
         assert done.status_code == 200
         missing = await client.post("/responses", json={"model": "echo", "previous_response_id": "resp_gone"})
         assert missing.status_code == 400
-        failed = await client.post("/responses", json={"model": "script:nonexistent", "input": MARKER})
-        assert failed.status_code == 400
+        failed = await client.post("/responses", json={"model": "fail", "input": MARKER})
+        assert failed.status_code == 500
         assert (await client.get("/nowhere")).status_code == 404
     async with connect(server.ws_url, additional_headers=AUTH) as ws:
         await ws.send(json.dumps({"type": "response.create", "model": "echo", "previous_response_id": "resp_x"}))
@@ -67,8 +67,8 @@ async def test_logs_in_a_file_are_json_lines_an_operator_can_use(tmp_path: Path)
     assert done["latency_s"] >= 0
     assert done["key_id"].startswith("key_")
     (failed,) = events(lines, "turn.done", outcome="failed")
-    assert failed["code"] == "model_not_found"
-    assert "nonexistent" in failed["reason"]
+    assert failed["code"] == "server_error"
+    assert "failed on purpose" in failed["reason"]
     rejected = events(lines, "turn.rejected", code="previous_response_not_found")
     assert {line["transport"] for line in rejected} == {"http", "websocket"}
     assert events(lines, "ws.error", code="previous_response_not_found", status=400)

@@ -407,18 +407,18 @@ async def test_failed_cross_lane_fork_keeps_the_other_lanes_parent(shared_server
 async def test_failed_turn_on_a_lane_evicts_the_parent_it_continued(shared_server: RunningServer) -> None:
     async with connect(shared_server.ws_url) as ws:
         parent = await completed_turn(ws, store=False, input="remember cobalt")
-        events = await turn(ws, model="script:missing", store=False, previous_response_id=parent["id"], input=[])
+        events = await turn(ws, model="fail", store=False, previous_response_id=parent["id"], input=[])
         assert [event["type"] for event in events[:2]] == ["response.created", "response.in_progress"]
         # The failure is carried by response.failed; an error event before it is optional on WebSocket.
         assert {event["type"] for event in events[2:-1]} <= {"error"}
         for event in events[2:-1]:
-            expect_ws_error(event, "model_not_found", 400)
+            expect_ws_error(event, "server_error", 500)
         assert_increasing(events)
         failed = events[-1]
         assert failed["type"] == "response.failed"
         assert failed["response"]["status"] == "failed"
         assert failed["response"]["error"]["code"]
-        assert "script:missing" in failed["response"]["error"]["message"]
+        assert "fail" in failed["response"]["error"]["message"]
 
         error = await error_turn(ws, store=False, previous_response_id=parent["id"], input=[user("next")])
         expect_ws_error(error, "previous_response_not_found", 400)

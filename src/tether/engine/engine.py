@@ -257,11 +257,16 @@ class Engine:
         try:
             resolved = await self.continuations.resolve(request, tenant, connection, lane)
         except ProtocolError as error:
-            route, provider_name = self.router.route_of(request.model), self.router.resolve(request.model).name
+            route, provider_name = self.router.route_of(request.model), self.router.provider_name(request.model)
             self.observer.turn_rejected(request, origin, error, route=route, provider=provider_name)
             raise
         request = resolved.request
-        provider = self.router.resolve(request.model)
+        try:
+            provider = self.router.resolve(request.model)
+        except ProtocolError as error:  # model_not_found: a failed continuation like any other
+            self.continuations.evict(request, connection, lane)
+            self.observer.turn_rejected(request, origin, error, route="none", provider="none")
+            raise
         plan = TurnPlan(
             request=request,
             tenant=tenant,

@@ -65,7 +65,14 @@ class ProviderResolver(Protocol):
     """What the engine needs to reach the models: the provider serving a model name (the router implements it)."""
 
     def resolve(self, model: str) -> Provider:
-        """The provider for ``model`` (a default one when nothing else matches)."""
+        """The provider for ``model`` (a default one when nothing else matches, if there is one).
+
+        Raises:
+            ProtocolError: ``model_not_found`` when nothing serves ``model``.
+        """
+
+    def provider_name(self, model: str) -> str:
+        """The name of the provider ``model`` goes to, without raising (for logs and metric labels)."""
 
     def route_of(self, model: str) -> str:
         """The name of the route ``model`` takes (for metric labels: bounded by the configuration)."""

@@ -58,7 +58,7 @@ def build_router(
     routes: Sequence[Route],
     *,
     scripted: ScriptedProvider,
-    default: str = "scripted",
+    default: str | None = "scripted",
     environ: Mapping[str, str] = os.environ,
 ) -> ProviderRouter:
     """The router over the built-in scripted model and every configured upstream.

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -16,6 +17,18 @@ from tether.providers.base import Provider, ProviderRequest
 from tether.providers.raw_forward import ForwardedAPI, RawForwarding, RawReply, RawRequest, with_model
 
 _log = structlog.get_logger("tether.providers")
+
+
+@runtime_checkable
+class ModelChecking(Protocol):
+    """A provider that can tell before a turn starts that it has no such model (the scripted model's scripts)."""
+
+    def check_model(self, model: str) -> None:
+        """Raises: ProtocolError: ``model_not_found``."""
+
+
+def model_not_found(model: str, reason: str) -> ProtocolError:
+    return ProtocolError(400, "model_not_found", f"The model '{model}' does not exist: {reason}.", param="model")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +120,16 @@ class RoutedForwarder:
 
 
 class ProviderRouter:
-    """Chooses the provider for a model name: the first matching route, else the default provider."""
+    """Chooses the provider for a model name: the first matching route, else the default provider.
 
-    def __init__(self, providers: Mapping[str, Provider], routes: Sequence[Route] = (), default: str = "scripted"):
-        if default not in providers:
+    With ``default=None`` a model no route matches is ``400 model_not_found`` (once real upstreams are configured,
+    a misspelt model must not get a scripted answer); a catch-all route (``model = "*"``) still takes everything.
+    """
+
+    def __init__(
+        self, providers: Mapping[str, Provider], routes: Sequence[Route] = (), default: str | None = "scripted"
+    ):
+        if default is not None and default not in providers:
             raise ValueError(f"default provider {default!r} is not configured")
         for route in routes:
             for name in (route.provider, *route.fallbacks):
@@ -125,10 +144,33 @@ class ProviderRouter:
         }
 
     def resolve(self, model: str) -> Provider:
+        """The provider for ``model``, checked to have it before the turn starts.
+
+        Raises:
+            ProtocolError: ``model_not_found`` when no route matches and there is no default provider, or the
+                provider knows it has no such model (``script:NAME`` with no such script).
+        """
         for index, route in enumerate(self.routes):
             if fnmatchcase(model, route.pattern):
-                return self._routed[index]
-        return self.providers[self.default]
+                routed = self._routed[index]
+                first = routed.chain[0]
+                if isinstance(first, ModelChecking):
+                    first.check_model(route.upstream_model or model)
+                return routed
+        if self.default is None:
+            patterns = ", ".join(route.pattern for route in self.routes) or "none"
+            raise model_not_found(model, f"no route matches it (routes: {patterns}); add a route for it")
+        provider = self.providers[self.default]
+        if isinstance(provider, ModelChecking):
+            provider.check_model(model)
+        return provider
+
+    def provider_name(self, model: str) -> str:
+        """The name of the provider a model goes to, for logs and metrics (``none`` when it has none)."""
+        for index, route in enumerate(self.routes):
+            if fnmatchcase(model, route.pattern):
+                return self._routed[index].name
+        return self.default or "none"
 
     def route_of(self, model: str) -> str:
         """The name of the route a model takes, for metrics: its pattern, or ``default``."""
@@ -140,7 +182,8 @@ class ProviderRouter:
     def model_names(self) -> list[str]:
         """Model names worth listing: the route patterns without wildcards, and the default provider's name."""
         names = {route.pattern for route in self.routes if not any(ch in route.pattern for ch in "*?[")}
-        names.add(self.default)
+        if self.default is not None:
+            names.add(self.default)
         return sorted(names)
 
     async def aclose(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeAlias
 
 import orjson
 
-from tether.protocol.errors import ProtocolError
+from tether.protocol.errors import ErrorType, ProtocolError
 from tether.protocol.items import estimate_tokens
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.providers.base import ProviderRequest
@@ -54,6 +54,9 @@ _STRING_FORMATS = {
 _PROPER_NOUNS = re.compile(r"[A-Z][\w'-]*(?:,?\s+[A-Z][\w'-]*)*")
 _WORDS = re.compile(r"\S+\s*|\s+")
 _CALL_ID = re.compile(r"call_[0-9a-f]{24}_(\d{1,9})")
+
+# A model whose turns fail once started (after response.created), for testing failure paths of clients and gateway.
+FAIL_MODEL = "fail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +241,10 @@ class ScriptedProvider:
         """
         turn = self._plan(request)
         deltas, finish = _render(turn, request)
+        if request.model == FAIL_MODEL:
+            raise ProtocolError(
+                500, "server_error", "The scripted model 'fail' failed on purpose.", error_type=ErrorType.SERVER
+            )
         loop = asyncio.get_running_loop()
         if self.timing.ttft_s > 0:
             await asyncio.sleep(self.timing.ttft_s)
@@ -257,6 +264,15 @@ class ScriptedProvider:
     async def aclose(self) -> None:
         """Nothing to release."""
 
+    def check_model(self, model: str) -> None:
+        """Refuse ``script:NAME`` before the turn starts when no such script is loaded.
+
+        Raises:
+            ProtocolError: ``model_not_found`` (400).
+        """
+        if model.startswith("script:") and model.removeprefix("script:") not in self._scripts:
+            raise _no_script(model)
+
     def _plan(self, request: ProviderRequest) -> _Turn:
         tail = _Tail(request.context)
         if request.model.startswith("script:"):
@@ -269,12 +285,7 @@ class ScriptedProvider:
     def _script_turn(self, request: ProviderRequest, tail: _Tail, script_name: str) -> _Turn:
         script = self._scripts.get(script_name)
         if script is None:
-            raise ProtocolError(
-                400,
-                "model_not_found",
-                f"The model '{request.model}' does not exist: no script named '{script_name}' is loaded.",
-                param="model",
-            )
+            raise _no_script(request.model)
         index = _step_index(tail)
         step = script[index] if index < len(script) else _FINAL_STEP
         calls = tuple(
@@ -554,3 +565,13 @@ def _string_for(key: str, schema: JSONObject, user_text: str) -> str:
     if name in _QUERY_KEYS and user_text.strip():
         return _snippet(user_text)
     return _STRING_FORMATS.get(str(schema.get("format")), "example")
+
+
+def _no_script(model: str) -> ProtocolError:
+    name = model.removeprefix("script:")
+    return ProtocolError(
+        400,
+        "model_not_found",
+        f"The model '{model}' does not exist: no script named '{name}' is loaded.",
+        param="model",
+    )

@@ -62,8 +62,17 @@ def provider_router(settings: Settings) -> routing.ProviderRouter:
         settings.providers,
         [routing.Route(r.model, r.provider, r.upstream_model, tuple(r.fallbacks)) for r in settings.routes],
         scripted=ScriptedProvider(ScriptedTiming(scripted.ttft_s, scripted.tokens_per_second), scripts),
-        default=settings.default_provider,
+        default=unrouted_provider(settings),
     )
+
+
+def unrouted_provider(settings: Settings) -> str | None:
+    """Where a model no route matches goes: with no upstreams configured (the quick start), the scripted model;
+    once real upstreams are configured, nowhere (``400 model_not_found``) unless ``default_provider`` is set."""
+    upstreams = any(config.kind != "scripted" for config in settings.providers.values())
+    if upstreams and "default_provider" not in settings.model_fields_set:
+        return None
+    return settings.default_provider
 
 
 def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Starlette:

@@ -14,7 +14,7 @@ import re
 import socket
 import sqlite3
 
-from tether.server.app import open_store, provider_router
+from tether.server.app import open_store, provider_router, unrouted_provider
 from tether.settings import Settings
 from tether.store.sqlite_check import StoreUnusableError
 
@@ -89,7 +89,8 @@ def routes_summary(settings: Settings) -> list[str]:
         if route.fallbacks:
             line += f" (then {', '.join(route.fallbacks)})"
         lines.append(line)
-    lines.append(f"* -> {settings.default_provider}")
+    unrouted = unrouted_provider(settings)
+    lines.append(f"* -> {unrouted}" if unrouted else "anything else -> 400 model_not_found")
     return lines
 
 
