@@ -1,7 +1,11 @@
 """Where a rebuilt edge request goes, and the pieces of its answer.
 
-A Responses request runs on tether's own engine exactly as if the agent had sent it to ``POST /v1/responses``; its
-events cross in compact form (the request fields a lifecycle event echoes are left out, and the edge puts them back).
+- A Responses request runs on tether's own engine exactly as if the agent had sent it to ``POST /v1/responses``; its
+  events cross in compact form (the request fields a lifecycle event echoes are left out, and the edge puts them
+  back).
+- An Anthropic Messages or Chat Completions request whose model routes to an upstream of the same API is forwarded
+  untouched (:mod:`tether.server.edge_forward`); to any other upstream, translated
+  (:mod:`tether.server.edge_translated`).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from tether.protocol.errors import ProtocolError, sse_error_shape
 from tether.protocol.events import ErrorEvent, TerminalEvent, is_terminal
 from tether.protocol.request import Transport, parse_create
 from tether.protocol.stream import with_stream_id
+from tether.providers.raw_forward import raw_forwarder
+from tether.server.edge_forward import forwarded_pieces
 from tether.server.edge_pieces import JSON_HEAD, SSE_HEAD, error_pieces
-from tether.server.edge_translated import translated_pieces
+from tether.server.edge_translated import CODECS, translated_pieces
 from tether.types import JSONObject
 
 ECHOED_FIELDS = ("instructions", "tools")
@@ -95,4 +101,7 @@ def dispatch(
     """The pieces of the answer to one rebuilt request."""
     if api == "responses":
         return responses_pieces(engine, request, tenant=tenant, turn=turn)
+    forwarder = raw_forwarder(engine.router.resolve(str(request.get("model", ""))), api)
+    if forwarder is not None:  # the upstream speaks the agent's API: the request goes on untouched
+        return forwarded_pieces(forwarder, path, request, headers, CODECS[api].error_body)
     return translated_pieces(engine, api, path, request, tenant=tenant, turn=turn)
