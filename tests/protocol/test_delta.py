@@ -71,6 +71,12 @@ def test_one_and_true_are_different_values() -> None:
     assert dumps(rebuilt([1, {"a": 1}], [True, {"a": True}], {})) == b'[true,{"a":true}]'
 
 
+def test_a_new_value_built_from_references_replaces_its_base() -> None:
+    base = {"": [1e13]}
+    new = {"0": 1e13}
+    assert dumps(rebuilt(base, new, holding(base))) == dumps(new)
+
+
 def test_key_order_is_kept() -> None:
     assert dumps(rebuilt({"a": 1, "b": 2}, {"b": 2, "a": 1}, {})) == b'{"b":2,"a":1}'
 

@@ -8,6 +8,7 @@ A delta is a tree of *nodes*, each a JSON array whose first element names the op
 - ``["o", {key: node}, keys]`` an object built on the base object (``{}`` when the base is not one): each key of
   the result is taken from the base unless ``node`` rebuilds it (against the base's value, or against nothing for
   a new key). ``keys`` lists the result's keys in order; ``null`` means the base's keys in order, then the new ones.
+- ``["f", {key: node}]`` a new object, its keys in this order, each value built from nothing.
 - ``["a", [segment, ...]]`` an array built from segments: ``["c", start, count]`` copies ``base[start:start+count]``,
   ``["p", index, node]`` is ``base[index]`` rebuilt by ``node``, ``["n", node]`` is a new element.
 
@@ -101,7 +102,7 @@ class _Differ:
         if isinstance(value, dict):
             children = {key: self.fresh(child) for key, child in value.items()}
             if any(node[0] != "v" for node in children.values()):
-                return ["o", children, None]
+                return ["f", children]
         elif isinstance(value, list):
             elements = [self.fresh(child) for child in value]
             if any(node[0] != "v" for node in elements):
@@ -210,6 +211,8 @@ def _apply(base: JSONValue, node: JSONValue, resolve: Resolve, missing: list[str
             return None
     if op == "o" and len(node) == 3 and isinstance(node[1], dict):
         return _apply_object(base, node[1], node[2], resolve, missing, depth)
+    if op == "f" and len(node) == 2 and isinstance(node[1], dict):
+        return {key: _apply(MISSING, child, resolve, missing, depth + 1) for key, child in node[1].items()}
     if op == "a" and len(node) == 2 and isinstance(node[1], list):
         return _apply_array(base, node[1], resolve, missing, depth)
     raise DeltaError(f"unknown or malformed delta node {op!r}")
