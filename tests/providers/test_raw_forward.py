@@ -107,6 +107,16 @@ async def test_a_messages_stream_is_forwarded_untouched_and_relayed_as_it_came(f
     await provider.aclose()
 
 
+async def test_a_rebuilt_json_value_reaches_the_upstream_as_the_same_value(fake: FakeAnthropic) -> None:
+    provider = anthropic_provider(fake, CONFIG_KEY)
+
+    reply, _ = await relay(provider, RawRequest.of_json("POST", "/v1/messages", CLAUDE_CODE, AGENT_HEADERS))
+
+    assert reply.status == 200
+    assert orjson.loads(fake.requests[0].raw) == CLAUDE_CODE
+    await provider.aclose()
+
+
 async def test_the_relayed_bytes_are_the_upstreams_bytes(fake: FakeAnthropic) -> None:
     provider = anthropic_provider(fake, CONFIG_KEY)
     with FakeAnthropic(script=SCRIPT, chunk_size=3) as twin:

@@ -105,6 +105,12 @@ class RawRequest:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     query: str = ""
 
+    @classmethod
+    def of_json(cls, method: str, path: str, value: object, headers: Mapping[str, str], query: str = "") -> RawRequest:
+        """A request whose body is a JSON value (e.g. one the gateway rebuilt from an edge's delta): it is encoded
+        compactly, so the upstream receives the same JSON value the agent sent."""
+        return cls(method, path, orjson.dumps(value), headers, query)
+
     @property
     def api_path(self) -> str:
         """The path under the API root: ``/v1/messages`` → ``messages``."""

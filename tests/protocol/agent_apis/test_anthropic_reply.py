@@ -25,6 +25,7 @@ from tether.protocol.errors import ProtocolError
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream
+from tether.providers.translate_anthropic import AnthropicStreamDecoder
 from tether.types import Event, JSONObject
 
 REPLY = MessagesReply(model="claude-sonnet-4-5", stream=True, input_tokens=42)
@@ -268,3 +269,62 @@ def test_any_answer_streams_validly_and_matches_the_non_streamed_body(
     _, data, message = encode(stream.events, reply)
 
     assert check(data, cut) == message == messages_response(stream.response, reply)
+
+
+# -- an Anthropic upstream's answer, through tether's engine events, back to the Messages API -----------------
+
+
+@st.composite
+def _upstream_messages(draw: st.DrawFn) -> list[JSONObject]:
+    """Content blocks as an Anthropic upstream streams them (no two text or thinking blocks in a row: tether's
+    engine keeps one item per run of the same kind)."""
+    blocks: list[JSONObject] = []
+    for index in range(draw(st.integers(1, 5))):
+        kinds = ["tool_use"] + [k for k in ("text", "thinking") if not blocks or blocks[-1]["type"] != k]
+        kind = draw(st.sampled_from(kinds))
+        if kind == "text":
+            blocks.append({"type": "text", "text": draw(st.text(min_size=1, max_size=8))})
+        elif kind == "thinking":
+            blocks.append({"type": "thinking", "thinking": draw(st.text(min_size=1, max_size=8)), "signature": ""})
+        else:
+            value = draw(st.dictionaries(st.text(max_size=3), st.integers(-9, 9), max_size=2))
+            blocks.append({"type": "tool_use", "id": f"toolu_{index:02d}", "name": "Read", "input": value})
+    return blocks
+
+
+def _upstream_stream(blocks: list[JSONObject], stop_reason: str) -> list[JSONObject]:
+    events: list[JSONObject] = [{"type": "message_start", "message": {"usage": {"input_tokens": 7}}}]
+    for index, block in enumerate(blocks):
+        if block["type"] == "tool_use":
+            start = {**block, "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}]
+        elif block["type"] == "text":
+            start, deltas = {"type": "text", "text": ""}, [{"type": "text_delta", "text": block["text"]}]
+        else:
+            start, deltas = (
+                {"type": "thinking", "thinking": ""},
+                [{"type": "thinking_delta", "thinking": block["thinking"]}],
+            )
+        events.append({"type": "content_block_start", "index": index, "content_block": start})
+        events += [{"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas]
+        events.append({"type": "content_block_stop", "index": index})
+    events.append({"type": "message_delta", "delta": {"stop_reason": stop_reason}, "usage": {"output_tokens": 3}})
+    events.append({"type": "message_stop"})
+    return events
+
+
+@given(_upstream_messages(), st.sampled_from(["end_turn", "max_tokens"]))
+def test_an_anthropic_upstreams_answer_comes_back_as_it_was(blocks: list[JSONObject], stop_reason: str) -> None:
+    decoder = AnthropicStreamDecoder()
+    model_events = [event for upstream in _upstream_stream(blocks, stop_reason) for event in decoder.feed(upstream)]
+    stream = responses_stream([*model_events, *decoder.close()])
+    reply = MessagesReply(model="m", thinking=True)
+
+    _, data, message = encode(stream.events, reply)
+
+    assert check(data) == message
+    assert message["content"] == blocks
+    calls_tools = any(block["type"] == "tool_use" for block in blocks)
+    assert message["stop_reason"] == (
+        "max_tokens" if stop_reason == "max_tokens" else "tool_use" if calls_tools else "end_turn"
+    )
