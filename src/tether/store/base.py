@@ -1,9 +1,17 @@
-"""The ``Store`` interface: durable state of stored responses.
+"""The ``Store`` interface: the durable state of stored responses, and the cluster's turns.
 
-A response is a node: its parent, the *new* input items of its request and its output items. Items are stored once,
-addressed by the hash of their canonical JSON (:func:`tether.protocol.items.fingerprint`). Every so often the engine
-attaches a *snapshot* (the hashes of the response's whole context) so that rebuilding any context reads a bounded
-number of rows. All reads are scoped by tenant: another tenant's response is indistinguishable from a missing one.
+Four implementations share it and one contract suite (``tests/store/contract.py`` and ``turn_contract.py``): memory
+and SQLite serve one node (SQLite is the default), and PostgreSQL and Redis serve a cluster.
+
+- Responses: a response is a node, made of its parent, the *new* input items of its request and its output items.
+  Items are stored once, addressed by the hash of their canonical JSON (:func:`tether.protocol.items.fingerprint`).
+  Every so often the engine attaches a *snapshot* (the hashes of the response's whole context), so rebuilding any
+  context reads a bounded number of rows. The response's events are kept with it, as opaque JSON objects.
+- Turns (:mod:`tether.store.turns`): claims by idempotency key, leases with fencing tokens, and the shared log of
+  a turn in flight. With these, any node can follow or resume a turn another node is generating. One-node stores
+  keep them in process memory (:mod:`tether.store.local_turns`).
+
+All reads are scoped by tenant: another tenant's response is indistinguishable from a missing one.
 """
 
 from __future__ import annotations
