@@ -8,6 +8,7 @@ meanwhile (captured from structlog) must be free of the secrets.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from typing import Any
@@ -16,16 +17,21 @@ import httpx2 as httpx
 import orjson
 import pytest
 import structlog
+import websockets.asyncio.client
 
 from tether.protocol.errors import ProtocolError
 from tether.providers.anthropic import AnthropicProvider
 from tether.providers.base import Provider, ProviderRequest
 from tether.providers.chat_completions import ChatCompletionsProvider
-from tether.providers.fakes import FakeResponsesUpstream
+from tether.providers.fakes import FakeAnthropic, FakeChatCompletions, FakeResponsesUpstream, FakeUpstream
 from tether.providers.http_upstream import UpstreamOptions
 from tether.providers.openai_responses import OpenAIResponsesProvider
 from tether.providers.raw_forward import RawForwarding, RawRequest
+from tether.server.runner import RunningServer
+from tether.testing import settled
 from tether.types import Item
+
+ServerFactory = Callable[..., RunningServer]
 
 KEY = "sk-live-0123456789abcdefghij"
 # Values that look like nothing in particular: only the configuration says they are secret.
@@ -225,3 +231,59 @@ async def test_no_configured_secret_reaches_the_agent_through_same_api_forwardin
     for text in seen:
         assert_clean(text)
     assert_clean(repr(captured_logs))
+
+
+# -- through a real gateway: the bodies, streams and socket messages clients receive ---------------------------
+
+ECHO = f"rejected {KEY} with x-org-token={HEADER_SECRET} x-gateway-key=gw.4471.alpha"
+KEY_ENV = "TETHER_TEST_LEAK_KEY"
+
+
+@pytest.fixture
+def hostile_gateway(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[RunningServer, list[FakeUpstream | FakeResponsesUpstream]]]:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with FakeChatCompletions() as chat, FakeAnthropic() as claude, FakeResponsesUpstream() as responses:
+        common = {"api_key_env": KEY_ENV, "headers": CONFIGURED_HEADERS, "max_retries": 1, "backoff_s": 0.0}
+        server = make_server(
+            providers={
+                "chat": {"kind": "chat-completions", "base_url": chat.base_url, **common},
+                "claude": {"kind": "anthropic", "base_url": claude.base_url, **common},
+                "oai-http": {"kind": "openai-responses", "base_url": responses.base_url, **common},
+                "oai-ws": {
+                    "kind": "openai-responses",
+                    "base_url": responses.base_url,
+                    "transport": "websocket",
+                    **common,
+                },
+            },
+            routes=[{"model": name, "provider": name} for name in ("chat", "claude", "oai-http", "oai-ws")],
+        )
+        yield server, [chat, claude, responses]
+
+
+@pytest.mark.parametrize("model", ["chat", "claude", "oai-http", "oai-ws"])
+async def test_no_secret_reaches_a_client_of_the_gateway(
+    hostile_gateway: tuple[RunningServer, list[FakeUpstream | FakeResponsesUpstream]], model: str
+) -> None:
+    server, fakes = hostile_gateway
+    received: list[str] = []
+    with structlog.testing.capture_logs() as logs:
+        for fake in fakes:
+            fake.fail_next(9, 400, ECHO)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            body = {"model": model, "input": "Hello."}
+            received.append((await client.post("/responses", json=body)).text)
+            received.append((await client.post("/responses", json={**body, "stream": True})).text)
+        async with websockets.asyncio.client.connect(server.ws_url) as ws:
+            await ws.send(orjson.dumps({"type": "response.create", **body}).decode())
+            while not received[-1].startswith('{"type":"response.failed"'):
+                received.append(str(await asyncio.wait_for(ws.recv(), 30)))
+        await settled(server)
+
+    assert any("upstream_error" in text for text in received)
+    assert logs  # the server thread's log lines were captured too
+    for text in received:
+        assert_clean(text)
+    assert_clean(repr(logs))
