@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     tracing_enabled: bool = Field(
         default=False, description="Export OpenTelemetry traces (also on when OTEL_EXPORTER_OTLP_ENDPOINT is set)."
     )
+    inspector_enabled: bool = Field(default=True, description="Serve the /inspect page of recent chains and turns.")
+    admin_key_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the admin key /inspect requires (without one: loopback only).",
+    )
     log_content: bool = Field(
         default=False, description="Put message content (input and output items) in turn log lines; off by default."
     )

@@ -17,8 +17,6 @@ from tether.types import Item, JSONObject
 from .test_resume import LONG_TEXT, SLOW, read_until, sse
 from .wire import ServerFactory, receive_turn
 
-# The parameters tether forwards for a request that sets only ``model`` (its defaults that are not null).
-DEFAULT_PARAMS: JSONObject = {"store": True, "tools": [], "tool_choice": "auto", "parallel_tool_calls": True}
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -38,7 +36,7 @@ class Ledger:
     def record(self, transport: str, body: JSONObject, sent_bytes: int, response: JSONObject) -> None:
         parent = body.get("previous_response_id")
         context = [*(self.contexts[parent] if parent else []), *body["input"]]
-        params = {**DEFAULT_PARAMS, "model": body["model"]}
+        params = {"model": body["model"]}  # the only parameter these turns set
         stateless = len(orjson.dumps({**params, "input": context}))
         self.contexts[response["id"]] = [*context, *response["output"]]
         self.sent[transport] = self.sent.get(transport, 0) + sent_bytes

@@ -235,7 +235,7 @@ class Engine:
             live = await resume.find_resumable(self.live, self.store, tenant, response_id, resume_token)
         resume.check_after(live, -1 if after is None else after)
         self.stats.resumes += 1
-        self.observer.resumed()
+        self.observer.resumed(live.response_id)
         return live
 
     async def open_turn(

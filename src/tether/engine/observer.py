@@ -83,8 +83,8 @@ class TurnObserver:
     def idempotent_replay(self, source: str) -> None:
         """A retried turn was answered from the ``live`` log or the ``store``, not generated again."""
 
-    def resumed(self) -> None:
-        """A client re-attached to a response's stream."""
+    def resumed(self, response_id: str) -> None:
+        """A client re-attached to the stream of ``response_id``."""
 
 
 class FanOut(TurnObserver):
@@ -117,9 +117,9 @@ class FanOut(TurnObserver):
         for observer in self.observers:
             observer.idempotent_replay(source)
 
-    def resumed(self) -> None:
+    def resumed(self, response_id: str) -> None:
         for observer in self.observers:
-            observer.resumed()
+            observer.resumed(response_id)
 
 
 def turn_outcome(turn: Turn) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from tether.protocol.request import CreateRequest
 from tether.types import Item, JSONObject
 
 CHAIN_FIELDS = ("previous_response_id",)
@@ -23,6 +24,13 @@ def stateless_request(params: JSONObject, context: Sequence[Item]) -> JSONObject
     request = {key: value for key, value in params.items() if key not in CHAIN_FIELDS and not key.startswith("tether:")}
     request["input"] = list(context)
     return request
+
+
+def sent_params(request: CreateRequest, params: JSONObject) -> JSONObject:
+    """The forwarded ``params`` the client set itself (or inherited), without tether's defaults: what a stateless
+    client would have sent, so the defaults are not counted as bytes saved."""
+    chosen = request.model_fields_set | set(request.model_extra or ())
+    return {key: value for key, value in params.items() if key in chosen}
 
 
 def stateless_size(params: JSONObject, item_count: int, item_bytes: int) -> int:

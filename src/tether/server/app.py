@@ -28,6 +28,7 @@ from tether.server.auth import Authenticator
 from tether.server.edge_content import EdgeContent
 from tether.server.edge_link import EdgeGateway, edge_http, edge_websocket
 from tether.server.edge_turns import EdgeTurns
+from tether.server.inspect_page import inspect_endpoint
 from tether.server.metrics import Metrics, metrics_endpoint
 from tether.server.observers import build_observers
 from tether.server.state import ServerState
@@ -102,7 +103,9 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         auth = Authenticator(settings.api_keys)
         if observers.audit is not None:
             observers.audit.started(auth.key_ids())
-        app.state.tether = ServerState(settings=settings, engine=engine, auth=auth, audit=observers.audit)
+        app.state.tether = ServerState(
+            settings=settings, engine=engine, auth=auth, audit=observers.audit, inspector=observers.inspector
+        )
         edge_turns = EdgeTurns(settings.edge.turn_grace_s)
         app.state.tether_edge = EdgeGateway(
             engine, auth, EdgeContent(settings.edge.content_max_bytes), edge_turns, settings.max_body_bytes
@@ -133,6 +136,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         Route("/health", http.health, methods=["GET"]),
         Route("/health/ready", http.ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/inspect", inspect_endpoint, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

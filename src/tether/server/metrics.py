@@ -15,7 +15,7 @@ from tether.engine.observer import TurnObserver, TurnOrigin, turn_outcome
 from tether.engine.turn import Turn
 from tether.protocol.errors import ProtocolError
 from tether.protocol.request import CreateRequest
-from tether.protocol.stateless import stateless_size
+from tether.protocol.stateless import sent_params, stateless_size
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -23,9 +23,10 @@ SAVED_BUCKETS = (0.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576
 
 # The definition behind tether_turn_bytes_saved, stated once where the metric is made (README repeats it).
 BYTES_SAVED_HELP = (
-    "Per turn: the size of the equivalent stateless request (the turn's whole input context with the same "
-    "parameters, without previous_response_id, as compact JSON) minus the size of the request body or WebSocket "
-    "message the client actually sent. Negative for a first turn whose body carries transport fields."
+    "Per turn: the size of the equivalent stateless request (the turn's whole input context with the parameters "
+    "the client set, without previous_response_id, as compact JSON) minus the size of the request body or "
+    "WebSocket message the client actually sent. Near zero for a chain's first turn (a string input counts as the "
+    "message item it stands for; transport fields such as stream count against it)."
 )
 
 
@@ -124,7 +125,8 @@ class Metrics(TurnObserver):
         if timings.upstream_started is not None and timings.upstream_done is not None:
             self.upstream_seconds.labels(provider).observe(timings.upstream_done - timings.upstream_started)
         if plan.origin.request_bytes:
-            stateless = stateless_size(plan.params, len(plan.sampled), plan.sampled.json_bytes)
+            params = sent_params(plan.request, plan.params)
+            stateless = stateless_size(params, len(plan.sampled), plan.sampled.json_bytes)
             self.turn_request_bytes.labels(transport).inc(plan.origin.request_bytes)
             self.turn_stateless_bytes.labels(transport).inc(stateless)
             self.bytes_saved.labels(transport).observe(stateless - plan.origin.request_bytes)
@@ -137,7 +139,7 @@ class Metrics(TurnObserver):
     def idempotent_replay(self, source: str) -> None:
         self.idempotent_replays.labels(source).inc()
 
-    def resumed(self) -> None:
+    def resumed(self, response_id: str) -> None:
         self.resumes.inc()
 
     # -- exposition ----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from tether.audit.log import AuditLog
 from tether.engine.observer import FanOut, TurnObserver
 from tether.server.audit import Auditor, audit_directory
+from tether.server.inspector import Inspector
 from tether.server.metrics import Metrics
 from tether.server.tracing import Tracing, otlp_tracer_provider, tracing_wanted
 from tether.server.turn_log import TurnLog
@@ -23,6 +24,7 @@ class Observers:
 
     engine: TurnObserver
     audit: Auditor | None
+    inspector: Inspector | None = None
     owned_tracer_provider: TracerProvider | None = None
 
     def close(self) -> None:
@@ -38,8 +40,11 @@ def build_observers(settings: Settings, metrics: Metrics, tracer_provider: Trace
         tracer_provider = owned = otlp_tracer_provider(os.environ)
     if tracer_provider is not None:
         observers.append(Tracing(tracer_provider))
+    inspector = Inspector() if settings.inspector_enabled else None
+    if inspector is not None:
+        observers.append(inspector)
     directory = audit_directory(settings.audit_dir, settings.store_url) if settings.audit_enabled else None
     auditor = Auditor(AuditLog(directory), content=settings.audit_content) if directory is not None else None
     if auditor is not None:
         observers.append(auditor)
-    return Observers(FanOut(observers), auditor, owned)
+    return Observers(FanOut(observers), auditor, inspector, owned)

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 from tether.engine.engine import Engine
 from tether.server.audit import Auditor
 from tether.server.auth import Authenticator
+from tether.server.inspector import Inspector
 from tether.settings import Settings
 
 
@@ -18,6 +19,7 @@ class ServerState:
     engine: Engine
     auth: Authenticator
     audit: Auditor | None = None
+    inspector: Inspector | None = None
 
 
 def server_state(connection: HTTPConnection) -> ServerState:
