@@ -130,10 +130,10 @@ class Inspector(TurnObserver):
         view = self._turns.get(turn.plan.response_id)
         if view is None:
             return
-        usage: dict[str, Any] = turn.stream.response.get("usage") or {}
+        usage = turn.stream.response["usage"]
         view.outcome = turn_outcome(turn)
-        view.input_tokens = usage.get("input_tokens")
-        view.output_tokens = usage.get("output_tokens")
+        view.input_tokens = usage["input_tokens"] if usage else None
+        view.output_tokens = usage["output_tokens"] if usage else None
         view.timeline = timeline(turn.timings)
         view.deltas = turn.timings.deltas
         view.error_code = turn.failed.code if turn.failed is not None else None
