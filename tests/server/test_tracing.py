@@ -103,7 +103,7 @@ async def test_the_websocket_handshake_traceparent_is_the_parent(
 ) -> None:
     server, _ = traced
     async with connect(server.ws_url, additional_headers={"traceparent": TRACEPARENT}) as ws:
-        await ws.send(json.dumps({"type": "response.create", "model": "echo", "input": "hi"}))
+        await ws.send(json.dumps({"type": "response.create", "model": "local-qwen", "input": "hi"}))
         events = await receive_turn(ws)
     assert events[-1]["type"] == "response.completed"
     root, children = tree(exporter)
@@ -116,7 +116,8 @@ def test_a_rejected_turn_is_an_error_span(
     traced: tuple[RunningServer, FakeChatCompletions], exporter: InMemorySpanExporter
 ) -> None:
     server, _ = traced
-    answer = httpx.post(f"{server.base_url}/responses", json={"model": "echo", "previous_response_id": "resp_x"})
+    body = {"model": "local-qwen", "previous_response_id": "resp_x"}
+    answer = httpx.post(f"{server.base_url}/responses", json=body)
     assert answer.status_code == 400
     root, _ = tree(exporter)
     assert (root.attributes or {})["error.type"] == "previous_response_not_found"
