@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.bench import cluster
 from tether.bench.harness import BenchConfig, run_matrix
 from tether.bench.report import cells, markdown_table
 from tether.bench.workloads import make_task
@@ -54,3 +55,12 @@ def test_smoke_run_saves_upload_and_every_arm_plays_the_same_task(tmp_path: Path
         # Inheriting instructions and tools saves their size on every turn after the first.
         assert plain.app_bytes_up - ws.app_bytes_up >= (task.turns - 1) * len(task.instructions)
     assert "stateless-http" in markdown_table(cells(runs))
+
+
+def test_the_cluster_benchmark_runs_a_short_chain_on_sqlite(tmp_path: Path) -> None:
+    report = tmp_path / "bench-cluster.md"
+    assert cluster.main(["per-turn", "--stores", "sqlite", "--turns", "20", "--repeats", "1", "--warmup", "1",
+                         "--report", str(report)]) == 0  # fmt: skip
+    text = report.read_text()
+    assert "| sqlite | 1–10 |" in text
+    assert "| sqlite | 11–20 |" in text

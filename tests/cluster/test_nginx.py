@@ -185,3 +185,30 @@ async def test_tether_client_loop_survives_its_node_being_killed(cluster: Cluste
     assert interrupted >= 1
     assert session.stats.interrupted == interrupted
     assert_one_completed_generation_per_turn(cluster, interrupted=interrupted)
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+async def test_a_node_shut_down_mid_turn_drains_it_and_the_client_follows_it_elsewhere(cluster: Cluster) -> None:
+    killed: list[str] = []
+    async with AsyncSession(
+        cluster.base_url, model=MODEL, tools=[LOOKUP_TOOL], transport="websocket", seed=2
+    ) as session:
+        stream = session.stream("Run the cluster loop.")
+        texts: list[str] = []
+        async for delta in stream:
+            if isinstance(delta, TextDelta):
+                texts.append(delta.text)
+                if len(texts) == 2:
+                    pending = session.pending
+                    assert pending is not None
+                    assert pending.response_id is not None
+                    node = cluster.node(cluster.node_of(pending.response_id))
+                    killed.append(pending.response_id)
+                    await asyncio.to_thread(node.stop)  # SIGTERM: stop taking connections, drain in-flight turns
+        result = stream.result
+
+    assert result.status == "completed"
+    assert "".join(texts) == result.text == expected_text(0)
+    assert result.response_id == killed[0]  # the drained generation itself finished: nothing was generated twice
+    assert session.stats.interrupted == 0
+    assert [turn["state"] for turn in cluster.turns()] == ["done"]
