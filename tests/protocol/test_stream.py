@@ -204,3 +204,17 @@ def test_with_stream_id_relabels_a_copy() -> None:
     assert "stream_id" not in with_stream_id(event, None)
     assert event["stream_id"] == "a"
     assert dict(with_stream_id(cast(OutgoingEvent, {"type": "x"}), None)) == {"type": "x"}
+
+
+def test_fail_instead_replaces_an_unsent_finish_with_a_failure_without_a_gap() -> None:
+    stream = new_stream()
+    sent = stream.start() + stream.feed(TextDelta("hello"))
+    pending = stream.feed(Finish(usage=USAGE))
+    assert types(as_json(pending))[-1] == "response.completed"
+    replaced = as_json(stream.fail_instead(pending, server_error("not kept")))
+    assert types(replaced)[-2:] == ["error", "response.failed"]
+    assert "response.completed" not in types(replaced)
+    numbers = [int(str(event["sequence_number"])) for event in as_json(sent) + replaced]
+    assert numbers == list(range(len(numbers)))
+    assert stream.response["status"] == "failed"
+    assert stream.response["completed_at"] is None

@@ -198,6 +198,8 @@ class Engine:
         except LeaseLostError:
             _log.warning("turn.fenced_off", response_id=turn.response_id)
         finally:
+            if turn.commit_failed:
+                self.live.release_key(live)  # nothing was kept: a retry with the key generates again
             self.live.finished(live)
 
     async def follow(self, live: LiveResponse, after: int = -1) -> AsyncIterator[StreamEvent]:

@@ -13,7 +13,7 @@ from tether.engine.cache import CachedResponse
 from tether.engine.context import Context
 from tether.engine.observer import Resolution, TurnObserver, TurnOrigin, TurnTimings
 from tether.engine.stream_log import StreamLog, to_stored
-from tether.protocol.errors import ProtocolError, server_error
+from tether.protocol.errors import ErrorType, ProtocolError, server_error
 from tether.protocol.events import StreamEvent
 from tether.protocol.items import Fingerprint, fingerprint
 from tether.protocol.lanes import Lane
@@ -25,6 +25,17 @@ from tether.store.base import ResponseRecord
 from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.engine")
+
+
+def not_kept() -> ProtocolError:
+    """What a turn whose commit did not happen failed with (its log line and metrics say so; the clients get the
+    terminal events of whoever ends the stream, e.g. ``generation_interrupted`` from the shared log)."""
+    return ProtocolError(
+        503,
+        "response_not_stored",
+        "The response could not be stored, so it cannot be continued; retry the request.",
+        error_type=ErrorType.SERVER,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,7 @@ class Turn:
         self._commit = commit
         self.resume_token = resume_token
         self.failed: ProtocolError | None = None
+        self.commit_failed = False
         self.log = StreamLog()
         self.output_prints: list[Fingerprint] = []
         self._pending: list[StreamEvent] = []
@@ -145,7 +157,13 @@ class Turn:
         self.output_prints = [fingerprint(item) for item in self.stream.output]
         whole = None if self.failed else plan.sampled.extend(self.stream.output, self.output_prints)
         self._pending = pending
-        await self._commit(self, whole)
+        try:
+            await self._commit(self, whole)
+        except Exception:  # the store refused the commit, or the lease was lost: nothing was kept
+            self.commit_failed = True
+            self.failed = not_kept()
+            self.stream.fail_instead(pending, self.failed)
+            raise
         self.timings.committed = time.perf_counter()
         for event in pending:
             self.log.append(event)

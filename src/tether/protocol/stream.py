@@ -159,6 +159,21 @@ class ResponseStream:
         )
         return events
 
+    def fail_instead(self, pending: list[StreamEvent], error: ProtocolError) -> list[StreamEvent]:
+        """The events to send instead of ``pending`` (a finish not sent yet) when the response cannot be kept.
+
+        The item events of ``pending`` stay; its terminal event becomes ``error`` + ``response.failed``, numbered
+        from where the terminal was, so the stream still counts up without a gap.
+        """
+        terminal_types = ("response.completed", "response.incomplete")
+        kept = [event for event in pending if event["type"] not in terminal_types]
+        terminals = [event for event in pending if event["type"] in terminal_types]
+        if terminals:
+            self._sequence = terminals[0]["sequence_number"]
+        self.response["completed_at"] = None
+        self.response["incomplete_details"] = None
+        return kept + self.fail(error)
+
     # -- items ---------------------------------------------------------------------------------------------
 
     def _text(self, delta: TextDelta) -> list[StreamEvent]:
