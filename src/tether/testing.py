@@ -19,9 +19,17 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tether.netutil import free_port
-from tether.server.runner import RunningServer, serve_in_thread
+from tether.server.runner import GatewayAddress, RunningServer, serve_in_thread
 
-__all__ = ["RunningServer", "ServeProcess", "free_port", "serve_in_thread", "serve_subprocess", "settled"]
+__all__ = [
+    "GatewayAddress",
+    "RunningServer",
+    "ServeProcess",
+    "free_port",
+    "serve_in_thread",
+    "serve_subprocess",
+    "settled",
+]
 
 
 async def settled(server: RunningServer, timeout_s: float = 30.0) -> None:
@@ -50,19 +58,11 @@ async def settled(server: RunningServer, timeout_s: float = 30.0) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class ServeProcess:
+class ServeProcess(GatewayAddress):
     host: str
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/v1/responses"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -40,8 +40,24 @@ def uvicorn_config(settings: Settings, *, port: int | None = None, app: Starlett
     )
 
 
+class GatewayAddress:
+    """The URLs of a gateway listening on ``host:port`` (for a server in a thread or in a process)."""
+
+    __slots__ = ()
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/v1/responses"
+
+
 @dataclass(frozen=True, slots=True)
-class RunningServer:
+class RunningServer(GatewayAddress):
     host: str
     port: int
     server: uvicorn.Server
@@ -53,14 +69,6 @@ class RunningServer:
         """The running engine (its state exists while the server runs)."""
         state: ServerState = self.app.state.tether
         return state.engine
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/v1/responses"
 
 
 @contextlib.contextmanager
