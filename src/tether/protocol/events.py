@@ -101,6 +101,46 @@ class SSEErrorEvent(TypedDict):
     sequence_number: int | None
 
 
+class OutputTextPart(TypedDict):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[JSONObject]
+    logprobs: list[JSONObject]
+
+
+class SummaryTextPart(TypedDict):
+    type: Literal["summary_text"]
+    text: str
+
+
+class OutputMessage(TypedDict):
+    id: str
+    type: Literal["message"]
+    status: ItemStatus
+    role: Literal["assistant"]
+    content: list[OutputTextPart]
+    phase: NotRequired[Literal["commentary", "final_answer"]]
+
+
+class FunctionCallItem(TypedDict):
+    id: str
+    type: Literal["function_call"]
+    status: ItemStatus
+    call_id: str
+    name: str
+    arguments: str
+
+
+class ReasoningItem(TypedDict):
+    id: str
+    type: Literal["reasoning"]
+    summary: list[SummaryTextPart]
+
+
+OutputItem: TypeAlias = OutputMessage | FunctionCallItem | ReasoningItem
+"""An item of a response's output, as tether builds it."""
+
+
 class _Numbered(TypedDict):
     sequence_number: int
     stream_id: NotRequired[str]  # the lane's name, on every event of a named WebSocket lane
@@ -134,25 +174,13 @@ class ResponseFailed(_Numbered):
 class OutputItemAdded(_Numbered):
     type: Literal["response.output_item.added"]
     output_index: int
-    item: Item
+    item: OutputItem
 
 
 class OutputItemDone(_Numbered):
     type: Literal["response.output_item.done"]
     output_index: int
-    item: Item
-
-
-class OutputTextPart(TypedDict):
-    type: Literal["output_text"]
-    text: str
-    annotations: list[JSONObject]
-    logprobs: list[JSONObject]
-
-
-class SummaryTextPart(TypedDict):
-    type: Literal["summary_text"]
-    text: str
+    item: OutputItem
 
 
 class _InItem(_Numbered):

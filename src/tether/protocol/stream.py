@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar, cast
 
 from tether.protocol import ids
 from tether.protocol.errors import ProtocolError
@@ -20,13 +20,17 @@ from tether.protocol.events import (
     ErrorEvent,
     FunctionCallArgumentsDelta,
     FunctionCallArgumentsDone,
+    FunctionCallItem,
     ItemStatus,
     OutgoingEvent,
+    OutputItem,
     OutputItemAdded,
     OutputItemDone,
+    OutputMessage,
     OutputTextDelta,
     OutputTextDone,
     OutputTextPart,
+    ReasoningItem,
     ReasoningSummaryPartAdded,
     ReasoningSummaryPartDone,
     ReasoningSummaryTextDelta,
@@ -45,7 +49,6 @@ from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDel
 from tether.types import Item
 
 NumberedEvent = TypeVar("NumberedEvent", bound=_Numbered)
-ItemKind = Literal["message", "function_call", "reasoning"]
 
 # The codes a response object's ``error.code`` may take (clients validate it as a closed set).
 RESPONSE_ERROR_CODES = frozenset(
@@ -73,8 +76,7 @@ RESPONSE_ERROR_CODES = frozenset(
 
 @dataclass(slots=True)
 class _OpenItem:
-    kind: ItemKind
-    item: Item
+    item: OutputItem
     output_index: int
     chunks: list[str] = field(default_factory=list)
 
@@ -90,9 +92,14 @@ class ResponseStream:
     def __init__(self, response: ResponseObject, stream_id: str | None = None) -> None:
         self.response = response
         self.stream_id = stream_id
-        self.output: list[Item] = []
+        self._output: list[OutputItem] = []
         self._sequence = 0
         self._open: _OpenItem | None = None
+
+    @property
+    def output(self) -> list[Item]:
+        """The response's output so far, as the JSON items the context and the store keep (the same objects)."""
+        return cast(list[Item], self._output)
 
     @property
     def next_sequence_number(self) -> int:
@@ -179,24 +186,20 @@ class ResponseStream:
     def _text(self, delta: TextDelta) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         current = self._open
-        if current is None or current.kind != "message":
+        if current is None or current.item["type"] != "message":
             events += self._close_item()
-            item: Item = {
-                "id": ids.message_id(),
-                "type": "message",
-                "status": "in_progress",
-                "role": "assistant",
-                "content": [],
-            }
+            message = OutputMessage(
+                id=ids.message_id(), type="message", status="in_progress", role="assistant", content=[]
+            )
             if delta.phase is not None:
-                item["phase"] = delta.phase
-            current = self._open_item("message", item, events)
+                message["phase"] = delta.phase
+            current = self._open_item(message, events)
             events.append(
                 self._numbered(
                     ContentPartAdded(
                         type="response.content_part.added",
                         sequence_number=self._next(),
-                        item_id=item["id"],
+                        item_id=message["id"],
                         output_index=current.output_index,
                         content_index=0,
                         part=_text_part(""),
@@ -222,17 +225,18 @@ class ResponseStream:
     def _tool_call(self, delta: ToolCallDelta) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         current = self._open
-        if current is None or current.kind != "function_call" or current.item["call_id"] != delta.call_id:
+        open_call = current.item if current is not None and current.item["type"] == "function_call" else None
+        if current is None or open_call is None or open_call["call_id"] != delta.call_id:
             events += self._close_item()
-            item: Item = {
-                "id": ids.function_call_id(),
-                "type": "function_call",
-                "status": "in_progress",
-                "call_id": delta.call_id,
-                "name": delta.name,
-                "arguments": "",
-            }
-            current = self._open_item("function_call", item, events)
+            call = FunctionCallItem(
+                id=ids.function_call_id(),
+                type="function_call",
+                status="in_progress",
+                call_id=delta.call_id,
+                name=delta.name,
+                arguments="",
+            )
+            current = self._open_item(call, events)
         if delta.arguments:
             current.chunks.append(delta.arguments)
             events.append(
@@ -251,16 +255,16 @@ class ResponseStream:
     def _reasoning(self, delta: ReasoningSummaryDelta) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         current = self._open
-        if current is None or current.kind != "reasoning":
+        if current is None or current.item["type"] != "reasoning":
             events += self._close_item()
-            item: Item = {"id": ids.reasoning_id(), "type": "reasoning", "summary": []}
-            current = self._open_item("reasoning", item, events)
+            reasoning = ReasoningItem(id=ids.reasoning_id(), type="reasoning", summary=[])
+            current = self._open_item(reasoning, events)
             events.append(
                 self._numbered(
                     ReasoningSummaryPartAdded(
                         type="response.reasoning_summary_part.added",
                         sequence_number=self._next(),
-                        item_id=item["id"],
+                        item_id=reasoning["id"],
                         output_index=current.output_index,
                         summary_index=0,
                         part=SummaryTextPart(type="summary_text", text=""),
@@ -282,9 +286,9 @@ class ResponseStream:
         )
         return events
 
-    def _open_item(self, kind: ItemKind, item: Item, events: list[StreamEvent]) -> _OpenItem:
-        opened = _OpenItem(kind=kind, item=item, output_index=len(self.output))
-        self.output.append(item)
+    def _open_item(self, item: OutputItem, events: list[StreamEvent]) -> _OpenItem:
+        opened = _OpenItem(item=item, output_index=len(self._output))
+        self._output.append(item)
         self._open = opened
         events.append(
             self._numbered(
@@ -292,7 +296,7 @@ class ResponseStream:
                     type="response.output_item.added",
                     sequence_number=self._next(),
                     output_index=opened.output_index,
-                    item=dict(item),
+                    item=item.copy(),
                 )
             )
         )
@@ -304,9 +308,9 @@ class ResponseStream:
             return []
         self._open = None
         item, index, text = current.item, current.output_index, "".join(current.chunks)
-        item_id: str = item["id"]
+        item_id = item["id"]
         events: list[StreamEvent] = []
-        if current.kind == "message":
+        if item["type"] == "message":
             part = _text_part(text)
             events.append(
                 self._numbered(
@@ -335,7 +339,7 @@ class ResponseStream:
             )
             item["content"] = [part]
             item["status"] = status
-        elif current.kind == "function_call":
+        elif item["type"] == "function_call":
             item["arguments"] = text
             item["status"] = status
             events.append(
@@ -380,7 +384,7 @@ class ResponseStream:
         events.append(
             self._numbered(
                 OutputItemDone(
-                    type="response.output_item.done", sequence_number=self._next(), output_index=index, item=dict(item)
+                    type="response.output_item.done", sequence_number=self._next(), output_index=index, item=item.copy()
                 )
             )
         )
