@@ -47,3 +47,15 @@ def test_a_packet_tier_run_records_its_tier_and_the_links_counters(tmp_path: Pat
 
 def test_the_proxy_tier_needs_no_probe() -> None:
     assert resolve_tiers("proxy") == (["proxy"], "proxy tier requested")
+
+
+def test_without_the_packet_tier_auto_falls_back_to_the_proxy_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.bench import harness
+    from tether.netem import PacketSupport
+
+    monkeypatch.setattr(harness, "probe_packet_tier", lambda: PacketSupport(False, "no /dev/net/tun"))
+    tiers, reason = resolve_tiers("auto")
+    assert tiers == ["proxy"]
+    assert reason == "packet tier unavailable (no /dev/net/tun): fell back to the proxy tier"
+    with pytest.raises(RuntimeError, match="no /dev/net/tun"):
+        resolve_tiers("packet")

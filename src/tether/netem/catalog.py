@@ -5,9 +5,10 @@ One table (``CATALOG``): a profile, what it models, and per figure either the so
 ``docs/benchmarks.md``'s profile table is generated from it (``python -m tether.netem.doctable --write FILE``).
 
 Outages and bursts are periodic: ``every`` seconds, the last ``length`` seconds of the period are dark (or lossy).
-The in-flight blackouts are scaled to the benchmark's tasks, which take a minute or two where a flight takes hours:
-the source's 20–30 s blackouts become 6 s every 45 s, about the same share of dark time per task that one blackout
-every two minutes would be. That scale is an assumption, and so is each frequency no source gives.
+The in-flight blackouts are scaled to the benchmark's tasks, which take half a minute to two minutes where a flight
+takes hours: the source's 20–30 s blackouts become 6 s every 30 s (the first 24 s into a run), so that every task
+longer than 24 s meets at least one, whichever arm plays it. That scale is an assumption, and so is each frequency
+no source gives.
 """
 
 from __future__ import annotations
@@ -109,11 +110,11 @@ CATALOG: tuple[Entry, ...] = (
                 "a passenger's share, 2 down / 0.5 up",
         "loss": "fangfufu (0% / 6% / 16% over 30 pings each); assumption: 3%, the lower part of that range",
     }),
-    Entry(dataclasses.replace(_INFLIGHT_GEO, name="inflight-geo-blackout", outage_every_s=45.0, outage_s=6.0),
+    Entry(dataclasses.replace(_INFLIGHT_GEO, name="inflight-geo-blackout", outage_every_s=30.0, outage_s=6.0),
           "inflight-geo with the blackouts seen on Gogo with a tunnel open", {
         "rtt, jitter, rate, loss": "as inflight-geo",
         "outages": "wirelessmoves-2019 (20–30 s, frequently); assumption: scaled to the task length, 6 s every "
-                   "45 s, TCP connections survive (stall)",
+                   "30 s, TCP connections survive (stall)",
     }),
     Entry(NetworkProfile("inflight-atg", rtt_s=0.22, jitter_s=0.03, up_bps=mbit(0.3), down_bps=mbit(1.5),
                          loss=0.01, burst_every_s=20.0, burst_s=2.0, burst_loss=0.4),
