@@ -21,6 +21,7 @@ from tether.protocol.agent_apis import (
     messages_response,
     ping_frame,
 )
+from tether.protocol.agent_apis.common import StopScanner, cut_at_stop
 from tether.protocol.errors import ProtocolError
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.protocol.response import response_object
@@ -328,3 +329,44 @@ def test_an_anthropic_upstreams_answer_comes_back_as_it_was(blocks: list[JSONObj
     assert message["stop_reason"] == (
         "max_tokens" if stop_reason == "max_tokens" else "tool_use" if calls_tools else "end_turn"
     )
+
+
+_stop_text = st.text(alphabet="abXY", min_size=1, max_size=4)
+
+
+@given(
+    st.lists(_stop_text, min_size=1, max_size=6),
+    st.lists(st.text(alphabet="abXY", min_size=1, max_size=3), max_size=2),
+    st.booleans(),
+)
+def test_a_stop_sequence_ends_the_answer_where_it_starts(pieces: list[str], stops: list[str], call: bool) -> None:
+    events: list[ModelEvent] = [TextDelta(piece) for piece in pieces]
+    if call:
+        events.append(ToolCallDelta("call_x", "Read", "{}"))
+    stream = responses_stream([*events, Finish(Usage(1, 1))])
+    reply = MessagesReply(model="m", stop_sequences=tuple(stops))
+
+    _, data, message = encode(stream.events, reply)
+
+    assert check(data) == message == messages_response(stream.response, reply)
+    text, hit = cut_at_stop("".join(pieces), tuple(stops))
+    assert [block.get("text") for block in message["content"] if block["type"] == "text"] == ([text] if text else [])
+    assert message["stop_sequence"] == hit
+    if hit is not None:
+        assert message["stop_reason"] == "stop_sequence"
+        assert all(block["type"] == "text" for block in message["content"])
+
+
+@given(st.text(alphabet="abXY", max_size=12), st.lists(_stop_text, max_size=3), st.data())
+def test_the_stop_scanner_cuts_the_same_however_the_text_is_chunked(
+    whole: str, stops: list[str], data: st.DataObject
+) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=4)))
+    pieces = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    scanner = StopScanner(tuple(stops))
+
+    out = "".join(scanner.feed(piece) for piece in pieces) + scanner.flush()
+
+    found = [(whole.find(s) + len(s), whole.find(s), s) for s in stops if s in whole]
+    first = min(found) if found else None
+    assert (out, scanner.hit) == ((whole[: first[1]], first[2]) if first else (whole, None))

@@ -20,6 +20,7 @@ from tether.protocol.agent_apis import (
     chat_failure,
     encode_chat_chunk,
 )
+from tether.protocol.agent_apis.common import cut_at_stop
 from tether.protocol.errors import ProtocolError
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.protocol.response import response_object
@@ -215,3 +216,26 @@ def test_any_answer_streams_validly_and_matches_the_non_streamed_body(
     assert checked["finish_reason"] == choice["finish_reason"]
     assert checked["message"]["content"] == choice["message"]["content"]
     assert checked["message"].get("tool_calls") == choice["message"].get("tool_calls")
+
+
+@given(
+    st.lists(st.text(alphabet="abXY", min_size=1, max_size=4), min_size=1, max_size=6),
+    st.lists(st.text(alphabet="abXY", min_size=1, max_size=3), max_size=2),
+    st.booleans(),
+)
+def test_a_stop_sequence_ends_the_chat_answer_where_it_starts(pieces: list[str], stops: list[str], call: bool) -> None:
+    events: list[ModelEvent] = [TextDelta(piece) for piece in pieces]
+    if call:
+        events.append(ToolCallDelta("call_x", "f", "{}"))
+    stream_events, response = answer([*events, Finish(Usage(1, 1))])
+    reply = ChatReply(model="m", stream=True, stop=tuple(stops))
+
+    _, data, completion = encode(stream_events, reply)
+
+    checked = check(data, include_usage=False)
+    assert completion == chat_completion(response, reply)
+    text, hit = cut_at_stop("".join(pieces), tuple(stops))
+    assert checked["message"]["content"] == completion["choices"][0]["message"]["content"] == (text or None)
+    if hit is not None:
+        assert checked["finish_reason"] == "stop"
+        assert "tool_calls" not in completion["choices"][0]["message"]

@@ -64,7 +64,7 @@ def _outcome(translate: Callable[[dict[str, Any]], Any], body: dict[str, Any]) -
     [lambda body: translate_messages_request(body).responses, lambda body: translate_chat_request(body).responses],
     ids=["messages", "chat"],
 )
-@settings(max_examples=400)
+@settings(max_examples=200)
 @given(body=_bodies({"model": st.just("m"), "max_tokens": st.just(10)}))
 def test_any_body_is_translated_or_refused_with_a_protocol_error(
     translate: Callable[[dict[str, Any]], Any], body: dict[str, Any]
@@ -77,7 +77,7 @@ def test_any_body_is_translated_or_refused_with_a_protocol_error(
         parse_create(outcome, Transport.HTTP)  # a translation is a valid Responses request
 
 
-@settings(max_examples=400)
+@settings(max_examples=200)
 @given(body=_bodies({"model": st.just("m")}))
 def test_count_tokens_answers_or_refuses(body: dict[str, Any]) -> None:
     outcome = _outcome(count_message_tokens, body)

@@ -28,7 +28,9 @@ from typing import Any, Literal
 from tether.protocol.agent_apis.anthropic_request import MessagesReply
 from tether.protocol.agent_apis.common import (
     ResponsesUsage,
+    StopScanner,
     arguments_object,
+    cut_at_stop,
     failed_error,
     incomplete_reason,
     public_id,
@@ -108,11 +110,25 @@ def messages_response(response: JSONObject, reply: MessagesReply) -> JSONObject:
     for item in response.get("output") or ():
         if isinstance(item, dict):
             content += _item_blocks(item, reply)
+    content, hit = _cut_at_stop(content, reply.stop_sequences)
     return {
         **_message_head(response.get("id"), reply.model, content),
-        "stop_reason": _stop_reason(response, content),
+        "stop_reason": "stop_sequence" if hit is not None else _stop_reason(response, content),
+        "stop_sequence": hit,
         "usage": _usage(ResponsesUsage.of(response.get("usage"))),
     }
+
+
+def _cut_at_stop(content: list[JSONObject], sequences: tuple[str, ...]) -> tuple[list[JSONObject], str | None]:
+    """The blocks up to the first stop sequence in a text block (cut there), and the sequence."""
+    for position, block in enumerate(content):
+        if block["type"] != "text":
+            continue
+        text, hit = cut_at_stop(block["text"], sequences)
+        if hit is not None:
+            kept = content[:position]
+            return ([*kept, {**block, "text": text}] if text else kept), hit
+    return content, None
 
 
 @dataclass(slots=True)
@@ -124,13 +140,15 @@ class _Block:
     call_id: str = ""
     name: str = ""
     summary_index: int = 0
+    scanner: StopScanner | None = None
 
 
 class MessagesStreamEncoder:
     """Responses events in, Messages stream events out (sans-I/O; encode each with :func:`encode_messages_event`).
 
     Feed every event of one response exactly once, in order (across a resume too: keep the same encoder).
-    After the terminal event :attr:`finished` is true and later events are ignored.
+    After the terminal event :attr:`finished` is true and later events are ignored. A stop sequence of the request
+    ends the text where it starts: nothing more of the answer is sent, and ``stop_reason`` is ``stop_sequence``.
 
     Args:
         reply: from the request's translation (model name, thinking, the prompt estimate).
@@ -145,6 +163,7 @@ class MessagesStreamEncoder:
         self._closed: set[tuple[int, int]] = set()
         self._next_index = 0
         self._calls_tool = False
+        self._stop_hit: str | None = None
 
     @property
     def message(self) -> JSONObject:
@@ -163,6 +182,8 @@ class MessagesStreamEncoder:
             return out + self._finish(event.get("response") or {})
         if kind == "response.failed":
             return out + self._error(*failed_error(event.get("response")))
+        if self._stop_hit is not None:
+            return out  # the answer ended at a stop sequence; the rest is not the agent's
         output_index = event.get("output_index", 0)
         if kind == "response.output_item.added":
             out += self._item_added(output_index, event.get("item") or {})
@@ -204,9 +225,12 @@ class MessagesStreamEncoder:
         reason = incomplete_reason(response)
         if reason is not None:
             stop_reason = _STOP_REASONS.get(reason, "end_turn")
+        if self._stop_hit is not None:
+            stop_reason = "stop_sequence"
         usage = _usage(ResponsesUsage.of(response.get("usage")))
-        self._message.update(stop_reason=stop_reason, usage=usage)
-        delta = {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage}
+        self._message.update(stop_reason=stop_reason, stop_sequence=self._stop_hit, usage=usage)
+        stop = {"stop_reason": stop_reason, "stop_sequence": self._stop_hit}
+        delta = {"type": "message_delta", "delta": stop, "usage": usage}
         return [*out, delta, {"type": "message_stop"}]
 
     def _error(self, code: str, message: str) -> list[Event]:
@@ -272,16 +296,30 @@ class MessagesStreamEncoder:
             if create is None or key in self._closed:
                 return []
             block = self._block(key, create)
-        out = self._open(block)
         block.streamed.append(delta)
         if block.kind == "text":
-            out.append(self._delta_event(block, {"type": "text_delta", "text": delta}))
-            self._content(block)["text"] += delta
-        elif block.kind == "tool_use":
+            return self._text_out(key, block, delta)
+        out = self._open(block)
+        if block.kind == "tool_use":
             out.append(self._delta_event(block, {"type": "input_json_delta", "partial_json": delta}))
         else:
             out.append(self._delta_event(block, {"type": "thinking_delta", "thinking": delta}))
             self._content(block)["thinking"] += delta
+        return out
+
+    def _text_out(self, key: tuple[int, int], block: _Block, delta: str, *, final: bool = False) -> list[Event]:
+        """Send text as far as the stop sequences allow; a hit ends the block and the answer."""
+        if block.scanner is None:
+            block.scanner = StopScanner(self.reply.stop_sequences)
+        text = block.scanner.flush() if final else block.scanner.feed(delta)
+        out: list[Event] = []
+        if text:
+            out += self._open(block)
+            out.append(self._delta_event(block, {"type": "text_delta", "text": text}))
+            self._content(block)["text"] += text
+        if block.scanner.hit is not None and not final:
+            self._stop_hit = block.scanner.hit
+            out += self._stop(key)
         return out
 
     def _catch_up(self, key: tuple[int, int], whole: Any, create: BlockKind | None = None) -> list[Event]:
@@ -318,13 +356,15 @@ class MessagesStreamEncoder:
         return [{"type": "content_block_start", "index": block.index, "content_block": content}]
 
     def _stop(self, key: tuple[int, int]) -> list[Event]:
+        block = self._blocks.get(key)
+        out = self._text_out(key, block, "", final=True) if block is not None and block.kind == "text" else []
         block = self._blocks.pop(key, None)
         self._closed.add(key)
         if block is None or not block.started:
-            return []
+            return out
         if block.kind == "tool_use":
             self._content(block)["input"] = arguments_object("".join(block.streamed))
-        return [{"type": "content_block_stop", "index": block.index}]
+        return [*out, {"type": "content_block_stop", "index": block.index}]
 
     def _content(self, block: _Block) -> JSONObject:
         content: JSONObject = self._message["content"][block.index]

@@ -18,8 +18,10 @@ What maps to what:
 * dropped, having no meaning for another model: thinking signatures and ``redacted_thinking`` blocks (they are
   Anthropic's own encryption; another upstream would refuse them as ``encrypted_content``), ``cache_control``
   (tether's engine holds the context anyway), ``top_k``, ``service_tier``, citations settings, a
-  ``tool_result``'s ``is_error``. ``stop_sequences`` are not sent to
-  the engine; they travel in :class:`MessagesReply` (the reply reports ``stop_sequence`` as ``null``).
+  ``tool_result``'s ``is_error``.
+* ``stop_sequences`` are not sent to the engine (Responses has no such field); they travel in
+  :class:`MessagesReply`, and the reply ends the text where the first one starts (``stop_reason``
+  ``stop_sequence``, ``stop_sequence`` set), as the API would. The engine's own record keeps the whole answer.
 
 Anything the engine cannot express (server tools such as ``web_search_20250305``, search-result blocks) is a 400
 ``unsupported_value`` naming the field, never a silent change of meaning.
@@ -56,7 +58,7 @@ class MessagesReply:
         stream: whether the agent asked for an SSE stream.
         thinking: whether the agent enabled extended thinking (only then are reasoning items sent back as
             ``thinking`` blocks).
-        stop_sequences: the request's ``stop_sequences`` (not enforced by the engine).
+        stop_sequences: the request's ``stop_sequences`` (applied to the reply, not by the engine).
         input_tokens: tether's estimate of the prompt, reported in ``message_start`` before the real usage is known.
     """
 

@@ -23,7 +23,9 @@ import orjson
 from tether.protocol.agent_apis.chat_request import ChatReply
 from tether.protocol.agent_apis.common import (
     ResponsesUsage,
+    StopScanner,
     count,
+    cut_at_stop,
     failed_error,
     incomplete_reason,
     public_id,
@@ -72,23 +74,24 @@ def chat_completion(response: JSONObject, reply: ChatReply) -> JSONObject:
     texts: list[str] = []
     refusals: list[str] = []
     calls: list[JSONObject] = []
+    hit: str | None = None
     for item in response.get("output") or ():
-        if not isinstance(item, dict):
+        if not isinstance(item, dict) or hit is not None:
             continue
         if item.get("type") == "message":
             for part in item.get("content") or ():
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    texts.append(part["text"])
-                elif isinstance(part, dict) and isinstance(part.get("refusal"), str):
+                if hit is None and isinstance(part, dict) and isinstance(part.get("text"), str):
+                    text, hit = cut_at_stop(part["text"], reply.stop)
+                    texts.append(text)
+                elif hit is None and isinstance(part, dict) and isinstance(part.get("refusal"), str):
                     refusals.append(part["refusal"])
         elif item.get("type") == "function_call":
             calls.append(_call(item, str(item.get("arguments") or "")))
     message = _message("".join(texts) or None, "".join(refusals) or None, calls)
+    finish_reason = "stop" if hit is not None else _finish_reason(response, bool(calls))
     return {
         **_envelope(response, reply, "chat.completion"),
-        "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(response, bool(calls))}
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
         "usage": _usage(ResponsesUsage.of(response.get("usage"))),
     }
 
@@ -106,6 +109,8 @@ class ChatStreamEncoder:
 
     Feed every event of one response exactly once, in order (across a resume too: keep the same encoder). After
     the terminal event :attr:`finished` is true, later events are ignored, and the caller sends :data:`CHAT_DONE`.
+    A ``stop`` sequence of the request ends the text where it starts (``finish_reason`` ``stop``): nothing more of
+    the answer is sent.
 
     Args:
         reply: from the request's translation.
@@ -117,6 +122,9 @@ class ChatStreamEncoder:
         self._envelope: JSONObject = {}
         self._calls: dict[int, _Call] = {}
         self._texts: dict[tuple[int, int], list[str]] = {}
+        self._scanners: dict[tuple[int, int], StopScanner] = {}
+        self._said: list[str] = []
+        self._stop_hit: str | None = None
         self._refusals: list[str] = []
         self._completion: JSONObject = {}
 
@@ -137,6 +145,8 @@ class ChatStreamEncoder:
             return out + self._finish(event.get("response") or {})
         if kind == "response.failed":
             return out + self._error(*failed_error(event.get("response")))
+        if self._stop_hit is not None:
+            return out  # the answer ended at a stop sequence; the rest is not the agent's
         output_index = event.get("output_index", 0)
         key = (output_index, event.get("content_index", 0))
         if kind == "response.output_text.delta":
@@ -144,6 +154,7 @@ class ChatStreamEncoder:
         elif kind in ("response.output_text.done", "response.content_part.done"):
             whole = (event.get("part") or {}).get("text") if kind.endswith("part.done") else event.get("text")
             out += self._text(key, _remainder("".join(self._texts.get(key, ())), whole))
+            out += self._say(key, self._scanner(key).flush())
         elif kind == "response.refusal.delta" and isinstance(event.get("delta"), str) and event["delta"]:
             self._refusals.append(event["delta"])
             out.append(self._chunk({"refusal": event["delta"]}))
@@ -165,7 +176,21 @@ class ChatStreamEncoder:
         if not isinstance(delta, str) or not delta:
             return []
         self._texts.setdefault(key, []).append(delta)
-        return [self._chunk({"content": delta})]
+        scanner = self._scanner(key)
+        out = self._say(key, scanner.feed(delta))
+        self._stop_hit = scanner.hit
+        return out
+
+    def _scanner(self, key: tuple[int, int]) -> StopScanner:
+        if key not in self._scanners:
+            self._scanners[key] = StopScanner(self.reply.stop)
+        return self._scanners[key]
+
+    def _say(self, key: tuple[int, int], text: str) -> list[JSONObject]:
+        if not text:
+            return []
+        self._said.append(text)
+        return [self._chunk({"content": text})]
 
     def _call_added(self, output_index: int, item: Item) -> list[JSONObject]:
         call = _Call(len(self._calls), str(item.get("call_id") or ""), str(item.get("name") or ""))
@@ -188,13 +213,14 @@ class ChatStreamEncoder:
 
     def _finish(self, response: JSONObject) -> list[JSONObject]:
         self.finished = True
-        finish_reason = _finish_reason(response, bool(self._calls))
+        held = [chunk for key, scanner in self._scanners.items() for chunk in self._say(key, scanner.flush())]
+        finish_reason = "stop" if self._stop_hit is not None else _finish_reason(response, bool(self._calls))
         usage = _usage(ResponsesUsage.of(response.get("usage")))
-        out = [self._chunk({}, finish_reason)]
+        out = [*held, self._chunk({}, finish_reason)]
         if self.reply.include_usage:
             out.append({**self._envelope, "choices": [], "usage": usage})
         calls = [_call_of(call) for call in self._calls.values()]
-        text = "".join("".join(pieces) for pieces in self._texts.values())
+        text = "".join(self._said)
         message = _message(text or None, "".join(self._refusals) or None, calls)
         self._completion = {
             **_envelope(response, self.reply, "chat.completion"),

@@ -17,7 +17,7 @@ What maps to what:
   they are.
 * dropped, having no Responses meaning: ``seed``, ``frequency_penalty``, ``presence_penalty``, ``logit_bias``,
   ``logprobs``, ``store`` (Chat's own, not tether's), a message's ``name``. ``stop`` is not sent to the engine; it
-  travels in :class:`ChatReply`.
+  travels in :class:`ChatReply`, and the reply ends the text where the first sequence starts.
 
 Refused with 400 ``unsupported_value``: ``n`` above 1, audio, legacy ``function`` messages, non-function tools.
 """
@@ -44,7 +44,7 @@ class ChatReply:
         stream: whether the agent asked for an SSE stream.
         include_usage: ``stream_options.include_usage``: a last chunk with empty ``choices`` carries the usage,
             and every chunk before it carries ``"usage": null``.
-        stop: the request's ``stop`` sequences (not enforced by the engine).
+        stop: the request's ``stop`` sequences (applied to the reply, not by the engine).
     """
 
     model: str

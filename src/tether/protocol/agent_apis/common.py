@@ -128,3 +128,51 @@ def incomplete_reason(response: Any) -> str | None:
     details = response.get("incomplete_details")
     reason = details.get("reason") if isinstance(details, dict) else None
     return str(reason) if reason else "max_output_tokens"
+
+
+class StopScanner:
+    """Cuts streamed text at the request's stop sequences (the engine does not stop there itself).
+
+    The text ends at the sequence that is complete first, as a model that stops as soon as its text ends with a
+    sequence would; the cut falls where that sequence starts.
+
+    Text that could be the start of a stop sequence is held back until the next piece tells; :meth:`flush` gives
+    it up at the end of the text. After a hit, :attr:`hit` is the sequence and nothing more comes out.
+
+    Args:
+        sequences: the stop sequences (empty ones are ignored).
+    """
+
+    def __init__(self, sequences: tuple[str, ...]) -> None:
+        self.sequences = tuple(s for s in sequences if s)
+        self.hit: str | None = None
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """The part of ``text`` (after what was held) that can go out now."""
+        if self.hit is not None:
+            return ""
+        if not self.sequences:
+            return text
+        buffer = self._held + text
+        # The model stops as soon as its text ends with a sequence: the first to be complete wins.
+        found = [(buffer.find(s) + len(s), buffer.find(s), s) for s in self.sequences if s in buffer]
+        if found:
+            _, index, self.hit = min(found)
+            self._held = ""
+            return buffer[:index]
+        keep = max((k for s in self.sequences for k in range(1, len(s)) if buffer.endswith(s[:k])), default=0)
+        self._held = buffer[len(buffer) - keep :]
+        return buffer[: len(buffer) - keep]
+
+    def flush(self) -> str:
+        """What was held back, now that the text has ended without a stop sequence."""
+        held, self._held = self._held, ""
+        return held if self.hit is None else ""
+
+
+def cut_at_stop(text: str, sequences: tuple[str, ...]) -> tuple[str, str | None]:
+    """``text`` up to its first stop sequence, and that sequence (``None`` when there is none)."""
+    scanner = StopScanner(sequences)
+    kept = scanner.feed(text)
+    return kept + scanner.flush(), scanner.hit
