@@ -4,6 +4,7 @@ answer re-expanded into the agent's own stream. Other paths (``GET /v1/models``,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ class EdgeConfig:
         journal: the journal file (``None`` keeps nothing across restarts).
         max_chains: requests kept as delta bases.
         max_body_bytes: the largest agent request accepted.
+        capture: keep every request, its frames and the bytes they took, at ``GET /tether/edge/captured`` (tests
+            only: it holds payloads in memory).
     """
 
     link: LinkOptions
@@ -50,6 +53,7 @@ class EdgeConfig:
     journal: str | None = None
     max_chains: int = 256
     max_body_bytes: int = 64 * 1024 * 1024
+    capture: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class EdgeRuntime:
     link: GatewayLink
     journal: EdgeJournal | None
     passthrough: httpx.AsyncClient
+    captured: list[dict[str, Any]] | None
 
 
 def _runtime(request: Request) -> EdgeRuntime:
@@ -76,14 +81,14 @@ def create_edge_app(config: EdgeConfig) -> Starlette:
         book = ChainBook(max_chains=config.max_chains)
         journal = await EdgeJournal.open(config.journal, book) if config.journal else None
         link = GatewayLink(
-            config.link,
+            dataclasses.replace(config.link, capture=config.capture),
             book,
             on_accepted=journal.record if journal else None,
             on_forget=journal.forget if journal else None,
         )
         await link.start()
         passthrough = httpx.AsyncClient(base_url=config.gateway_http, timeout=httpx.Timeout(300.0, connect=10.0))
-        app.state.edge = EdgeRuntime(link, journal, passthrough)
+        app.state.edge = EdgeRuntime(link, journal, passthrough, [] if config.capture else None)
         try:
             yield
         finally:
@@ -104,6 +109,7 @@ def create_edge_app(config: EdgeConfig) -> Starlette:
         Route("/v1/chat/completions", relay_for("chat-completions"), methods=["POST"]),
         Route("/v1/responses", relay_for("responses"), methods=["POST"]),
         Route("/tether/edge/status", status, methods=["GET"]),
+        Route("/tether/edge/captured", captured, methods=["GET"]),
         Route("/{path:path}", passthrough, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
@@ -111,6 +117,19 @@ def create_edge_app(config: EdgeConfig) -> Starlette:
 
 async def status(request: Request) -> Response:
     return Response(orjson.dumps(_runtime(request).link.stats.as_json()), media_type="application/json")
+
+
+async def captured(request: Request) -> Response:
+    kept = _runtime(request).captured
+    if kept is None:
+        return Response(b'{"error": "capture is off"}', status_code=404, media_type="application/json")
+    entries = [
+        {"api": entry["api"], "path": entry["path"], "body": entry["body"], "uploaded": entry["turn"].uploaded,
+         "based": entry["turn"].delta.base is not None, "shared": entry["turn"].delta.shared,
+         "frames": [frame.decode() for frame in entry["turn"].frames]}
+        for entry in kept
+    ]  # fmt: skip
+    return Response(orjson.dumps(entries), media_type="application/json")
 
 
 async def passthrough(request: Request) -> Response:
@@ -140,8 +159,11 @@ async def _relay(request: Request, api: API, limit: int) -> Response:
         return _refusal(api, 400, "invalid_json", "The request body is not valid JSON.")
     if not isinstance(body, dict):
         return _refusal(api, 400, "invalid_request", "The request body must be a JSON object.")
-    link = _runtime(request).link
+    runtime = _runtime(request)
+    link = runtime.link
     turn = link.submit(api, request.url.path, body, forwardable(request.headers), len(raw))
+    if runtime.captured is not None:
+        runtime.captured.append({"api": api, "path": request.url.path, "body": body, "turn": turn})
     pieces = link.pieces(turn).__aiter__()
     streaming = body.get("stream") is True
     try:

@@ -93,6 +93,10 @@ class Turn:
     accepted: bool = False
     delivered: bool = False
     """The agent has been sent part of the answer (beyond its status): the turn can no longer start over."""
+    uploaded: int = 0
+    """The bytes of the frames sent for this turn (before compression)."""
+    frames: list[bytes] = field(default_factory=list)
+    """Those frames without the agent's headers, kept only when the link captures (tests)."""
     queue: asyncio.Queue[Piece | LinkUnavailableError] = field(default_factory=asyncio.Queue)
 
 
@@ -109,6 +113,7 @@ class LinkOptions:
         connect_timeout_s: to open the WebSocket.
         retry: the reconnect backoff.
         max_frame_bytes: the largest downlink frame accepted.
+        capture: keep each turn's frames (without headers) on the turn, for tests.
     """
 
     url: str
@@ -119,6 +124,7 @@ class LinkOptions:
     connect_timeout_s: float = 10.0
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=1_000_000, max_elapsed_s=1e12))
     max_frame_bytes: int = 64 * 1024 * 1024
+    capture: bool = False
 
 
 Accepted = Callable[[Sent], None]
@@ -275,9 +281,12 @@ class GatewayLink:
                     frame["headers"] = diff(MISSING if self._sent_headers is None else self._sent_headers, turn.headers)
                     self._sent_headers = turn.headers
             data = orjson.dumps(frame)
+            if self.options.capture:
+                turn.frames.append(orjson.dumps({k: v for k, v in frame.items() if k != "headers"}))
             with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
                 await ws.send(data.decode())
                 self.stats.uplink_bytes += len(data)
+                turn.uploaded += len(data)
 
     def _receive(self, message: str | bytes) -> None:
         self.stats.downlink_bytes += len(message)

@@ -1,0 +1,98 @@
+"""Run Claude Code (``claude -p``) through ``tether edge`` → ``tether serve`` → an upstream, all on this loopback.
+
+Meant to run inside a network namespace with only loopback (``unshare -n`` + ``ip link set lo up``), so nothing can
+leave the machine. Writes one JSON object (``--out``): what the agent printed, what the upstream recorded, what the edge
+captured from the agent, and the edge's counters. ``tests/edge/test_claude_code.py`` runs it and checks the result.
+
+    python tests/agents/claude_run.py --upstream fake|scripted --workdir DIR --prompt TEXT --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import orjson
+
+from tether.edge.app import EdgeConfig
+from tether.edge.link import LinkOptions
+from tether.edge.run import edge_in_thread, link_url
+from tether.netutil import free_port
+from tether.providers.fakes import FakeAnthropic
+from tether.server.runner import serve_in_thread
+from tether.settings import Settings
+
+CLAUDE = Path(__file__).parent / "node_modules" / ".bin" / "claude"
+FAKE_KEY = "sk-ant-tether-test-0000000000000000"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", choices=["fake", "scripted"], required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--allowed-tools", default="Bash")
+    parser.add_argument("--script", default="[]", help="the fake model's script (JSON)")
+    parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--out", type=Path, required=True, help="where the result JSON goes")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {}
+    fake = FakeAnthropic(script=json.loads(args.script), api_key=FAKE_KEY) if args.upstream == "fake" else None
+    with fake or _Nothing():
+        overrides: dict[str, Any] = {"store_url": f"sqlite:///{args.workdir / 'tether.db'}", "log_level": "warning"}
+        if fake is not None:
+            overrides["providers"] = {"claude": {"kind": "anthropic", "base_url": fake.base_url}}
+            overrides["routes"] = [{"model": "*", "provider": "claude"}]
+        with serve_in_thread(Settings.model_validate(overrides)) as gateway:
+            ws_url, origin = link_url(gateway.base_url)
+            config = EdgeConfig(LinkOptions(ws_url), origin, journal=str(args.workdir / "edge.db"), capture=True)
+            with edge_in_thread(config, port=free_port()) as edge:
+                home = args.workdir / "home"
+                home.mkdir(exist_ok=True)
+                env = {
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+                    "ANTHROPIC_BASE_URL": edge.base_url, "ANTHROPIC_API_KEY": FAKE_KEY,
+                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",
+                    "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
+                }  # fmt: skip
+                project = args.workdir / "project"
+                project.mkdir(exist_ok=True)
+                command = [str(CLAUDE), "-p", args.prompt, "--tools", args.allowed_tools,
+                           "--allowedTools", args.allowed_tools, "--output-format", "json"]  # fmt: skip
+                try:
+                    ran = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
+                                         timeout=args.timeout, check=False)  # fmt: skip
+                    result.update(returncode=ran.returncode, stdout=ran.stdout[-20000:], stderr=ran.stderr[-5000:])
+                except subprocess.TimeoutExpired:
+                    result.update(returncode=None, stdout="", stderr=f"claude did not finish in {args.timeout} s")
+                result["status"] = httpx.get(edge.base_url + "/tether/edge/status").json()
+                result["captured"] = httpx.get(edge.base_url + "/tether/edge/captured").json()
+        if fake is not None:
+            result["upstream"] = [
+                {"path": r.path, "body": orjson.loads(r.raw) if r.raw else None, "headers": _safe(r.headers)}
+                for r in fake.requests
+            ]
+    args.out.write_text(json.dumps(result))
+    return 0
+
+
+def _safe(headers: dict[str, str]) -> dict[str, str]:
+    return {k: ("<set>" if k in ("x-api-key", "authorization") else v) for k, v in headers.items()}
+
+
+class _Nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
