@@ -1,7 +1,9 @@
 """Three ``tether serve`` nodes on one PostgreSQL, and on one Redis, behind a real nginx doing round robin.
 
 - The ``openai`` SDK runs a 20-turn tool loop over HTTP; every turn lands on another node than the one before.
-- A stream read half-way on one node is resumed with ``starting_after`` on another, following the live generation.
+- A stream read half-way through nginx is resumed with ``starting_after`` on another node, following the live
+  generation.
+- The WebSocket resume event, and an idempotent retry, on other nodes follow the one live generation.
 - The tether client runs a 20-turn loop over WebSocket while the node it is connected to is SIGKILLed, between turns
   and mid-stream, at seeded points. Every trial: no completed turn lost, no delta duplicated or missing, exactly one
   completed generation per turn across the nodes, and each interrupted turn reported and retried once.
@@ -22,6 +24,7 @@ import httpx2 as httpx
 import pytest
 from openai import OpenAI
 from openai.types.responses import FunctionToolParam
+from websockets.asyncio.client import ClientConnection, connect
 
 from tether.client import AsyncSession, RetryPolicy, TextDelta, TurnReset
 from tether.types import Event
@@ -211,4 +214,54 @@ async def test_a_node_shut_down_mid_turn_drains_it_and_the_client_follows_it_els
     assert "".join(texts) == result.text == expected_text(0)
     assert result.response_id == killed[0]  # the drained generation itself finished: nothing was generated twice
     assert session.stats.interrupted == 0
+    assert [turn["state"] for turn in cluster.turns()] == ["done"]
+
+
+async def receive_until_terminal(ws: ClientConnection) -> list[Event]:
+    events: list[Event] = []
+    while not events or events[-1]["type"] not in ("response.completed", "response.failed", "error"):
+        events.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+    return events
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+async def test_the_websocket_resume_event_on_another_node_follows_the_live_generation(cluster: Cluster) -> None:
+    create = {"type": "response.create", "model": "echo", "input": "tell the story " * 40}
+    async with connect(f"ws://127.0.0.1:{cluster.port}/v1/responses") as ws:
+        await ws.send(json.dumps(create))
+        head = [json.loads(await asyncio.wait_for(ws.recv(), 60)) for _ in range(6)]
+    response_id = head[0]["response"]["id"]
+    generating = cluster.node_of(response_id)
+    other = next(node for node in cluster.nodes if node.name != generating)
+    resume = {
+        "type": "tether:response.resume",
+        "response_id": response_id,
+        "starting_after": head[-1]["sequence_number"],
+    }
+    async with connect(f"ws://127.0.0.1:{other.port}/v1/responses") as ws:
+        await ws.send(json.dumps(resume))
+        tail = await receive_until_terminal(ws)
+
+    whole = head + tail
+    assert [event["sequence_number"] for event in whole] == list(range(len(whole)))
+    assert whole[-1]["type"] == "response.completed"
+    text = "".join(event["delta"] for event in whole if event["type"] == "response.output_text.delta")
+    assert text == whole[-1]["response"]["output"][0]["content"][0]["text"]
+    assert [turn["state"] for turn in cluster.turns()] == ["done"]
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+async def test_an_idempotent_retry_on_other_nodes_follows_the_one_generation(cluster: Cluster) -> None:
+    body = {"model": "echo", "input": "tell the story " * 40}
+    headers = {"Idempotency-Key": "the-same-turn"}
+
+    async def post(node_port: int) -> Any:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node_port}", timeout=60.0) as client:
+            return (await client.post("/v1/responses", json=body, headers=headers)).json()
+
+    answers = await asyncio.gather(*(post(node.port) for node in cluster.nodes))
+
+    assert len({answer["id"] for answer in answers}) == 1
+    assert {answer["status"] for answer in answers} == {"completed"}
+    assert len({json.dumps(answer["output"]) for answer in answers}) == 1
     assert [turn["state"] for turn in cluster.turns()] == ["done"]
