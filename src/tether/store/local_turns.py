@@ -32,6 +32,7 @@ class _Turn:
     state: TurnState = TurnState.RUNNING
     ended_at: float | None = None
     events: list[bytes] = field(default_factory=list)
+    committed: bool = False  # its events live in its stored record from now on, not here
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake(self) -> None:
@@ -42,14 +43,24 @@ class _Turn:
 class LocalTurns:
     """Turns, leases and their logs in dicts.
 
+    A committed turn's events are dropped from here (its stored record holds them), so a busy node keeps only a few
+    fields per finished turn until :meth:`purge`.
+
     Args:
         clock: unix time, deciding lease expiry.
         put: stores the record of a finished turn.
+        get: reads a stored record back (the events of a committed turn).
     """
 
-    def __init__(self, clock: Callable[[], float], put: Callable[[ResponseRecord], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        put: Callable[[ResponseRecord], Awaitable[None]],
+        get: Callable[[str, str], Awaitable[ResponseRecord | None]],
+    ) -> None:
         self._clock = clock
         self._put = put
+        self._get = get
         self._turns: dict[str, _Turn] = {}
         self._keys: dict[tuple[str, str], str] = {}
         self._fence = 0
@@ -87,6 +98,8 @@ class LocalTurns:
             if self._held(lease) is None:  # cannot happen on one loop, but the commit must stay fenced
                 return False
         self._append(turn, events)
+        if record is not None:
+            turn.events, turn.committed = [], True
         self._end(turn, TurnState.DONE)
         return True
 
@@ -95,8 +108,13 @@ class LocalTurns:
         if turn is None or turn.tenant != tenant:
             return None
         start = max(after + 1, 0)
+        if turn.committed:
+            record = await self._get(tenant, response_id)
+            events = [] if record is None else record.events[start:]
+        else:
+            events = [orjson.loads(body) for body in turn.events[start:]]
         return TurnRead(
-            events=[orjson.loads(body) for body in turn.events[start:]],
+            events=events,
             state=turn.state,
             node=turn.node,
             lease_expired=self._expired(turn),
@@ -104,7 +122,7 @@ class LocalTurns:
 
     async def wait_turn(self, response_id: str, after: int, timeout_s: float) -> None:
         turn = self._turns.get(response_id)
-        if turn is None or turn.state is not TurnState.RUNNING or len(turn.events) > after + 1:
+        if turn is None or turn.state is not TurnState.RUNNING or turn.committed or len(turn.events) > after + 1:
             return
         changed = turn.changed
         with contextlib.suppress(TimeoutError):

@@ -40,7 +40,7 @@ class MemoryStore(OneNodeTurns):
         self._entries: dict[str, _Entry] = {}
         self._idempotency: dict[tuple[str, str], list[str]] = {}
         self.stats = StoreStats()
-        self.turns = LocalTurns(clock, self.put)
+        self.turns = LocalTurns(clock, self.put, self.get)
 
     async def put(self, record: ResponseRecord) -> None:
         """Store a response and its items; a record with the same id is replaced.

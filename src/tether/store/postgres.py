@@ -200,29 +200,14 @@ class PostgresStore:
     async def _try_claim(
         self, tenant: str, response_id: str, key: str | None, node: str, lease_s: float
     ) -> Claim | None:
-        async with self._pool.connection() as conn, conn.transaction():
-            if key is not None:
-                cursor = await conn.execute(
-                    "INSERT INTO turn_keys (tenant, idempotency_key, response_id) VALUES (%s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    (tenant, key, response_id),
-                )
-                if cursor.rowcount == 0:
-                    holder = await (
-                        await conn.execute(
-                            "SELECT response_id FROM turn_keys WHERE tenant = %s AND idempotency_key = %s",
-                            (tenant, key),
-                        )
-                    ).fetchone()
-                    return None if holder is None else Claim(holder=holder[0])
-            cursor = await conn.execute(
-                "INSERT INTO turns (response_id, tenant, node, token, idempotency_key, lease_until, state) "
-                "VALUES (%s, %s, %s, nextval('fencing_tokens'), %s, %s, 'running') RETURNING token",
-                (response_id, tenant, node, key, self._clock() + lease_s),
-            )
-            row = await cursor.fetchone()
-            assert row is not None
-            return Claim(lease=Lease(response_id, tenant, node, row[0]))
+        params = {"id": response_id, "tenant": tenant, "node": node, "key": key, "until": self._clock() + lease_s}
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(q.CLAIM_TURN, params)).fetchone()
+        assert row is not None
+        token, holder = row
+        if token is not None:
+            return Claim(lease=Lease(response_id, tenant, node, token))
+        return None if holder is None else Claim(holder=holder)
 
     async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
         """Extend the lease while it is still held (not fenced off, not expired)."""
@@ -252,22 +237,24 @@ class PostgresStore:
         """Store the record, append the last events and mark the turn done, in one transaction, if still held."""
         if record is not None:
             check_record(record)
-        now = self._clock()
-        async with self._pool.connection() as conn, conn.transaction():
-            held = await conn.execute(
-                f"SELECT 1 FROM turns WHERE {q.HELD} FOR UPDATE",
-                {"id": lease.response_id, "token": lease.token, "now": now},
-            )
-            if await held.fetchone() is None:
-                return False
-            if record is not None:
-                await _put(conn, record)
-            await self._insert_events(conn, lease.response_id, events)
-            await conn.execute(
-                "UPDATE turns SET state = 'done', ended_at = %s WHERE response_id = %s", (now, lease.response_id)
-            )
-            await conn.execute("SELECT pg_notify(%s, %s)", (self._listener.channel, lease.response_id))
-            return True
+        items = {} if record is None else _items(record)
+        ordered = sorted(items)
+        params: dict[str, Any] = {
+            "id": lease.response_id,
+            "token": lease.token,
+            "now": self._clock(),
+            "item_hashes": ordered,
+            "item_bodies": [items[digest] for digest in ordered],
+            "has_record": record is not None,
+            "seqs": [event["sequence_number"] for event in events],
+            "bodies": [orjson.dumps(event) for event in events],
+            "channel": self._listener.channel,
+        }
+        row_values = _row(record) if record is not None else dict.fromkeys(q.COLUMNS)
+        params.update({f"r_{name}": value for name, value in row_values.items()})
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(q.FINISH_TURN, params)).fetchone()
+            return row is not None and row[0] > 0
 
     async def read_turn(self, tenant: str, response_id: str, after: int) -> TurnRead | None:
         """The turn's state and its events after ``after``, read in one statement (one snapshot)."""
@@ -378,39 +365,45 @@ class PostgresStore:
         return bodies if len(bodies) == len(unique) else None
 
 
-async def _put(conn: _Conn, record: ResponseRecord) -> None:
+def _items(record: ResponseRecord) -> dict[str, bytes]:
     items: dict[str, bytes] = {}
     for digest, item in zip(
         record.input_hashes + record.output_hashes, record.input_items + record.output_items, strict=True
     ):
         items.setdefault(digest, orjson.dumps(item))
+    return items
+
+
+async def _put(conn: _Conn, record: ResponseRecord) -> None:
+    items = _items(record)
     if items:
         ordered = sorted(items)  # one lock order for every writer: concurrent puts of shared items cannot deadlock
         await conn.execute(q.INSERT_ITEMS, (ordered, [items[digest] for digest in ordered]))
-    await conn.execute(
-        q.UPSERT_RECORD,
-        {
-            "id": record.id,
-            "tenant": record.tenant,
-            "parent_id": record.parent_id,
-            "depth": record.depth,
-            "model": record.model,
-            "status": record.status,
-            "created_at": record.created_at,
-            "completed_at": record.completed_at,
-            "params": orjson.dumps(record.params),
-            "input_hashes": record.input_hashes,
-            "input_ids": record.input_ids,
-            "output_hashes": record.output_hashes,
-            "usage": _dump_optional(record.usage),
-            "error": _dump_optional(record.error),
-            "incomplete_details": _dump_optional(record.incomplete_details),
-            "events": orjson.dumps(record.events),
-            "snapshot": record.snapshot,
-            "expires_at": record.expires_at,
-            "idempotency_key": record.idempotency_key,
-        },
-    )
+    await conn.execute(q.UPSERT_RECORD, _row(record))
+
+
+def _row(record: ResponseRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "tenant": record.tenant,
+        "parent_id": record.parent_id,
+        "depth": record.depth,
+        "model": record.model,
+        "status": record.status,
+        "created_at": record.created_at,
+        "completed_at": record.completed_at,
+        "params": orjson.dumps(record.params),
+        "input_hashes": record.input_hashes,
+        "input_ids": record.input_ids,
+        "output_hashes": record.output_hashes,
+        "usage": _dump_optional(record.usage),
+        "error": _dump_optional(record.error),
+        "incomplete_details": _dump_optional(record.incomplete_details),
+        "events": orjson.dumps(record.events),
+        "snapshot": record.snapshot,
+        "expires_at": record.expires_at,
+        "idempotency_key": record.idempotency_key,
+    }
 
 
 async def _migrate(conn: _Conn, schema: str) -> None:

@@ -165,3 +165,65 @@ READ_TURN = """
          WHERE e.response_id = t.response_id AND e.seq > %(after)s)
     FROM turns AS t WHERE t.response_id = %(id)s
 """
+
+
+_TYPES = {
+    "depth": "integer",
+    "created_at": "bigint",
+    "completed_at": "bigint",
+    "params": "bytea",
+    "input_hashes": "text[]",
+    "input_ids": "text[]",
+    "output_hashes": "text[]",
+    "usage": "bytea",
+    "error": "bytea",
+    "incomplete_details": "bytea",
+    "events": "bytea",
+    "snapshot": "text[]",
+    "expires_at": "double precision",
+}
+_TYPED = ", ".join(f"%(r_{c})s::{_TYPES.get(c, 'text')}" for c in COLUMNS)
+
+# A turn's commit in one statement (one round trip), every write gated on the lease still being held: the items, the
+# record, the last events, "done", and the wake-up. Nothing is written if another node fenced this one off.
+FINISH_TURN = f"""
+    WITH held AS (SELECT response_id FROM turns WHERE {HELD} FOR UPDATE),
+    new_items AS (
+        INSERT INTO items (hash, body)
+        SELECT u.hash, u.body FROM unnest(%(item_hashes)s::text[], %(item_bodies)s::bytea[]) AS u (hash, body)
+        WHERE EXISTS (SELECT 1 FROM held)
+        ON CONFLICT (hash) DO NOTHING
+    ),
+    record AS (
+        INSERT INTO responses ({", ".join(COLUMNS)})
+        SELECT {_TYPED} WHERE %(has_record)s AND EXISTS (SELECT 1 FROM held)
+        ON CONFLICT (id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])},
+            deleted = FALSE, put_order = nextval('put_order')
+    ),
+    events AS (
+        INSERT INTO turn_events (response_id, seq, body)
+        SELECT held.response_id, u.seq, u.body FROM held, unnest(%(seqs)s::int[], %(bodies)s::bytea[]) AS u (seq, body)
+        ON CONFLICT DO NOTHING
+    ),
+    ended AS (UPDATE turns SET state = 'done', ended_at = %(now)s WHERE response_id IN (SELECT response_id FROM held))
+    SELECT (SELECT count(*) FROM held), pg_notify(%(channel)s, %(id)s)
+"""
+
+# A claim in one statement: the key (if any) and the turn. Both columns NULL means the key's holder went away
+# between the conflict and the read: claim again.
+CLAIM_TURN = """
+    WITH claimed AS (
+        INSERT INTO turn_keys (tenant, idempotency_key, response_id)
+        SELECT %(tenant)s, %(key)s, %(id)s WHERE %(key)s::text IS NOT NULL
+        ON CONFLICT DO NOTHING
+        RETURNING response_id
+    ),
+    turn AS (
+        INSERT INTO turns (response_id, tenant, node, token, idempotency_key, lease_until, state)
+        SELECT %(id)s, %(tenant)s, %(node)s, nextval('fencing_tokens'), %(key)s, %(until)s, 'running'
+        WHERE %(key)s::text IS NULL OR EXISTS (SELECT 1 FROM claimed)
+        RETURNING token
+    )
+    SELECT (SELECT token FROM turn),
+        (SELECT response_id FROM turn_keys WHERE tenant = %(tenant)s AND idempotency_key = %(key)s)
+"""

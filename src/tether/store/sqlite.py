@@ -137,7 +137,7 @@ class SQLiteStore(OneNodeTurns):
         self._clock = clock
         self._lock = lock
         self._closed = False
-        self.turns = LocalTurns(clock, self.put)
+        self.turns = LocalTurns(clock, self.put, self.get)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> Self:
