@@ -4,6 +4,7 @@ what it received, independently of the server's own arithmetic."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx2 as httpx
@@ -141,8 +142,19 @@ async def test_resumes_after_a_forced_cut_are_counted(make_server: ServerFactory
             async with client.stream("GET", f"/responses/{response_id}?stream=true&starting_after={last}") as resumed:
                 tail = [event async for event in sse(resumed)]
             assert tail[0]["sequence_number"] == last + 1
+        async with connect(server.ws_url) as ws:  # and one cut on a WebSocket, resumed on a new one
+            await ws.send(orjson.dumps({"type": "response.create", "model": "echo", "input": LONG_TEXT}).decode())
+            head = [orjson.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(6)]
+        resume = {
+            "type": "tether:response.resume",
+            "response_id": head[0]["response"]["id"],
+            "starting_after": head[-1]["sequence_number"],
+        }
+        async with connect(server.ws_url) as ws:
+            await ws.send(orjson.dumps(resume).decode())
+            assert (await receive_turn(ws))[-1]["type"] == "response.completed"
     samples = scrape(server)
-    assert value(samples, "tether_resumes_total") == 2
+    assert value(samples, "tether_resumes_total") == 3
     assert (
         value(samples, "tether_turns_total", transport="sse", route="default", provider="scripted", outcome="completed")
         == 2
