@@ -23,12 +23,20 @@ class GatedProvider:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.requests: list[ProviderRequest] = []
+        self._arrived = asyncio.Condition()
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
-        self.requests.append(request)
+        async with self._arrived:
+            self.requests.append(request)
+            self._arrived.notify_all()
         await self.gate.wait()
         yield TextDelta("ok")
         yield Finish(usage=Usage(input_tokens=request.context_tokens, output_tokens=1))
+
+    async def arrived(self, count: int) -> None:
+        """Wait until ``count`` turns have reached the model (each then waits for the gate)."""
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: len(self.requests) >= count)
 
     async def aclose(self) -> None:
         """Nothing to release."""

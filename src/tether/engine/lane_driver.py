@@ -77,7 +77,7 @@ class LaneDriver:
         self.drain_timeout_s = drain_timeout_s
         self.outbox: asyncio.Queue[StreamEvent | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.expired = False
+        self.aged_out = asyncio.Event()  # set once the connection reached its age limit
         self.closed = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -108,7 +108,7 @@ class LaneDriver:
             body = decode_json_object(text)
             lane = event_lane(body)
             event_type = client_event_type(body)
-            if self.expired:
+            if self.aged_out.is_set():
                 raise connection_limit_reached(self.max_age_s)
             event = parse_client_event(event_type, body)
             if isinstance(event, ResumeRequest):
@@ -182,7 +182,7 @@ class LaneDriver:
 
     async def _enforce_max_age(self) -> None:
         await asyncio.sleep(self.max_age_s)
-        self.expired = True
+        self.aged_out.set()
         # In-flight turns finish (they are the client's paid work); new ones are refused from now on.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=self.drain_timeout_s)

@@ -1,0 +1,165 @@
+"""The lane driver in process: client messages in, each lane's events in order into the outbox, no socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from tether.engine.engine import Engine
+from tether.engine.lane_driver import CLOSE_NORMAL, Close, LaneDriver
+from tether.engine.stream_log import StreamLog
+from tether.protocol.events import OutgoingEvent, StreamEvent
+from tether.protocol.lanes import LaneLimits
+
+from .support import TENANT, GatedProvider
+
+BOUND_S = 10.0
+
+
+def create(lane: str | None = None, **fields: object) -> str:
+    event: dict[str, object] = {"type": "response.create", "model": "gated", "input": "hi", **fields}
+    if lane is not None:
+        event["stream_id"] = lane
+    return orjson.dumps(event).decode()
+
+
+@pytest.fixture
+async def driver(engine: Engine) -> AsyncIterator[LaneDriver]:
+    driver = LaneDriver(engine, TENANT, LaneLimits(max_in_flight=4, max_named_lanes=4, max_queued=4), 3600.0)
+    driver.start()
+    yield driver
+    await driver.aclose()
+
+
+async def next_out(driver: LaneDriver) -> OutgoingEvent | Close:
+    return await asyncio.wait_for(driver.outbox.get(), BOUND_S)
+
+
+async def until_closed(log: StreamLog) -> list[StreamEvent]:
+    return [event async for event in log.follow(-1)]
+
+
+async def until_ends(driver: LaneDriver, count: int) -> list[OutgoingEvent]:
+    """Everything the driver writes until ``count`` answers have ended (a terminal event or a bare error)."""
+    out: list[OutgoingEvent] = []
+    ended = 0
+    while ended < count:
+        item = await next_out(driver)
+        assert not isinstance(item, Close)
+        out.append(item)
+        if item["type"] in ("response.completed", "response.failed", "response.incomplete") or (
+            item["type"] == "error" and "sequence_number" not in item
+        ):
+            ended += 1
+    return out
+
+
+async def test_turns_on_one_lane_run_one_after_the_other(driver: LaneDriver, gated: GatedProvider) -> None:
+    driver.receive(create("a", input="first"))
+    driver.receive(create("a", input="second"))
+    await gated.arrived(1)
+    assert driver.lanes.queued == 1  # the second waits for the first
+    gated.gate.set()
+    out = await until_ends(driver, 2)
+    created = [event for event in out if event["type"] == "response.created"]
+    assert len(created) == 2
+    first_end = next(i for i, event in enumerate(out) if event["type"] == "response.completed")
+    assert out.index(created[1]) > first_end  # nothing of the second before the first ended
+    assert all(event.get("stream_id") == "a" for event in out)
+    assert [request.new_items[-1]["content"] for request in gated.requests] == ["first", "second"]
+
+
+async def test_turns_on_different_lanes_run_at_once(driver: LaneDriver, gated: GatedProvider) -> None:
+    driver.receive(create("a"))
+    driver.receive(create("b"))
+    await asyncio.wait_for(gated.arrived(2), BOUND_S)  # both reached the model before either finished
+    gated.gate.set()
+    out = await until_ends(driver, 2)
+    for lane in ("a", "b"):
+        numbers = [event.get("sequence_number") for event in out if event.get("stream_id") == lane]
+        assert numbers == list(range(len(numbers)))  # each lane's events in its own order
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "lane"),
+    [
+        ("not json", "invalid_json", None),
+        ('{"type": "response.steer", "stream_id": "a"}', "unsupported_event", "a"),
+        ('{"type": ["response.create"]}', "invalid_event_type", None),
+        ('{"stream_id": "b"}', "missing_required_parameter", "b"),
+        ('{"type": "response.create", "stream_id": "c"}', "missing_required_parameter", "c"),
+    ],
+)
+async def test_a_bad_message_gets_one_error_labelled_with_its_lane(
+    driver: LaneDriver, message: str, code: str, lane: str | None
+) -> None:
+    driver.receive(message)
+    error = await next_out(driver)
+    assert not isinstance(error, Close)
+    assert error["type"] == "error"
+    assert error["error"]["code"] == code
+    assert error.get("stream_id") == lane
+    assert driver.outbox.empty()
+
+
+async def test_a_resume_past_the_end_is_refused(driver: LaneDriver, gated: GatedProvider) -> None:
+    gated.gate.set()
+    driver.receive(create())
+    out = await until_ends(driver, 1)
+    last = out[-1]
+    assert last["type"] == "response.completed"
+    resume = {"type": "tether:response.resume", "response_id": last["response"]["id"],
+              "starting_after": last["sequence_number"]}  # fmt: skip
+    driver.receive(orjson.dumps(resume).decode())
+    error = await next_out(driver)
+    assert not isinstance(error, Close)
+    assert error["type"] == "error"
+    assert error["error"]["code"] == "nothing_to_resume"
+
+
+async def test_the_age_limit_refuses_new_turns_lets_running_ones_finish_then_closes(
+    engine: Engine, gated: GatedProvider
+) -> None:
+    driver = LaneDriver(engine, TENANT, LaneLimits(), max_age_s=0.0)
+    driver.receive(create("a"))
+    await gated.arrived(1)
+    driver.start()
+    try:
+        await asyncio.wait_for(driver.aged_out.wait(), BOUND_S)
+        driver.receive(create("b"))
+        gated.gate.set()
+        out: list[OutgoingEvent | Close] = []
+        while not out or not isinstance(out[-1], Close):
+            out.append(await next_out(driver))
+    finally:
+        await driver.aclose()
+    close = out[-1]
+    assert close == Close(CLOSE_NORMAL, "connection age limit reached")
+    events = [item for item in out if not isinstance(item, Close)]
+    errors = [event for event in events if event["type"] == "error"]
+    assert [(error["error"]["code"], error.get("stream_id")) for error in errors] == [
+        ("websocket_connection_limit_reached", "b"),  # the new turn, refused
+        ("websocket_connection_limit_reached", None),  # the connection's own notice, after the running turn
+    ]
+    assert events[-2]["type"] == "response.completed"
+    assert events[-1] is errors[-1]
+    assert len(gated.requests) == 1
+
+
+async def test_closing_stops_following_but_the_engine_owned_turn_goes_on(engine: Engine, gated: GatedProvider) -> None:
+    driver = LaneDriver(engine, TENANT, LaneLimits(), 3600.0)
+    driver.start()
+    driver.receive(create("a", store=False))
+    driver.receive(create("a"))  # queued behind the first: dropped with the connection
+    await gated.arrived(1)
+    running = next(iter(engine.live.running()))
+    await driver.aclose()
+    assert driver.tasks == set()
+    assert driver.lanes.queued == 0
+    gated.gate.set()
+    events = await asyncio.wait_for(until_closed(running.log), BOUND_S)
+    assert events[-1]["type"] == "response.completed"
+    assert len(gated.requests) == 1
