@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,8 @@ import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tether.edge import expand
 from tether.edge.chains import ChainBook
@@ -108,6 +110,7 @@ def create_edge_app(config: EdgeConfig) -> Starlette:
         Route("/v1/messages/count_tokens", relay_for("anthropic-messages"), methods=["POST"]),
         Route("/v1/chat/completions", relay_for("chat-completions"), methods=["POST"]),
         Route("/v1/responses", relay_for("responses"), methods=["POST"]),
+        WebSocketRoute("/v1/responses", responses_websocket),
         Route("/tether/edge/status", status, methods=["GET"]),
         Route("/tether/edge/captured", captured, methods=["GET"]),
         Route("/{path:path}", passthrough, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
@@ -143,6 +146,48 @@ async def passthrough(request: Request) -> Response:
     )
     headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_RETURNED}
     return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+
+
+async def responses_websocket(websocket: WebSocket) -> None:
+    """WebSocket mode (Codex, the SDK's ``responses.connect()``): each ``response.create`` is relayed as a turn of
+    this connection's session, in order, and its events go back as one text message each."""
+    runtime: EdgeRuntime = websocket.app.state.edge
+    await websocket.accept()
+    session = uuid.uuid4().hex
+    headers = forwardable(websocket.headers)
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await _relay_websocket_turn(websocket, runtime, session, headers, text)
+    except WebSocketDisconnect:
+        return
+
+
+async def _relay_websocket_turn(
+    websocket: WebSocket, runtime: EdgeRuntime, session: str, headers: dict[str, str], text: str
+) -> None:
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        await websocket.send_text(_ws_error(400, "invalid_json", "A client event must be a JSON object."))
+        return
+    turn = runtime.link.submit("responses", "/v1/responses", body, headers, len(text), session=session)
+    if runtime.captured is not None:
+        runtime.captured.append({"api": "responses", "path": "/v1/responses#ws", "body": body, "turn": turn})
+    try:
+        async for piece in runtime.link.pieces(turn):
+            if "event" in piece:
+                event = expand.expand_event(piece["event"], piece.get("x") or [], body)
+                await websocket.send_text(orjson.dumps(event).decode())
+    except LinkUnavailableError as error:
+        await websocket.send_text(_ws_error(error.status, error.code, error.message))
+
+
+def _ws_error(status: int, code: str, message: str) -> str:
+    error = {"message": message, "type": "server_error", "param": None, "code": code}
+    return orjson.dumps({"type": "error", "status": status, "error": error}).decode()
 
 
 def _refusal(api: API, status: int, code: str, message: str) -> Response:

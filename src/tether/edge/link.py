@@ -89,6 +89,8 @@ class Turn:
     request: dict[str, Any]
     headers: dict[str, str]
     delta: Delta
+    session: str | None = None
+    """The agent's WebSocket-mode connection this turn came on (Responses only)."""
     last_seq: int = -1
     accepted: bool = False
     delivered: bool = False
@@ -175,9 +177,17 @@ class GatewayLink:
             turn.queue.put_nowait(LinkUnavailableError(503, "edge_closed", "The edge is shutting down."))
         self._turns.clear()
 
-    def submit(self, api: API, path: str, request: dict[str, Any], headers: dict[str, str], size: int) -> Turn:
-        """Send one agent request (now, or when the link is back)."""
-        turn = Turn(uuid.uuid4().hex, api, path, request, headers, self.book.delta(api, path, request))
+    def submit(
+        self,
+        api: API,
+        path: str,
+        request: dict[str, Any],
+        headers: dict[str, str],
+        size: int,
+        session: str | None = None,
+    ) -> Turn:
+        """Send one agent request (now, or when the link is back); ``session`` for a WebSocket-mode connection's."""
+        turn = Turn(uuid.uuid4().hex, api, path, request, headers, self.book.delta(api, path, request), session)
         self._turns[turn.key] = turn
         self.stats.turns += 1
         self.stats.request_bytes += size
@@ -277,6 +287,8 @@ class GatewayLink:
                     "type": wire.TURN, "turn": turn.key, "api": turn.api, "path": turn.path,
                     "id": delta.digest, "base": delta.base, "patch": delta.patch,
                 }  # fmt: skip
+                if turn.session is not None:
+                    frame["session"] = turn.session
                 if turn.headers != self._sent_headers:
                     frame["headers"] = diff(MISSING if self._sent_headers is None else self._sent_headers, turn.headers)
                     self._sent_headers = turn.headers

@@ -6,6 +6,8 @@ Uplink (edge → gateway), one JSON text message each:
   structural delta (:mod:`tether.protocol.delta`) against a request the gateway holds (``base``, or ``null``).
   ``headers`` are the agent's own request headers (its credentials among them) as a delta against the previous
   turn's on the same connection, kept only in that connection's memory; omitted, they are unchanged.
+  ``session`` (Responses only) names the agent's WebSocket-mode connection on the edge: its turns share one engine
+  connection on the gateway (``store=false`` continuations), and their events cross without SSE framing.
 - ``tether:edge.resume``: send the events of a turn after sequence number ``after``.
 
 Downlink (gateway → edge):
@@ -53,6 +55,7 @@ class TurnFrame(TypedDict):
     base: str | None
     patch: list[Any]
     headers: NotRequired[list[Any]]
+    session: NotRequired[str]
 
 
 class ResumeFrame(TypedDict):
@@ -144,6 +147,11 @@ def parse_uplink(frame: Any) -> TurnFrame | ResumeFrame:
         if not isinstance(headers, list):
             raise _bad("'headers' must be a delta node.", "headers")
         parsed["headers"] = headers
+    session = frame.get("session")
+    if session is not None:
+        if not isinstance(session, str) or not 0 < len(session) <= 128 or api != "responses":
+            raise _bad("'session' must be a string of 1 to 128 characters, on a responses turn.", "session")
+        parsed["session"] = session
     return parsed
 
 

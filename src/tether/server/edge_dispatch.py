@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from tether.engine.cache import ConnectionState
 from tether.engine.engine import Engine
 from tether.protocol.delta import diff
 from tether.protocol.edge_wire import API, Piece
@@ -95,10 +96,40 @@ async def responses_pieces(engine: Engine, request: JSONObject, *, tenant: str, 
     yield {"end": True}
 
 
-def dispatch(
-    engine: Engine, api: API, path: str, request: JSONObject, headers: Mapping[str, str], *, tenant: str, turn: str
+async def websocket_pieces(
+    engine: Engine, request: JSONObject, connection: ConnectionState, *, tenant: str, turn: str
 ) -> AsyncIterator[Piece]:
-    """The pieces of the answer to one rebuilt request."""
+    """Run a WebSocket-mode ``response.create`` on the engine, on the agent connection's own engine connection (so
+    ``store=false`` continuations find their parent), as tether's WebSocket endpoint would."""
+    yield {"head": {"status": 101, "headers": {}}}
+    try:
+        create = parse_create(request, Transport.WEBSOCKET)
+        if create.idempotency_key is None:
+            create.idempotency_key = f"edge:{turn}"
+        live = await engine.create(create, tenant=tenant, connection=connection, lane=create.stream_id)
+    except ProtocolError as error:
+        yield {"event": error.ws_event()}
+        yield {"end": True}
+        return
+    async for event in engine.follow(live):
+        yield compact(with_stream_id(event, create.stream_id), request)
+    yield {"end": True}
+
+
+def dispatch(
+    engine: Engine,
+    api: API,
+    path: str,
+    request: JSONObject,
+    headers: Mapping[str, str],
+    *,
+    tenant: str,
+    turn: str,
+    connection: ConnectionState | None = None,
+) -> AsyncIterator[Piece]:
+    """The pieces of the answer to one rebuilt request (``connection``: a WebSocket-mode session's)."""
+    if connection is not None:
+        return websocket_pieces(engine, request, connection, tenant=tenant, turn=turn)
     if api == "responses":
         return responses_pieces(engine, request, tenant=tenant, turn=turn)
     forwarder = raw_forwarder(engine.router.resolve(str(request.get("model", ""))), api)

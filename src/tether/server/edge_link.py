@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import structlog
@@ -19,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tether.engine.cache import ConnectionState
 from tether.engine.engine import Engine
 from tether.protocol import edge_wire as wire
 from tether.protocol.delta import MISSING, DeltaError, apply, value_hash
@@ -41,6 +43,21 @@ class EdgeGateway:
     content: EdgeContent
     turns: EdgeTurns
     max_frame_bytes: int
+    sessions: OrderedDict[tuple[str, str], ConnectionState] = field(default_factory=OrderedDict)
+    max_sessions: int = 1024
+
+    def session(self, tenant: str, name: str) -> ConnectionState:
+        """The engine connection of an agent's WebSocket-mode connection on an edge (least recently used go)."""
+        key = (tenant, name)
+        state = self.sessions.get(key)
+        if state is None:
+            state = self.engine.connect(tenant)
+            self.sessions[key] = state
+            while len(self.sessions) > self.max_sessions:
+                _, dropped = self.sessions.popitem(last=False)
+                dropped.clear()
+        self.sessions.move_to_end(key)
+        return state
 
     def open_turn(
         self, tenant: str, frame: wire.TurnFrame, headers: Mapping[str, str] | None
@@ -66,11 +83,14 @@ class EdgeGateway:
             return wire.refused_frame(turn, wire.DELTA_MISMATCH, "The rebuilt request does not match its hash.")
         self.content.hold(tenant, request)
         api, path = frame["api"], frame["path"]
-        _log.info("edge.turn", turn=turn, api=api, base=frame["base"] is not None)
+        connection = self.session(tenant, frame["session"]) if "session" in frame else None
+        _log.info("edge.turn", turn=turn, api=api, base=frame["base"] is not None, websocket=connection is not None)
         return self.turns.start(
             tenant,
             turn,
-            lambda: dispatch(self.engine, api, path, request, dict(headers or {}), tenant=tenant, turn=turn),
+            lambda: dispatch(
+                self.engine, api, path, request, dict(headers or {}), tenant=tenant, turn=turn, connection=connection
+            ),
         )
 
 
