@@ -430,3 +430,35 @@ def test_both_fakes_list_models(http: httpx.Client, anthropic: FakeAnthropic, ch
     assert chat_models.json()["data"][0]["id"] == FakeChatCompletions.models[0]
     assert anthropic.requests[0].query == "limit=5"
     assert chat.requests[0].method == "GET"
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": ["user"], "content": "x"}],
+        [USER, {"role": "assistant", "content": [{"type": "tool_use", "name": "f"}]}],
+        [
+            USER,
+            {"role": "assistant", "content": [TOOL_USE]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": ["t1"]}]},
+        ],
+    ],
+)
+def test_odd_anthropic_bodies_are_400s_not_500s(
+    http: httpx.Client, anthropic: FakeAnthropic, messages: list[JSONObject]
+) -> None:
+    assert post_anthropic(http, anthropic, anthropic_body(*messages)).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("messages", "status"),
+    [
+        ([{"role": ["user"], "content": "x"}], 400),
+        ([USER, {"role": "assistant", "tool_calls": [CALL]}, {"role": "tool", "tool_call_id": ["c1"]}], 400),
+        ([USER, {"role": "assistant", "content": "x"}, {"role": "function", "name": "f", "content": "{}"}], 200),
+    ],
+)
+def test_odd_chat_bodies_are_answered_as_the_real_api_would(
+    http: httpx.Client, chat: FakeChatCompletions, messages: list[JSONObject], status: int
+) -> None:
+    assert post_chat(http, chat, chat_body(*messages)).status_code == status

@@ -230,10 +230,12 @@ def _check_blocks(index: int, blocks: Any, unanswered: set[str]) -> str | None:
             return f"messages.{index}: text content blocks must be non-empty."
         if kind == "text" and not str(block["text"]).strip():
             return f"messages.{index}: text content blocks must contain non-whitespace text."
+        if kind == "tool_use" and not (isinstance(block.get("id"), str) and isinstance(block.get("name"), str)):
+            return f"messages.{index}: tool_use blocks need a string 'id' and 'name'."
         if kind == "tool_result":
             if seen_other:
                 return f"messages.{index}: tool_result blocks must come before any other content."
-            if block.get("tool_use_id") not in unanswered:
+            if not isinstance(block.get("tool_use_id"), str) or block["tool_use_id"] not in unanswered:
                 return f"messages.{index}: unexpected tool_use_id {block.get('tool_use_id')!r} in tool_result."
             answered.add(block["tool_use_id"])
         else:

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from tether.providers.fakes.base import FakeTurn, FakeUpstream, PrefixCache, sse
 from tether.types import JSONObject
 
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})  # "function": deprecated
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error"}
 
 
@@ -58,12 +58,13 @@ class FakeChatCompletions(FakeUpstream):
         pending: set[str] = set()
         for index, message in enumerate(messages):
             role = message.get("role") if isinstance(message, dict) else None
-            if role not in _ROLES:
+            if not isinstance(role, str) or role not in _ROLES:
                 return f"messages[{index}].role: invalid role {role!r}."
             if role == "tool":
-                if message.get("tool_call_id") not in pending:
+                call_id = message.get("tool_call_id")
+                if not isinstance(call_id, str) or call_id not in pending:
                     return f"messages[{index}]: a 'tool' message must answer a preceding assistant tool call."
-                pending.discard(message["tool_call_id"])
+                pending.discard(call_id)
                 continue
             if pending:
                 return f"messages[{index}]: tool calls {sorted(pending)} have no 'tool' message."
