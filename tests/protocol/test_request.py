@@ -256,3 +256,10 @@ def test_any_json_body_parses_or_gets_a_400(body: JSONObject, transport: Transpo
         assert (outcome.status, bool(outcome.code), bool(outcome.message)) == (400, True, True)
     else:
         assert isinstance(outcome.input, list)
+
+
+@pytest.mark.parametrize("role", [[], {}, 1, None, True])
+def test_a_message_role_of_any_json_type_is_a_400_not_a_crash(role: object) -> None:
+    with pytest.raises(ProtocolError) as raised:
+        parse_create({"model": "m", "input": [{"type": "message", "role": role, "content": "hi"}]}, Transport.HTTP)
+    assert (raised.value.status, raised.value.param) == (400, "input[0].role")

@@ -188,7 +188,8 @@ def _check_item(value: Any, param: str) -> Item:
     if not isinstance(kind, str):
         raise invalid("missing_required_parameter", f"'{param}.type' is required.", f"{param}.type")
     if kind == "message":
-        if item.get("role") not in MESSAGE_ROLES:
+        role = item.get("role")
+        if not isinstance(role, str) or role not in MESSAGE_ROLES:
             raise invalid("invalid_value", f"'{param}.role' must be one of {sorted(MESSAGE_ROLES)}.", f"{param}.role")
         content = item.get("content")
         if not isinstance(content, (str, list)):
