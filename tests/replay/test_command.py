@@ -137,3 +137,18 @@ def test_an_unknown_response_is_one_line_and_exit_1(chain: Chain, capsys: pytest
     captured = capsys.readouterr()
     assert code == 1
     assert "resp_missing" in captured.err
+
+
+def test_replay_reads_the_database_of_a_running_server(
+    chain: Chain, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_url = f"sqlite:///{tmp_path / 'live.db'}"
+    with serve_in_thread(chain.settings(store_url)) as server:  # it holds the file's lock the whole time
+        answer = httpx.post(f"{server.base_url}/responses", json={"model": "echo", "input": "still running"}).json()
+        code = main(["replay", answer["id"], "--store-url", store_url, "--json"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        printed = out[out.index("\n{\n") + 1 :] if not out.startswith("{") else out  # past the server's log lines
+        assert json.loads(printed)["turns"][0]["output"][0]["content"][0]["text"] == "still running"
+        later = httpx.post(f"{server.base_url}/responses", json={"model": "echo", "input": "and after"})
+        assert later.status_code == 200  # the reader took nothing from the server

@@ -85,3 +85,24 @@ async def test_runs_sqlite_on_one_worker_thread_until_closed(tmp_path: Path) -> 
 async def test_sqlite_store_satisfies_the_store_interface(tmp_path: Path) -> None:
     store: Store = await SQLiteStore.open(tmp_path / "tether.db")
     await store.close()
+
+
+async def test_a_read_only_reader_shares_the_file_with_the_store_that_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "tether.db"
+    reference = Reference()
+    async with await SQLiteStore.open(path) as writer:  # holds the lock
+        records = await put_chain(writer, 5, snapshot_every=8, reference=reference)
+        async with await SQLiteStore.open(path, read_only=True) as reader:
+            assert await reader.get(TENANT, "resp_4") == records[4]
+            assert await reader.load_context(TENANT, "resp_4") == reference.context("resp_4")
+            with pytest.raises(sqlite3.OperationalError):
+                await reader.put(make_record("resp_new", inputs=[message("x")], outputs=[message("y")]))
+        await writer.put(make_record("resp_after", inputs=[message("a")], outputs=[message("b")]))  # the writer goes on
+
+
+async def test_a_read_only_reader_needs_an_existing_database(tmp_path: Path) -> None:
+    from tether.store.sqlite_check import StoreUnusableError
+
+    with pytest.raises(StoreUnusableError, match="no database"):
+        await SQLiteStore.open(tmp_path / "missing.db", read_only=True)
+    assert not (tmp_path / "missing.db").exists()

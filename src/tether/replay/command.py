@@ -19,13 +19,15 @@ from tether.server.app import open_store, provider_router
 from tether.server.auth import ANONYMOUS_TENANT
 from tether.settings import Settings
 from tether.settings_file import ConfigError, load_settings
+from tether.store.base import Store
+from tether.store.sqlite import SQLiteStore
 
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="tether replay", description=__doc__)
     parser.add_argument("response_id")
     parser.add_argument("--config", type=Path, help="TOML config file (for its store_url and routes)")
-    parser.add_argument("--store-url", help="default: the configured store (a SQLite file must not be in use)")
+    parser.add_argument("--store-url", help="default: the configured store (a SQLite file is read read-only)")
     parser.add_argument("--tenant", default=ANONYMOUS_TENANT, help=f"the chain's tenant (default {ANONYMOUS_TENANT!r})")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="the transcript as JSON")
@@ -48,7 +50,10 @@ def main(argv: Sequence[str]) -> int:
 
 
 async def _replay(args: argparse.Namespace, store_url: str, settings: Settings) -> int:
-    store = await open_store(store_url)
+    if store_url.startswith("sqlite:///"):  # read beside a running server, which holds the file's lock
+        store: Store = await SQLiteStore.open(store_url.removeprefix("sqlite:///"), read_only=True)
+    else:
+        store = await open_store(store_url)
     try:
         turns = await load_chain(store, args.tenant, args.response_id)
     finally:

@@ -23,7 +23,7 @@ import orjson
 
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
 from tether.store.local_turns import LocalTurns, OneNodeTurns
-from tether.store.sqlite_check import FileLock, check_before_connect, check_connected
+from tether.store.sqlite_check import FileLock, StoreUnusableError, check_before_connect, check_connected
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -140,12 +140,16 @@ class SQLiteStore(OneNodeTurns):
         self.turns = LocalTurns(clock, self.put, self.get)
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> Self:
+    async def open(
+        cls, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time, read_only: bool = False
+    ) -> Self:
         """Open (creating it and its parent directories if needed) and migrate the database at ``path``.
 
         Args:
             path: the database file.
             clock: the time source deciding expiry on reads (``time.time`` by default).
+            read_only: read an existing database, also one a running server holds (``tether replay``): no lock,
+                no migration, and every write fails.
 
         Raises:
             StoreUnusableError: the file is not a database tether wrote (empty, not SQLite, someone else's), it is
@@ -155,13 +159,17 @@ class SQLiteStore(OneNodeTurns):
         """
         file = Path(path)
         stats = StoreStats()
-        file.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            file.parent.mkdir(parents=True, exist_ok=True)
         check_before_connect(file)
         lock = FileLock(file)
-        lock.acquire()
+        if not read_only:
+            lock.acquire()  # a reader caches nothing, so it may share the file with the server that holds it
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tether-sqlite")
         try:
-            database = await asyncio.get_running_loop().run_in_executor(executor, _Database, file, stats)
+            database = await asyncio.get_running_loop().run_in_executor(
+                executor, functools.partial(_Database, file, stats, read_only=read_only)
+            )
         except BaseException:
             executor.shutdown(wait=False)
             lock.release()
@@ -248,9 +256,24 @@ class SQLiteStore(OneNodeTurns):
 class _Database:
     """The synchronous core; every method runs on the store's worker thread."""
 
-    def __init__(self, path: Path, stats: StoreStats) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, stats: StoreStats, *, read_only: bool = False) -> None:
         self._stats = stats
+        if read_only:
+            if not path.is_file():
+                raise StoreUnusableError(f"no database at {path}: check --store-url")
+            self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            try:
+                check_connected(path, self._conn, SCHEMA_VERSION)
+                self._conn.execute("PRAGMA busy_timeout = 5000")
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            except BaseException:
+                self._conn.close()
+                raise
+            if version != SCHEMA_VERSION:
+                self._conn.close()
+                raise StoreUnusableError(f"database {path} has schema version {version}, not {SCHEMA_VERSION}")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None)
         try:
             check_connected(path, self._conn, SCHEMA_VERSION)
