@@ -37,6 +37,13 @@ class ProviderSettings(BaseModel):
     backoff_s: float = Field(default=0.5, ge=0.0, description="First retry delay; doubles each retry, with jitter.")
     max_connection_age_s: float = Field(default=3300.0, gt=0.0, description="Upstream WebSocket rotation age.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
+    max_connections: int = Field(default=1024, ge=1, description="HTTP connections open to the upstream at once.")
+    max_idle_connections: int = Field(default=256, ge=0, description="HTTP connections kept open between turns.")
+    stateful: bool = Field(
+        default=True,
+        description="openai-responses only: false for an upstream that keeps no responses (vLLM, SGLang): every"
+        " turn goes up with the full context, in one request.",
+    )
     prompt_caching: bool = Field(default=True, description="anthropic only: cache_control breakpoints.")
 
 

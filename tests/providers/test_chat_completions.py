@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -167,6 +168,25 @@ async def test_stopping_at_the_first_event_releases_the_connection(make_provider
     stream = make_provider().stream(make_request(USER))
     assert isinstance(await anext(stream), ReasoningSummaryDelta)
     await stream.aclose()
+
+
+async def test_turns_in_a_row_reuse_one_connection(make_provider: ProviderFactory, fake: FakeChatCompletions) -> None:
+    # The body's end after [DONE] is read, so each connection goes back to the pool rather than being closed.
+    provider = make_provider()
+    for _ in range(20):
+        await collect(provider, make_request(USER))
+    assert len(fake.requests) == 20
+    assert fake.http_connections == 1
+
+
+async def test_concurrent_turns_open_no_more_connections_than_run_at_once(
+    make_provider: ProviderFactory, fake: FakeChatCompletions
+) -> None:
+    provider = make_provider()
+    for _ in range(10):
+        await asyncio.gather(*(collect(provider, make_request(USER)) for _ in range(20)))
+    assert len(fake.requests) == 200
+    assert fake.http_connections <= 20
 
 
 # -- retries before the first byte -----------------------------------------------------------------------------

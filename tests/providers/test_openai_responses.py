@@ -291,6 +291,46 @@ async def test_store_false_sends_deltas_on_each_lanes_own_socket(fake: FakeRespo
         assert all(r.previous_response_id is not None and len(r.input) == 1 for r in chain[1:])
 
 
+async def test_http_turns_in_a_row_reuse_one_connection(fake: FakeResponsesUpstream) -> None:
+    # The stream's end after response.completed is read, so the connection goes back to the pool.
+    provider = provider_for(fake.base_url, "http")
+    chat = Chat(provider)
+    for _ in range(5):
+        await chat.turn([user("Go.")])
+    await provider.aclose()
+    assert len(fake.requests) == 5
+    assert fake.http_connections == 1
+
+
+@TRANSPORTS
+@pytest.mark.parametrize("store", [True, False])
+async def test_a_stateless_upstream_gets_the_full_context_in_one_request(transport: Transport, store: bool) -> None:
+    with FakeResponsesUpstream(LOOP, api_key=KEY, stateful=False) as fake:
+        provider = OpenAIResponsesProvider(
+            "up", UpstreamOptions(fake.base_url, api_key=KEY, backoff_s=0.0), transport=transport, stateful=False
+        )
+        chat = Chat(provider, store=store)
+        await chat.turn([user("Go.")])
+        for _ in range(3):
+            await chat.turn()
+        await provider.aclose()
+        records = fake.requests
+    assert len(records) == 4, "one request a turn: no delta refused first"
+    assert all(record.previous_response_id is None for record in records)
+    assert all(record.body["store"] is False for record in records)
+    assert [len(record.input) for record in records] == [1, 3, 5, 7]
+
+
+async def test_a_stateful_provider_against_a_stateless_upstream_pays_two_requests_a_turn() -> None:
+    with FakeResponsesUpstream(LOOP, api_key=KEY, stateful=False) as fake:
+        provider = provider_for(fake.base_url, "http")
+        chat = Chat(provider)
+        await chat.turn([user("Go.")])
+        await chat.turn()
+        await provider.aclose()
+        assert [record.previous_response_id is None for record in fake.requests] == [True, False, True]
+
+
 async def test_store_false_over_http_always_sends_the_full_context(fake: FakeResponsesUpstream) -> None:
     provider = provider_for(fake.base_url, "http")
     chat = Chat(provider, store=False)

@@ -12,9 +12,10 @@ final, so the client never sees a turn generated twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +35,15 @@ from tether.providers.upstream_errors import (
 )
 from tether.types import JSONObject
 
+DRAIN_BYTES = 65_536
+"""The most read after an answer's end so that its connection can be reused."""
+DRAIN_S = 1.0
+"""The longest wait for an answer's body to end after its last event."""
+
+
+def _is_done(event: ServerSentEvent) -> bool:
+    return event.is_done
+
 
 class UpstreamFields(Protocol):
     """The fields of a provider's config that :func:`upstream_options` reads (``ProviderSettings`` has them)."""
@@ -50,6 +60,10 @@ class UpstreamFields(Protocol):
     def backoff_s(self) -> float: ...
     @property
     def headers(self) -> dict[str, str]: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_idle_connections(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +79,8 @@ class UpstreamOptions:
         backoff_s: the first retry delay; it doubles on each retry, with jitter.
         max_retry_delay_s: the longest wait before a retry; a ``retry-after`` asking for more fails the turn now.
         headers: extra headers sent with every request (their values are redacted like the key).
+        max_connections: connections open to the upstream at once; a turn past them waits for one.
+        max_idle_connections: connections kept open between turns (each turn on a new one costs a TCP handshake).
     """
 
     base_url: str
@@ -75,6 +91,8 @@ class UpstreamOptions:
     backoff_s: float = 0.5
     max_retry_delay_s: float = 30.0
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    max_connections: int = 1024
+    max_idle_connections: int = 256
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -102,6 +120,8 @@ def upstream_options(config: UpstreamFields, api_key: str | None, *, default_bas
         max_retries=config.max_retries,
         backoff_s=config.backoff_s,
         headers=dict(config.headers),
+        max_connections=config.max_connections,
+        max_idle_connections=config.max_idle_connections,
     )
 
 
@@ -129,6 +149,10 @@ class UpstreamHTTP:
             base_url=options.base_url,
             headers={**(headers or {}), **options.headers, **auth_headers, "accept": "text/event-stream"},
             timeout=httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=options.max_connections,
+                max_keepalive_connections=min(options.max_idle_connections, options.max_connections),
+            ),
             transport=transport,
         )
 
@@ -192,16 +216,26 @@ class UpstreamHTTP:
         message = sanitise(error_message(body), self.secrets)
         return UpstreamReportedError(status, error_code(payload), message, headers)
 
-    async def sse(self, response: httpx.Response, deadline: float) -> AsyncGenerator[ServerSentEvent, None]:
+    async def sse(
+        self, response: httpx.Response, deadline: float, last: Callable[[ServerSentEvent], bool] = _is_done
+    ) -> AsyncGenerator[ServerSentEvent, None]:
         """The answer's Server-Sent Events (split on CR/LF only).
+
+        Before the event ``last`` recognises as the answer's end is yielded, the rest of the body is read, so that
+        a consumer that stops there leaves the connection to the pool (see :func:`_drain`).
 
         Raises:
             UpstreamConnectionError: (``mid_turn``) the stream broke, could not be read, or outlived ``deadline``.
         """
         decoder = SSEDecoder()
+        chunks = response.aiter_bytes()
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in chunks:
                 for event in decoder.decode(chunk):
+                    if last(event):
+                        # What follows [DONE] is only the body's end: read it, so the connection goes back to the
+                        # pool instead of being closed (a new TCP connection a turn costs more than the turn).
+                        await _drain(chunks)
                     yield event
                 if time.monotonic() > deadline:
                     raise self._timeout(mid_turn=True)
@@ -297,6 +331,18 @@ class UpstreamClient:
                 yield event
         except UpstreamConnectionError as error:
             raise protocol_error(self.provider, error, self.secrets) from None
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what is left of a finished answer, up to :data:`DRAIN_BYTES` and :data:`DRAIN_S`: past either, the
+    connection is closed rather than pooled."""
+    left = DRAIN_BYTES
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(DRAIN_S):
+            async for chunk in chunks:
+                left -= len(chunk)
+                if left < 0:
+                    return
 
 
 def event_json(provider: str, event: ServerSentEvent) -> JSONObject:

@@ -5,6 +5,9 @@ as that response's id plus the turn's new items (:mod:`tether.providers.response
 cannot continue (``previous_response_not_found``, a dropped socket, a ``store=false`` response on another socket,
 a restart that emptied the id map) the turn goes up with the full context tether holds, before anything reached
 the client, so the client never notices. Upstream ids never leave this module: clients see tether's ids.
+
+An upstream declared stateless (``stateful = false``: vLLM's or SGLang's ``/v1/responses`` without a store) gets
+every turn with the full context and ``store: false``, in one request: no delta for it to refuse first.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from tether.providers.responses_payload import (
 from tether.providers.responses_ws import SocketPool, exchange, websocket_url
 from tether.providers.retry import Sleep
 from tether.providers.upstream_errors import UpstreamConnectionError, UpstreamReportedError, protocol_error
+from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.providers")
 
@@ -47,6 +51,8 @@ class ResponsesFields(UpstreamFields, Protocol):
     def transport(self) -> Literal["http", "websocket"]: ...
     @property
     def max_connection_age_s(self) -> float: ...
+    @property
+    def stateful(self) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -67,6 +73,7 @@ class OpenAIResponsesProvider:
         transport: ``"http"`` (``POST /responses`` with SSE) or ``"websocket"`` (WebSocket mode, one socket per lane).
         max_connection_age_s: WebSocket rotation age, below the upstream's cap (OpenAI: 60 min, xAI: 25 min).
         id_map_size: how many tether → upstream response ids are remembered.
+        stateful: ``False`` for an upstream that keeps no responses: every turn goes up whole, ``store: false``.
         http_transport: an httpx transport, for tests.
         sleep: the retry sleep, for tests.
     """
@@ -79,12 +86,14 @@ class OpenAIResponsesProvider:
         transport: Literal["http", "websocket"] = "http",
         max_connection_age_s: float = 3300.0,
         id_map_size: int = 100_000,
+        stateful: bool = True,
         http_transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep | None = None,
     ) -> None:
         self.name = name
         self.options = options
-        self.ids = ResponseIdMap(id_map_size)
+        self.stateful = stateful
+        self.ids = ResponseIdMap(id_map_size if stateful else 1)
         self.secrets = options.secrets
         self.backoff = options.backoff(name, sleep)
         self._http: ResponsesHTTPTransport | None = None
@@ -107,7 +116,13 @@ class OpenAIResponsesProvider:
     def from_config(cls, name: str, config: ResponsesFields, api_key: str | None) -> OpenAIResponsesProvider:
         """Build from a ``[providers.NAME]`` section with ``kind = "openai-responses"``."""
         options = upstream_options(config, api_key, default_base_url=DEFAULT_BASE_URL)
-        return cls(name, options, transport=config.transport, max_connection_age_s=config.max_connection_age_s)
+        return cls(
+            name,
+            options,
+            transport=config.transport,
+            max_connection_age_s=config.max_connection_age_s,
+            stateful=config.stateful,
+        )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
         """Run one turn upstream: as a delta when the upstream holds the parent, else with the full context.
@@ -115,7 +130,7 @@ class OpenAIResponsesProvider:
         Raises:
             ProtocolError: the upstream failed (after the retries allowed, or after events were yielded).
         """
-        attempt = _Attempt()
+        attempt = _Attempt(full_context=not self.stateful)
         while True:
             started = False
             try:
@@ -164,7 +179,7 @@ class OpenAIResponsesProvider:
         reader = ResponsesEventReader()
         finish: Finish | None = None
         async with contextlib.aclosing(
-            self._http.events(create_body(request, previous), request.trace_headers)
+            self._http.events(self._body(request, previous), request.trace_headers)
         ) as events:
             async for raw in events:
                 for event in reader.feed(raw):
@@ -189,7 +204,7 @@ class OpenAIResponsesProvider:
             held = socket.holds
             previous = None if attempt.full_context else continuation_of(request, self.ids, held_by_connection=held)
             attempt.sent_delta = previous is not None
-            frame = {"type": "response.create", **create_body(request, previous)}
+            frame = {"type": "response.create", **self._body(request, previous)}
             reader = ResponsesEventReader()
             async with contextlib.aclosing(exchange(socket, frame, self.options.timeout_s)) as upstream_events:
                 async for raw in upstream_events:
@@ -215,8 +230,14 @@ class OpenAIResponsesProvider:
 
     # -- decisions -----------------------------------------------------------------------------------------
 
+    def _body(self, request: ProviderRequest, previous: str | None) -> JSONObject:
+        body = create_body(request, previous)
+        if not self.stateful:
+            body["store"] = False  # tether holds the state; nothing up there could continue it
+        return body
+
     def _remember(self, request: ProviderRequest, reader: ResponsesEventReader) -> None:
-        if reader.upstream_id is not None:
+        if self.stateful and reader.upstream_id is not None:
             self.ids.put(request.response_id, UpstreamRef(reader.upstream_id, stored=stores_upstream(request)))
 
     def _fall_back(self, request: ProviderRequest, attempt: _Attempt, reason: str) -> None:

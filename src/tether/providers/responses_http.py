@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Mapping
 
 import httpx2 as httpx
 
+from tether.protocol.sse import ServerSentEvent
 from tether.providers.http_upstream import UpstreamHTTP, UpstreamOptions
 from tether.providers.responses_events import decode_event, reported_error
 from tether.providers.upstream_errors import UpstreamConnectionError
@@ -56,7 +57,7 @@ class ResponsesHTTPTransport:
                 for event in _events_of_whole_response(decode_event(whole)):
                     yield event
                 return
-            async for sse in self._http.sse(response, deadline):
+            async for sse in self._http.sse(response, deadline, _is_last):
                 if sse.is_done:
                     return
                 yield decode_event(sse.data)
@@ -65,6 +66,15 @@ class ResponsesHTTPTransport:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+_TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
+
+
+def _is_last(event: ServerSentEvent) -> bool:
+    """An answer's last event: ``[DONE]``, or a terminal event named in its ``event`` field (as OpenAI frames
+    them; an unnamed one is not recognised, and its connection is closed rather than pooled)."""
+    return event.is_done or event.event in _TERMINAL
 
 
 def _events_of_whole_response(response: JSONObject) -> list[JSONObject]:

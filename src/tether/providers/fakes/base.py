@@ -141,6 +141,7 @@ class FakeUpstream(abc.ABC):
         self._failures: deque[_Failure] = deque()
         self._cuts = 0
         self._answers = 0
+        self._clients: set[tuple[str, int]] = set()
         self._port = 0
         self._server: ThreadedServer | None = None
 
@@ -156,6 +157,12 @@ class FakeUpstream(abc.ABC):
         """Every request received so far, oldest first (a copy)."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def http_connections(self) -> int:
+        """TCP connections that carried requests so far (told apart by the client's address and port)."""
+        with self._lock:
+            return len(self._clients)
 
     def fail_next(
         self,
@@ -210,6 +217,8 @@ class FakeUpstream(abc.ABC):
         )
         with self._lock:
             self._requests.append(recorded)
+            if request.client is not None:
+                self._clients.add((request.client.host, request.client.port))
         return recorded, body
 
     async def _handle(self, request: Request) -> Response:

@@ -102,6 +102,8 @@ class FakeResponsesUpstream:
         api_key: when set, requests without ``Authorization: Bearer <api_key>`` are refused with 401.
         chunk_size: characters per streamed delta.
         max_connection_age_s: when set, a socket this old gets ``websocket_connection_limit_reached`` and is closed.
+        stateful: ``False`` keeps no response at all, as vLLM's or SGLang's ``/v1/responses`` without a store:
+            every ``previous_response_id`` is ``previous_response_not_found``.
     """
 
     def __init__(
@@ -111,11 +113,13 @@ class FakeResponsesUpstream:
         api_key: str | None = None,
         chunk_size: int = 8,
         max_connection_age_s: float | None = None,
+        stateful: bool = True,
     ) -> None:
         self.script: Script | None = None if script is None else _as_script(script)
         self.api_key = api_key
         self.chunk_size = max(1, chunk_size)
         self.max_connection_age_s = max_connection_age_s
+        self.stateful = stateful
         self._lock = threading.Lock()
         self._requests: list[RecordedCreate] = []
         self._stored: dict[str, list[Item]] = {}
@@ -124,6 +128,7 @@ class FakeResponsesUpstream:
         self._failures: deque[_Failure] = deque()
         self._drops: deque[int] = deque()
         self._connections = 0
+        self._clients: set[tuple[str, int]] = set()
         self._port = 0
         self._server: ThreadedServer | None = None
 
@@ -149,6 +154,12 @@ class FakeResponsesUpstream:
         """WebSocket connections accepted so far."""
         with self._lock:
             return self._connections
+
+    @property
+    def http_connections(self) -> int:
+        """TCP connections that carried HTTP requests so far (told apart by the client's address and port)."""
+        with self._lock:
+            return len(self._clients)
 
     # -- knobs ---------------------------------------------------------------------------------------------
 
@@ -204,6 +215,9 @@ class FakeResponsesUpstream:
         except orjson.JSONDecodeError:
             body = None
         self._record("http", None, headers, body if isinstance(body, dict) else {})
+        if request.client is not None:
+            with self._lock:
+                self._clients.add((request.client.host, request.client.port))
         if not self._authorized(headers):
             return _http_error(ProtocolError(401, "invalid_api_key", "Incorrect API key provided."))
         failure = self._next(self._failures)
@@ -327,7 +341,7 @@ class FakeResponsesUpstream:
         if previous is None:
             return []
         with self._lock:
-            if isinstance(previous, str) and previous not in self._forgotten:
+            if self.stateful and isinstance(previous, str) and previous not in self._forgotten:
                 if local is not None and local.response_id == previous:
                     return local.context
                 if previous in self._stored:
