@@ -265,3 +265,31 @@ async def test_an_idempotent_retry_on_other_nodes_follows_the_one_generation(clu
     assert {answer["status"] for answer in answers} == {"completed"}
     assert len({json.dumps(answer["output"]) for answer in answers}) == 1
     assert [turn["state"] for turn in cluster.turns()] == ["done"]
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+async def test_a_turn_longer_than_the_shutdown_grace_is_given_up_and_generated_once_more(cluster: Cluster) -> None:
+    long_input = "tell the story " * 40  # about 2.5 s of output at the paced rate, past the 2 s shutdown grace
+    async with AsyncSession(cluster.base_url, model="echo", transport="websocket", seed=3) as session:
+        stream = session.stream(long_input)
+        texts: list[str] = []
+        first_id: str | None = None
+        async for delta in stream:
+            if isinstance(delta, TurnReset):
+                texts = []
+            elif isinstance(delta, TextDelta):
+                texts.append(delta.text)
+                if first_id is None and len(texts) == 2:
+                    pending = session.pending
+                    assert pending is not None
+                    first_id = pending.response_id
+                    assert first_id is not None
+                    await asyncio.to_thread(cluster.node(cluster.node_of(first_id)).stop)
+        result = stream.result
+
+    assert result.status == "completed"
+    assert "".join(texts) == result.text
+    assert result.response_id != first_id
+    assert session.stats.interrupted == 1
+    states = {turn["id"]: turn["state"] for turn in cluster.turns()}
+    assert states == {first_id: "interrupted", result.response_id: "done"}

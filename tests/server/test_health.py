@@ -16,6 +16,7 @@ from store.backends import (
     redis_unreachable,
     unique_name,
 )
+from tether.netem.proxy import ShapingProxy
 
 from .wire import ServerFactory
 
@@ -51,3 +52,28 @@ async def test_a_cluster_node_is_ready_while_its_store_answers(
         fetched = await client.get(f"/v1/responses/{created.json()['id']}")
     assert ready.json() == {"status": "ready", "store": "reachable"}
     assert fetched.json()["output"] == created.json()["output"]
+
+
+async def test_ready_says_unavailable_while_the_store_is_cut_off(make_server: ServerFactory) -> None:
+    reason = redis_unreachable()
+    if reason is not None:
+        pytest.skip(reason)
+    name = unique_name("redis")
+    try:
+        with ShapingProxy("127.0.0.1", 6379, "loopback", seed=1).start_in_thread() as proxy:
+            server = make_server(store_url=f"redis://{proxy.host}:{proxy.port}/0?prefix={name}:")
+            async with httpx.AsyncClient(base_url=f"http://{server.host}:{server.port}", timeout=30.0) as client:
+                assert (await client.get("/health/ready")).status_code == 200
+                proxy.cut("blackhole", hold_new=True)  # the store stops answering, and so does every new connection
+                cut_off = await client.get("/health/ready")
+                alive = await client.get("/health")
+                proxy.restore()
+                back = await client.get("/health/ready")
+    finally:
+        await delete_redis_prefix(f"{name}:")
+
+    assert cut_off.status_code == 503
+    assert cut_off.json()["status"] == "unavailable"
+    assert cut_off.json()["store"] == "unreachable"
+    assert alive.json() == {"status": "ok"}  # liveness does not depend on the store
+    assert back.status_code == 200

@@ -59,6 +59,18 @@ def _builder(response_id: str, log: StreamLog) -> InterruptEvents:
     return build
 
 
+_ENDINGS = frozenset({"error", "response.completed", "response.failed", "response.incomplete"})
+
+
+def _until_terminal(events: list[StreamEvent]) -> list[StreamEvent]:
+    """The events before the first ending one: a turn ends in the shared log only through its fenced commit (or as
+    interrupted), never by the events a cancelled generation writes into its own log on the way out."""
+    for index, event in enumerate(events):
+        if event.get("type") in _ENDINGS:
+            return events[:index]
+    return events
+
+
 class Publisher:
     """Copies a generating turn's events to the shared log, then to the log its clients follow (``visible``)."""
 
@@ -112,7 +124,7 @@ class Publisher:
 
     async def _push(self) -> None:
         async with self._lock:
-            batch = self.source.events[self._published :]
+            batch = _until_terminal(self.source.events[self._published :])
             if not batch or self._finished or self._lost:
                 return
             try:
