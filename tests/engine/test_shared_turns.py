@@ -151,6 +151,7 @@ async def test_a_lapsed_lease_interrupts_the_turn_and_the_retry_generates_once(
     again = await a.engine.create(request(model="gated", input="hi", **KEY), tenant=TENANT)
     assert terminal(await asyncio.wait_for(events_of(a.engine, again), BOUND_S))["id"] == terminal(retried)["id"]
     assert a.engine.stats.generations + b.engine.stats.generations == 2  # the interrupted one and its retry
+    assert (b.engine.shared.interrupted_for_dead_nodes, a.engine.shared.given_up) == (1, 1)
 
 
 async def test_a_delete_on_one_node_stops_continuations_on_another(nodes: Callable[[str], Node]) -> None:

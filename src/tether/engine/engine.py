@@ -44,7 +44,11 @@ _log = structlog.get_logger("tether.engine")
 
 @dataclass(slots=True)
 class EngineStats:
-    """Counters for metrics and tests: generations actually run, and turns answered without generating."""
+    """Counters for metrics and tests: generations actually run, and turns answered without generating.
+
+    (The cluster's interrupted turns are counted by :class:`~tether.engine.shared_turns.SharedTurns`: ``given_up``
+    and ``interrupted_for_dead_nodes``.)
+    """
 
     generations: int = 0
     idempotent_replays: int = 0

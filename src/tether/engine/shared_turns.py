@@ -186,6 +186,8 @@ class SharedTurns:
         self.live = live
         self.policy = policy
         self.publishers: dict[str, Publisher] = {}
+        self.given_up = 0  # this node's turns it ended as interrupted (shutdown, lost lease, store unreachable)
+        self.interrupted_for_dead_nodes = 0  # other nodes' turns this node ended after their lease lapsed
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def claim(self, tenant: str, response_id: str, key: str | None) -> Claim:
@@ -204,6 +206,7 @@ class SharedTurns:
             finally:
                 del self.publishers[lease.response_id]
                 if publisher.interrupted:
+                    self.given_up += 1
                     on_interrupted()
 
         self._spawn(run(), f"publish-{lease.response_id}")
@@ -241,7 +244,9 @@ class SharedTurns:
                     if read.state is not TurnState.RUNNING:
                         break
                     if read.lease_expired:
-                        await self.store.interrupt_turn(response_id, _builder(response_id, log))
+                        if await self.store.interrupt_turn(response_id, _builder(response_id, log)):
+                            self.interrupted_for_dead_nodes += 1
+                            _log.warning("turn.interrupted_for_dead_node", response_id=response_id, node=read.node)
                         continue
                     await self.store.wait_turn(response_id, log.last_sequence_number, self.policy.poll_s)
                     failures = 0
