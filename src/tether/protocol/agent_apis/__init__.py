@@ -15,14 +15,14 @@ For tests: :class:`MessagesStreamChecker` and :class:`ChatStreamChecker` read a 
 anything the documented format does not allow.
 """
 
-from tether.protocol.agent_apis.anthropic_reply import (
-    MessagesStreamEncoder,
+from tether.protocol.agent_apis.anthropic_body import (
     anthropic_error,
     encode_messages_event,
     messages_failure,
     messages_response,
     ping_frame,
 )
+from tether.protocol.agent_apis.anthropic_reply import MessagesStreamEncoder
 from tether.protocol.agent_apis.anthropic_request import (
     MessagesReply,
     MessagesTranslation,

@@ -25,110 +25,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tether.protocol.agent_apis.anthropic_body import (
+    PING,
+    STOP_REASONS,
+    STREAM_ERROR_TYPES,
+    StopReason,
+    message_head,
+    signature,
+    summary_text,
+    usage_of,
+)
 from tether.protocol.agent_apis.anthropic_request import MessagesReply
 from tether.protocol.agent_apis.common import (
     ResponsesUsage,
     StopScanner,
     arguments_object,
-    cut_at_stop,
     failed_error,
     incomplete_reason,
-    public_id,
     stream_error,
     tool_use_id,
 )
-from tether.protocol.errors import ProtocolError
-from tether.protocol.sse import encode_event
 from tether.types import Event, Item, JSONObject
 
-__all__ = [
-    "MessagesStreamEncoder",
-    "anthropic_error",
-    "encode_messages_event",
-    "messages_failure",
-    "messages_response",
-    "ping_frame",
-]
+__all__ = ["MessagesStreamEncoder"]
 
-StopReason = Literal["end_turn", "max_tokens", "tool_use", "refusal", "stop_sequence"]
 BlockKind = Literal["text", "tool_use", "thinking"]
-
-_STOP_REASONS: dict[str, StopReason] = {"max_output_tokens": "max_tokens", "content_filter": "refusal"}
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-_STREAM_ERROR_TYPES = {"rate_limit_exceeded": "rate_limit_error", "overloaded": "overloaded_error"}
-_PING: Event = {"type": "ping"}
-
-
-def encode_messages_event(event: Event) -> bytes:
-    """One Messages SSE frame: ``event: <type>`` and ``data: <json>`` (the API sends no ``[DONE]``)."""
-    return encode_event(event)
-
-
-def ping_frame() -> bytes:
-    """An ``event: ping`` frame: the Messages API's own keep-alive, which clients ignore."""
-    return encode_event(_PING)
-
-
-def anthropic_error(error: ProtocolError) -> JSONObject:
-    """A protocol error in the Messages API's error shape: ``{"type": "error", "error": {"type", "message"}}``.
-
-    The HTTP status stays ``error.status``; the error type follows it (``invalid_request_error`` for 400,
-    ``rate_limit_error`` for 429, ``api_error`` for 5xx, ...).
-    """
-    return {"type": "error", "error": {"type": _ERROR_TYPES.get(error.status, "api_error"), "message": error.message}}
-
-
-def messages_failure(response: JSONObject) -> tuple[int, JSONObject]:
-    """The HTTP status and Messages error body for a ``failed`` Responses response object (429 for a rate limit,
-    else 500 ``api_error``)."""
-    code, message = failed_error(response)
-    kind = _STREAM_ERROR_TYPES.get(code, "api_error")
-    return (429 if kind == "rate_limit_error" else 500), {"type": "error", "error": {"type": kind, "message": message}}
-
-
-def messages_response(response: JSONObject, reply: MessagesReply) -> JSONObject:
-    """The non-streamed Messages body for a finished Responses response object.
-
-    Args:
-        response: the response object (``status`` ``completed`` or ``incomplete``; for a ``failed`` one answer
-            :func:`messages_failure` instead).
-        reply: from the request's translation.
-
-    Returns:
-        ``{"id", "type": "message", "role": "assistant", "model", "content", "stop_reason", "stop_sequence",
-        "usage"}``.
-    """
-    content: list[JSONObject] = []
-    for item in response.get("output") or ():
-        if isinstance(item, dict):
-            content += _item_blocks(item, reply)
-    content, hit = _cut_at_stop(content, reply.stop_sequences)
-    return {
-        **_message_head(response.get("id"), reply.model, content),
-        "stop_reason": "stop_sequence" if hit is not None else _stop_reason(response, content),
-        "stop_sequence": hit,
-        "usage": _usage(ResponsesUsage.of(response.get("usage"))),
-    }
-
-
-def _cut_at_stop(content: list[JSONObject], sequences: tuple[str, ...]) -> tuple[list[JSONObject], str | None]:
-    """The blocks up to the first stop sequence in a text block (cut there), and the sequence."""
-    for position, block in enumerate(content):
-        if block["type"] != "text":
-            continue
-        text, hit = cut_at_stop(block["text"], sequences)
-        if hit is not None:
-            kept = content[:position]
-            return ([*kept, {**block, "text": text}] if text else kept), hit
-    return content, None
 
 
 @dataclass(slots=True)
@@ -158,7 +79,7 @@ class MessagesStreamEncoder:
         self.reply = reply
         self.finished = False
         self._started = False
-        self._message: JSONObject = _message_head(None, reply.model, [])
+        self._message: JSONObject = message_head(None, reply.model, [])
         self._blocks: dict[tuple[int, int], _Block] = {}
         self._closed: set[tuple[int, int]] = set()
         self._next_index = 0
@@ -211,10 +132,10 @@ class MessagesStreamEncoder:
     def _start(self, response: Any) -> list[Event]:
         self._started = True
         response_id = response.get("id") if isinstance(response, dict) else None
-        self._message = _message_head(response_id, self.reply.model, [])
-        usage = {**_usage(ResponsesUsage()), "input_tokens": self.reply.input_tokens}
+        self._message = message_head(response_id, self.reply.model, [])
+        usage = {**usage_of(ResponsesUsage()), "input_tokens": self.reply.input_tokens}
         start = {**self._message, "content": [], "stop_reason": None, "usage": usage}
-        return [{"type": "message_start", "message": start}, dict(_PING)]
+        return [{"type": "message_start", "message": start}, dict(PING)]
 
     def _finish(self, response: JSONObject) -> list[Event]:
         out: list[Event] = []
@@ -224,10 +145,10 @@ class MessagesStreamEncoder:
         stop_reason: StopReason = "tool_use" if self._calls_tool else "end_turn"
         reason = incomplete_reason(response)
         if reason is not None:
-            stop_reason = _STOP_REASONS.get(reason, "end_turn")
+            stop_reason = STOP_REASONS.get(reason, "end_turn")
         if self._stop_hit is not None:
             stop_reason = "stop_sequence"
-        usage = _usage(ResponsesUsage.of(response.get("usage")))
+        usage = usage_of(ResponsesUsage.of(response.get("usage")))
         self._message.update(stop_reason=stop_reason, stop_sequence=self._stop_hit, usage=usage)
         stop = {"stop_reason": stop_reason, "stop_sequence": self._stop_hit}
         delta = {"type": "message_delta", "delta": stop, "usage": usage}
@@ -235,7 +156,7 @@ class MessagesStreamEncoder:
 
     def _error(self, code: str, message: str) -> list[Event]:
         self.finished = True
-        kind = _STREAM_ERROR_TYPES.get(code, "api_error")
+        kind = STREAM_ERROR_TYPES.get(code, "api_error")
         return [{"type": "error", "error": {"type": kind, "message": message}}]
 
     # -- blocks --------------------------------------------------------------------------------------------
@@ -258,12 +179,12 @@ class MessagesStreamEncoder:
             out += self._catch_up((output_index, -1), item.get("arguments"))
         elif kind == "reasoning" and (output_index, -1) in self._blocks:
             block = self._blocks[(output_index, -1)]
-            if not block.started and _summary_text(item):
-                out += self._thinking(output_index, 0, _summary_text(item))
+            if not block.started and summary_text(item):
+                out += self._thinking(output_index, 0, summary_text(item))
             if block.started:
-                signature = {"type": "signature_delta", "signature": _signature(item)}
-                out.append(self._delta_event(block, signature))
-                self._content(block)["signature"] = signature["signature"]
+                signed = {"type": "signature_delta", "signature": signature(item)}
+                out.append(self._delta_event(block, signed))
+                self._content(block)["signature"] = signed["signature"]
         elif kind == "message":
             for content_index, part in enumerate(item.get("content") or ()):
                 if isinstance(part, dict):
@@ -373,64 +294,3 @@ class MessagesStreamEncoder:
     @staticmethod
     def _delta_event(block: _Block, delta: JSONObject) -> Event:
         return {"type": "content_block_delta", "index": block.index, "delta": delta}
-
-
-# -- shared --------------------------------------------------------------------------------------------------
-
-
-def _message_head(response_id: Any, model: str, content: list[JSONObject]) -> JSONObject:
-    return {
-        "id": public_id("msg_", response_id),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": _usage(ResponsesUsage()),
-    }
-
-
-def _usage(usage: ResponsesUsage) -> JSONObject:
-    return {
-        "input_tokens": usage.uncached_input_tokens,
-        "cache_creation_input_tokens": usage.cache_write_tokens,
-        "cache_read_input_tokens": usage.cached_tokens,
-        "output_tokens": usage.output_tokens,
-    }
-
-
-def _stop_reason(response: JSONObject, content: list[JSONObject]) -> StopReason:
-    reason = incomplete_reason(response)
-    if reason is not None:
-        return _STOP_REASONS.get(reason, "end_turn")
-    return "tool_use" if any(block["type"] == "tool_use" for block in content) else "end_turn"
-
-
-def _item_blocks(item: Item, reply: MessagesReply) -> list[JSONObject]:
-    kind = item.get("type")
-    if kind == "message":
-        blocks = []
-        for part in item.get("content") or ():
-            text = part.get("text", part.get("refusal")) if isinstance(part, dict) else None
-            if isinstance(text, str) and text:
-                blocks.append({"type": "text", "text": text})
-        return blocks
-    if kind == "function_call":
-        call_id = tool_use_id(str(item.get("call_id") or "call"))
-        input_value = arguments_object(item.get("arguments"))
-        return [{"type": "tool_use", "id": call_id, "name": str(item.get("name") or ""), "input": input_value}]
-    if kind == "reasoning" and reply.thinking and _summary_text(item):
-        return [{"type": "thinking", "thinking": _summary_text(item), "signature": _signature(item)}]
-    return []
-
-
-def _summary_text(item: Item) -> str:
-    parts = [item.get("summary") or (), item.get("content") or ()]
-    texts = [p["text"] for group in parts for p in group if isinstance(p, dict) and isinstance(p.get("text"), str)]
-    return "\n\n".join(text for text in texts if text)
-
-
-def _signature(item: Item) -> str:
-    encrypted = item.get("encrypted_content")
-    return encrypted if isinstance(encrypted, str) else ""
