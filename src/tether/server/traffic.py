@@ -16,6 +16,7 @@ from tether.server.metrics import Metrics
 
 _log = structlog.get_logger("tether.access")
 
+QUIET_PATHS = frozenset({"/metrics", "/health"})
 ERROR_BODY_LIMIT = 8192  # error envelopes are small; a larger 4xx body is not one of tether's
 
 
@@ -150,5 +151,7 @@ def _access_line(scope: Scope, exchange: _Exchange, seconds: float) -> None:
         _log.error("http.access", **fields)
     elif exchange.status >= 400:
         _log.warning("http.access", **fields)
+    elif fields["path"] in QUIET_PATHS:
+        _log.debug("http.access", **fields)  # scrapers and health checks poll; their lines would drown the rest
     else:
         _log.info("http.access", **fields)
