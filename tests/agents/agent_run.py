@@ -1,10 +1,12 @@
-"""Run Claude Code (``claude -p``) through ``tether edge`` → ``tether serve`` → an upstream, all on this loopback.
+"""Run a real agent CLI (Claude Code's ``claude -p``, Codex's ``codex exec``) through ``tether edge`` →
+``tether serve`` → an upstream, all on this loopback.
 
 Meant to run inside a network namespace with only loopback (``unshare -n`` + ``ip link set lo up``), so nothing can
 leave the machine. Writes one JSON object (``--out``): what the agent printed, what the upstream recorded, what the edge
-captured from the agent, and the edge's counters. ``tests/edge/test_claude_code.py`` runs it and checks the result.
+captured from the agent, and the edge's counters. ``tests/edge/test_real_agents.py`` runs it and checks the result.
 
-    python tests/agents/claude_run.py --upstream fake|scripted --workdir DIR --prompt TEXT --out FILE
+    python tests/agents/agent_run.py --agent claude|codex --upstream fake|scripted --workdir DIR --prompt TEXT \
+        --out FILE
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from tether.providers.fakes import FakeAnthropic
 from tether.server.runner import serve_in_thread
 from tether.settings import Settings
 
-CLAUDE = Path(__file__).parent / "node_modules" / ".bin" / "claude"
+BIN = Path(__file__).parent / "node_modules" / ".bin"
 FAKE_KEY = "sk-ant-tether-test-0000000000000000"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--agent", choices=["claude", "codex"], default="claude")
     parser.add_argument("--upstream", choices=["fake", "scripted"], required=True)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--prompt", required=True)
@@ -55,22 +58,15 @@ def main() -> int:
             with edge_in_thread(config, port=free_port()) as edge:
                 home = args.workdir / "home"
                 home.mkdir(exist_ok=True)
-                env = {
-                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-                    "ANTHROPIC_BASE_URL": edge.base_url, "ANTHROPIC_API_KEY": FAKE_KEY,
-                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",
-                    "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
-                }  # fmt: skip
                 project = args.workdir / "project"
                 project.mkdir(exist_ok=True)
-                command = [str(CLAUDE), "-p", args.prompt, "--tools", args.allowed_tools,
-                           "--allowedTools", args.allowed_tools, "--output-format", "json"]  # fmt: skip
+                command, env = _command(args, edge.base_url, home)
                 try:
                     ran = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
                                          timeout=args.timeout, check=False)  # fmt: skip
                     result.update(returncode=ran.returncode, stdout=ran.stdout[-20000:], stderr=ran.stderr[-5000:])
                 except subprocess.TimeoutExpired:
-                    result.update(returncode=None, stdout="", stderr=f"claude did not finish in {args.timeout} s")
+                    result.update(returncode=None, stdout="", stderr=f"{args.agent} did not finish in {args.timeout} s")
                 result["status"] = httpx.get(edge.base_url + "/tether/edge/status").json()
                 result["captured"] = httpx.get(edge.base_url + "/tether/edge/captured").json()
         if fake is not None:
@@ -80,6 +76,27 @@ def main() -> int:
             ]
     args.out.write_text(json.dumps(result))
     return 0
+
+
+def _command(args: argparse.Namespace, edge_url: str, home: Path) -> tuple[list[str], dict[str, str]]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    if args.agent == "claude":
+        env.update({
+            "ANTHROPIC_BASE_URL": edge_url, "ANTHROPIC_API_KEY": FAKE_KEY,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",
+            "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
+        })  # fmt: skip
+        command = [str(BIN / "claude"), "-p", args.prompt, "--tools", args.allowed_tools,
+                   "--allowedTools", args.allowed_tools, "--output-format", "json"]  # fmt: skip
+        return command, env
+    codex_home = home / ".codex"
+    codex_home.mkdir(exist_ok=True)
+    env.update({"CODEX_HOME": str(codex_home), "TETHER_AGENT_KEY": FAKE_KEY})
+    provider = (f'model_providers.tether={{name="tether", base_url="{edge_url}/v1", wire_api="responses", '
+                'env_key="TETHER_AGENT_KEY", supports_websockets=true}')  # fmt: skip
+    command = [str(BIN / "codex"), "exec", "--skip-git-repo-check", "--json", "-c", 'model_provider="tether"',
+               "-c", provider, "-m", "gpt-test", "--sandbox", "read-only", args.prompt]  # fmt: skip
+    return command, env
 
 
 def _safe(headers: dict[str, str]) -> dict[str, str]:
