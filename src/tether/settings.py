@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * MIB, ge=1024, description="Largest HTTP body or WebSocket message.")
     response_ttl_s: float | None = Field(default=30 * 24 * 3600.0, description="Stored responses expire after this.")
     hot_cache_size: int = Field(default=10_000, ge=0, description="Contexts of stored responses kept in memory.")
+    hot_cache_bytes: int = Field(
+        default=512 * MIB, ge=0, description="At most this much context JSON in the hot cache (each entry counted)."
+    )
+    max_input_items: int = Field(
+        default=10_000, ge=1, description="The most input items one request may carry (400 too_many_input_items)."
+    )
     snapshot_every: int = Field(default=32, ge=1, description="A full-context snapshot every N responses of a chain.")
     purge_interval_s: float = Field(default=600.0, gt=0.0, description="How often expired responses are purged.")
     resume_grace_s: float = Field(

@@ -23,10 +23,17 @@ class CachedResponse:
 
 
 class HotCache:
-    """A bounded LRU of stored (``store=true``) responses' contexts, keyed by tenant and id."""
+    """A bounded LRU of stored (``store=true``) responses' contexts, keyed by tenant and id.
 
-    def __init__(self, capacity: int) -> None:
+    Bounded twice: at most ``capacity`` entries, and at most ``max_bytes`` of their contexts' JSON (each entry
+    counted whole, though a chain's entries share items: the bound errs on the side of memory). One entry larger
+    than ``max_bytes`` is not kept at all.
+    """
+
+    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[tuple[str, str], CachedResponse] = OrderedDict()
 
     def get(self, tenant: str, response_id: str) -> CachedResponse | None:
@@ -37,16 +44,21 @@ class HotCache:
         return entry
 
     def put(self, tenant: str, entry: CachedResponse) -> None:
-        if self.capacity <= 0 or not entry.store:
+        size = entry.context.json_bytes
+        if self.capacity <= 0 or not entry.store or (self.max_bytes is not None and size > self.max_bytes):
             return
         key = (tenant, entry.response_id)
+        self.discard(*key)
         self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        self.bytes += size
+        while len(self._entries) > self.capacity or (self.max_bytes is not None and self.bytes > self.max_bytes):
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.context.json_bytes
 
     def discard(self, tenant: str, response_id: str) -> None:
-        self._entries.pop((tenant, response_id), None)
+        entry = self._entries.pop((tenant, response_id), None)
+        if entry is not None:
+            self.bytes -= entry.context.json_bytes
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -71,6 +71,7 @@ class EngineLimits:
     response_ttl_s: float | None = 30 * 24 * 3600.0
     snapshot_every: int = 32
     hot_cache_size: int = 10_000
+    hot_cache_bytes: int | None = 512 * 1024 * 1024
     resume_grace_s: float = 120.0
     continue_on_disconnect: bool = True
     shutdown_grace_s: float = 30.0
@@ -102,7 +103,7 @@ class Engine:
         self.router = router
         self.limits = limits or EngineLimits()
         self.clock = clock
-        self.hot = HotCache(self.limits.hot_cache_size)
+        self.hot = HotCache(self.limits.hot_cache_size, self.limits.hot_cache_bytes)
         self.live = LiveRegistry(self.limits.resume_grace_s)
         self.stats = EngineStats()
         self.observer = observer or TurnObserver()

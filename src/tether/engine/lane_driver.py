@@ -31,13 +31,17 @@ from tether.protocol.client_events import (
 from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.events import StreamEvent
 from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
-from tether.protocol.request import CreateRequest, decode_json_object
+from tether.protocol.request import MAX_INPUT_ITEMS, CreateRequest, check_input_items, decode_json_object
 from tether.protocol.stream import with_stream_id
 
 _log = structlog.get_logger("tether.websocket")
 
 CLOSE_NORMAL = 1000
 OUTBOX_SIZE = 1024
+
+# A lane's work: a turn (its request and who sent it), or a resume. Both count against the same lane limits, so a
+# client cannot multiply the server's memory by asking for many resumes at once (each may load a stored log).
+Job = tuple[CreateRequest, TurnOrigin] | ResumeRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +72,14 @@ class LaneDriver:
         max_age_s: float,
         drain_timeout_s: float = 60.0,
         origin: TurnOrigin | None = None,
+        max_input_items: int = MAX_INPUT_ITEMS,
     ) -> None:
         self.engine = engine
         self.connection = engine.connect(tenant)
         self.origin = origin or TurnOrigin(transport="websocket")
-        self.lanes: LaneScheduler[tuple[CreateRequest, TurnOrigin]] = LaneScheduler(limits)
+        self.lanes: LaneScheduler[Job] = LaneScheduler(limits)
         self.max_age_s = max_age_s
+        self.max_input_items = max_input_items
         self.drain_timeout_s = drain_timeout_s
         self.outbox: asyncio.Queue[StreamEvent | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -82,6 +88,9 @@ class LaneDriver:
         self._idle = asyncio.Event()
         self._idle.set()
         self._age_limit: asyncio.Task[None] | None = None
+        # A resume past its grace period loads the response's whole stored log into memory; one at a time per
+        # connection keeps a client that never reads from holding more than one such log.
+        self._replays = asyncio.Semaphore(1)
 
     @property
     def tenant(self) -> str:
@@ -107,17 +116,18 @@ class LaneDriver:
         try:
             body = decode_json_object(text)
             lane = event_lane(body)
+            check_input_items(body, self.max_input_items)
             event_type = client_event_type(body)
             if self.aged_out.is_set():
                 raise connection_limit_reached(self.max_age_s)
             event = parse_client_event(event_type, body)
+            job: Job
             if isinstance(event, ResumeRequest):
-                self._spawn(self._resume(event))
-                return
-            lane = event.stream_id
-            submitted = (event, dataclasses.replace(self.origin, request_bytes=len(text.encode())))
-            if self.lanes.submit(lane, submitted):
-                self._start(lane, submitted)
+                lane, job = event.stream_id, event
+            else:
+                lane, job = event.stream_id, (event, dataclasses.replace(self.origin, request_bytes=len(text.encode())))
+            if self.lanes.submit(lane, job):
+                self._start(lane, job)
         except ProtocolError as error:
             self.refuse(error, lane)
 
@@ -128,8 +138,16 @@ class LaneDriver:
 
     # -- turns ---------------------------------------------------------------------------------------------
 
-    def _start(self, lane: Lane, submitted: tuple[CreateRequest, TurnOrigin]) -> None:
-        self._spawn(self._run_turn(lane, *submitted))
+    def _start(self, lane: Lane, job: Job) -> None:
+        if isinstance(job, ResumeRequest):
+            self._spawn(self._run_resume(lane, job))
+        else:
+            self._spawn(self._run_turn(lane, *job))
+
+    def _start_next(self, lane: Lane) -> None:
+        if not self.closed:
+            for next_lane, next_job in self.lanes.finish(lane):
+                self._start(next_lane, next_job)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run a turn or a resume; the connection is idle again when none is left (a finishing turn starts the
@@ -144,15 +162,17 @@ class LaneDriver:
         if not self.tasks:
             self._idle.set()
 
-    async def _resume(self, resume: ResumeRequest) -> None:
-        lane = resume.stream_id
+    async def _run_resume(self, lane: Lane, resume: ResumeRequest) -> None:
         try:
-            live = await self.engine.attach(
-                self.tenant, resume.response_id, after=resume.starting_after, resume_token=resume.resume_token
-            )
-            await self._forward(live, resume.starting_after, lane)
+            async with self._replays:
+                live = await self.engine.attach(
+                    self.tenant, resume.response_id, after=resume.starting_after, resume_token=resume.resume_token
+                )
+                await self._forward(live, resume.starting_after, lane)
         except ProtocolError as error:
             await self.outbox.put(error.ws_event(stream_id=lane))
+        finally:
+            self._start_next(lane)
 
     async def _forward(self, live: LiveResponse, after: int, lane: Lane) -> None:
         async for event in self.engine.follow(live, after):
@@ -174,9 +194,7 @@ class LaneDriver:
             _log.exception("ws.turn.crashed", lane=lane)
             await self.outbox.put(server_error().ws_event(stream_id=lane))
         finally:
-            if not self.closed:
-                for next_lane, next_request in self.lanes.finish(lane):
-                    self._start(next_lane, next_request)
+            self._start_next(lane)
 
     # -- the age limit -------------------------------------------------------------------------------------
 

@@ -115,6 +115,22 @@ def decode_json_object(raw: bytes | str) -> JSONObject:
     return value
 
 
+MAX_INPUT_ITEMS = 10_000
+
+
+def check_input_items(body: JSONObject, max_items: int = MAX_INPUT_ITEMS) -> None:
+    """Refuse a request with more than ``max_items`` input items before any of them is looked at.
+
+    Raises:
+        ProtocolError: ``too_many_input_items`` (400, ``param: "input"``).
+    """
+    value = body.get("input")
+    if isinstance(value, list) and len(value) > max_items:
+        raise invalid(
+            "too_many_input_items", f"'input' has {len(value)} items; at most {max_items} are allowed.", "input"
+        )
+
+
 def parse_create(body: JSONObject, transport: Transport) -> CreateRequest:
     """Validate a create request body for the given transport.
 

@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             response_ttl_s=settings.response_ttl_s,
             snapshot_every=settings.snapshot_every,
             hot_cache_size=settings.hot_cache_size,
+            hot_cache_bytes=settings.hot_cache_bytes,
             resume_grace_s=settings.resume_grace_s,
             continue_on_disconnect=settings.continue_on_disconnect,
             shutdown_grace_s=settings.shutdown_grace_s,

@@ -11,7 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tether.protocol.errors import ProtocolError, invalid, sse_error_shape
 from tether.protocol.events import ErrorEvent, StreamEvent, TerminalEvent, is_terminal
-from tether.protocol.request import Transport, decode_json_object, parse_create
+from tether.protocol.request import CreateRequest, Transport, check_input_items, decode_json_object, parse_create
 from tether.protocol.retry import retry_headers
 from tether.protocol.sse import encode_done, encode_event
 from tether.protocol.stream import with_stream_id
@@ -60,11 +60,31 @@ def _too_large(limit: int) -> ProtocolError:
     return ProtocolError(413, "request_too_large", f"The request body exceeds the limit of {limit} bytes.")
 
 
+# Bodies above this are decoded and validated on a worker thread, so one large request does not stall the loop.
+OFF_LOOP_BYTES = 1024 * 1024
+
+
+async def decode_create(raw: bytes, max_items: int, *, default_model: str | None = None) -> CreateRequest:
+    """The create request in ``raw`` (see :func:`~tether.protocol.request.parse_create`), parsed off the event loop
+    when it is large."""
+
+    def parse() -> CreateRequest:
+        body = decode_json_object(raw)
+        check_input_items(body, max_items)
+        if default_model is not None:
+            body.setdefault("model", default_model)
+        return parse_create(body, Transport.HTTP)
+
+    if len(raw) > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(parse)
+    return parse()
+
+
 async def create_response(request: Request) -> Response:
     state = server_state(request)
     identity = state.auth.identify(request.headers)
     raw = await read_body(request, state.settings.max_body_bytes)
-    create = parse_create(decode_json_object(raw), Transport.HTTP)
+    create = await decode_create(raw, state.settings.max_input_items)
     if create.idempotency_key is None:
         create.idempotency_key = request.headers.get("idempotency-key")
     origin = turn_origin("sse" if create.stream else "http", len(raw), identity, request.headers)
@@ -147,16 +167,16 @@ async def list_input_items(request: Request) -> Response:
 async def compact(request: Request) -> Response:
     state = server_state(request)
     tenant = state.auth.tenant(request.headers)
-    body = decode_json_object(await read_body(request, state.settings.max_body_bytes))
-    return JSONBody(await state.engine.compact(parse_create(body, Transport.HTTP), tenant=tenant))
+    raw = await read_body(request, state.settings.max_body_bytes)
+    create = await decode_create(raw, state.settings.max_input_items)
+    return JSONBody(await state.engine.compact(create, tenant=tenant))
 
 
 async def input_tokens(request: Request) -> Response:
     state = server_state(request)
     tenant = state.auth.tenant(request.headers)
-    body = decode_json_object(await read_body(request, state.settings.max_body_bytes))
-    body.setdefault("model", "tether-count")
-    create = parse_create(body, Transport.HTTP)
+    raw = await read_body(request, state.settings.max_body_bytes)
+    create = await decode_create(raw, state.settings.max_input_items, default_model="tether-count")
     count = await state.engine.count_input_tokens(create, tenant=tenant)
     return JSONBody({"object": "response.input_tokens", "input_tokens": count})
 

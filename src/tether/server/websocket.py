@@ -48,6 +48,7 @@ class WebSocketSession:
             LaneLimits(settings.max_in_flight, settings.max_named_lanes, settings.max_queued),
             settings.max_connection_age_s,
             origin=turn_origin("websocket", 0, identity, websocket.headers),
+            max_input_items=state.settings.max_input_items,
         )
 
     async def run(self) -> None:
