@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
 from tether.protocol.compaction import expand_compaction
+from tether.protocol.input_items import as_compaction, as_function_call
 from tether.protocol.items import Fingerprint, fingerprint
 from tether.types import Item
 
@@ -34,14 +35,13 @@ class _Buffer:
         self.hashes.append(print_.digest)
         self.cumulative_tokens.append(previous + print_.tokens)
         self.cumulative_bytes.append((self.cumulative_bytes[-1] if self.cumulative_bytes else 0) + print_.size)
-        kind = item.get("type")
-        if kind == "function_call" and isinstance(item.get("call_id"), str):
-            self.call_positions.setdefault(item["call_id"], position)
-        elif kind == "compaction":
+        if (call := as_function_call(item)) is not None:
+            self.call_positions.setdefault(call["call_id"], position)
+        elif (window := as_compaction(item)) is not None:
             # A tether compaction window holds the calls it replaced; their outputs may still follow it.
-            for inner in expand_compaction(item) or ():
-                if isinstance(inner, dict) and inner.get("type") == "function_call":
-                    self.call_positions.setdefault(str(inner.get("call_id")), position)
+            for inner in expand_compaction(window) or ():
+                if isinstance(inner, dict) and (inner_call := as_function_call(inner)) is not None:
+                    self.call_positions.setdefault(inner_call["call_id"], position)
 
     def copy_prefix(self, length: int) -> _Buffer:
         buffer = _Buffer()

@@ -20,6 +20,7 @@ from tether.engine.cache import CachedResponse, ConnectionState, HotCache
 from tether.engine.context import Context
 from tether.engine.observer import Resolution
 from tether.protocol.errors import ProtocolError, previous_response_not_found
+from tether.protocol.input_items import as_function_call_output
 from tether.protocol.items import Fingerprint, fingerprint
 from tether.protocol.lanes import Lane
 from tether.protocol.request import CreateRequest
@@ -141,8 +142,9 @@ def check_call_ids(sampled: Context, items: list[Item]) -> None:
     """Every function_call_output of the new items answers a function_call that comes before it in the context."""
     first = len(sampled) - len(items)
     for index, item in enumerate(items):
-        if item.get("type") == "function_call_output":
-            call_id = item["call_id"]
+        output = as_function_call_output(item)
+        if output is not None:
+            call_id = output["call_id"]
             if not sampled.has_function_call(call_id, before=first + index):
                 raise ProtocolError(
                     400,

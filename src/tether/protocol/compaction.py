@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import orjson
 
 from tether.protocol import ids
+from tether.protocol.input_items import Compaction
 from tether.protocol.json_depth import too_deep
 from tether.types import Item
 
@@ -25,10 +26,10 @@ def compaction_item(items: Sequence[Item]) -> Item:
     return {"id": ids.new_id("cmp"), "type": "compaction", "encrypted_content": ENVELOPE_PREFIX + payload}
 
 
-def expand_compaction(item: Item) -> list[Item] | None:
+def expand_compaction(item: Compaction) -> list[Item] | None:
     """The items a tether compaction item holds, or ``None`` for another producer's opaque item."""
-    content = item.get("encrypted_content")
-    if not isinstance(content, str) or not content.startswith(ENVELOPE_PREFIX):
+    content = item["encrypted_content"]
+    if not content.startswith(ENVELOPE_PREFIX):
         return None
     try:
         items = orjson.loads(base64.urlsafe_b64decode(content[len(ENVELOPE_PREFIX) :]))

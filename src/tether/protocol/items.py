@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import orjson
 
 from tether.protocol import ids
-from tether.types import Item
+from tether.protocol.input_items import as_message
+from tether.types import Item, JSONObject
 
 _INPUT_ID_PREFIX = {"message": "msg", "function_call_output": "fco", "function_call": "fc", "reasoning": "rs"}
 
@@ -49,12 +50,13 @@ def listed_input_item(item: Item, item_id: str) -> Item:
     """An input item as ``GET /v1/responses/{id}/input_items`` lists it: with its id, a status, and message content
     as typed parts (clients validate string content there as an error)."""
     listed: Item = {**item, "id": item_id}
-    if listed.get("type") == "message" and isinstance(listed.get("content"), str):
-        part_type = "output_text" if listed.get("role") == "assistant" else "input_text"
-        part: Item = {"type": part_type, "text": listed["content"]}
+    message = as_message(listed)
+    if message is not None and isinstance(text := message["content"], str):
+        part_type = "output_text" if message["role"] == "assistant" else "input_text"
+        part: JSONObject = {"type": part_type, "text": text}
         if part_type == "output_text":
             part["annotations"] = []
-        listed["content"] = [part]
+        message["content"] = [part]
     if listed.get("type") in ("message", "function_call", "function_call_output"):
         listed.setdefault("status", "completed")
     return listed

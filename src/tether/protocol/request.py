@@ -23,12 +23,12 @@ from pydantic import (
 )
 
 from tether.protocol.errors import ProtocolError, invalid
+from tether.protocol.input_items import MESSAGE_ROLES
 from tether.protocol.json_depth import MAX_JSON_DEPTH, too_deep
 from tether.protocol.vocabulary import IDEMPOTENCY_KEY, INHERIT_PARAMS
 from tether.types import Item, JSONObject
 
 STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,256}")
-MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
 
 
 # Parameters a continuation may inherit from its parent with ``tether:inherit_params`` (field name → JSON key).

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tether.protocol.compaction import expand_compaction
+from tether.protocol.input_items import as_compaction, as_reasoning
 from tether.providers.base import ProviderRequest
 from tether.types import Item, JSONObject
 
@@ -142,12 +143,14 @@ def upstream_items(items: Iterable[Item]) -> list[Item]:
     result: list[Item] = []
     for item in items:
         kind = item.get("type", "message")
-        if kind == "compaction":
-            expanded = expand_compaction(item)
+        window = as_compaction(item)
+        if window is not None:
+            expanded = expand_compaction(window)
             if expanded is not None:
                 result.extend(upstream_items(expanded))
                 continue
-        if kind == "reasoning" and not item.get("encrypted_content"):
+        reasoning = as_reasoning(item)
+        if reasoning is not None and not reasoning.get("encrypted_content"):
             continue
         if kind in _ID_OPTIONAL and "id" in item:
             item = {key: value for key, value in item.items() if key != "id"}

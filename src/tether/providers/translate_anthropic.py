@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
+from tether.protocol.input_items import FunctionCallOutput, as_function_call, as_function_call_output
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.providers.base import ProviderRequest
 from tether.providers.translate_chat import (
@@ -126,11 +127,11 @@ class _Conversation:
         if kind == "message":
             role = "assistant" if item.get("role") == "assistant" else "user"
             self._add(role, _content_blocks(item.get("content"), role))
-        elif kind == "function_call":
-            block = {"type": "tool_use", "id": tool_id(item["call_id"]), "name": item["name"]}
-            self._add("assistant", [{**block, "input": _arguments(item.get("arguments"))}])
-        elif kind == "function_call_output":
-            self._add("user", [_tool_result(item)])
+        elif (call := as_function_call(item)) is not None:
+            block = {"type": "tool_use", "id": tool_id(call["call_id"]), "name": call["name"]}
+            self._add("assistant", [{**block, "input": _arguments(call["arguments"])}])
+        elif (call_output := as_function_call_output(item)) is not None:
+            self._add("user", [_tool_result(call_output)])
         elif kind not in DROPPED_ITEM_TYPES:
             raise unsupported(f"input items of type '{kind}' are not supported by this upstream", "input")
 
@@ -157,7 +158,7 @@ def tool_id(call_id: str) -> str:
     return _TOOL_ID_INVALID.sub("_", call_id) or "call"
 
 
-def _arguments(arguments: Any) -> JSONObject:
+def _arguments(arguments: str) -> JSONObject:
     try:
         value = orjson.loads(arguments or "{}")
     except orjson.JSONDecodeError:
@@ -165,8 +166,8 @@ def _arguments(arguments: Any) -> JSONObject:
     return value if isinstance(value, dict) else {}
 
 
-def _tool_result(item: Item) -> JSONObject:
-    output = item.get("output")
+def _tool_result(item: FunctionCallOutput) -> JSONObject:
+    output = item["output"]
     content: str | list[JSONObject]
     if isinstance(output, list):
         content = [block for part in output if isinstance(part, dict) for block in _part_blocks(part, "user")]

@@ -16,6 +16,12 @@ import orjson
 from tether.protocol import ids
 from tether.protocol.compaction import expand_compaction
 from tether.protocol.errors import ProtocolError
+from tether.protocol.input_items import (
+    FunctionCallOutput,
+    as_compaction,
+    as_function_call,
+    as_function_call_output,
+)
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.providers.base import ProviderRequest
 from tether.types import Item, JSONObject
@@ -41,7 +47,8 @@ def expand_items(items: Iterable[Item]) -> Iterator[Item]:
         if item.get("type") != "compaction":
             yield item
             continue
-        inner = expand_compaction(item)
+        window = as_compaction(item)
+        inner = expand_compaction(window) if window is not None else None
         if inner is None:
             raise unsupported("a compaction item that tether did not make cannot be sent to this upstream")
         yield from expand_items(inner)
@@ -91,9 +98,9 @@ def unsupported(message: str, param: str | None = None) -> ProtocolError:
     return ProtocolError(400, "unsupported_value", message[0].upper() + message[1:] + ".", param=param)
 
 
-def output_text(item: Item) -> str:
+def output_text(item: FunctionCallOutput) -> str:
     """A ``function_call_output``'s output as text."""
-    output = item.get("output")
+    output = item["output"]
     return output if isinstance(output, str) else content_text(output)
 
 
@@ -135,11 +142,11 @@ def _append_item(messages: list[JSONObject], item: Item) -> None:
     kind = item.get("type", "message")
     if kind == "message":
         messages.append(_message(item))
-    elif kind == "function_call":
+    elif (function_call := as_function_call(item)) is not None:
         call = {
-            "id": item["call_id"],
+            "id": function_call["call_id"],
             "type": "function",
-            "function": {"name": item["name"], "arguments": item.get("arguments") or "{}"},
+            "function": {"name": function_call["name"], "arguments": function_call["arguments"] or "{}"},
         }
         last = messages[-1] if messages else None
         # Parallel calls, and the text the model said before them, are one assistant message.
@@ -147,9 +154,9 @@ def _append_item(messages: list[JSONObject], item: Item) -> None:
             last.setdefault("tool_calls", []).append(call)
         else:
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-    elif kind == "function_call_output":
-        messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output_text(item)})
-        output = item.get("output")
+    elif (call_output := as_function_call_output(item)) is not None:
+        messages.append({"role": "tool", "tool_call_id": call_output["call_id"], "content": output_text(call_output)})
+        output = call_output["output"]
         # Only a list of parts can hold images (iterating a string output would walk its characters).
         images = [_part(part) for part in output if _is_image(part)] if isinstance(output, list) else []
         if images:
