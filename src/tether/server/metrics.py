@@ -6,6 +6,8 @@ route pattern, provider name, outcome, resolution, store operation).
 
 from __future__ import annotations
 
+import gc
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
@@ -94,6 +96,12 @@ class Metrics(TurnObserver):
         self.connections = Gauge("tether_websocket_connections", "Open WebSocket connections.", registry=r)
         self.lanes = Gauge("tether_lanes_active", "WebSocket lanes with a turn in flight.", registry=r)
         self.in_flight = Gauge("tether_turns_in_flight", "Turns generating now.", ("transport",), registry=r)
+        self.gc_objects = Gauge(
+            "tether_gc_tracked_objects",
+            "Objects the garbage collector tracks (counted when scraped): the state the process holds.",
+            registry=r,
+        )
+        self.gc_objects.set_function(lambda: len(gc.get_objects()))
         self.store_seconds = Histogram(
             "tether_store_operation_duration_seconds",
             "Durable store operations, by operation.",
