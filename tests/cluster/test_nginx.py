@@ -4,6 +4,8 @@
 - A stream read half-way through nginx is resumed with ``starting_after`` on another node, following the live
   generation.
 - The WebSocket resume event, and an idempotent retry, on other nodes follow the one live generation.
+- A node shut down mid-turn drains it (or, past the grace, gives it up as interrupted, retried once); ``store=false``
+  turns never reach the shared store.
 - The tether client runs a 20-turn loop over WebSocket while the node it is connected to is SIGKILLed, between turns
   and mid-stream, at seeded points. Every trial: no completed turn lost, no delta duplicated or missing, exactly one
   completed generation per turn across the nodes, and each interrupted turn reported and retried once.
@@ -293,3 +295,18 @@ async def test_a_turn_longer_than_the_shutdown_grace_is_given_up_and_generated_o
     assert session.stats.interrupted == 1
     states = {turn["id"]: turn["state"] for turn in cluster.turns()}
     assert states == {first_id: "interrupted", result.response_id: "done"}
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+async def test_store_false_turns_never_reach_the_shared_store(cluster: Cluster) -> None:
+    async with connect(f"ws://127.0.0.1:{cluster.port}/v1/responses") as ws:
+        await ws.send(json.dumps({"type": "response.create", "model": "echo", "input": "secret", "store": False}))
+        events = await receive_until_terminal(ws)
+    response_id = events[-1]["response"]["id"]
+    assert events[-1]["type"] == "response.completed"
+
+    assert cluster.turns() == []
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        for node in cluster.nodes:
+            missing = await client.get(f"http://127.0.0.1:{node.port}/v1/responses/{response_id}")
+            assert missing.status_code == 404

@@ -226,7 +226,8 @@ class RedisStore:
         """Extend the lease while it is still held."""
         now = self._clock()
         keys = [self._key("turn", lease.response_id)]
-        return bool(await self._run("RENEW", keys, [lease.token, repr(now), repr(now + lease_s)]))
+        args = [lease.token, repr(now), repr(now + lease_s), int(FINISHED_RETENTION_S)]
+        return bool(await self._run("RENEW", keys, args))
 
     async def append_events(self, lease: Lease, events: list[Event]) -> bool:
         """Append events to the turn's stream while the lease is held."""

@@ -68,12 +68,13 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 return {1, token}
 """
 
-# KEYS: turn. ARGV: token, now, lease_until.
+# KEYS: turn. ARGV: token, now, lease_until, ttl (a turn that runs for long keeps its key).
 RENEW = (
     _HELD
     + """
 if not held(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'lease_until', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 )
