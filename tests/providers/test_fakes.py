@@ -462,3 +462,14 @@ def test_odd_chat_bodies_are_answered_as_the_real_api_would(
     http: httpx.Client, chat: FakeChatCompletions, messages: list[JSONObject], status: int
 ) -> None:
     assert post_chat(http, chat, chat_body(*messages)).status_code == status
+
+
+def test_chat_text_after_tool_results_continues_the_round(http: httpx.Client, chat: FakeChatCompletions) -> None:
+    first = post_chat(http, chat, chat_body(USER)).json()["choices"][0]["message"]
+    results = [{"role": "tool", "tool_call_id": call["id"], "content": "x"} for call in first["tool_calls"]]
+    reminder = {"role": "user", "content": "<system-reminder>keep going</system-reminder>"}
+    assistant = {"role": "assistant", "content": None, "tool_calls": first["tool_calls"]}
+
+    second = post_chat(http, chat, chat_body(USER, assistant, *results, reminder)).json()
+
+    assert second["choices"][0]["message"]["content"] == "Two things found."

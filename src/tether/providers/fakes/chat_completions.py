@@ -75,8 +75,12 @@ class FakeChatCompletions(FakeUpstream):
         return None
 
     def position(self, body: JSONObject) -> tuple[int, str | None]:
+        """Assistant turns since the last user message that starts a round, and its text; a user message right
+        after tool results (an agent's reminder) continues the round, as the scripted model and FakeAnthropic
+        count it."""
         messages: list[JSONObject] = body["messages"]
-        last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        starts = [i for i, m in enumerate(messages) if m.get("role") == "user" and not _after_tool_results(messages, i)]
+        last_user = max(starts, default=-1)
         turns = sum(1 for m in messages[last_user + 1 :] if m.get("role") == "assistant")
         return turns, _text(messages[last_user].get("content")) if last_user >= 0 else None
 
@@ -154,6 +158,17 @@ class _Chunks:
         if self.include_usage:
             chunk["usage"] = None
         return sse(chunk)
+
+
+def _after_tool_results(messages: list[JSONObject], index: int) -> bool:
+    """Whether the message at ``index`` follows tool results (other user or system messages in between)."""
+    for message in reversed(messages[:index]):
+        role = message.get("role")
+        if role == "tool":
+            return True
+        if role not in ("user", "system", "developer"):
+            return False
+    return False
 
 
 def _finish_reason(turn: FakeTurn) -> str:
