@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from tether.edge.app import EdgeConfig
 from tether.edge.link import LinkOptions
 from tether.edge.run import RunningEdge, edge_in_thread, link_url
 from tether.netutil import free_port
+from tether.protocol.edge_wire import PATH
 from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import Settings
 
@@ -23,9 +25,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
         yield running
 
 
-def edge_config(gateway_base_url: str, journal: Path | None = None, **link: float) -> EdgeConfig:
+def edge_config(gateway_base_url: str, journal: Path | None = None, **link: Any) -> EdgeConfig:
     ws_url, origin = link_url(gateway_base_url)
-    return EdgeConfig(LinkOptions(ws_url, **link), origin, journal=str(journal) if journal else None)  # type: ignore[arg-type]
+    options = LinkOptions(ws_url, http_url=origin + PATH, **link)
+    return EdgeConfig(options, origin, journal=str(journal) if journal else None)
 
 
 @pytest.fixture(scope="module")

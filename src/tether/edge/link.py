@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tether.client.retry import Backoff, RetryPolicy
 from tether.edge.chains import ChainBook, Delta, Sent
+from tether.edge.link_http import HTTPCarrier
 from tether.protocol import edge_wire as wire
 from tether.protocol.delta import MISSING, diff
 from tether.protocol.edge_wire import API, Piece
@@ -35,6 +36,8 @@ class LinkState(StrEnum):
     CONNECTING = "connecting"
     UP = "up"
     DOWN = "down"
+    HTTP = "http"
+    """Up over the HTTP fallback (the WebSocket was refused)."""
     CLOSED = "closed"
 
 
@@ -57,6 +60,7 @@ class EdgeStats:
     drops: int = 0
     resumes: int = 0
     heals: int = 0
+    fallbacks: int = 0
     turns: int = 0
     request_bytes: int = 0
     """The agents' request bodies, as they sent them to the edge."""
@@ -71,6 +75,7 @@ class EdgeStats:
             "drops": self.drops,
             "resumes": self.resumes,
             "heals": self.heals,
+            "fallbacks": self.fallbacks,
             "turns": self.turns,
             "request_bytes": self.request_bytes,
             "uplink_bytes": self.uplink_bytes,
@@ -95,6 +100,8 @@ class Turn:
     accepted: bool = False
     delivered: bool = False
     """The agent has been sent part of the answer (beyond its status): the turn can no longer start over."""
+    finished: bool = False
+    """Its end (or a failure) reached the agent's queue: nothing more is asked for it."""
     uploaded: int = 0
     """The bytes of the frames sent for this turn (before compression)."""
     frames: list[bytes] = field(default_factory=list)
@@ -116,6 +123,9 @@ class LinkOptions:
         retry: the reconnect backoff.
         max_frame_bytes: the largest downlink frame accepted.
         capture: keep each turn's frames (without headers) on the turn, for tests.
+        http_url: the gateway's ``/v1/tether/edge`` over HTTP, for the fallback (``None``: no fallback).
+        transport: ``"auto"`` (WebSocket, HTTP while it is refused), ``"websocket"`` or ``"http"`` only.
+        websocket_retry_after_s: after falling back, how long before the WebSocket is tried again.
     """
 
     url: str
@@ -127,6 +137,9 @@ class LinkOptions:
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=1_000_000, max_elapsed_s=1e12))
     max_frame_bytes: int = 64 * 1024 * 1024
     capture: bool = False
+    http_url: str | None = None
+    transport: str = "auto"
+    websocket_retry_after_s: float = 300.0
 
 
 Accepted = Callable[[Sent], None]
@@ -164,15 +177,25 @@ class GatewayLink:
         self._down_since: float | None = clock()
         self._runner: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
+        self._http = (
+            HTTPCarrier(options.http_url, options.key, options.retry, options.connect_timeout_s, 300.0)
+            if options.http_url and options.transport != "websocket"
+            else None
+        )
+        self._over_http = options.transport == "http" and self._http is not None
+        self._http_tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="tether-edge-link")
 
     async def aclose(self) -> None:
         self.stats.state = LinkState.CLOSED
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
+        tasks = [*self._http_tasks.values(), *([self._runner] if self._runner is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
         for turn in list(self._turns.values()):
             turn.queue.put_nowait(LinkUnavailableError(503, "edge_closed", "The edge is shutting down."))
         self._turns.clear()
@@ -191,7 +214,7 @@ class GatewayLink:
         self._turns[turn.key] = turn
         self.stats.turns += 1
         self.stats.request_bytes += size
-        if self._ws is not None:
+        if self._ws is not None or self._over_http:
             self._spawn_send(turn)
         return turn
 
@@ -226,6 +249,12 @@ class GatewayLink:
     async def _run(self) -> None:
         backoff = Backoff(self.options.retry, random.Random())
         while True:
+            if self._over_http:
+                if self.options.transport == "http":
+                    self.stats.state = LinkState.HTTP
+                    self._down_since = None
+                    return
+                await asyncio.sleep(self.options.websocket_retry_after_s)
             self.stats.state = LinkState.CONNECTING
             try:
                 async with connect(
@@ -242,14 +271,33 @@ class GatewayLink:
                     backoff.reset()
                     async for message in ws:
                         self._receive(message)
+            except websockets.exceptions.InvalidStatus as error:
+                if self._http is not None:  # an HTTP answer to the upgrade: the WebSocket is refused on this path
+                    _log.info("edge.link.http_fallback", status=error.response.status_code)
+                    self._fall_back()
+                    continue
+                self._log_down(error, backoff)
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as error:
-                if self._ws is not None or (self.stats.connects == 0 and backoff.attempt == 0):
-                    _log.info("edge.link.down", error=type(error).__name__)
+                self._log_down(error, backoff)
             self._disconnected()
             delay = backoff.next_delay()
             await asyncio.sleep(self.options.retry.max_delay_s if delay is None else delay)
 
+    def _log_down(self, error: Exception, backoff: Backoff) -> None:
+        if self._ws is not None or (self.stats.connects == 0 and backoff.attempt == 0):
+            _log.info("edge.link.down", error=type(error).__name__)
+
+    def _fall_back(self) -> None:
+        self._over_http = True
+        self._ws = None
+        self._down_since = None
+        self.stats.fallbacks += 1
+        self.stats.state = LinkState.HTTP
+        for turn in list(self._turns.values()):
+            self._spawn_send(turn)
+
     async def _connected(self, ws: ClientConnection) -> None:
+        self._over_http = False
         self._ws = ws
         self._sent_headers = None
         self._down_since = None
@@ -270,31 +318,53 @@ class GatewayLink:
         self.stats.state = LinkState.DOWN
 
     def _spawn_send(self, turn: Turn) -> None:
+        if self._over_http and self._http is not None:
+            running = self._http_tasks.get(turn.key)
+            if running is None or running.done():
+                self._http_tasks[turn.key] = asyncio.create_task(self._carry(self._http, turn))
+            return
         task = asyncio.create_task(self._send_turn(turn))
         task.add_done_callback(lambda done: done.exception() if not done.cancelled() else None)
+
+    async def _carry(self, carrier: HTTPCarrier, turn: Turn) -> None:
+        def sent(size: int) -> None:
+            self.stats.uplink_bytes += size
+            turn.uploaded += size
+
+        try:
+            await carrier.carry(lambda: self._frame(turn, None), self._receive, lambda: turn.finished, sent)
+        finally:
+            self._http_tasks.pop(turn.key, None)
+
+    def _frame(self, turn: Turn, previous_headers: dict[str, str] | None) -> dict[str, Any]:
+        """The frame that asks for ``turn`` now: a resume once part of it arrived, else the turn itself (with its
+        headers as a delta against ``previous_headers``, the connection's last, when they differ)."""
+        frame: dict[str, Any]
+        if turn.last_seq >= 0:
+            frame = {"type": wire.RESUME, "turn": turn.key, "after": turn.last_seq}
+        else:
+            delta = turn.delta
+            frame = {
+                "type": wire.TURN, "turn": turn.key, "api": turn.api, "path": turn.path,
+                "id": delta.digest, "base": delta.base, "patch": delta.patch,
+            }  # fmt: skip
+            if turn.session is not None:
+                frame["session"] = turn.session
+            if turn.headers != previous_headers:
+                frame["headers"] = diff(MISSING if previous_headers is None else previous_headers, turn.headers)
+        if self.options.capture:
+            turn.frames.append(orjson.dumps({k: v for k, v in frame.items() if k != "headers"}))
+        return frame
 
     async def _send_turn(self, turn: Turn) -> None:
         async with self._send_lock:
             ws = self._ws
             if ws is None or turn.key not in self._turns:
                 return
-            frame: dict[str, Any]
-            if turn.last_seq >= 0:
-                frame = {"type": wire.RESUME, "turn": turn.key, "after": turn.last_seq}
-            else:
-                delta = turn.delta
-                frame = {
-                    "type": wire.TURN, "turn": turn.key, "api": turn.api, "path": turn.path,
-                    "id": delta.digest, "base": delta.base, "patch": delta.patch,
-                }  # fmt: skip
-                if turn.session is not None:
-                    frame["session"] = turn.session
-                if turn.headers != self._sent_headers:
-                    frame["headers"] = diff(MISSING if self._sent_headers is None else self._sent_headers, turn.headers)
-                    self._sent_headers = turn.headers
+            frame = self._frame(turn, self._sent_headers)
+            if "headers" in frame:
+                self._sent_headers = turn.headers
             data = orjson.dumps(frame)
-            if self.options.capture:
-                turn.frames.append(orjson.dumps({k: v for k, v in frame.items() if k != "headers"}))
             with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
                 await ws.send(data.decode())
                 self.stats.uplink_bytes += len(data)
@@ -316,6 +386,7 @@ class GatewayLink:
                 int(frame.get("status") or 502), str(error.get("code")), str(error.get("message"))
             )
             for waiting in list(self._turns.values()):
+                waiting.finished = True
                 waiting.queue.put_nowait(failure)
             return
         turn = self._turns.get(str(frame.get("turn")))
@@ -340,6 +411,8 @@ class GatewayLink:
             if self._on_accepted is not None:
                 self._on_accepted(sent)
         piece = {key: value for key, value in frame.items() if key not in ("type", "turn", "seq")}
+        if piece.get("end"):
+            turn.finished = True
         turn.queue.put_nowait(piece)
 
     def _refused(self, turn: Turn, frame: dict[str, Any]) -> None:
@@ -357,6 +430,7 @@ class GatewayLink:
             turn.accepted = False
             self._spawn_send(turn)
         else:
+            turn.finished = True
             turn.queue.put_nowait(
                 LinkUnavailableError(502, str(code), str(frame.get("message") or "The gateway lost the turn."))
             )

@@ -40,7 +40,10 @@ def edge_config(settings: Settings) -> EdgeConfig:
     if not edge.gateway:
         raise ValueError("no gateway configured: pass --gateway URL or set TETHER_EDGE__GATEWAY")
     ws_url, http_origin = link_url(edge.gateway)
-    options = LinkOptions(ws_url, edge.gateway_key, hold_s=edge.offline_hold_s, keepalive_s=edge.keepalive_s)
+    options = LinkOptions(
+        ws_url, edge.gateway_key, hold_s=edge.offline_hold_s, keepalive_s=edge.keepalive_s,
+        http_url=http_origin + PATH, transport=edge.transport,
+    )  # fmt: skip
     return EdgeConfig(options, http_origin, journal=str(edge.journal), max_chains=edge.max_chains,
                       max_body_bytes=settings.max_body_bytes)  # fmt: skip
 
