@@ -237,7 +237,10 @@ class SharedTurns:
             while not log.closed:
                 try:
                     read = await self.store.read_turn(live.tenant, response_id, log.last_sequence_number)
-                    if read is None:  # purged under us: nothing more will come
+                    if read is None:  # its log was purged under us: the stored record, if any, has the rest
+                        record = await self.store.get(live.tenant, response_id)
+                        for event in from_stored(record.events if record is not None else [])[len(log.events) :]:
+                            log.append(event)
                         break
                     for event in from_stored(read.events):
                         log.append(event)
