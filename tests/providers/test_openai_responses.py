@@ -293,7 +293,7 @@ async def test_store_false_sends_deltas_on_each_lanes_own_socket(fake: FakeRespo
 
 async def test_http_turns_in_a_row_reuse_one_connection(fake: FakeResponsesUpstream) -> None:
     # The stream's end after response.completed is read, so the connection goes back to the pool.
-    provider = provider_for(fake.base_url, "http")
+    provider = provider_for(fake.base_url, "http", pool_shards=1)
     chat = Chat(provider)
     for _ in range(5):
         await chat.turn([user("Go.")])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class UpstreamOptions:
         headers: extra headers sent with every request (their values are redacted like the key).
         max_connections: connections open to the upstream at once; a turn past them waits for one.
         max_idle_connections: connections kept open between turns (each turn on a new one costs a TCP handshake).
+        pool_shards: the connections are split over this many pools (the limits are shared out between them).
     """
 
     base_url: str
@@ -93,6 +95,7 @@ class UpstreamOptions:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     max_connections: int = 1024
     max_idle_connections: int = 256
+    pool_shards: int = 16
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -145,16 +148,28 @@ class UpstreamHTTP:
     ) -> None:
         self.options = options
         self.secrets = options.secrets
-        self._client = httpx.AsyncClient(
-            base_url=options.base_url,
-            headers={**(headers or {}), **options.headers, **auth_headers, "accept": "text/event-stream"},
-            timeout=httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=options.max_connections,
-                max_keepalive_connections=min(options.max_idle_connections, options.max_connections),
-            ),
-            transport=transport,
+        shards = max(1, min(options.pool_shards, options.max_connections))
+        idle = min(options.max_idle_connections, options.max_connections)
+        limits = httpx.Limits(
+            max_connections=-(-options.max_connections // shards), max_keepalive_connections=-(-idle // shards)
         )
+        self._clients = tuple(
+            httpx.AsyncClient(
+                base_url=options.base_url,
+                headers={**(headers or {}), **options.headers, **auth_headers, "accept": "text/event-stream"},
+                timeout=httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s),
+                limits=limits,
+                transport=transport,
+            )
+            for _ in range(shards)
+        )
+        self._turn = itertools.count()
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        """The next pool, round-robin: httpx scans every connection of a pool on each request and each close, so
+        many small pools cost less than one large one under concurrency."""
+        return self._clients[next(self._turn) % len(self._clients)]
 
     async def post(self, path: str, body: JSONObject, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """Send ``body``; the answer, 2xx, with its body not read yet (the caller closes it).
@@ -163,11 +178,12 @@ class UpstreamHTTP:
             UpstreamReportedError: the upstream answered with an error status.
             UpstreamConnectionError: the request did not get through, or no answer came in time.
         """
-        request = self._client.build_request(
+        client = self._client
+        request = client.build_request(
             "POST", path, content=orjson.dumps(body), headers={**(headers or {}), "content-type": "application/json"}
         )
         try:
-            response = await self._client.send(request, stream=True)
+            response = await client.send(request, stream=True)
         except httpx.TimeoutException:
             raise self._timeout() from None
         except httpx.TransportError as exc:
@@ -195,11 +211,12 @@ class UpstreamHTTP:
             UpstreamConnectionError: the request did not get through, or no answer came in time.
         """
         url = f"{path}?{query}" if query else path
-        request = self._client.build_request(method, url, content=content or None, headers=headers)
+        client = self._client
+        request = client.build_request(method, url, content=content or None, headers=headers)
         if not any(name.lower() == "accept" for name in headers):
             del request.headers["accept"]
         try:
-            return await self._client.send(request, stream=True)
+            return await client.send(request, stream=True)
         except httpx.TimeoutException:
             raise self._timeout() from None
         except httpx.TransportError as exc:
@@ -250,7 +267,8 @@ class UpstreamHTTP:
             raise UpstreamConnectionError(reason, mid_turn=True) from None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     def _timeout(self, *, mid_turn: bool = False) -> UpstreamConnectionError:
         return UpstreamConnectionError(
