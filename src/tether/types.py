@@ -1,13 +1,14 @@
 """Small type aliases shared across tether's layers.
 
-``JSONObject``, ``Item`` and ``Event`` are plain JSON objects, checked by nothing. The events, response object and
-output items tether builds and reads are typed in :mod:`tether.protocol.events` (TypedDicts, checked by
-``mypy --strict``). These aliases remain for JSON no type describes:
+``JSON`` and ``JSONObject`` are plain JSON, checked by nothing. The shapes tether builds and reads are typed in
+:mod:`tether.protocol`: the response object, its stream events and output items in :mod:`tether.protocol.events`,
+the input items tether reads in :mod:`tether.protocol.input_items`. JSON no type describes stays ``JSONObject``:
+an event kept by a store (stores treat events as opaque), an event decoded off a socket that no one has validated
+(the client SDK, an upstream), another API's event.
 
-- ``Item``: a conversation item. Tether validates the fields it reads when it parses a request
-  (:func:`tether.protocol.request.normalise_input`), and forwards the rest untouched.
-- ``Event``: an event as JSON from outside the engine. That is an event received over a socket (the client SDK, an
-  upstream) or kept by a store, which treats events as opaque.
+``Item`` is a conversation item as it travels and is stored: an open JSON object, because tether keeps and forwards
+every field and item type, including those it does not read. The fields it reads are typed through the views of
+:mod:`tether.protocol.input_items` (``as_function_call_output(item)`` and the like).
 """
 
 from typing import Any, TypeAlias
@@ -15,6 +16,5 @@ from typing import Any, TypeAlias
 JSON: TypeAlias = Any
 JSONObject: TypeAlias = dict[str, Any]
 Item: TypeAlias = dict[str, Any]
-Event: TypeAlias = dict[str, Any]
 TenantId: TypeAlias = str
 ResponseId: TypeAlias = str

@@ -18,7 +18,7 @@ from tether.client import (
 )
 from tether.client.connector import Connector
 from tether.client.events import Emitter
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 from .support import Recorder
 
@@ -38,10 +38,10 @@ class FakeTransport:
         if self.failure is not None:
             raise self.failure
 
-    async def create(self, body: JSONObject, idempotency_key: str | None) -> AsyncGenerator[Event, None]:
+    async def create(self, body: JSONObject, idempotency_key: str | None) -> AsyncGenerator[JSONObject, None]:
         yield {}
 
-    async def resume(self, response_id: str, after: int, resume_token: str | None) -> AsyncGenerator[Event, None]:
+    async def resume(self, response_id: str, after: int, resume_token: str | None) -> AsyncGenerator[JSONObject, None]:
         yield {}
 
     async def aclose(self) -> None:

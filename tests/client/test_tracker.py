@@ -9,17 +9,17 @@ import pytest
 from tether.client import APIError, FunctionCall, TextDelta, TurnReset
 from tether.client.tracker import ResponseTracker
 from tether.protocol.interrupted import interrupted_events
-from tether.types import Event
+from tether.types import JSONObject
 
 
-def created(response_id: str, sequence: int = 0, token: str | None = "tok") -> Event:
+def created(response_id: str, sequence: int = 0, token: str | None = "tok") -> JSONObject:
     response: dict[str, Any] = {"id": response_id, "status": "in_progress", "output": []}
     if token is not None:
         response["tether:resume_token"] = token
     return {"type": "response.created", "sequence_number": sequence, "response": response}
 
 
-def text(sequence: int, delta: str) -> Event:
+def text(sequence: int, delta: str) -> JSONObject:
     return {
         "type": "response.output_text.delta",
         "sequence_number": sequence,
@@ -30,12 +30,12 @@ def text(sequence: int, delta: str) -> Event:
     }
 
 
-def completed(sequence: int, response_id: str = "resp_1") -> Event:
+def completed(sequence: int, response_id: str = "resp_1") -> JSONObject:
     response = {"id": response_id, "status": "completed", "output": []}
     return {"type": "response.completed", "sequence_number": sequence, "response": response}
 
 
-def feed_all(tracker: ResponseTracker, events: list[Event]) -> list[Any]:
+def feed_all(tracker: ResponseTracker, events: list[JSONObject]) -> list[Any]:
     return [delta for event in events for delta in tracker.feed(event)]
 
 

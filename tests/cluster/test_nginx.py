@@ -29,7 +29,7 @@ from openai.types.responses import FunctionToolParam
 from websockets.asyncio.client import ClientConnection, connect
 
 from tether.client import AsyncSession, RetryPolicy, TextDelta, TurnReset
-from tether.types import Event
+from tether.types import JSONObject
 
 from .support import (
     FINAL_TEXT,
@@ -103,7 +103,7 @@ def test_openai_sdk_tool_loop_lands_on_another_node_every_turn(cluster: Cluster)
     assert_one_completed_generation_per_turn(cluster, interrupted=0)
 
 
-def sse_events(body: bytes) -> list[Event]:
+def sse_events(body: bytes) -> list[JSONObject]:
     events = []
     for frame in body.replace(b"\r\n", b"\n").split(b"\n\n"):
         data = [line[5:].strip() for line in frame.split(b"\n") if line.startswith(b"data:")]
@@ -116,7 +116,7 @@ def sse_events(body: bytes) -> list[Event]:
 async def test_http_starting_after_on_another_node_follows_the_live_generation(cluster: Cluster) -> None:
     body = {"model": "echo", "input": "tell the story " * 40, "stream": True}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cluster.port}", timeout=60.0) as client:
-        head: list[Event] = []
+        head: list[JSONObject] = []
         async with client.stream("POST", "/v1/responses", json=body) as stream:
             buffer = b""
             async for chunk in stream.aiter_bytes():
@@ -219,8 +219,8 @@ async def test_a_node_shut_down_mid_turn_drains_it_and_the_client_follows_it_els
     assert [turn["state"] for turn in cluster.turns()] == ["done"]
 
 
-async def receive_until_terminal(ws: ClientConnection) -> list[Event]:
-    events: list[Event] = []
+async def receive_until_terminal(ws: ClientConnection) -> list[JSONObject]:
+    events: list[JSONObject] = []
     while not events or events[-1]["type"] not in ("response.completed", "response.failed", "error"):
         events.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
     return events

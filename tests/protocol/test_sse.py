@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.protocol.sse import ServerSentEvent, SSEDecodeError, SSEDecoder, encode_done, encode_event
-from tether.types import JSON, Event
+from tether.types import JSON, JSONObject
 
 # Characters a naive line splitter (str.splitlines, aiter_lines) would cut at, plus NUL, BOM and multibyte ones.
 TRICKY = "\r\n\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e\x00\ufeffé€😀 :"
@@ -57,7 +57,7 @@ def test_encode_done() -> None:
 
 
 @pytest.mark.parametrize("event", [{}, {"type": ""}, {"type": 3}, {"type": "a\nb"}, {"type": "a\rb"}])
-def test_encode_event_rejects_types_that_break_framing(event: Event) -> None:
+def test_encode_event_rejects_types_that_break_framing(event: JSONObject) -> None:
     with pytest.raises(ValueError, match="type"):
         encode_event(event)
 
@@ -317,7 +317,7 @@ json_values: st.SearchStrategy[JSON] = st.recursive(
 
 
 @st.composite
-def events(draw: st.DrawFn) -> Event:
+def events(draw: st.DrawFn) -> JSONObject:
     body: dict[str, JSON] = draw(st.dictionaries(st.text(text_chars, max_size=8), json_values, max_size=3))
     body["type"] = draw(st.text(line_chars, min_size=1, max_size=20))
     return body
@@ -326,13 +326,13 @@ def events(draw: st.DrawFn) -> Event:
 event_lists = st.lists(events(), max_size=6)
 
 
-def encode_stream(batch: list[Event], *, done: bool) -> bytes:
+def encode_stream(batch: list[JSONObject], *, done: bool) -> bytes:
     return b"".join(encode_event(event) for event in batch) + (encode_done() if done else b"")
 
 
 @PROPERTY
 @given(batch=event_lists, done=st.booleans())
-def test_encode_decode_round_trip(batch: list[Event], done: bool) -> None:
+def test_encode_decode_round_trip(batch: list[JSONObject], done: bool) -> None:
     decoded = decode_all([encode_stream(batch, done=done)])
     if done:
         assert decoded.pop() == ServerSentEvent(None, "[DONE]")
@@ -344,7 +344,7 @@ def test_encode_decode_round_trip(batch: list[Event], done: bool) -> None:
 
 @PROPERTY
 @given(batch=event_lists, data=st.data())
-def test_any_chunking_of_encoded_events_decodes_the_same(batch: list[Event], data: st.DataObject) -> None:
+def test_any_chunking_of_encoded_events_decodes_the_same(batch: list[JSONObject], data: st.DataObject) -> None:
     stream = encode_stream(batch, done=True)
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=30), label="cuts")
     assert decode_all(split_at(stream, cuts)) == decode_all([stream])
@@ -352,14 +352,14 @@ def test_any_chunking_of_encoded_events_decodes_the_same(batch: list[Event], dat
 
 @settings(max_examples=40, deadline=None)
 @given(batch=event_lists)
-def test_byte_by_byte_decoding_matches_one_chunk(batch: list[Event]) -> None:
+def test_byte_by_byte_decoding_matches_one_chunk(batch: list[JSONObject]) -> None:
     stream = encode_stream(batch, done=True)
     assert decode_all(stream[i : i + 1] for i in range(len(stream))) == decode_all([stream])
 
 
 @settings(max_examples=50, deadline=None)
 @given(batch=event_lists)
-def test_each_event_dispatches_as_soon_as_its_frame_ends(batch: list[Event]) -> None:
+def test_each_event_dispatches_as_soon_as_its_frame_ends(batch: list[JSONObject]) -> None:
     decoder = SSEDecoder()
     for event in batch:
         [decoded] = decoder.decode(encode_event(event))

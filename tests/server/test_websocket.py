@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tether.server.runner import RunningServer
 from tether.testing import settled
-from tether.types import Event
+from tether.types import JSONObject
 
 from .wire import (
     OP_CLOSE,
@@ -80,24 +80,24 @@ def collapse_deltas(types: list[str]) -> list[str]:
     return collapsed
 
 
-def lane_of(event: Event) -> str | None:
+def lane_of(event: JSONObject) -> str | None:
     lane = event.get("stream_id")
     assert lane is None or isinstance(lane, str)
     return lane
 
 
-def by_lane(events: list[Event]) -> dict[str | None, list[Event]]:
-    lanes: dict[str | None, list[Event]] = {}
+def by_lane(events: list[JSONObject]) -> dict[str | None, list[JSONObject]]:
+    lanes: dict[str | None, list[JSONObject]] = {}
     for event in events:
         lanes.setdefault(lane_of(event), []).append(event)
     return lanes
 
 
-def assert_numbered(events: list[Event]) -> None:
+def assert_numbered(events: list[JSONObject]) -> None:
     assert [event["sequence_number"] for event in events] == list(range(len(events)))
 
 
-def assert_increasing(events: list[Event]) -> None:
+def assert_increasing(events: list[JSONObject]) -> None:
     numbers = [event["sequence_number"] for event in events]
     assert numbers[0] == 0
     assert all(earlier < later for earlier, later in itertools.pairwise(numbers))

@@ -15,7 +15,7 @@ import httpx2 as httpx
 from websockets.asyncio.client import ClientConnection
 
 from tether.server.runner import RunningServer
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 ServerFactory = Callable[..., RunningServer]
 
@@ -91,7 +91,7 @@ async def send_create(ws: ClientConnection, **fields: Any) -> None:
     await send_json(ws, create_event(**fields))
 
 
-async def receive(ws: ClientConnection, within_s: float = RECEIVE_TIMEOUT_S) -> Event:
+async def receive(ws: ClientConnection, within_s: float = RECEIVE_TIMEOUT_S) -> JSONObject:
     """The next server event; the server only ever sends JSON objects in text frames."""
     async with asyncio.timeout(within_s):
         message = await ws.recv()
@@ -101,14 +101,14 @@ async def receive(ws: ClientConnection, within_s: float = RECEIVE_TIMEOUT_S) -> 
     return event
 
 
-def ends_turn(event: Event) -> bool:
+def ends_turn(event: JSONObject) -> bool:
     """A terminal response event, or a request-scoped error (one not part of a response's numbered stream)."""
     return event["type"] in TERMINAL_EVENTS or (event["type"] == "error" and "sequence_number" not in event)
 
 
-async def receive_turn(ws: ClientConnection, within_s: float = RECEIVE_TIMEOUT_S) -> list[Event]:
+async def receive_turn(ws: ClientConnection, within_s: float = RECEIVE_TIMEOUT_S) -> list[JSONObject]:
     """Events up to and including the one that ends the current turn (see :func:`ends_turn`)."""
-    events: list[Event] = []
+    events: list[JSONObject] = []
     async with asyncio.timeout(within_s):
         while not events or not ends_turn(events[-1]):
             events.append(await receive(ws, within_s))
@@ -116,22 +116,22 @@ async def receive_turn(ws: ClientConnection, within_s: float = RECEIVE_TIMEOUT_S
 
 
 async def collect(
-    ws: ClientConnection, done: Callable[[list[Event]], bool], within_s: float = RECEIVE_TIMEOUT_S
-) -> list[Event]:
+    ws: ClientConnection, done: Callable[[list[JSONObject]], bool], within_s: float = RECEIVE_TIMEOUT_S
+) -> list[JSONObject]:
     """Receive events until ``done(events)`` holds."""
-    events: list[Event] = []
+    events: list[JSONObject] = []
     async with asyncio.timeout(within_s):
         while not done(events):
             events.append(await receive(ws, within_s))
     return events
 
 
-def count_ends(n: int) -> Callable[[list[Event]], bool]:
+def count_ends(n: int) -> Callable[[list[JSONObject]], bool]:
     """A ``done`` predicate for :func:`collect`: ``n`` turns have ended."""
     return lambda events: sum(ends_turn(event) for event in events) >= n
 
 
-async def turn(ws: ClientConnection, **fields: Any) -> list[Event]:
+async def turn(ws: ClientConnection, **fields: Any) -> list[JSONObject]:
     await send_create(ws, **fields)
     return await receive_turn(ws)
 
@@ -148,7 +148,7 @@ async def error_turn(ws: ClientConnection, **fields: Any) -> JSONObject:
     return expect_ws_error(events[0])
 
 
-def completed(events: list[Event]) -> JSONObject:
+def completed(events: list[JSONObject]) -> JSONObject:
     last = events[-1]
     assert last["type"] == "response.completed", last
     response: JSONObject = last["response"]
@@ -156,7 +156,7 @@ def completed(events: list[Event]) -> JSONObject:
     return response
 
 
-def expect_ws_error(event: Event, code: str | None = None, status: int | None = None) -> JSONObject:
+def expect_ws_error(event: JSONObject, code: str | None = None, status: int | None = None) -> JSONObject:
     """Check the WebSocket error shape (protocol.md §6.1) and return the event."""
     assert event["type"] == "error", event
     assert isinstance(event["status"], int)
@@ -231,11 +231,11 @@ def parse_sse(raw: bytes) -> list[SSEFrame]:
     return frames
 
 
-def sse_events(raw: bytes) -> list[Event]:
+def sse_events(raw: bytes) -> list[JSONObject]:
     """The JSON events of an SSE body, checking ``event:`` equals each ``type`` and the stream ends with [DONE]."""
     frames = parse_sse(raw)
     assert frames[-1] == SSEFrame(None, "[DONE]"), frames[-1]
-    events: list[Event] = []
+    events: list[JSONObject] = []
     for frame in frames[:-1]:
         event = json.loads(frame.data)
         assert isinstance(event, dict)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tether.store.turns import Lease, TurnState
-from tether.types import Event
+from tether.types import JSONObject
 
 from .contract import OTHER_TENANT, TENANT, Clock, StatsStore, make_record
 
@@ -21,14 +21,14 @@ LEASE_S = 10.0
 BOUND_S = 60.0  # a bound on waits that should end at once, so a broken wake-up fails instead of hanging
 
 
-def events(first: int, count: int) -> list[Event]:
+def events(first: int, count: int) -> list[JSONObject]:
     return [
         {"type": "response.output_text.delta", "sequence_number": n, "delta": f"d{n}"}
         for n in range(first, first + count)
     ]
 
 
-def interrupted(first: int) -> list[Event]:
+def interrupted(first: int) -> list[JSONObject]:
     return [
         {"type": "response.failed", "sequence_number": first, "response": {"error": {"code": "generation_interrupted"}}}
     ]

@@ -12,12 +12,12 @@ from tether.client.errors import APIError, api_error_from_ws
 from tether.client.results import Delta, ReasoningDelta, TextDelta, TurnReset, function_call
 from tether.protocol.interrupted import GENERATION_INTERRUPTED
 from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS, RESUME_TOKEN
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 _REASONING_DELTAS = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
 
 
-def is_request_error(event: Event) -> bool:
+def is_request_error(event: JSONObject) -> bool:
     """An ``error`` that refuses a request, as opposed to one inside a numbered response stream."""
     return event.get("type") == "error" and not isinstance(event.get("sequence_number"), int)
 
@@ -65,7 +65,7 @@ class ResponseTracker:
         """Forget the previous attempt's in-stream error."""
         self.stream_error = None
 
-    def feed(self, event: Event) -> list[Delta]:
+    def feed(self, event: JSONObject) -> list[Delta]:
         """Take the next event from a transport and return what the caller has not seen yet.
 
         Raises:
@@ -118,6 +118,6 @@ class ResponseTracker:
         return [TurnReset(response_id, "the turn was generated again as a new response")]
 
 
-def _seq(event: Event) -> int:
+def _seq(event: JSONObject) -> int:
     sequence = event.get("sequence_number")
     return sequence if isinstance(sequence, int) else -1

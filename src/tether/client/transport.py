@@ -4,6 +4,11 @@ A transport turns one request into the server events that answer it, and reports
 :mod:`tether.client.errors`) the session's retry loop understands: ``ConnectionLostError`` (drop; retry and resume),
 ``ServerUnreachableError`` (offline; retry), ``WebSocketRefusedError`` (handshake refused or blocked; fall back to
 HTTP) and ``APIError`` (the server said no).
+
+Events are yielded as the JSON objects decoded off the wire. They are not typed as
+:mod:`tether.protocol.events`' TypedDicts: nothing has validated them (the server may be another Responses server,
+or a broken one), so readers take fields with ``.get`` and check their types, and a malformed event is skipped or
+refused, never a ``KeyError``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tether.client.events import TransportKind
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +54,11 @@ class Transport(Protocol):
         """
         ...
 
-    def create(self, body: JSONObject, idempotency_key: str | None) -> AsyncGenerator[Event, None]:
+    def create(self, body: JSONObject, idempotency_key: str | None) -> AsyncGenerator[JSONObject, None]:
         """Send a create request and yield the events that answer it, up to a terminal event or a refusal."""
         ...
 
-    def resume(self, response_id: str, after: int, resume_token: str | None) -> AsyncGenerator[Event, None]:
+    def resume(self, response_id: str, after: int, resume_token: str | None) -> AsyncGenerator[JSONObject, None]:
         """Yield the events of ``response_id`` after sequence number ``after`` (a tether extension)."""
         ...
 

@@ -17,7 +17,7 @@ from tether.client.events import ClientStats, Connected, Disconnected, Emitter, 
 from tether.client.transport import ConnectionPolicy, responses_url
 from tether.protocol.sse import SSEDecodeError, SSEDecoder
 from tether.protocol.vocabulary import RESUME_TOKEN
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 
 class HTTPTransport:
@@ -58,13 +58,13 @@ class HTTPTransport:
     async def connect(self) -> None:
         """HTTP opens connections per request (from the client's pool): nothing to do."""
 
-    def create(self, body: JSONObject, idempotency_key: str | None) -> AsyncGenerator[Event, None]:
+    def create(self, body: JSONObject, idempotency_key: str | None) -> AsyncGenerator[JSONObject, None]:
         headers = {"accept": "text/event-stream", "content-type": "application/json"}
         if idempotency_key is not None:
             headers["idempotency-key"] = idempotency_key
         return self._stream("POST", self.url, {**body, "stream": True}, headers, None)
 
-    def resume(self, response_id: str, after: int, resume_token: str | None) -> AsyncGenerator[Event, None]:
+    def resume(self, response_id: str, after: int, resume_token: str | None) -> AsyncGenerator[JSONObject, None]:
         params: dict[str, Any] = {"stream": "true", "starting_after": after}
         if resume_token is not None:
             params[RESUME_TOKEN] = resume_token
@@ -81,7 +81,7 @@ class HTTPTransport:
         body: JSONObject | None,
         headers: dict[str, str],
         params: dict[str, Any] | None,
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[JSONObject, None]:
         content = orjson.dumps(body) if body is not None else None
         request = self._client.build_request(
             method, url, content=content, params=params, headers={**self._headers, **headers}, timeout=self._timeout
@@ -106,7 +106,7 @@ class HTTPTransport:
         finally:
             await response.aclose()
 
-    async def _events(self, response: httpx.Response) -> AsyncGenerator[Event, None]:
+    async def _events(self, response: httpx.Response) -> AsyncGenerator[JSONObject, None]:
         # The body is read to its end, past ``[DONE]``, so that the connection goes back to the pool. A body that
         # ends cleanly without ``[DONE]`` (OpenAI omits it) is the end of the stream too; the session tells a
         # finished response from a cut-short one by its terminal event.

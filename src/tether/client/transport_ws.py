@@ -35,7 +35,7 @@ from tether.client.events import (
 )
 from tether.client.transport import ConnectionPolicy
 from tether.protocol.vocabulary import ANSWER_END_EVENTS, RESUME_EVENT
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 CLOSE_MESSAGE_TOO_BIG = 1009
 CONNECTION_LIMIT_CODE = "websocket_connection_limit_reached"
@@ -43,7 +43,7 @@ _TRANSIENT_HANDSHAKE = frozenset({408, 429, 500, 502, 503, 504})
 _CLOSE_TIMEOUT_S = 2.0
 
 
-def ends_exchange(event: Event) -> bool:
+def ends_exchange(event: JSONObject) -> bool:
     """Whether ``event`` is the last one the server sends for a request (WebSocket mode sends exactly one of a
     terminal event or an ``error`` per request)."""
     return event.get("type") in ANSWER_END_EVENTS
@@ -116,10 +116,10 @@ class WebSocketTransport:
         self._ever_connected, self._offline, self._stale = True, False, 0
         self._emitter.event(Connected(TransportKind.WEBSOCKET, reconnect))
 
-    def create(self, body: JSONObject, idempotency_key: str | None) -> AsyncGenerator[Event, None]:
+    def create(self, body: JSONObject, idempotency_key: str | None) -> AsyncGenerator[JSONObject, None]:
         return self._exchange({"type": "response.create", **body})
 
-    def resume(self, response_id: str, after: int, resume_token: str | None) -> AsyncGenerator[Event, None]:
+    def resume(self, response_id: str, after: int, resume_token: str | None) -> AsyncGenerator[JSONObject, None]:
         event: JSONObject = {"type": RESUME_EVENT, "response_id": response_id, "starting_after": after}
         if resume_token is not None:
             event["resume_token"] = resume_token
@@ -130,7 +130,7 @@ class WebSocketTransport:
         if ws is not None:
             await ws.close()
 
-    async def _exchange(self, payload: JSONObject) -> AsyncGenerator[Event, None]:
+    async def _exchange(self, payload: JSONObject) -> AsyncGenerator[JSONObject, None]:
         await self.connect()
         ws = self._ws
         assert ws is not None
@@ -160,7 +160,7 @@ class WebSocketTransport:
             if ends_exchange(await self._receive(ws)):
                 self._stale -= 1
 
-    async def _receive(self, ws: ClientConnection) -> Event:
+    async def _receive(self, ws: ClientConnection) -> JSONObject:
         try:
             async with asyncio.timeout(self._policy.read_timeout_s):
                 message = await ws.recv(decode=False)

@@ -25,7 +25,7 @@ from tether.client.retry import Backoff, RetryPolicy
 from tether.client.tracker import ResponseTracker
 from tether.client.transport import Transport
 from tether.protocol.vocabulary import IDEMPOTENCY_KEY, INHERIT_PARAMS
-from tether.types import Event, Item, JSONObject
+from tether.types import Item, JSONObject
 
 INHERITS_MARKER = "_inherits"  # in a journaled request: the parameters equal to the parent's
 
@@ -141,7 +141,7 @@ class TurnRunner:
 
     async def _attempt(
         self, spec: TurnSpec, tracker: ResponseTracker, transport: Transport, resuming: bool
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[JSONObject, None]:
         if resuming:
             assert tracker.response_id is not None
             self.stats.resumes += 1

@@ -24,9 +24,10 @@ from tether.engine.live import LiveRegistry, LiveResponse
 from tether.engine.stream_log import StreamLog, from_stored, to_stored
 from tether.protocol.events import StreamEvent
 from tether.protocol.interrupted import interrupted_events
+from tether.protocol.vocabulary import ANSWER_END_EVENTS
 from tether.store.base import ResponseRecord, Store
 from tether.store.turns import Claim, InterruptEvents, Lease, TurnState
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.engine")
 
@@ -51,7 +52,7 @@ class SharingPolicy:
 
 
 def _builder(response_id: str, log: StreamLog) -> InterruptEvents:
-    def build(sequence_number: int) -> list[Event]:
+    def build(sequence_number: int) -> list[JSONObject]:
         first = log.events[0] if log.events else None
         created: JSONObject | None = dict(first["response"]) if first and first["type"] == "response.created" else None
         return interrupted_events(response_id, created, sequence_number)
@@ -59,14 +60,11 @@ def _builder(response_id: str, log: StreamLog) -> InterruptEvents:
     return build
 
 
-_ENDINGS = frozenset({"error", "response.completed", "response.failed", "response.incomplete"})
-
-
 def _until_terminal(events: list[StreamEvent]) -> list[StreamEvent]:
     """The events before the first ending one: a turn ends in the shared log only through its fenced commit (or as
     interrupted), never by the events a cancelled generation writes into its own log on the way out."""
     for index, event in enumerate(events):
-        if event.get("type") in _ENDINGS:
+        if event["type"] in ANSWER_END_EVENTS:
             return events[:index]
     return events
 

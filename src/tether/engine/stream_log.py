@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import cast
 
 from tether.protocol.events import StreamEvent
-from tether.types import Event
+from tether.types import JSONObject
 
 
 class StreamLog:
@@ -56,11 +56,11 @@ class StreamLog:
 # what it returns is what the engine wrote, so these two casts are the whole of the boundary.
 
 
-def to_stored(events: list[StreamEvent]) -> list[Event]:
+def to_stored(events: list[StreamEvent]) -> list[JSONObject]:
     """A log's events as the store keeps them."""
-    return cast(list[Event], events)
+    return cast(list[JSONObject], events)
 
 
-def from_stored(events: list[Event]) -> list[StreamEvent]:
+def from_stored(events: list[JSONObject]) -> list[StreamEvent]:
     """Events the store kept for a response, as the engine wrote them."""
     return cast(list[StreamEvent], events)

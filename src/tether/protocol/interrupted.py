@@ -9,7 +9,7 @@ retrying the turn with the same key generates it exactly once more (the tether c
 from __future__ import annotations
 
 from tether.protocol.errors import ErrorType, ProtocolError
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 GENERATION_INTERRUPTED = "generation_interrupted"
 
@@ -25,7 +25,7 @@ def generation_interrupted(response_id: str) -> ProtocolError:
     )
 
 
-def interrupted_events(response_id: str, created: JSONObject | None, sequence_number: int) -> list[Event]:
+def interrupted_events(response_id: str, created: JSONObject | None, sequence_number: int) -> list[JSONObject]:
     """The ``error`` and ``response.failed`` events that end an interrupted turn, numbered from ``sequence_number``.
 
     Args:
@@ -40,7 +40,7 @@ def interrupted_events(response_id: str, created: JSONObject | None, sequence_nu
     ]
 
 
-def is_interrupted(event: Event) -> bool:
+def is_interrupted(event: JSONObject) -> bool:
     """Whether ``event`` is the ``response.failed`` of an interrupted turn."""
     if event.get("type") != "response.failed":
         return False

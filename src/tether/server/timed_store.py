@@ -10,7 +10,7 @@ from prometheus_client import Histogram
 
 from tether.store.base import ResponseRecord, Store, StoredContext
 from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead
-from tether.types import Event
+from tether.types import JSONObject
 
 
 class TimedStore:
@@ -63,11 +63,11 @@ class TimedStore:
         with self._timed("renew_lease"):
             return await self.inner.renew_lease(lease, lease_s)
 
-    async def append_events(self, lease: Lease, events: list[Event]) -> bool:
+    async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         with self._timed("append_events"):
             return await self.inner.append_events(lease, events)
 
-    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[Event]) -> bool:
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[JSONObject]) -> bool:
         with self._timed("finish_turn"):
             return await self.inner.finish_turn(lease, record, events)
 

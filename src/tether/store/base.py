@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead
-from tether.types import Event, Item, JSONObject
+from tether.types import Item, JSONObject
 
 
 @dataclass(slots=True)
@@ -57,7 +57,7 @@ class ResponseRecord:
     error: JSONObject | None
     incomplete_details: JSONObject | None
     expires_at: float | None
-    events: list[Event] = field(default_factory=list)
+    events: list[JSONObject] = field(default_factory=list)
     snapshot: list[str] | None = None
     idempotency_key: str | None = None
 
@@ -105,13 +105,13 @@ class Store(Protocol):
     async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
         """Extend a running turn's lease (the heartbeat). ``False`` once the lease is fenced off."""
 
-    async def append_events(self, lease: Lease, events: list[Event]) -> bool:
+    async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         """Append events to the turn's shared log (each at its ``sequence_number``; ones already there are skipped).
 
         Returns ``False``, writing nothing, once the lease is fenced off.
         """
 
-    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[Event]) -> bool:
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[JSONObject]) -> bool:
         """Commit a turn in one step: store ``record`` (``None``: nothing to keep), append its last events and
         mark it done. ``False``, writing nothing, once the lease is fenced off."""
 

@@ -16,7 +16,7 @@ import orjson
 
 from tether.store.base import ResponseRecord
 from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead, TurnState
-from tether.types import Event
+from tether.types import JSONObject
 
 # A finished turn's log stays readable this long (the record holds its events for good).
 FINISHED_RETENTION_S = 3600.0
@@ -82,14 +82,14 @@ class LocalTurns:
         turn.lease_until = self._clock() + lease_s
         return True
 
-    async def append_events(self, lease: Lease, events: list[Event]) -> bool:
+    async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         turn = self._held(lease)
         if turn is None:
             return False
         self._append(turn, events)
         return True
 
-    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[Event]) -> bool:
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[JSONObject]) -> bool:
         turn = self._held(lease)
         if turn is None:
             return False
@@ -155,7 +155,7 @@ class LocalTurns:
     def _expired(self, turn: _Turn) -> bool:
         return turn.state is TurnState.RUNNING and turn.lease_until <= self._clock()
 
-    def _append(self, turn: _Turn, events: list[Event]) -> None:
+    def _append(self, turn: _Turn, events: list[JSONObject]) -> None:
         for event in events:
             if event["sequence_number"] == len(turn.events):
                 turn.events.append(orjson.dumps(event))
@@ -180,11 +180,11 @@ class OneNodeTurns:
         """See :meth:`tether.store.base.Store.renew_lease`."""
         return await self.turns.renew_lease(lease, lease_s)
 
-    async def append_events(self, lease: Lease, events: list[Event]) -> bool:
+    async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         """See :meth:`tether.store.base.Store.append_events`."""
         return await self.turns.append_events(lease, events)
 
-    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[Event]) -> bool:
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[JSONObject]) -> bool:
         """See :meth:`tether.store.base.Store.finish_turn`."""
         return await self.turns.finish_turn(lease, record, events)
 

@@ -25,7 +25,7 @@ from tether.store import postgres_sql as q
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
 from tether.store.local_turns import FINISHED_RETENTION_S
 from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead, TurnState
-from tether.types import Event
+from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.store.postgres")
 
@@ -219,7 +219,7 @@ class PostgresStore:
             )
             return cursor.rowcount > 0
 
-    async def append_events(self, lease: Lease, events: list[Event]) -> bool:
+    async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         """Append events while the lease is held, and wake every node's followers."""
         params = {
             "id": lease.response_id,
@@ -233,7 +233,7 @@ class PostgresStore:
             row = await (await conn.execute(q.APPEND_EVENTS, params)).fetchone()
             return row is not None and row[0] > 0
 
-    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[Event]) -> bool:
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[JSONObject]) -> bool:
         """Store the record, append the last events and mark the turn done, in one transaction, if still held."""
         if record is not None:
             check_record(record)
@@ -318,7 +318,7 @@ class PostgresStore:
 
     # -- helpers -------------------------------------------------------------------------------------------
 
-    async def _insert_events(self, conn: _Conn, response_id: str, events: list[Event]) -> None:
+    async def _insert_events(self, conn: _Conn, response_id: str, events: list[JSONObject]) -> None:
         if events:
             seqs = [event["sequence_number"] for event in events]
             await conn.execute(q.INSERT_EVENTS, (response_id, seqs, [orjson.dumps(event) for event in events]))

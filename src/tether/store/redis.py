@@ -27,7 +27,7 @@ from tether.store import redis_scripts as lua
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
 from tether.store.local_turns import FINISHED_RETENTION_S
 from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead, TurnState
-from tether.types import Event
+from tether.types import JSONObject
 
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _CHAIN_LIMIT = 100_000
@@ -229,13 +229,13 @@ class RedisStore:
         args = [lease.token, repr(now), repr(now + lease_s), int(FINISHED_RETENTION_S)]
         return bool(await self._run("RENEW", keys, args))
 
-    async def append_events(self, lease: Lease, events: list[Event]) -> bool:
+    async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         """Append events to the turn's stream while the lease is held."""
         keys = [self._key("turn", lease.response_id), self._key("log", lease.response_id)]
         args = [lease.token, repr(self._clock()), int(FINISHED_RETENTION_S), len(events), *_event_args(events)]
         return bool(await self._run("APPEND", keys, args))
 
-    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[Event]) -> bool:
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[JSONObject]) -> bool:
         """Store the record, append the last events and mark the turn done, in one script, if still held."""
         if record is not None:
             check_record(record)
@@ -364,7 +364,7 @@ def _expired(row: dict[str, Any], now: float) -> bool:
     return row["expires_at"] is not None and row["expires_at"] <= now
 
 
-def _event_args(events: list[Event]) -> list[object]:
+def _event_args(events: list[JSONObject]) -> list[object]:
     return [value for event in events for value in (event["sequence_number"], orjson.dumps(event))]
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tether.types import Event
+from tether.types import JSONObject
 
 
 class TurnState(StrEnum):
@@ -62,11 +62,11 @@ class TurnRead:
         lease_expired: ``True`` when the turn is running but its lease ran out (its node is presumed dead).
     """
 
-    events: list[Event]
+    events: list[JSONObject]
     state: TurnState
     node: str
     lease_expired: bool
 
 
-InterruptEvents = Callable[[int], list[Event]]
+InterruptEvents = Callable[[int], list[JSONObject]]
 """Builds the terminal events of an interrupted turn, given the sequence number the first of them gets."""

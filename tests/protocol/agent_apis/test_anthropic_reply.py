@@ -27,7 +27,7 @@ from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDel
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream
 from tether.providers.translate_anthropic import AnthropicStreamDecoder
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 REPLY = MessagesReply(model="claude-sonnet-4-5", stream=True, input_tokens=42)
 
@@ -36,7 +36,7 @@ REPLY = MessagesReply(model="claude-sonnet-4-5", stream=True, input_tokens=42)
 class Answer:
     """A response's Responses events and its final response object."""
 
-    events: list[Event]
+    events: list[JSONObject]
     response: JSONObject
 
 
@@ -60,7 +60,7 @@ def responses_stream(events: Sequence[ModelEvent], *, fail: ProtocolError | None
     return Answer([dict(event) for event in out], dict(stream.response))
 
 
-def encode(responses: Sequence[Event], reply: MessagesReply = REPLY) -> tuple[list[Event], bytes, JSONObject]:
+def encode(responses: Sequence[JSONObject], reply: MessagesReply = REPLY) -> tuple[list[JSONObject], bytes, JSONObject]:
     encoder = MessagesStreamEncoder(reply)
     events = [out for event in responses for out in encoder.feed(event)]
     assert encoder.finished

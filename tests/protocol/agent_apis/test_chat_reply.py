@@ -25,12 +25,12 @@ from tether.protocol.errors import ProtocolError
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 REPLY = ChatReply(model="gpt-5.4", stream=True, include_usage=True)
 
 
-def answer(events: Sequence[ModelEvent], fail: ProtocolError | None = None) -> tuple[list[Event], JSONObject]:
+def answer(events: Sequence[ModelEvent], fail: ProtocolError | None = None) -> tuple[list[JSONObject], JSONObject]:
     response = response_object(
         response_id="resp_77",
         created_at=1700000000,
@@ -50,7 +50,7 @@ def answer(events: Sequence[ModelEvent], fail: ProtocolError | None = None) -> t
     return [dict(event) for event in out], dict(stream.response)
 
 
-def encode(events: Sequence[Event], reply: ChatReply = REPLY) -> tuple[list[JSONObject], bytes, JSONObject]:
+def encode(events: Sequence[JSONObject], reply: ChatReply = REPLY) -> tuple[list[JSONObject], bytes, JSONObject]:
     encoder = ChatStreamEncoder(reply)
     chunks = [chunk for event in events for chunk in encoder.feed(event)]
     assert encoder.finished

@@ -26,7 +26,7 @@ from tether.protocol.request import Transport, parse_create
 from tether.providers.router import ProviderRouter
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming, parse_scripts
 from tether.store.memory import MemoryStore
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 SCRIPTS = parse_scripts(
     {
@@ -53,7 +53,7 @@ async def engine() -> AsyncIterator[Engine]:
     await engine.aclose()
 
 
-async def run(engine: Engine, responses: JSONObject) -> list[Event]:
+async def run(engine: Engine, responses: JSONObject) -> list[JSONObject]:
     live = await engine.create(parse_create({**responses, "store": False}, Transport.HTTP), tenant="t")
     return [dict(event) async for event in engine.follow(live)]
 

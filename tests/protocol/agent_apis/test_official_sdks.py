@@ -24,7 +24,7 @@ from tether.protocol.request import Transport, parse_create
 from tether.providers.router import ProviderRouter
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming, parse_scripts
 from tether.store.memory import MemoryStore
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 SCRIPTS = parse_scripts(
     {
@@ -43,7 +43,7 @@ SCRIPTS = parse_scripts(
 TOOL: Any = {"name": "Read", "description": "Read a file.", "input_schema": {"type": "object", "properties": {}}}
 
 
-async def _events(responses: JSONObject) -> AsyncIterator[Event]:
+async def _events(responses: JSONObject) -> AsyncIterator[JSONObject]:
     engine = Engine(
         MemoryStore(),
         ProviderRouter({"scripted": ScriptedProvider(ScriptedTiming(), SCRIPTS)}),

@@ -21,7 +21,7 @@ from tether.protocol.agent_apis.common import (
 )
 from tether.protocol.errors import ProtocolError
 from tether.protocol.sse import encode_event
-from tether.types import Event, Item, JSONObject
+from tether.types import Item, JSONObject
 
 __all__ = [
     "anthropic_error",
@@ -44,10 +44,10 @@ _ERROR_TYPES = {
     529: "overloaded_error",
 }
 STREAM_ERROR_TYPES = {"rate_limit_exceeded": "rate_limit_error", "overloaded": "overloaded_error"}
-PING: Event = {"type": "ping"}
+PING: JSONObject = {"type": "ping"}
 
 
-def encode_messages_event(event: Event) -> bytes:
+def encode_messages_event(event: JSONObject) -> bytes:
     """One Messages SSE frame: ``event: <type>`` and ``data: <json>`` (the API sends no ``[DONE]``)."""
     return encode_event(event)
 

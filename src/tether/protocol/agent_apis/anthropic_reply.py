@@ -45,7 +45,7 @@ from tether.protocol.agent_apis.common import (
     stream_error,
     tool_use_id,
 )
-from tether.types import Event, Item, JSONObject
+from tether.types import Item, JSONObject
 
 __all__ = ["MessagesStreamEncoder"]
 
@@ -91,7 +91,7 @@ class MessagesStreamEncoder:
         """The Messages body accumulated so far (complete once :attr:`finished`), as the non-streamed answer."""
         return self._message
 
-    def feed(self, event: Event) -> list[Event]:
+    def feed(self, event: JSONObject) -> list[JSONObject]:
         """The Messages events one Responses event means (often none)."""
         if self.finished:
             return []
@@ -129,7 +129,7 @@ class MessagesStreamEncoder:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
-    def _start(self, response: Any) -> list[Event]:
+    def _start(self, response: Any) -> list[JSONObject]:
         self._started = True
         response_id = response.get("id") if isinstance(response, dict) else None
         self._message = message_head(response_id, self.reply.model, [])
@@ -137,8 +137,8 @@ class MessagesStreamEncoder:
         start = {**self._message, "content": [], "stop_reason": None, "usage": usage}
         return [{"type": "message_start", "message": start}, dict(PING)]
 
-    def _finish(self, response: JSONObject) -> list[Event]:
-        out: list[Event] = []
+    def _finish(self, response: JSONObject) -> list[JSONObject]:
+        out: list[JSONObject] = []
         for key in list(self._blocks):
             out += self._stop(key)
         self.finished = True
@@ -154,14 +154,14 @@ class MessagesStreamEncoder:
         delta = {"type": "message_delta", "delta": stop, "usage": usage}
         return [*out, delta, {"type": "message_stop"}]
 
-    def _error(self, code: str, message: str) -> list[Event]:
+    def _error(self, code: str, message: str) -> list[JSONObject]:
         self.finished = True
         kind = STREAM_ERROR_TYPES.get(code, "api_error")
         return [{"type": "error", "error": {"type": kind, "message": message}}]
 
     # -- blocks --------------------------------------------------------------------------------------------
 
-    def _item_added(self, output_index: int, item: Item) -> list[Event]:
+    def _item_added(self, output_index: int, item: Item) -> list[JSONObject]:
         kind = item.get("type")
         if kind == "function_call":
             block = self._block((output_index, -1), "tool_use")
@@ -172,9 +172,9 @@ class MessagesStreamEncoder:
             self._block((output_index, -1), "thinking")
         return []
 
-    def _item_done(self, output_index: int, item: Item) -> list[Event]:
+    def _item_done(self, output_index: int, item: Item) -> list[JSONObject]:
         kind = item.get("type")
-        out: list[Event] = []
+        out: list[JSONObject] = []
         if kind == "function_call":
             out += self._catch_up((output_index, -1), item.get("arguments"))
         elif kind == "reasoning" and (output_index, -1) in self._blocks:
@@ -193,13 +193,13 @@ class MessagesStreamEncoder:
             out += self._stop(key)
         return out
 
-    def _text(self, output_index: int, content_index: int, delta: Any) -> list[Event]:
+    def _text(self, output_index: int, content_index: int, delta: Any) -> list[JSONObject]:
         return self._delta((output_index, content_index), delta, create="text")
 
-    def _text_done(self, output_index: int, content_index: int, text: Any) -> list[Event]:
+    def _text_done(self, output_index: int, content_index: int, text: Any) -> list[JSONObject]:
         return self._catch_up((output_index, content_index), text, create="text")
 
-    def _thinking(self, output_index: int, summary_index: int, delta: Any) -> list[Event]:
+    def _thinking(self, output_index: int, summary_index: int, delta: Any) -> list[JSONObject]:
         block = self._blocks.get((output_index, -1))
         if block is None or not isinstance(delta, str) or not delta:
             return []
@@ -209,7 +209,7 @@ class MessagesStreamEncoder:
                 delta = "\n\n" + delta
         return self._delta((output_index, -1), delta)
 
-    def _delta(self, key: tuple[int, int], delta: Any, create: BlockKind | None = None) -> list[Event]:
+    def _delta(self, key: tuple[int, int], delta: Any, create: BlockKind | None = None) -> list[JSONObject]:
         if not isinstance(delta, str) or not delta:
             return []
         block = self._blocks.get(key)
@@ -228,12 +228,12 @@ class MessagesStreamEncoder:
             self._content(block)["thinking"] += delta
         return out
 
-    def _text_out(self, key: tuple[int, int], block: _Block, delta: str, *, final: bool = False) -> list[Event]:
+    def _text_out(self, key: tuple[int, int], block: _Block, delta: str, *, final: bool = False) -> list[JSONObject]:
         """Send text as far as the stop sequences allow; a hit ends the block and the answer."""
         if block.scanner is None:
             block.scanner = StopScanner(self.reply.stop_sequences)
         text = block.scanner.flush() if final else block.scanner.feed(delta)
-        out: list[Event] = []
+        out: list[JSONObject] = []
         if text:
             out += self._open(block)
             out.append(self._delta_event(block, {"type": "text_delta", "text": text}))
@@ -243,7 +243,7 @@ class MessagesStreamEncoder:
             out += self._stop(key)
         return out
 
-    def _catch_up(self, key: tuple[int, int], whole: Any, create: BlockKind | None = None) -> list[Event]:
+    def _catch_up(self, key: tuple[int, int], whole: Any, create: BlockKind | None = None) -> list[JSONObject]:
         """Send what a ``.done`` event holds beyond the deltas already sent (a stream may skip its deltas)."""
         if not isinstance(whole, str):
             return []
@@ -258,7 +258,7 @@ class MessagesStreamEncoder:
         self._blocks[key] = block
         return block
 
-    def _open(self, block: _Block) -> list[Event]:
+    def _open(self, block: _Block) -> list[JSONObject]:
         if block.started:
             return []
         block.started = True
@@ -276,7 +276,7 @@ class MessagesStreamEncoder:
             content = {"type": "thinking", "thinking": ""}
         return [{"type": "content_block_start", "index": block.index, "content_block": content}]
 
-    def _stop(self, key: tuple[int, int]) -> list[Event]:
+    def _stop(self, key: tuple[int, int]) -> list[JSONObject]:
         block = self._blocks.get(key)
         out = self._text_out(key, block, "", final=True) if block is not None and block.kind == "text" else []
         block = self._blocks.pop(key, None)
@@ -292,5 +292,5 @@ class MessagesStreamEncoder:
         return content
 
     @staticmethod
-    def _delta_event(block: _Block, delta: JSONObject) -> Event:
+    def _delta_event(block: _Block, delta: JSONObject) -> JSONObject:
         return {"type": "content_block_delta", "index": block.index, "delta": delta}

@@ -33,7 +33,7 @@ from tether.protocol.agent_apis.common import (
 )
 from tether.protocol.errors import ErrorType, ProtocolError
 from tether.protocol.sse import encode_done
-from tether.types import Event, Item, JSONObject
+from tether.types import Item, JSONObject
 
 __all__ = ["CHAT_DONE", "ChatStreamEncoder", "chat_completion", "chat_error", "chat_failure", "encode_chat_chunk"]
 
@@ -133,7 +133,7 @@ class ChatStreamEncoder:
         """The ``chat.completion`` body accumulated from the stream (complete once :attr:`finished`)."""
         return self._completion
 
-    def feed(self, event: Event) -> list[JSONObject]:
+    def feed(self, event: JSONObject) -> list[JSONObject]:
         """The chunks one Responses event means (often none)."""
         if self.finished:
             return []

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from tether.protocol.errors import ProtocolError
-from tether.types import Event, JSONObject
+from tether.types import JSONObject
 
 _DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 _TOOL_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]")
@@ -104,7 +104,7 @@ def public_id(prefix: str, response_id: Any) -> str:
     return f"{prefix}{text.removeprefix('resp_')}" if text else f"{prefix}tether"
 
 
-def stream_error(event: Event) -> tuple[str, str]:
+def stream_error(event: JSONObject) -> tuple[str, str]:
     """``(code, message)`` of a Responses ``error`` event in either shape (WebSocket-nested or flat SSE)."""
     inner = event.get("error")
     source = inner if isinstance(inner, dict) else event
