@@ -1,0 +1,205 @@
+"""Upload on the bad link, direct vs through ``tether edge``, for each agent API (a short benchmark arm).
+
+For each API (anthropic-messages, chat-completions, responses) one benchmark task is played by an agent that sends
+what real agents send: the whole history, the tool schemas (~32 KB) and the system prompt (~7 KB) on every request.
+
+- ``direct``: the agent talks to the upstream across the shaping proxy (a same-API fake for Messages and Chat, a
+  ``tether serve`` for stateless Responses).
+- ``edge``: the agent talks to ``tether edge`` on loopback; the proxy sits between the edge and the gateway.
+
+The figure is the bytes the proxy forwarded in each direction over the whole task (TCP payload: HTTP, SSE and
+WebSocket framing included, after permessage-deflate). ``cold`` is the first task on a fresh gateway; ``warm`` the
+same task after the agent's previous task (another task with the same tools and system prompt) already ran.
+
+    python -m tether.bench.edge_upload [--seed 1] [--profile loopback]
+
+Bytes do not depend on the profile's rate or delay (only time does); the default profile is unshaped so a short
+run stays short on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import httpx2 as httpx
+import orjson
+
+from tether.bench.workloads import Task, standard_tasks
+from tether.edge.app import EdgeConfig
+from tether.edge.link import LinkOptions
+from tether.edge.run import edge_in_thread, link_url
+from tether.netem.proxy import ShapingProxy
+from tether.netutil import free_port
+from tether.protocol.agent_apis import ChatStreamChecker, MessagesStreamChecker
+from tether.protocol.edge_wire import PATH
+from tether.protocol.sse import SSEDecoder
+from tether.providers.fakes import FakeAnthropic, FakeChatCompletions
+from tether.server.runner import serve_in_thread
+from tether.settings import Settings
+
+APIS = ("anthropic-messages", "chat-completions", "responses")
+TOOLS_BYTES = 32_000
+SYSTEM_BYTES = 7_000
+
+
+def claude_code_sized(task: Task) -> Task:
+    """The task with tool schemas of about 32 KB and a system prompt of about 7 KB, as Claude Code sends."""
+    per_tool = TOOLS_BYTES // len(task.tools)
+    tools = []
+    for tool in task.tools:
+        description = (tool["description"] + " ") * (per_tool // (len(tool["description"]) + 1) + 1)
+        tools.append({**tool, "description": description[:per_tool]})
+    instructions = (task.instructions * (SYSTEM_BYTES // max(1, len(task.instructions)) + 1))[:SYSTEM_BYTES]
+    return Task(task.name, instructions, tools, task.prompt, task.steps)
+
+
+Post = Callable[[str, dict[str, Any]], bytes]
+
+
+def play(api: str, task: Task, post: Post) -> int:
+    """Play ``task`` as an agent of ``api`` against ``post``; returns the number of requests."""
+    requests = 0
+    history: list[Any] = []
+    tools = _tools(api, task)
+    history.append({"role": "user", "content": task.prompt})
+    for step in task.steps:
+        requests += 1
+        if api == "anthropic-messages":
+            body = {"model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": True, "tools": tools,
+                    "system": [{"type": "text", "text": task.instructions}], "messages": history}  # fmt: skip
+            checker = MessagesStreamChecker()
+            checker.feed(post("/v1/messages", body))
+            message = checker.close()
+            history = [*history, {"role": "assistant", "content": message["content"]}]
+            uses = [block for block in message["content"] if block["type"] == "tool_use"]
+            results = [{"type": "tool_result", "tool_use_id": use["id"], "content": call.output}
+                       for use, call in zip(uses, step.calls, strict=False)]  # fmt: skip
+            if results:
+                history.append({"role": "user", "content": results})
+        elif api == "chat-completions":
+            body = {"model": "gpt-bench", "stream": True, "tools": tools,
+                    "messages": [{"role": "system", "content": task.instructions}, *history]}  # fmt: skip
+            chat = ChatStreamChecker()
+            chat.feed(post("/v1/chat/completions", body))
+            message = chat.close()["message"]
+            history = [*history, message]
+            for call, played in zip(message.get("tool_calls") or [], step.calls, strict=False):
+                history.append({"role": "tool", "tool_call_id": call["id"], "content": played.output})
+        else:
+            body = {"model": f"script:{task.name}", "stream": True, "tools": tools, "instructions": task.instructions,
+                    "input": history, "store": False}  # fmt: skip
+            events = [
+                orjson.loads(e.data) for e in SSEDecoder().decode(post("/v1/responses", body)) if e.data != "[DONE]"
+            ]
+            output = events[-1]["response"]["output"]
+            history = [*history, *output]
+            calls = [item for item in output if item["type"] == "function_call"]
+            history += [{"type": "function_call_output", "call_id": item["call_id"], "output": played.output}
+                        for item, played in zip(calls, step.calls, strict=False)]  # fmt: skip
+        if not step.calls:
+            break
+    return requests
+
+
+def _tools(api: str, task: Task) -> list[Any]:
+    if api == "anthropic-messages":
+        return [
+            {"name": t["name"], "description": t["description"], "input_schema": t["parameters"]} for t in task.tools
+        ]
+    if api == "chat-completions":
+        return [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters")}}
+                for t in task.tools]  # fmt: skip
+    return list(task.tools)
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    api: str
+    arm: str
+    up: int
+    down: int
+    requests: int
+
+
+@contextmanager
+def _upstream(api: str, tasks: Sequence[Task], directory: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The upstream the gateway (or the direct agent) talks to: its base URL and the gateway settings for it."""
+    script = [step for task in tasks for step in task.script()]
+    if api == "anthropic-messages":
+        with FakeAnthropic(script=script) as fake:
+            yield fake.base_url, {"providers": {"up": {"kind": "anthropic", "base_url": fake.base_url}},
+                                  "routes": [{"model": "*", "provider": "up"}]}  # fmt: skip
+    elif api == "chat-completions":
+        with FakeChatCompletions(script=script) as fake:
+            yield fake.base_url, {"providers": {"up": {"kind": "chat-completions", "base_url": fake.base_url}},
+                                  "routes": [{"model": "*", "provider": "up"}]}  # fmt: skip
+    else:
+        scripts = directory / "scripts.json"
+        scripts.write_text(json.dumps({"scripts": {task.name: task.script() for task in tasks}}))
+        yield "", {"scripted": {"scripts_file": str(scripts)}}
+
+
+def measure(api: str, tasks: Sequence[Task], profile: str, *, through_edge: bool, warm: bool) -> Measure:
+    """Bytes across the proxy while the last of ``tasks`` is played (the ones before it warm the gateway)."""
+    with TemporaryDirectory() as tmp, ExitStack() as stack:
+        directory = Path(tmp)
+        upstream_url, gateway_settings = stack.enter_context(_upstream(api, tasks, directory))
+        settings = Settings.model_validate({"store_url": "memory://", "log_level": "warning", **gateway_settings})
+        if through_edge or api == "responses":
+            gateway = stack.enter_context(serve_in_thread(settings))
+            target = ("127.0.0.1", gateway.port)
+        else:
+            host_port = upstream_url.split("//", 1)[1].split("/", 1)[0]
+            target = (host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1]))
+        proxy = stack.enter_context(ShapingProxy(target[0], target[1], profile).start_in_thread())
+        client = stack.enter_context(httpx.Client(timeout=300))
+        if through_edge:
+            ws_url, origin = link_url(f"http://127.0.0.1:{proxy.port}/v1")
+            config = EdgeConfig(LinkOptions(ws_url, http_url=origin + PATH), origin)
+            edge = stack.enter_context(edge_in_thread(config, port=free_port()))
+            base = edge.base_url
+        else:
+            base = f"http://127.0.0.1:{proxy.port}"
+
+        def post(path: str, body: dict[str, Any]) -> bytes:
+            reply = client.post(base + path, json=body)
+            reply.raise_for_status()
+            return reply.content
+
+        for task in tasks[:-1] if warm else ():
+            play(api, task, post)
+        before = proxy.stats()
+        requests = play(api, tasks[-1], post)
+        after = proxy.stats()
+        return Measure(api, ("edge" if through_edge else "direct") + (" warm" if warm else " cold"),
+                       after.up.bytes - before.up.bytes, after.down.bytes - before.down.bytes, requests)  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tether.bench.edge_upload", description=__doc__)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", default="loopback")
+    parser.add_argument("--apis", default=",".join(APIS))
+    args = parser.parse_args(argv)
+    first, second = (claude_code_sized(task) for task in standard_tasks(args.seed)[:2])
+    print(f"{'api':<20}{'arm':<14}{'requests':>9}{'up bytes':>12}{'down bytes':>12}{'up vs direct':>14}")
+    for api in args.apis.split(","):
+        direct = measure(api, [first, second], args.profile, through_edge=False, warm=False)
+        rows = [direct]
+        for warm in (False, True):
+            rows.append(measure(api, [first, second], args.profile, through_edge=True, warm=warm))
+        for row in rows:
+            saved = "" if row is direct else f"{1 - row.up / direct.up:.1%} less"
+            print(f"{row.api:<20}{row.arm:<14}{row.requests:>9}{row.up:>12}{row.down:>12}{saved:>14}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
