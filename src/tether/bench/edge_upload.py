@@ -79,8 +79,8 @@ def play(api: str, task: Task, post: Post) -> int:
             message = checker.close()
             history = [*history, {"role": "assistant", "content": message["content"]}]
             uses = [block for block in message["content"] if block["type"] == "tool_use"]
-            results = [{"type": "tool_result", "tool_use_id": use["id"], "content": call.output}
-                       for use, call in zip(uses, step.calls, strict=False)]  # fmt: skip
+            results = [{"type": "tool_result", "tool_use_id": use["id"], "content": _output(step, n)}
+                       for n, use in enumerate(uses)]  # fmt: skip
             if results:
                 history.append({"role": "user", "content": results})
         elif api == "chat-completions":
@@ -90,8 +90,8 @@ def play(api: str, task: Task, post: Post) -> int:
             chat.feed(post("/v1/chat/completions", body))
             message = chat.close()["message"]
             history = [*history, message]
-            for call, played in zip(message.get("tool_calls") or [], step.calls, strict=False):
-                history.append({"role": "tool", "tool_call_id": call["id"], "content": played.output})
+            for n, call in enumerate(message.get("tool_calls") or []):
+                history.append({"role": "tool", "tool_call_id": call["id"], "content": _output(step, n)})
         else:
             body = {"model": f"script:{task.name}", "stream": True, "tools": tools, "instructions": task.instructions,
                     "input": history, "store": False}  # fmt: skip
@@ -101,11 +101,17 @@ def play(api: str, task: Task, post: Post) -> int:
             output = events[-1]["response"]["output"]
             history = [*history, *output]
             calls = [item for item in output if item["type"] == "function_call"]
-            history += [{"type": "function_call_output", "call_id": item["call_id"], "output": played.output}
-                        for item, played in zip(calls, step.calls, strict=False)]  # fmt: skip
+            history += [{"type": "function_call_output", "call_id": item["call_id"], "output": _output(step, n)}
+                        for n, item in enumerate(calls)]  # fmt: skip
         if not step.calls:
             break
     return requests
+
+
+def _output(step: Any, index: int) -> str:
+    """The tool output the agent answers the ``index``-th call of a step with (the step's own, cycled)."""
+    outputs = [call.output for call in step.calls] or ["ok"]
+    return str(outputs[index % len(outputs)])
 
 
 def _tools(api: str, task: Task) -> list[Any]:
@@ -131,7 +137,7 @@ class Measure:
 @contextmanager
 def _upstream(api: str, tasks: Sequence[Task], directory: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """The upstream the gateway (or the direct agent) talks to: its base URL and the gateway settings for it."""
-    script = [step for task in tasks for step in task.script()]
+    script = tasks[-1].script()  # the fakes play by position in the conversation: the measured task's steps
     if api == "anthropic-messages":
         with FakeAnthropic(script=script) as fake:
             yield fake.base_url, {"providers": {"up": {"kind": "anthropic", "base_url": fake.base_url}},
