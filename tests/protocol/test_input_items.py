@@ -66,4 +66,11 @@ def test_known_item_dispatches_on_type_and_keeps_unknown_types_out() -> None:
     assert view["type"] == "function_call"
     assert known_item({"type": "web_search_call", "id": "ws_1"}) is None
     assert known_item({"type": 3}) is None
-    assert known_item({"role": "user", "content": "no type"}) is None
+    assert known_item({"content": "no type, no role"}) is None
+
+
+def test_a_message_may_leave_its_type_out() -> None:
+    easy: Item = {"role": "user", "content": "no type"}
+    assert as_message(easy) is not None
+    assert known_item(easy) is not None
+    assert as_message({"type": "function_call", "role": "user", "content": "x"}) is None

@@ -24,9 +24,12 @@ ItemStatus = Literal["in_progress", "completed", "incomplete"]
 
 
 class InputMessage(TypedDict, total=False):
-    """A ``message`` item; ``content`` is a string or a list of typed content parts (kept as JSON objects)."""
+    """A ``message`` item; ``content`` is a string or a list of typed content parts (kept as JSON objects).
 
-    type: Required[Literal["message"]]
+    ``type`` may be left out (the API's "easy" input message): an item with a ``role`` and no ``type`` is a message.
+    """
+
+    type: Literal["message"]
     role: Required[MessageRole]
     content: Required[str | list[JSONObject]]
     id: str
@@ -93,7 +96,7 @@ def _all_str(item: Mapping[str, object], *fields: str) -> bool:
 def as_message(item: Item) -> InputMessage | None:
     """``item`` typed as a message, or ``None`` if it is not a well-formed one."""
     if (
-        item.get("type") == "message"
+        item.get("type", "message") == "message"
         and item.get("role") in MESSAGE_ROLES
         and isinstance(item.get("content"), (str, list))
     ):
@@ -154,6 +157,6 @@ _VIEWS: Final[Mapping[str, Callable[[Item], KnownItem | None]]] = MappingProxyTy
 
 def known_item(item: Item) -> KnownItem | None:
     """The typed view of ``item`` if it is a well-formed item of a type tether reads, else ``None`` (kept as JSON)."""
-    kind = item.get("type")
+    kind = item.get("type", "message")
     view = _VIEWS.get(kind) if isinstance(kind, str) else None
     return view(item) if view is not None else None

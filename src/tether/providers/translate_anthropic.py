@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
-from tether.protocol.input_items import FunctionCallOutput, as_function_call, as_function_call_output
+from tether.protocol.input_items import FunctionCallOutput, as_function_call, as_function_call_output, as_message
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.providers.base import ProviderRequest
 from tether.providers.translate_chat import (
@@ -124,9 +124,9 @@ class _Conversation:
 
     def add_item(self, item: Item) -> None:
         kind = item.get("type", "message")
-        if kind == "message":
-            role = "assistant" if item.get("role") == "assistant" else "user"
-            self._add(role, _content_blocks(item.get("content"), role))
+        if (message := as_message(item)) is not None:
+            role = "assistant" if message["role"] == "assistant" else "user"
+            self._add(role, _content_blocks(message["content"], role))
         elif (call := as_function_call(item)) is not None:
             block = {"type": "tool_use", "id": tool_id(call["call_id"]), "name": call["name"]}
             self._add("assistant", [{**block, "input": _arguments(call["arguments"])}])

@@ -18,9 +18,11 @@ from tether.protocol.compaction import expand_compaction
 from tether.protocol.errors import ProtocolError
 from tether.protocol.input_items import (
     FunctionCallOutput,
+    InputMessage,
     as_compaction,
     as_function_call,
     as_function_call_output,
+    as_message,
 )
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.providers.base import ProviderRequest
@@ -140,8 +142,8 @@ def chat_request(request: ProviderRequest) -> JSONObject:
 
 def _append_item(messages: list[JSONObject], item: Item) -> None:
     kind = item.get("type", "message")
-    if kind == "message":
-        messages.append(_message(item))
+    if (message := as_message(item)) is not None:
+        messages.append(_message(message))
     elif (function_call := as_function_call(item)) is not None:
         call = {
             "id": function_call["call_id"],
@@ -166,9 +168,9 @@ def _append_item(messages: list[JSONObject], item: Item) -> None:
         raise unsupported(f"input items of type '{kind}' are not supported by this upstream", "input")
 
 
-def _message(item: Item) -> JSONObject:
-    role = item.get("role")
-    content = item.get("content")
+def _message(item: InputMessage) -> JSONObject:
+    role = item["role"]
+    content = item["content"]
     if role in ("system", "developer"):
         return {"role": "system", "content": content_text(content)}
     if role == "assistant":
