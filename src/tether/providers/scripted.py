@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeAlias
 import orjson
 
 from tether.protocol.errors import ErrorType, ProtocolError
+from tether.protocol.input_items import as_function_call, as_function_call_output
 from tether.protocol.items import estimate_tokens
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.providers.base import ProviderRequest
@@ -342,8 +343,8 @@ def _step_index(tail: _Tail) -> int:
         if not _is_model_item(item):
             in_turn = False
             continue
-        if item.get("type") == "function_call":
-            match = _CALL_ID.fullmatch(str(item.get("call_id", "")))
+        if (call := as_function_call(item)) is not None:
+            match = _CALL_ID.fullmatch(call["call_id"])
             if match is not None:
                 return int(match.group(1)) + turns + (0 if in_turn else 1)
         if not in_turn:
@@ -475,10 +476,11 @@ def _text_of(content: Any) -> str:
 def _summarise_outputs(tail: _Tail) -> str:
     count = chars = 0
     for item in tail:
-        if item.get("type") != "function_call_output":
+        output = as_function_call_output(item)
+        if output is None:
             break
         count += 1
-        chars += len(_text_of(item.get("output")))
+        chars += len(_text_of(output["output"]))
     if count == 1:
         return f"The tool returned {chars} characters."
     return f"The {count} tools returned {chars} characters in total."

@@ -12,6 +12,7 @@ from typing import Any
 from tether.engine.engine import Engine
 from tether.protocol.errors import ProtocolError
 from tether.protocol.events import is_terminal
+from tether.protocol.input_items import as_function_call, as_function_call_output
 from tether.protocol.request import Transport, parse_create
 from tether.providers.base import ProviderResolver
 from tether.replay.chain import ChainTurn
@@ -105,15 +106,15 @@ async def _final(engine: Engine, live: Any) -> JSONObject:
 
 
 def _matched_calls(original: list[Item], rerun: list[Item]) -> dict[str, str]:
-    before = [item["call_id"] for item in original if item.get("type") == "function_call"]
-    after = [item["call_id"] for item in rerun if item.get("type") == "function_call"]
+    before = [call["call_id"] for item in original if (call := as_function_call(item)) is not None]
+    after = [call["call_id"] for item in rerun if (call := as_function_call(item)) is not None]
     return dict(zip(before, after, strict=False))
 
 
 def _remap(item: Item, call_ids: dict[str, str]) -> Item:
-    call_id = item.get("call_id")
-    if item.get("type") == "function_call_output" and isinstance(call_id, str) and call_id in call_ids:
-        return {**item, "call_id": call_ids[call_id]}
+    output = as_function_call_output(item)
+    if output is not None and output["call_id"] in call_ids:
+        return {**item, "call_id": call_ids[output["call_id"]]}
     return item
 
 
