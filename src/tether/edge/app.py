@@ -243,12 +243,13 @@ async def _agent_bytes(
     """The agent's stream. Started before the answer's status was known (to keep the agent from timing out), a
     refusal arriving later is said as a stream error, the only way left to say it."""
     late_error = False
+    started = False
     if committed_early:
-        yield expand.keepalive(api)
+        yield expand.keepalive(api, started)
     try:
         async for piece in pieces:
             if piece is KEEPALIVE:
-                yield expand.keepalive(api)
+                yield expand.keepalive(api, started)
             elif "head" in piece:
                 late_error = committed_early and piece["head"]["status"] >= 400
             elif piece.get("end"):
@@ -257,6 +258,7 @@ async def _agent_bytes(
                 return
             else:
                 data = expand.piece_bytes(piece, turn.request)
+                started = started or bool(data)
                 yield expand.stream_error(api, "upstream_error", data.decode(errors="replace")) if late_error else data
     except LinkUnavailableError as error:
         yield expand.stream_error(api, error.code, error.message)

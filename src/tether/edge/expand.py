@@ -61,9 +61,10 @@ def piece_bytes(piece: Piece, request: Mapping[str, Any]) -> bytes:
     return b""
 
 
-def keepalive(api: API) -> bytes:
-    """What keeps the agent's stream alive while its answer waits: Anthropic's ``ping``, else an SSE comment."""
-    return _ANTHROPIC_PING if api == "anthropic-messages" else _SSE_COMMENT
+def keepalive(api: API, started: bool) -> bytes:
+    """What keeps the agent's stream alive while its answer waits: Anthropic's own ``ping`` once its stream has
+    started (the API sends none before ``message_start``), else an SSE comment, which every client skips."""
+    return _ANTHROPIC_PING if api == "anthropic-messages" and started else _SSE_COMMENT
 
 
 def error_body(api: API, status: int, code: str, message: str) -> bytes:

@@ -100,6 +100,8 @@ class Turn:
     accepted: bool = False
     delivered: bool = False
     """The agent has been sent part of the answer (beyond its status): the turn can no longer start over."""
+    created: float = 0.0
+    """When the agent sent it (the link's clock): the offline hold counts from here or the drop, the later."""
     finished: bool = False
     """Its end (or a failure) reached the agent's queue: nothing more is asked for it."""
     uploaded: int = 0
@@ -211,6 +213,7 @@ class GatewayLink:
     ) -> Turn:
         """Send one agent request (now, or when the link is back); ``session`` for a WebSocket-mode connection's."""
         turn = Turn(uuid.uuid4().hex, api, path, request, headers, self.book.delta(api, path, request), session)
+        turn.created = self._clock()
         self._turns[turn.key] = turn
         self.stats.turns += 1
         self.stats.request_bytes += size
@@ -230,7 +233,7 @@ class GatewayLink:
                     item = await asyncio.wait_for(turn.queue.get(), self.options.keepalive_s)
                 except TimeoutError:
                     down = self._down_since
-                    if down is not None and self._clock() - down > self.options.hold_s:
+                    if down is not None and self._clock() - max(down, turn.created) > self.options.hold_s:
                         raise LinkUnavailableError(
                             503, "gateway_unreachable", "The edge could not reach the gateway within its offline hold."
                         ) from None
