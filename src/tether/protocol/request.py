@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 from pydantic import (
@@ -175,7 +175,7 @@ def parse_create(body: JSONObject, transport: Transport) -> CreateRequest:
     return request
 
 
-def normalise_input(value: Any) -> list[Item]:
+def normalise_input(value: object) -> list[Item]:
     """Turn the ``input`` field into a list of typed items, checking each item's shape."""
     if value is None:
         return []
@@ -193,7 +193,7 @@ def normalise_input(value: Any) -> list[Item]:
     return items
 
 
-def _check_item(value: Any, param: str) -> Item:
+def _check_item(value: object, param: str) -> Item:
     if not isinstance(value, dict):
         raise invalid("invalid_type", f"'{param}' must be an object, not {_json_kind(value)}.", param)
     item: Item = value
@@ -247,7 +247,7 @@ def _param_name(loc: tuple[int | str, ...]) -> str | None:
     return name
 
 
-def check_stream_id(value: Any) -> None:
+def check_stream_id(value: object) -> None:
     if value is None:
         return
     if not isinstance(value, str) or STREAM_ID_PATTERN.fullmatch(value) is None:
@@ -271,7 +271,7 @@ def validation_error(exc: ValidationError) -> ProtocolError:
     )
 
 
-def _json_kind(value: Any) -> str:
+def _json_kind(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 
@@ -176,7 +176,7 @@ def _tool_result(item: FunctionCallOutput) -> JSONObject:
     return {"type": "tool_result", "tool_use_id": tool_id(item["call_id"]), "content": content}
 
 
-def _content_blocks(content: Any, role: str) -> list[JSONObject]:
+def _content_blocks(content: object, role: str) -> list[JSONObject]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     if not isinstance(content, list):
@@ -197,7 +197,7 @@ def _part_blocks(part: JSONObject, role: str) -> list[JSONObject]:
     raise unsupported(f"content parts of type '{kind}' are not supported by this upstream", "input")
 
 
-def _source(url: Any, part: str, field: str) -> JSONObject:
+def _source(url: object, part: str, field: str) -> JSONObject:
     if not isinstance(url, str):
         raise unsupported(f"{part} parts need {field} (file_id is not supported by this upstream)", "input")
     match = _DATA_URL.fullmatch(url)
@@ -322,7 +322,7 @@ def anthropic_usage(usage: JSONObject) -> Usage:
     )
 
 
-def _numbers(usage: Any) -> dict[str, int]:
+def _numbers(usage: object) -> dict[str, int]:
     if not isinstance(usage, dict):
         return {}
     return {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 
@@ -56,7 +56,7 @@ def expand_items(items: Iterable[Item]) -> Iterator[Item]:
         yield from expand_items(inner)
 
 
-def content_text(content: Any) -> str:
+def content_text(content: object) -> str:
     """The text of a string or of a list of content parts (non-text parts are skipped)."""
     if isinstance(content, str):
         return content
@@ -180,11 +180,11 @@ def _message(item: InputMessage) -> JSONObject:
     return {"role": "user", "content": [_part(part) for part in content]}
 
 
-def _is_text(part: Any) -> bool:
+def _is_text(part: object) -> bool:
     return isinstance(part, dict) and part.get("type") in TEXT_PART_TYPES
 
 
-def _is_image(part: Any) -> bool:
+def _is_image(part: object) -> bool:
     return isinstance(part, dict) and part.get("type") == "input_image"
 
 
@@ -384,7 +384,7 @@ def chat_usage(usage: JSONObject) -> Usage:
     )
 
 
-def _int(value: Any) -> int:
+def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
