@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.protocol.delta import MISSING, DeltaError, apply, diff, dumps, large_values
+from tether.protocol.delta import MISSING, DeltaError, apply, diff, dumps, large_values, size_at_least
 
 scalars: st.SearchStrategy[Any] = st.one_of(
     st.none(),
@@ -179,3 +179,9 @@ def test_deeply_nested_deltas_are_refused() -> None:
         node = ["a", [["n", node]]]
     with pytest.raises(DeltaError):
         apply(MISSING, node, NOTHING.__getitem__)
+
+
+@settings(max_examples=200)
+@given(json_values)
+def test_the_size_bound_never_exceeds_the_serialised_size(value: Any) -> None:
+    assert size_at_least(value, 1 << 30) <= len(dumps(value))

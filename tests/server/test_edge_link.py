@@ -103,3 +103,16 @@ def test_malformed_frames_are_refused_naming_the_field(raw: Any, param: str) -> 
     with pytest.raises(ProtocolError) as caught:
         wire.parse_uplink(raw)
     assert caught.value.param == param
+
+
+async def test_a_delta_that_expands_past_the_limit_is_refused(gateway: EdgeGateway) -> None:
+    held = {"model": "scripted", "input": [{"role": "user", "content": "x" * 60_000}]}
+    first = gateway.open_turn("t", frame("one", MISSING, held), {})
+    assert isinstance(first, TurnLog)
+    blob = value_hash(held["input"][0])
+    patch = ["f", {"input": ["a", [["n", ["r", blob]]] * 400]}]
+    bomb: dict[str, Any] = {"type": wire.TURN, "turn": "two", "api": "responses", "path": "/v1/responses",
+                            "id": "0" * 32, "base": None, "patch": patch}  # fmt: skip
+    refused = gateway.open_turn("t", bomb, {})  # type: ignore[arg-type]
+    assert not isinstance(refused, TurnLog)
+    assert refused["code"] == "request_too_large"

@@ -77,6 +77,33 @@ def large_values(value: JSONValue, min_bytes: int = MIN_REF_BYTES) -> Iterator[t
         yield from large_values(child, min_bytes)
 
 
+def size_at_least(value: JSONValue, limit: int) -> int:
+    """A lower bound of ``len(dumps(value))``, found without serialising, that stops counting past ``limit``.
+
+    A delta can name one held value many times (references, copies of base elements); the rebuilt tree shares those
+    subtrees, so it is small in memory while its serialisation may be enormous. This walks each shared subtree once.
+    """
+    memo: dict[int, int] = {}
+
+    def walk(node: JSONValue) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if isinstance(node, str):
+            size = len(node) + 2
+        elif isinstance(node, dict):
+            size = 2 + sum(len(k) + 3 + walk(v) for k, v in node.items()) + max(0, len(node) - 1)
+            memo[key] = size
+        elif isinstance(node, list):
+            size = 2 + sum(walk(v) for v in node) + max(0, len(node) - 1)
+            memo[key] = size
+        else:
+            size = 1
+        return min(size, limit + 1)
+
+    return walk(value)
+
+
 class _Differ:
     def __init__(self, known: Container[str], min_ref_bytes: int) -> None:
         self.known = known

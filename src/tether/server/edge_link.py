@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from tether.engine.cache import ConnectionState
 from tether.engine.engine import Engine
 from tether.protocol import edge_wire as wire
-from tether.protocol.delta import MISSING, DeltaError, apply, value_hash
+from tether.protocol.delta import MISSING, DeltaError, apply, size_at_least, value_hash
 from tether.protocol.errors import ProtocolError
 from tether.server.auth import Authenticator
 from tether.server.edge_content import EdgeContent
@@ -79,6 +79,8 @@ class EdgeGateway:
         except DeltaError as error:
             code = wire.UNKNOWN_REFERENCE if error.missing else wire.DELTA_MISMATCH
             return wire.refused_frame(turn, code, str(error), error.missing)
+        if size_at_least(request, self.max_frame_bytes) > self.max_frame_bytes:
+            return wire.refused_frame(turn, "request_too_large", "The rebuilt request exceeds the gateway's limit.")
         if not isinstance(request, dict) or value_hash(request) != frame["id"]:
             return wire.refused_frame(turn, wire.DELTA_MISMATCH, "The rebuilt request does not match its hash.")
         self.content.hold(tenant, request)
