@@ -21,17 +21,11 @@ import structlog
 from tether.engine.engine import Engine
 from tether.engine.live import LiveResponse
 from tether.engine.observer import TurnOrigin
-from tether.protocol.client_events import (
-    ResumeRequest,
-    client_event_type,
-    connection_limit_reached,
-    event_lane,
-    parse_client_event,
-)
+from tether.protocol.client_events import ClientEvent, ResumeRequest, connection_limit_reached, read_client_event
 from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.events import StreamEvent
 from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
-from tether.protocol.request import MAX_INPUT_ITEMS, CreateRequest, check_input_items, decode_json_object
+from tether.protocol.request import MAX_INPUT_ITEMS, CreateRequest
 from tether.protocol.stream import with_stream_id
 
 _log = structlog.get_logger("tether.websocket")
@@ -112,20 +106,21 @@ class LaneDriver:
 
     def receive(self, text: str) -> None:
         """Handle one client event: start or queue a turn, start a resume, or answer with an error event."""
-        lane: Lane = None
+        lane, event = read_client_event(text, self.max_input_items)
+        self.accept(lane, event, len(text.encode()))
+
+    def accept(self, lane: Lane, event: ClientEvent | ProtocolError, size: int) -> None:
+        """Handle a client event already read (see :func:`~tether.protocol.client_events.read_client_event`)."""
         try:
-            body = decode_json_object(text)
-            lane = event_lane(body)
-            check_input_items(body, self.max_input_items)
-            event_type = client_event_type(body)
             if self.aged_out.is_set():
                 raise connection_limit_reached(self.max_age_s)
-            event = parse_client_event(event_type, body)
-            job: Job
-            if isinstance(event, ResumeRequest):
-                lane, job = event.stream_id, event
-            else:
-                lane, job = event.stream_id, (event, dataclasses.replace(self.origin, request_bytes=len(text.encode())))
+            if isinstance(event, ProtocolError):
+                raise event
+            job: Job = (
+                event
+                if isinstance(event, ResumeRequest)
+                else (event, dataclasses.replace(self.origin, request_bytes=size))
+            )
             if self.lanes.submit(lane, job):
                 self._start(lane, job)
         except ProtocolError as error:

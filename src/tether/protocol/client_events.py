@@ -18,7 +18,9 @@ from tether.protocol.request import (
     STREAM_ID_PATTERN,
     CreateRequest,
     Transport,
+    check_input_items,
     check_stream_id,
+    decode_json_object,
     parse_create,
     validation_error,
 )
@@ -75,6 +77,25 @@ def parse_client_event(event_type: ClientEventType, body: JSONObject) -> CreateR
     if event_type == "tether:response.resume":
         return parse_resume(body)
     return parse_create(body, Transport.WEBSOCKET)
+
+
+ClientEvent = CreateRequest | ResumeRequest
+
+
+def read_client_event(text: str, max_input_items: int) -> tuple[Lane, ClientEvent | ProtocolError]:
+    """Decode and validate one client message: its lane, and the event or the error that answers it.
+
+    Pure and synchronous, so a large message can be read on a worker thread, off the event loop.
+    """
+    lane: Lane = None
+    try:
+        body = decode_json_object(text)
+        lane = event_lane(body)
+        check_input_items(body, max_input_items)
+        event = parse_client_event(client_event_type(body), body)
+    except ProtocolError as error:
+        return lane, error
+    return event.stream_id, event
 
 
 def parse_resume(body: JSONObject) -> ResumeRequest:

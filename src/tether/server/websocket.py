@@ -13,6 +13,7 @@ import structlog
 from starlette.websockets import WebSocket
 
 from tether.engine.lane_driver import Close, LaneDriver
+from tether.protocol.client_events import read_client_event
 from tether.protocol.errors import ProtocolError, invalid
 from tether.protocol.lanes import LaneLimits
 from tether.server.auth import Identity
@@ -23,6 +24,8 @@ from tether.server.state import ServerState, server_state
 _log = structlog.get_logger("tether.websocket")
 
 CLOSE_MESSAGE_TOO_BIG = 1009
+# Messages longer than this (in characters) are decoded and validated on a worker thread.
+OFF_LOOP_CHARS = 1024 * 1024
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -88,7 +91,11 @@ class WebSocketSession:
                 )
                 await self.driver.outbox.put(Close(CLOSE_MESSAGE_TOO_BIG, "message too large"))
                 continue
-            self.driver.receive(text)
+            if len(text) > OFF_LOOP_CHARS:  # a large message is read on a worker thread: the loop stays responsive
+                lane, event = await asyncio.to_thread(read_client_event, text, self.driver.max_input_items)
+                self.driver.accept(lane, event, len(text.encode()))
+            else:
+                self.driver.receive(text)
 
     async def _write(self) -> None:
         while True:
