@@ -11,9 +11,13 @@ import orjson
 import pytest
 from openai import OpenAI
 
-from tether.edge.run import RunningEdge
+from tether.edge.run import RunningEdge, edge_in_thread
+from tether.netutil import free_port
 from tether.protocol.sse import SSEDecoder
-from tether.server.runner import RunningServer
+from tether.server.runner import RunningServer, serve_in_thread
+from tether.settings import Settings
+
+from .conftest import edge_config
 
 TOOLS: list[Any] = [
     {"type": "function", "name": f"tool_{n}", "description": "schema " * 300,
@@ -90,3 +94,17 @@ def test_other_paths_pass_through_to_the_gateway(edge: RunningEdge) -> None:
     models = httpx.get(edge.base_url + "/v1/models", timeout=30)
     assert models.status_code == 200
     assert "scripted" in [model["id"] for model in models.json()["data"]]
+
+
+def test_a_passed_through_path_carries_the_gateway_key_not_the_agents() -> None:
+    keyed = Settings(store_url="memory://", log_level="warning", api_keys={"gateway-key": "team"})
+    with (
+        serve_in_thread(keyed) as gateway,
+        edge_in_thread(edge_config(gateway.base_url, key="gateway-key"), port=free_port()) as edge,
+    ):
+        models = httpx.get(edge.base_url + "/v1/models", headers={"authorization": "Bearer agent-key"}, timeout=30)
+        answer = httpx.post(edge.base_url + "/v1/responses", json={"model": "echo", "input": "hi"},
+                            headers={"authorization": "Bearer agent-key"}, timeout=30)  # fmt: skip
+    assert models.status_code == 200
+    assert answer.status_code == 200
+    assert answer.json()["output"][0]["content"][0]["text"] == "hi"

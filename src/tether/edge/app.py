@@ -33,6 +33,7 @@ _NOT_FORWARDED = frozenset(
         "te", "trailer", "proxy-authorization", "proxy-connection",
     }
 )  # fmt: skip
+_CREDENTIALS = frozenset({"authorization", "x-api-key", "api-key"})
 _NOT_RETURNED = frozenset({"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive"})
 
 
@@ -136,16 +137,21 @@ async def captured(request: Request) -> Response:
 
 
 async def passthrough(request: Request) -> Response:
+    """Any other path, to the gateway over plain HTTP, with the gateway's key in place of the agent's."""
     runtime = _runtime(request)
-    upstream = await runtime.passthrough.request(
-        request.method,
-        request.url.path,
-        params=request.query_params,
-        headers=forwardable(request.headers),
-        content=await request.body(),
-    )
-    headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_RETURNED}
-    return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+    headers = {k: v for k, v in forwardable(request.headers).items() if k.lower() not in _CREDENTIALS}
+    key = runtime.link.options.key
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    try:
+        upstream = await runtime.passthrough.request(
+            request.method, request.url.path, params=request.query_params, headers=headers, content=await request.body()
+        )
+    except httpx.HTTPError as error:
+        message = f"The edge could not reach the gateway ({type(error).__name__})."
+        return _refusal("chat-completions", 502, "gateway_unreachable", message)
+    returned = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_RETURNED}
+    return Response(upstream.content, status_code=upstream.status_code, headers=returned)
 
 
 async def responses_websocket(websocket: WebSocket) -> None:
