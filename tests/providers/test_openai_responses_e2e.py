@@ -210,3 +210,23 @@ async def _completed(connection: AsyncResponsesConnection) -> Response:
         if event.type == "response.completed":
             return event.response
         assert event.type not in ("error", "response.failed", "response.incomplete"), event
+
+
+@pytest.mark.parametrize("transport", ["http", "websocket"])
+def test_new_and_unknown_request_fields_reach_the_upstream_untouched(
+    make_server: ServerFactory, fake: FakeResponsesUpstream, tmp_path: Path, transport: str
+) -> None:
+    gateway = start_gateway(make_server, fake, tmp_path, transport)
+    passed = {
+        "prompt_cache_retention": "24h",
+        "prompt_cache_options": {"mode": "explicit"},
+        "moderation": {"enabled": False},
+        "background_options": {"ttl": 60},
+        "x_future_field": {"nested": [1, "two", None]},
+    }
+    with OpenAI(api_key="client-key", base_url=gateway.base_url, max_retries=0) as client:
+        response = client.responses.create(model="up-model", input="Start the job.", extra_body=passed)
+    assert response.status == "completed"
+    body = fake.requests[-1].body
+    for key, value in passed.items():
+        assert body[key] == value, key
