@@ -186,8 +186,13 @@ def _edge(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"tether edge: {error}", file=sys.stderr)
         return 2
+    try:
+        sock = bind_socket(edge.host, edge.port)
+    except StartupError as error:
+        print(f"tether edge: {str(error).replace('--port', '--listen').replace('--host', '--listen')}", file=sys.stderr)
+        return 2
     configure_logging(settings)
-    uvicorn.Server(edge_uvicorn_config(config, edge.host, edge.port, settings.log_level)).run()
+    uvicorn.Server(edge_uvicorn_config(config, edge.host, edge.port, settings.log_level)).run(sockets=[sock])
     return 0
 
 
