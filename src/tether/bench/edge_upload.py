@@ -14,13 +14,15 @@ same task after the agent's previous task (another task with the same tools and 
     python -m tether.bench.edge_upload [--seed 1] [--profile loopback]
 
 Bytes do not depend on the profile's rate or delay (only time does); the default profile is unshaped so a short
-run stays short on a loaded machine.
+run stays short on a loaded machine. ``task s`` is the wall time of the measured task (meaningful on a shaped
+profile, e.g. ``--profile inflight-atg``; on a loaded machine, a rough figure).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -132,6 +134,7 @@ class Measure:
     up: int
     down: int
     requests: int
+    seconds: float
 
 
 @contextmanager
@@ -182,10 +185,13 @@ def measure(api: str, tasks: Sequence[Task], profile: str, *, through_edge: bool
         for task in tasks[:-1] if warm else ():
             play(api, task, post)
         before = proxy.stats()
+        started = time.perf_counter()
         requests = play(api, tasks[-1], post)
+        seconds = time.perf_counter() - started
         after = proxy.stats()
-        return Measure(api, ("edge" if through_edge else "direct") + (" warm" if warm else " cold"),
-                       after.up.bytes - before.up.bytes, after.down.bytes - before.down.bytes, requests)  # fmt: skip
+        arm = ("edge" if through_edge else "direct") + (" warm" if warm else " cold")
+        up, down = after.up.bytes - before.up.bytes, after.down.bytes - before.down.bytes
+        return Measure(api, arm, up, down, requests, seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--apis", default=",".join(APIS))
     args = parser.parse_args(argv)
     first, second = (claude_code_sized(task) for task in standard_tasks(args.seed)[:2])
-    print(f"{'api':<20}{'arm':<14}{'requests':>9}{'up bytes':>12}{'down bytes':>12}{'up vs direct':>14}")
+    print(f"{'api':<20}{'arm':<14}{'requests':>9}{'up bytes':>12}{'down bytes':>12}{'up vs direct':>14}{'task s':>9}")
     for api in args.apis.split(","):
         direct = measure(api, [first, second], args.profile, through_edge=False, warm=False)
         rows = [direct]
@@ -203,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(measure(api, [first, second], args.profile, through_edge=True, warm=warm))
         for row in rows:
             saved = "" if row is direct else f"{1 - row.up / direct.up:.1%} less"
-            print(f"{row.api:<20}{row.arm:<14}{row.requests:>9}{row.up:>12}{row.down:>12}{saved:>14}")
+            print(
+                f"{row.api:<20}{row.arm:<14}{row.requests:>9}{row.up:>12}{row.down:>12}{saved:>14}{row.seconds:>9.1f}"
+            )
     return 0
 
 
