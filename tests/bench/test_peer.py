@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.bench import peer
+from tether.bench import peer, peer_profile
 from tether.bench.peer_procs import DEFAULT_AGENTIC
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,3 +38,6 @@ def test_the_quick_run_writes_every_row(tmp_path: Path) -> None:
     assert "## Failures" not in page
     assert "Machine: " in page
     assert "Date: " in page
+    if peer_profile.py_spy() is not None:  # the dev extras pin it; the page says where tether's time goes
+        assert "## Where tether's time goes" in page
+        assert "| upstream HTTP client" in page

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from tether.bench import peer_report
+from tether.bench import peer_profile, peer_report
 from tether.bench.peer_load import Chain, DirectArm, Load, Timed, WSArm, http_sessions, idle_sockets, ws_sessions
 from tether.bench.peer_procs import (
     DEFAULT_AGENTIC,
@@ -77,6 +77,8 @@ class Results:
     idle_bytes: dict[str, float] = field(default_factory=dict)
     rss_fresh: dict[str, int] = field(default_factory=dict)
     rss_rest: dict[str, int] = field(default_factory=dict)
+    profile: peer_profile.Profile | None = None
+    profiled: str = ""
     gc_fresh: int | None = None
     gc_rest: int | None = None
     failures: list[str] = field(default_factory=list)
@@ -138,6 +140,20 @@ async def concurrency(results: Results, gateways: dict[str, Gateway]) -> None:
             results.loads.setdefault(name, []).append(runs)
 
 
+async def profiled(results: Results, tether: Gateway, out: Path) -> None:
+    """One more run of the largest WebSocket load, not counted, with py-spy sampling tether."""
+    sessions = max(results.plan.ws_sessions)
+    with peer_profile.sampling(tether.pid, out):
+        await asyncio.sleep(1.0)  # py-spy takes a moment to attach; nothing to synchronise on from here
+        started = time.monotonic()
+        for _ in range(20):  # at least a few seconds of samples, even from a quick run's small load
+            await ws_sessions(tether.ws_url, "peer-model", sessions, results.plan.loop_turns)
+            if time.monotonic() - started > 3.0:
+                break
+    results.profile = peer_profile.summarise(out)
+    results.profiled = f"{sessions} WebSocket sessions × {results.plan.loop_turns}-turn tool loops"
+
+
 async def idle(results: Results, gateways: dict[str, Gateway]) -> None:
     """Memory per idle WebSocket: the RSS growth with ``plan.idle`` connections open, per connection."""
     for name, gateway in gateways.items():
@@ -164,6 +180,7 @@ def run(plan: Plan, agentic: Path, workdir: Path) -> Results:
             asyncio.run(idle(results, gateways))
             asyncio.run(chains(results, gateways, urls["stateless"]))
             asyncio.run(concurrency(results, gateways))
+            asyncio.run(profiled(results, tether, workdir / "tether.profile"))
             time.sleep(plan.grace_s + 1.0)  # the resume grace period has to pass: that is what is measured
             results.rss_rest = {name: rss_bytes(g.pid) for name, g in gateways.items()}
             results.gc_rest = gc_tracked_objects(tether)

@@ -166,12 +166,12 @@ class Load:
         return self.turns / self.seconds if self.seconds else 0.0
 
 
-async def ws_sessions(url: str, model: str, sessions: int, turns: int) -> Load:
+async def ws_sessions(url: str, model: str, sessions: int, turns: int, *, store: bool = True) -> Load:
     """``sessions`` WebSocket connections at once, each running a ``turns``-turn tool loop."""
     load = Load()
 
     async def session() -> None:
-        chain = Chain(model, store=True)
+        chain = Chain(model, store=store)
         try:
             async with connect(url, compression=None, max_size=None, open_timeout=TURN_TIMEOUT_S) as ws:
                 for _ in range(turns):

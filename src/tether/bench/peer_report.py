@@ -185,6 +185,23 @@ def render(results: Results, *, command: str, load: tuple[float, float, float], 
         *stateful,
         "",
     ]
+    if results.profile is not None:
+        total = results.profile.samples
+        lines += [
+            "## Where tether's time goes",
+            "",
+            f"py-spy's samples of the tether process during one more run of {results.profiled} (not counted"
+            f" above), {total:,} samples; a component's share counts the samples whose stack passes through it.",
+            "",
+            "| component | share of samples |",
+            "|---|---|",
+            *(f"| {name} | {100 * n / total:.0f}% |" for name, n in results.profile.by_component.items()),
+            "",
+            "Busiest frames (self time):",
+            "",
+            *(f"- {100 * n / total:.1f}% `{frame}`" for frame, n in results.profile.top_self),
+            "",
+        ]
     if results.failures:
         lines += ["## Failures", "", *(f"- {failure}" for failure in results.failures), ""]
     return "\n".join(lines)

@@ -27,6 +27,7 @@ def uvicorn_config(settings: Settings, *, port: int | None = None, app: Starlett
         http=timed_h11_protocol(settings.http.header_timeout_s, settings.http.body_timeout_s),
         timeout_keep_alive=settings.http.idle_timeout_s,  # type: ignore[arg-type]  # uvicorn passes it to call_later
         ws="websockets-sansio",
+        loop="auto",  # uvloop (a dependency): 0.84x the gateway CPU per turn of asyncio's loop in docs/bench-peer.md
         # Twice the message limit, so the gateway itself sees an oversized message and answers it with an error
         # event before closing with 1009; beyond that the WebSocket library closes with 1009 on its own.
         ws_max_size=2 * settings.max_body_bytes,
