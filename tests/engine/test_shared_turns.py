@@ -16,6 +16,7 @@ import pytest
 from store.backends import Backend, backend_or_skip
 from tether.engine.engine import Engine, EngineLimits
 from tether.protocol.interrupted import GENERATION_INTERRUPTED, is_interrupted
+from tether.protocol.stream import response_error_code
 from tether.providers.router import ProviderRouter, Route
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming
 from tether.store.base import Store
@@ -136,7 +137,7 @@ async def test_a_lapsed_lease_interrupts_the_turn_and_the_retry_generates_once(
 
     seen = await asyncio.wait_for(events_of(b.engine, follower), BOUND_S)
     assert is_interrupted(seen[-1])
-    assert seen[-1]["response"]["error"]["code"] == GENERATION_INTERRUPTED
+    assert response_error_code(seen[-1]["response"]["error"]) == GENERATION_INTERRUPTED
     a.gated.gate.set()  # node A comes back to life: it is fenced off and commits nothing
     on_a = await asyncio.wait_for(events_of(a.engine, original), BOUND_S)
     assert is_interrupted(on_a[-1])

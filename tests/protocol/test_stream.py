@@ -11,7 +11,7 @@ from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.events import OutgoingEvent, StreamEvent
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
 from tether.protocol.response import response_object
-from tether.protocol.stream import ResponseStream, with_stream_id
+from tether.protocol.stream import ResponseStream, response_error_code, with_stream_id
 from tether.types import JSONObject
 
 USAGE = Usage(input_tokens=10, output_tokens=4, cached_tokens=6)
@@ -184,7 +184,9 @@ def test_failing_sends_an_error_then_response_failed(error: ProtocolError, recor
     assert error_event["type"] == "error"
     assert error_event["error"]["code"] == error.code
     assert failed["type"] == "response.failed"
-    assert failed["response"]["error"] == {"code": recorded_code, "message": error.message}
+    recorded = failed["response"]["error"]
+    assert (recorded["code"], recorded["message"]) == (recorded_code, error.message)
+    assert response_error_code(recorded) == error.code  # tether's own code survives as tether:code
     assert failed["response"]["output"][0]["status"] == "incomplete"
     assert [event["sequence_number"] for event in events] == list(range(len(events)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from tether.client.errors import APIError, api_error_from_ws
 from tether.client.results import Delta, ReasoningDelta, TextDelta, TurnReset, function_call
 from tether.protocol.interrupted import GENERATION_INTERRUPTED
+from tether.protocol.stream import response_error_code
 from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS, RESUME_TOKEN
 from tether.types import JSONObject
 
@@ -52,7 +53,7 @@ class ResponseTracker:
         if self.terminal_type != "response.failed" or self.response is None:
             return False
         error = self.response.get("error") or {}
-        return bool(error.get("code") == GENERATION_INTERRUPTED)
+        return response_error_code(error) == GENERATION_INTERRUPTED
 
     def restart(self) -> None:
         """Expect the turn again as a new response (after ``generation_interrupted``): its ``response.created``

@@ -34,11 +34,9 @@ class UsageJSON(TypedDict):
     total_tokens: int
 
 
-class ResponseError(TypedDict):
-    """``response.error`` of a failed response: ``code`` is one of the API's closed set."""
-
-    code: str
-    message: str
+ResponseError = TypedDict("ResponseError", {"code": str, "message": str, "tether:code": NotRequired[str]})
+"""``response.error`` of a failed response: ``code`` is one of the API's closed set; ``tether:code`` keeps tether's
+own code when it is not (see :func:`tether.protocol.stream.response_error`)."""
 
 
 class IncompleteDetails(TypedDict):

@@ -9,6 +9,7 @@ retrying the turn with the same key generates it exactly once more (the tether c
 from __future__ import annotations
 
 from tether.protocol.errors import ErrorType, ProtocolError
+from tether.protocol.stream import response_error, response_error_code
 from tether.types import JSONObject
 
 GENERATION_INTERRUPTED = "generation_interrupted"
@@ -33,7 +34,7 @@ def interrupted_events(response_id: str, created: JSONObject | None, sequence_nu
     """
     error = generation_interrupted(response_id)
     response: JSONObject = dict(created) if created is not None else {"id": response_id, "object": "response"}
-    response.update(status="failed", output=[], error={"code": GENERATION_INTERRUPTED, "message": error.message})
+    response.update(status="failed", output=[], error=response_error(GENERATION_INTERRUPTED, error.message))
     return [
         dict(error.ws_event(sequence_number=sequence_number)),
         {"type": "response.failed", "sequence_number": sequence_number + 1, "response": response},
@@ -45,4 +46,4 @@ def is_interrupted(event: JSONObject) -> bool:
     if event.get("type") != "response.failed":
         return False
     error = event.get("response", {}).get("error") or {}
-    return bool(error.get("code") == GENERATION_INTERRUPTED)
+    return response_error_code(error) == GENERATION_INTERRUPTED

@@ -9,6 +9,7 @@ touches a socket: every transport encodes what it returns.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
@@ -37,6 +38,7 @@ from tether.protocol.events import (
     ReasoningSummaryTextDone,
     ResponseCompleted,
     ResponseCreated,
+    ResponseError,
     ResponseFailed,
     ResponseIncomplete,
     ResponseInProgress,
@@ -46,6 +48,7 @@ from tether.protocol.events import (
     _Numbered,
 )
 from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta
+from tether.protocol.vocabulary import ERROR_CODE
 from tether.types import Item
 
 NumberedEvent = TypeVar("NumberedEvent", bound=_Numbered)
@@ -72,6 +75,19 @@ RESPONSE_ERROR_CODES = frozenset(
         "image_file_not_found",
     }
 )
+
+
+def response_error(code: str, message: str) -> ResponseError:
+    """A failed response's ``error``: a code outside the API's closed set becomes ``server_error`` (strict clients
+    such as the ``openai`` SDK reject any other), and the code itself is kept as ``tether:code``."""
+    if code in RESPONSE_ERROR_CODES:
+        return {"code": code, "message": message}
+    return {"code": "server_error", "message": message, ERROR_CODE: code}
+
+
+def response_error_code(error: Mapping[str, object]) -> object:
+    """The precise code of a failed response's ``error`` (``tether:code`` where tether set one, else ``code``)."""
+    return error.get(ERROR_CODE, error.get("code"))
 
 
 @dataclass(slots=True)
@@ -155,10 +171,9 @@ class ResponseStream:
         """Close the stream with an ``error`` event followed by ``response.failed`` carrying the error."""
         events = self._close_item(status="incomplete")
         events.append(self._numbered_error(error.ws_event(sequence_number=self._next())))
-        code = error.code if error.code in RESPONSE_ERROR_CODES else "server_error"
         self.response["status"] = "failed"
         self.response["output"] = self.output
-        self.response["error"] = {"code": code, "message": error.message}
+        self.response["error"] = response_error(error.code, error.message)
         events.append(
             self._numbered(
                 ResponseFailed(type="response.failed", sequence_number=self._next(), response=self._snapshot())

@@ -23,6 +23,10 @@ INHERIT_PARAMS: Final = "tether:inherit_params"
 RESUME_EVENT: Final = "tether:response.resume"
 """The WebSocket client event asking for a response's events after a sequence number."""
 
+ERROR_CODE: Final = "tether:code"
+"""In a failed response's ``error``: tether's own code (e.g. ``generation_interrupted``) where ``code`` must be one
+of the API's closed set, which strict clients validate, and so says ``server_error``."""
+
 CREATE_EVENT: Final = "response.create"
 """The WebSocket client event that creates a response (the hosted API's own)."""
 
