@@ -91,9 +91,21 @@ class HTTPSettings(BaseModel):
         default=10.0, gt=0.0, description="A request's headers must be complete this long after the connection opens."
     )
     body_timeout_s: float = Field(
-        default=60.0, gt=0.0, description="A request's body must be complete this long after its headers."
+        default=60.0,
+        gt=0.0,
+        description="The longest pause allowed inside a request's body (a slow link may take longer in all).",
     )
-    idle_timeout_s: float = Field(default=5.0, gt=0.0, description="A keep-alive connection idle this long is closed.")
+    body_min_rate: float = Field(
+        default=1024.0,
+        ge=0.0,
+        description="Bytes a second a body must average once body_timeout_s has passed (cuts dribbling clients).",
+    )
+    idle_timeout_s: float = Field(
+        default=75.0,
+        gt=0.0,
+        description="A keep-alive connection idle this long is closed (nginx's default: on a slow link a new "
+        "connection costs round trips; an agent's tools often run longer than uvicorn's 5 s).",
+    )
 
 
 class Settings(BaseSettings):

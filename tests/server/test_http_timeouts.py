@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx2 as httpx
 import orjson
@@ -58,6 +59,71 @@ def test_a_dribbled_body_is_timed_out(quick_server: RunningServer) -> None:
         answer = read_until_closed(sock)
     assert error_code(answer) == "request_timeout"
     assert b"body" in answer
+
+
+def test_a_body_dribbled_a_byte_at_a_time_is_timed_out(quick_server: RunningServer) -> None:
+    """Each byte resets no pause allowance once the body falls below body_min_rate: the client is cut."""
+    with socket.create_connection((quick_server.host, quick_server.port)) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: t\r\ncontent-length: 100000\r\n\r\n")
+        sock.settimeout(0.1)
+        answer = b""
+        for _ in range(400):  # about 40 s at most; the deadline is about 1 s
+            try:
+                sock.sendall(b" ")
+                answer += sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if answer:
+                break
+        answer += read_until_closed(sock) if answer else b""
+    assert error_code(answer) == "request_timeout"
+
+
+def test_a_slow_steady_body_outlasts_the_pause_allowance(make_server: ServerFactory) -> None:
+    """A large body on a slow link takes longer than body_timeout_s in all and is still served."""
+    server = make_server(http={"header_timeout_s": 0.3, "body_timeout_s": 1.0, "idle_timeout_s": 5.0})
+    body = orjson.dumps({"model": "echo", "input": "x" * 60_000, "store": False})
+    chunk = len(body) // 25
+    with socket.create_connection((server.host, server.port)) as sock:
+        head = b"POST /v1/responses HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\n"
+        sock.sendall(head + b"content-length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), chunk):
+            sock.sendall(body[start : start + chunk])
+            time.sleep(0.1)  # the slow link itself (about 2.5 s in all), not synchronisation
+        sock.settimeout(20)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole HTTP response with a content-length."""
+    sock.settimeout(20)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(
+        next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")).split(b":")[1]
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_kept_alive_connection_idle_past_the_header_deadline_is_reused(make_server: ServerFactory) -> None:
+    """Between requests the idle timeout governs, quietly; the header deadline starts with the next request."""
+    server = make_server(http={"header_timeout_s": 0.3, "body_timeout_s": 0.5, "idle_timeout_s": 30.0})
+    with socket.create_connection((server.host, server.port)) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+            time.sleep(1.0)  # the agent running a tool: longer than the header deadline
 
 
 def test_an_idle_keep_alive_connection_is_closed(quick_server: RunningServer) -> None:

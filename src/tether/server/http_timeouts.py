@@ -5,8 +5,11 @@ dribbles its headers or its body a byte at a time, or opens a connection and sen
 is uvicorn's h11 protocol with two deadlines, chosen from h11's view of the client's side of the connection:
 
 * headers: a request's headers must be complete ``header_timeout_s`` after the connection opens, or after the
-  previous response on it completes;
-* body: its body must be complete ``body_timeout_s`` after its headers.
+  next request's first bytes arrive on a kept-alive connection (an idle kept-alive connection is uvicorn's
+  ``timeout_keep_alive``, ``http.idle_timeout_s``: it closes quietly, where a header deadline would answer 408);
+* body: its body may pause at most ``body_timeout_s`` between two pieces, and from then on must keep an average of
+  ``body_min_rate`` bytes a second since its headers. A slow link (a plane's 300 kbit/s uplink) sends a large body
+  for as long as it takes; a client that dribbles a byte at a time is cut after ``body_timeout_s``.
 
 A missed deadline gets ``408 request_timeout`` (when no response has started) and a close. A WebSocket upgrade
 leaves these timers behind: the socket then has its own ping timeout.
@@ -38,12 +41,15 @@ class TimedH11Protocol(H11Protocol):
 
     header_timeout_s: ClassVar[float] = 10.0
     body_timeout_s: ClassVar[float] = 60.0
+    body_min_rate: ClassVar[float] = 1024.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._phase: Phase | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._upgraded = False
+        self._body_started = 0.0
+        self._body_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -56,10 +62,12 @@ class TimedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._track()
+        if self._phase is Phase.BODY:
+            self._body_progress(len(data))
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._track()
+        self._cancel()
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         self._upgraded = True
@@ -79,12 +87,27 @@ class TimedH11Protocol(H11Protocol):
         if phase is not None:
             timeout = self.header_timeout_s if phase is Phase.HEADERS else self.body_timeout_s
             self._deadline = self.loop.call_later(timeout, self._expired, phase)
+        if phase is Phase.BODY:
+            self._body_started, self._body_bytes = self.loop.time(), 0
+
+    def _body_progress(self, received: int) -> None:
+        """More of the body arrived: the pause allowance starts again while the body keeps its minimum rate."""
+        self._body_bytes += received
+        now = self.loop.time()
+        elapsed = now - self._body_started
+        if elapsed > self.body_timeout_s and self._body_bytes < self.body_min_rate * elapsed:
+            return
+        self._cancel_timer()
+        self._deadline = self.loop.call_later(self.body_timeout_s, self._expired, Phase.BODY)
 
     def _cancel(self) -> None:
+        self._cancel_timer()
+        self._phase = None
+
+    def _cancel_timer(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self._phase = None
 
     def _expired(self, phase: Phase) -> None:
         self._deadline = None
@@ -99,12 +122,14 @@ class TimedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def timed_h11_protocol(header_timeout_s: float, body_timeout_s: float) -> type[TimedH11Protocol]:
+def timed_h11_protocol(
+    header_timeout_s: float, body_timeout_s: float, body_min_rate: float = 1024.0
+) -> type[TimedH11Protocol]:
     """A :class:`TimedH11Protocol` class with these deadlines (uvicorn builds one protocol object per connection)."""
     return type(
         "TimedH11Protocol",
         (TimedH11Protocol,),
-        {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s},
+        {"header_timeout_s": header_timeout_s, "body_timeout_s": body_timeout_s, "body_min_rate": body_min_rate},
     )
 
 

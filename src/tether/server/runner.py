@@ -24,7 +24,9 @@ def uvicorn_config(settings: Settings, *, port: int | None = None, app: Starlett
         app or create_app(settings),
         host=settings.host,
         port=settings.port if port is None else port,
-        http=timed_h11_protocol(settings.http.header_timeout_s, settings.http.body_timeout_s),
+        http=timed_h11_protocol(
+            settings.http.header_timeout_s, settings.http.body_timeout_s, settings.http.body_min_rate
+        ),
         timeout_keep_alive=settings.http.idle_timeout_s,  # type: ignore[arg-type]  # uvicorn passes it to call_later
         ws="websockets-sansio",
         loop="auto",  # uvloop (a dependency): 0.84x the gateway CPU per turn of asyncio's loop in docs/bench-peer.md
