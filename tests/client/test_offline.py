@@ -114,8 +114,9 @@ async def test_the_elapsed_bound_stops_retrying(server: RunningServer) -> None:
     ):
         with pytest.raises(RetryExhaustedError) as exhausted:
             await session.send("hello?")
-    assert exhausted.value.attempts == 3
-    # It stopped because the next 0.1 s wait would have passed the 0.35 s bound (max_attempts is 100).
+    # It stopped because the next 0.1 s wait would have passed the 0.35 s bound, not at max_attempts (100). How many
+    # attempts fit depends on how long each refused connect takes on a loaded machine (3 when they are instant).
+    assert 1 <= exhausted.value.attempts <= 3
     assert exhausted.value.elapsed_s + 0.1 > 0.35
 
 

@@ -30,9 +30,11 @@ async def test_too_many_input_items_is_a_400_on_http_and_websocket(make_server: 
 
 async def test_resumes_count_against_the_lane_limits(make_server: ServerFactory) -> None:
     # The resumed response is still generating (slowly), so every admitted resume holds its slot until it ends.
-    server = make_server(websocket={"max_in_flight": 1, "max_queued": 1}, scripted={"tokens_per_second": 40.0})
+    # Slow enough (several seconds) that the first resume cannot finish and free its slot before the fourth arrives,
+    # however loaded the machine.
+    server = make_server(websocket={"max_in_flight": 1, "max_queued": 1}, scripted={"tokens_per_second": 8.0})
     async with connect(server.ws_url) as generating, connect(server.ws_url) as ws:
-        await generating.send(json.dumps({"type": "response.create", "model": "echo", "input": "word " * 10}))
+        await generating.send(json.dumps({"type": "response.create", "model": "echo", "input": "word " * 30}))
         created = await receive(generating)
         assert created["type"] == "response.created"
         resume = {"type": "tether:response.resume", "response_id": created["response"]["id"]}
