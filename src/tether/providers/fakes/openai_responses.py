@@ -289,12 +289,15 @@ class FakeResponsesUpstream:
             previous = body.get("previous_response_id") if isinstance(body, dict) else None
             return None if local is not None and local.response_id == previous else local
         drop = self._next(self._drops)
+        if drop is None or drop >= len(answer.events):
+            # Kept before the terminal event goes out, as the real API commits first: a client that saw
+            # response.completed (and a test that then forgets everything) never races the keeping.
+            self._keep(body, answer)
         for sent, event in enumerate(answer.events):
             if sent == drop:
                 await websocket.close(1011)
                 return None
             await websocket.send_text(orjson.dumps(event).decode())
-        self._keep(body, answer)
         return answer
 
     # -- the model -----------------------------------------------------------------------------------------
