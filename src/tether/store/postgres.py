@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from tether.store import postgres_sql as q
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
 from tether.store.local_turns import FINISHED_RETENTION_S
+from tether.store.record_rows import COLUMNS, item_bodies, item_hashes, record_from_row, record_row
 from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead, TurnState
 from tether.types import JSONObject
 
@@ -237,7 +238,7 @@ class PostgresStore:
         """Store the record, append the last events and mark the turn done, in one transaction, if still held."""
         if record is not None:
             check_record(record)
-        items = {} if record is None else _items(record)
+        items = {} if record is None else item_bodies(record)
         ordered = sorted(items)
         params: dict[str, Any] = {
             "id": lease.response_id,
@@ -250,7 +251,7 @@ class PostgresStore:
             "bodies": [orjson.dumps(event) for event in events],
             "channel": self._listener.channel,
         }
-        row_values = _row(record) if record is not None else dict.fromkeys(q.COLUMNS)
+        row_values = record_row(record, list) if record is not None else dict.fromkeys(COLUMNS)
         params.update({f"r_{name}": value for name, value in row_values.items()})
         async with self._pool.connection() as conn:
             row = await (await conn.execute(q.FINISH_TURN, params)).fetchone()
@@ -325,35 +326,9 @@ class PostgresStore:
 
     async def _decode(self, conn: _Conn, row: tuple[Any, ...]) -> ResponseRecord | None:
         self.stats.response_rows_read += 1
-        fields = dict(zip(q.COLUMNS, row, strict=True))
-        input_hashes: list[str] = fields["input_hashes"]
-        output_hashes: list[str] = fields["output_hashes"]
-        bodies = await self._item_bodies(conn, input_hashes + output_hashes)
-        if bodies is None:
-            return None
-        return ResponseRecord(
-            id=fields["id"],
-            tenant=fields["tenant"],
-            parent_id=fields["parent_id"],
-            depth=fields["depth"],
-            model=fields["model"],
-            status=fields["status"],
-            created_at=fields["created_at"],
-            completed_at=fields["completed_at"],
-            params=orjson.loads(fields["params"]),
-            input_items=[orjson.loads(bodies[digest]) for digest in input_hashes],
-            input_hashes=input_hashes,
-            input_ids=fields["input_ids"],
-            output_items=[orjson.loads(bodies[digest]) for digest in output_hashes],
-            output_hashes=output_hashes,
-            usage=_load_optional(fields["usage"]),
-            error=_load_optional(fields["error"]),
-            incomplete_details=_load_optional(fields["incomplete_details"]),
-            expires_at=fields["expires_at"],
-            events=orjson.loads(fields["events"]),
-            snapshot=fields["snapshot"],
-            idempotency_key=fields["idempotency_key"],
-        )
+        fields = dict(zip(COLUMNS, row, strict=True))
+        bodies = await self._item_bodies(conn, item_hashes(fields, list))
+        return None if bodies is None else record_from_row(fields, bodies, list)
 
     async def _item_bodies(self, conn: _Conn, hashes: list[str]) -> dict[str, bytes] | None:
         unique = list(dict.fromkeys(hashes))
@@ -365,45 +340,12 @@ class PostgresStore:
         return bodies if len(bodies) == len(unique) else None
 
 
-def _items(record: ResponseRecord) -> dict[str, bytes]:
-    items: dict[str, bytes] = {}
-    for digest, item in zip(
-        record.input_hashes + record.output_hashes, record.input_items + record.output_items, strict=True
-    ):
-        items.setdefault(digest, orjson.dumps(item))
-    return items
-
-
 async def _put(conn: _Conn, record: ResponseRecord) -> None:
-    items = _items(record)
+    items = item_bodies(record)
     if items:
         ordered = sorted(items)  # one lock order for every writer: concurrent puts of shared items cannot deadlock
         await conn.execute(q.INSERT_ITEMS, (ordered, [items[digest] for digest in ordered]))
-    await conn.execute(q.UPSERT_RECORD, _row(record))
-
-
-def _row(record: ResponseRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "tenant": record.tenant,
-        "parent_id": record.parent_id,
-        "depth": record.depth,
-        "model": record.model,
-        "status": record.status,
-        "created_at": record.created_at,
-        "completed_at": record.completed_at,
-        "params": orjson.dumps(record.params),
-        "input_hashes": record.input_hashes,
-        "input_ids": record.input_ids,
-        "output_hashes": record.output_hashes,
-        "usage": _dump_optional(record.usage),
-        "error": _dump_optional(record.error),
-        "incomplete_details": _dump_optional(record.incomplete_details),
-        "events": orjson.dumps(record.events),
-        "snapshot": record.snapshot,
-        "expires_at": record.expires_at,
-        "idempotency_key": record.idempotency_key,
-    }
+    await conn.execute(q.UPSERT_RECORD, record_row(record, list))
 
 
 async def _migrate(conn: _Conn, schema: str) -> None:
@@ -481,11 +423,3 @@ class _Listener:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-
-
-def _dump_optional(value: object) -> bytes | None:
-    return None if value is None else orjson.dumps(value)
-
-
-def _load_optional(blob: bytes | None) -> Any:
-    return None if blob is None else orjson.loads(blob)

@@ -6,6 +6,8 @@ deployments, or parallel test runs, share one database without meeting.
 
 from __future__ import annotations
 
+from tether.store.record_rows import COLUMNS
+
 # Each entry is one schema version; a database at version N runs entries N+1.. in order, under an advisory lock so
 # nodes starting together migrate once.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -73,27 +75,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-COLUMNS = (
-    "id",
-    "tenant",
-    "parent_id",
-    "depth",
-    "model",
-    "status",
-    "created_at",
-    "completed_at",
-    "params",
-    "input_hashes",
-    "input_ids",
-    "output_hashes",
-    "usage",
-    "error",
-    "incomplete_details",
-    "events",
-    "snapshot",
-    "expires_at",
-    "idempotency_key",
-)
 VISIBLE = "NOT deleted AND (expires_at IS NULL OR expires_at > %(now)s)"
 SELECT_RECORD = f"SELECT {', '.join(COLUMNS)} FROM responses"
 UPSERT_RECORD = (

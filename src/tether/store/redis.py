@@ -26,6 +26,7 @@ from redis.commands.core import AsyncScript
 from tether.store import redis_scripts as lua
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
 from tether.store.local_turns import FINISHED_RETENTION_S
+from tether.store.record_rows import item_bodies
 from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead, TurnState
 from tether.types import JSONObject
 
@@ -308,11 +309,7 @@ class RedisStore:
         return self._scripts[name](keys=keys, args=list(args))
 
     def _put_args(self, record: ResponseRecord) -> list[object]:
-        items: dict[str, bytes] = {}
-        for digest, item in zip(
-            record.input_hashes + record.output_hashes, record.input_items + record.output_items, strict=True
-        ):
-            items.setdefault(digest, orjson.dumps(item))
+        items = item_bodies(record)
         row = {name: getattr(record, name) for name in _RECORD_FIELDS}
         row["deleted"] = False
         index = (

@@ -23,6 +23,7 @@ import orjson
 
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
 from tether.store.local_turns import LocalTurns, OneNodeTurns
+from tether.store.record_rows import COLUMNS, item_bodies, item_hashes, record_from_row, record_row
 from tether.store.sqlite_check import FileLock, StoreUnusableError, check_before_connect, check_connected
 
 P = ParamSpec("P")
@@ -65,30 +66,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_COLUMNS = (
-    "id",
-    "tenant",
-    "parent_id",
-    "depth",
-    "model",
-    "status",
-    "created_at",
-    "completed_at",
-    "params",
-    "input_hashes",
-    "input_ids",
-    "output_hashes",
-    "usage",
-    "error",
-    "incomplete_details",
-    "events",
-    "snapshot",
-    "expires_at",
-    "idempotency_key",
-)
-_SELECT_RECORD = f"SELECT {', '.join(_COLUMNS)} FROM responses"
+_SELECT_RECORD = f"SELECT {', '.join(COLUMNS)} FROM responses"
 _INSERT_RECORD = (
-    f"INSERT OR REPLACE INTO responses ({', '.join(_COLUMNS)}, deleted) VALUES ({', '.join('?' * len(_COLUMNS))}, 0)"
+    f"INSERT OR REPLACE INTO responses ({', '.join(COLUMNS)}, deleted) VALUES ({', '.join('?' * len(COLUMNS))}, 0)"
 )
 _VISIBLE = "deleted = 0 AND (expires_at IS NULL OR expires_at > ?)"
 
@@ -372,35 +352,9 @@ class _Database:
 
     def _decode(self, row: _Row) -> ResponseRecord | None:
         self._stats.response_rows_read += 1
-        fields = dict(zip(_COLUMNS, row, strict=True))
-        input_hashes: list[str] = orjson.loads(fields["input_hashes"])
-        output_hashes: list[str] = orjson.loads(fields["output_hashes"])
-        bodies = self._item_bodies(input_hashes + output_hashes)
-        if bodies is None:
-            return None
-        return ResponseRecord(
-            id=fields["id"],
-            tenant=fields["tenant"],
-            parent_id=fields["parent_id"],
-            depth=fields["depth"],
-            model=fields["model"],
-            status=fields["status"],
-            created_at=fields["created_at"],
-            completed_at=fields["completed_at"],
-            params=orjson.loads(fields["params"]),
-            input_items=[orjson.loads(bodies[digest]) for digest in input_hashes],
-            input_hashes=input_hashes,
-            input_ids=orjson.loads(fields["input_ids"]),
-            output_items=[orjson.loads(bodies[digest]) for digest in output_hashes],
-            output_hashes=output_hashes,
-            usage=_load_optional(fields["usage"]),
-            error=_load_optional(fields["error"]),
-            incomplete_details=_load_optional(fields["incomplete_details"]),
-            expires_at=fields["expires_at"],
-            events=orjson.loads(fields["events"]),
-            snapshot=_load_optional(fields["snapshot"]),
-            idempotency_key=fields["idempotency_key"],
-        )
+        fields = dict(zip(COLUMNS, row, strict=True))
+        bodies = self._item_bodies(item_hashes(fields, orjson.loads))
+        return None if bodies is None else record_from_row(fields, bodies, orjson.loads)
 
     def _item_bodies(self, hashes: list[str]) -> dict[str, bytes] | None:
         """The bodies of the given items by hash, or ``None`` if any is missing."""
@@ -434,42 +388,8 @@ class _Database:
 
 
 def _encode(record: ResponseRecord) -> tuple[_Row, _EncodedItems]:
-    items: dict[str, bytes] = {}
-    for digest, item in zip(
-        record.input_hashes + record.output_hashes, record.input_items + record.output_items, strict=True
-    ):
-        if digest not in items:
-            items[digest] = orjson.dumps(item)
-    row = (
-        record.id,
-        record.tenant,
-        record.parent_id,
-        record.depth,
-        record.model,
-        record.status,
-        record.created_at,
-        record.completed_at,
-        orjson.dumps(record.params),
-        orjson.dumps(record.input_hashes),
-        orjson.dumps(record.input_ids),
-        orjson.dumps(record.output_hashes),
-        _dump_optional(record.usage),
-        _dump_optional(record.error),
-        _dump_optional(record.incomplete_details),
-        orjson.dumps(record.events),
-        _dump_optional(record.snapshot),
-        record.expires_at,
-        record.idempotency_key,
-    )
-    return row, list(items.items())
-
-
-def _dump_optional(value: object) -> bytes | None:
-    return None if value is None else orjson.dumps(value)
-
-
-def _load_optional(blob: bytes | None) -> Any:
-    return None if blob is None else orjson.loads(blob)
+    row = tuple(record_row(record, orjson.dumps).values())
+    return row, list(item_bodies(record).items())
 
 
 def _chunks(values: list[str]) -> Iterable[list[str]]:
