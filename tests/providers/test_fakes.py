@@ -473,3 +473,22 @@ def test_chat_text_after_tool_results_continues_the_round(http: httpx.Client, ch
     second = post_chat(http, chat, chat_body(USER, assistant, *results, reminder)).json()
 
     assert second["choices"][0]["message"]["content"] == "Two things found."
+
+
+def test_every_answer_has_its_own_message_id(
+    http: httpx.Client, anthropic: FakeAnthropic, chat: FakeChatCompletions
+) -> None:
+    # Claude Code merges the blocks of one message id into one assistant message: a fake that reused its id made
+    # every tool round after the first look like the same round, and the loop never ended.
+    anthropic_ids = [post_anthropic(http, anthropic, anthropic_body(USER)).json()["id"] for _ in range(2)]
+    streamed = events_of(post_anthropic(http, anthropic, anthropic_body(USER, stream=True)))
+    anthropic_ids.append(streamed[0].json()["message"]["id"])
+    chat_ids = [post_chat(http, chat, chat_body(USER)).json()["id"] for _ in range(2)]
+    chunks = [event.json() for event in events_of(post_chat(http, chat, chat_body(USER, stream=True)))[:-1]]
+    assert len({chunk["id"] for chunk in chunks}) == 1  # one completion's chunks share its id
+    chat_ids.append(chunks[0]["id"])
+
+    assert len(set(anthropic_ids)) == 3
+    assert all(value.startswith("msg_") for value in anthropic_ids)
+    assert len(set(chat_ids)) == 3
+    assert all(value.startswith("chatcmpl-") for value in chat_ids)

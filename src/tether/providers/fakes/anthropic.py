@@ -192,7 +192,7 @@ class FakeAnthropic(FakeUpstream):
 
     def _message(self, body: JSONObject, turn: FakeTurn, content: list[JSONObject]) -> JSONObject:
         return {
-            "id": "msg_fake",
+            "id": f"msg_fake{turn.answer_id}",
             "type": "message",
             "role": "assistant",
             "model": body["model"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import hashlib
+import secrets
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -63,12 +64,17 @@ class FakeCall:
 
 @dataclass(frozen=True, slots=True)
 class FakeTurn:
-    """What the fake model says in one answer; ``truncated`` when ``max_tokens`` cut it."""
+    """What the fake model says in one answer; ``truncated`` when ``max_tokens`` cut it.
+
+    ``answer_id`` is unique to the answer, as a real upstream's message or completion id is: clients key on it
+    (Claude Code merges the content blocks of one message id into one assistant message).
+    """
 
     reasoning: str = ""
     text: str = ""
     calls: tuple[FakeCall, ...] = ()
     truncated: bool = False
+    answer_id: str = field(default_factory=lambda: secrets.token_hex(12))
 
     @property
     def output_tokens(self) -> int:

@@ -89,7 +89,7 @@ class FakeChatCompletions(FakeUpstream):
 
     def stream(self, body: JSONObject, turn: FakeTurn) -> Iterator[bytes]:
         usage = self._usage(body, turn)
-        chunk = _Chunks(body)
+        chunk = _Chunks(body, turn)
         yield chunk.frame({"role": "assistant", "content": ""})
         for piece in self.chunks(turn.reasoning):
             yield chunk.frame({"reasoning_content": piece})
@@ -115,7 +115,7 @@ class FakeChatCompletions(FakeUpstream):
                 for c in turn.calls
             ]
         return {
-            "id": "chatcmpl-fake",
+            "id": f"chatcmpl-fake{turn.answer_id}",
             "object": "chat.completion",
             "created": 0,
             "model": body["model"],
@@ -143,9 +143,9 @@ class FakeChatCompletions(FakeUpstream):
 class _Chunks:
     """Chunk framing; with ``include_usage`` every chunk but the last carries ``"usage": null``, as OpenAI's do."""
 
-    def __init__(self, body: JSONObject) -> None:
+    def __init__(self, body: JSONObject, turn: FakeTurn) -> None:
         self.envelope: JSONObject = {
-            "id": "chatcmpl-fake",
+            "id": f"chatcmpl-fake{turn.answer_id}",
             "object": "chat.completion.chunk",
             "created": 0,
             "model": body["model"],
