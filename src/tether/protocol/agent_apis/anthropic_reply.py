@@ -40,11 +40,10 @@ from tether.protocol.agent_apis.common import (
     ResponsesUsage,
     StopScanner,
     arguments_object,
-    failed_error,
     incomplete_reason,
-    stream_error,
     tool_use_id,
 )
+from tether.protocol.agent_apis.reply_stream import ReplyStream
 from tether.types import Item, JSONObject
 
 __all__ = ["MessagesStreamEncoder"]
@@ -64,7 +63,7 @@ class _Block:
     scanner: StopScanner | None = None
 
 
-class MessagesStreamEncoder:
+class MessagesStreamEncoder(ReplyStream):
     """Responses events in, Messages stream events out (sans-I/O; encode each with :func:`encode_messages_event`).
 
     Feed every event of one response exactly once, in order (across a resume too: keep the same encoder).
@@ -76,36 +75,21 @@ class MessagesStreamEncoder:
     """
 
     def __init__(self, reply: MessagesReply) -> None:
+        super().__init__()
         self.reply = reply
-        self.finished = False
-        self._started = False
         self._message: JSONObject = message_head(None, reply.model, [])
         self._blocks: dict[tuple[int, int], _Block] = {}
         self._closed: set[tuple[int, int]] = set()
         self._next_index = 0
         self._calls_tool = False
-        self._stop_hit: str | None = None
 
     @property
     def message(self) -> JSONObject:
         """The Messages body accumulated so far (complete once :attr:`finished`), as the non-streamed answer."""
         return self._message
 
-    def feed(self, event: JSONObject) -> list[JSONObject]:
-        """The Messages events one Responses event means (often none)."""
-        if self.finished:
-            return []
-        kind = event.get("type")
-        if kind == "error":
-            return self._error(*stream_error(event))
-        out = self._start(event.get("response")) if not self._started else []
-        if kind in ("response.completed", "response.incomplete"):
-            return out + self._finish(event.get("response") or {})
-        if kind == "response.failed":
-            return out + self._error(*failed_error(event.get("response")))
-        if self._stop_hit is not None:
-            return out  # the answer ended at a stop sequence; the rest is not the agent's
-        output_index = event.get("output_index", 0)
+    def _translate(self, kind: Any, event: JSONObject, output_index: Any) -> list[JSONObject]:
+        out: list[JSONObject] = []
         if kind == "response.output_item.added":
             out += self._item_added(output_index, event.get("item") or {})
         elif kind in ("response.output_text.delta", "response.refusal.delta"):
@@ -130,7 +114,6 @@ class MessagesStreamEncoder:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def _start(self, response: Any) -> list[JSONObject]:
-        self._started = True
         response_id = response.get("id") if isinstance(response, dict) else None
         self._message = message_head(response_id, self.reply.model, [])
         usage = {**usage_of(ResponsesUsage()), "input_tokens": self.reply.input_tokens}

@@ -29,8 +29,8 @@ from tether.protocol.agent_apis.common import (
     failed_error,
     incomplete_reason,
     public_id,
-    stream_error,
 )
+from tether.protocol.agent_apis.reply_stream import ReplyStream
 from tether.protocol.errors import ErrorType, ProtocolError
 from tether.protocol.sse import encode_done
 from tether.types import Item, JSONObject
@@ -104,7 +104,7 @@ class _Call:
     arguments: list[str] = field(default_factory=list)
 
 
-class ChatStreamEncoder:
+class ChatStreamEncoder(ReplyStream):
     """Responses events in, ``chat.completion.chunk`` objects out (sans-I/O; frame with :func:`encode_chat_chunk`).
 
     Feed every event of one response exactly once, in order (across a resume too: keep the same encoder). After
@@ -117,14 +117,13 @@ class ChatStreamEncoder:
     """
 
     def __init__(self, reply: ChatReply) -> None:
+        super().__init__()
         self.reply = reply
-        self.finished = False
         self._envelope: JSONObject = {}
         self._calls: dict[int, _Call] = {}
         self._texts: dict[tuple[int, int], list[str]] = {}
         self._scanners: dict[tuple[int, int], StopScanner] = {}
         self._said: list[str] = []
-        self._stop_hit: str | None = None
         self._refusals: list[str] = []
         self._completion: JSONObject = {}
 
@@ -133,21 +132,8 @@ class ChatStreamEncoder:
         """The ``chat.completion`` body accumulated from the stream (complete once :attr:`finished`)."""
         return self._completion
 
-    def feed(self, event: JSONObject) -> list[JSONObject]:
-        """The chunks one Responses event means (often none)."""
-        if self.finished:
-            return []
-        kind = event.get("type")
-        if kind == "error":
-            return self._error(*stream_error(event))
-        out = self._start(event.get("response")) if not self._envelope else []
-        if kind in ("response.completed", "response.incomplete"):
-            return out + self._finish(event.get("response") or {})
-        if kind == "response.failed":
-            return out + self._error(*failed_error(event.get("response")))
-        if self._stop_hit is not None:
-            return out  # the answer ended at a stop sequence; the rest is not the agent's
-        output_index = event.get("output_index", 0)
+    def _translate(self, kind: Any, event: JSONObject, output_index: Any) -> list[JSONObject]:
+        out: list[JSONObject] = []
         key = (output_index, event.get("content_index", 0))
         if kind == "response.output_text.delta":
             out += self._text(key, event.get("delta"))
