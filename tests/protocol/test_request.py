@@ -146,10 +146,24 @@ def test_a_long_prompt_cache_key_is_refused() -> None:
 
 
 @pytest.mark.parametrize("transport", [HTTP, WS])
-def test_conversation_and_background_are_unsupported(transport: Transport) -> None:
+def test_conversation_is_unsupported(transport: Transport) -> None:
     assert refused({"model": "m", "conversation": "conv_1"}, transport).param == "conversation"
-    assert refused({"model": "m", "background": True}, transport).param == "background"
     assert parse_create({"model": "m", "conversation": None, "background": False}, transport).background is False
+
+
+def test_background_is_for_http_and_stored_responses_only() -> None:
+    accepted = parse_create({"model": "m", "background": True}, HTTP)
+    assert accepted.background is True
+    assert accepted.forwarded_params()["background"] is True  # kept with the response, so its object says so
+    assert "background" not in parse_create({"model": "m"}, HTTP).forwarded_params()
+    zero_retention = refused({"model": "m", "background": True, "store": False}, HTTP)
+    assert (zero_retention.status, zero_retention.error_type, zero_retention.param) == (
+        400,
+        "invalid_request_error",
+        "background",
+    )
+    websocket = refused({"model": "m", "background": True}, WS)
+    assert (websocket.code, websocket.param) == ("unsupported_parameter", "background")
 
 
 # -- transports --------------------------------------------------------------------------------------------

@@ -195,6 +195,8 @@ def hostile_http_corpus() -> list[bytes]:
         '{"model":"echo","input":[{"type":"compaction","encrypted_content":"tether:v1:W1tbW1tdXV1dXQ=="}]}',
         '{"model":"echo","input":"hi","stream":true,"previous_response_id":"resp_' + "0" * 32 + '"}',
         '{"model":"echo","input":"hi","background":true}',
+        '{"model":"echo","input":"hi","background":true,"stream":true}',
+        '{"model":"echo","input":"hi","background":true,"store":false}',
         '{"model":"echo","input":"hi","stream_id":"lane"}',
         '{"model":' + json.dumps("m" * 5000) + ',"input":"long model name"}',
         '{"model":"echo","input":' + json.dumps(["x"] * 2000) + "}",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from tether.engine import idempotency, resume
+from tether.engine import background, idempotency, resume
 from tether.engine.cache import CachedResponse, ConnectionState, HotCache
 from tether.engine.context import Context
 from tether.engine.continuation import Continuations
@@ -112,7 +112,7 @@ class Engine:
         lease_s = self.limits.lease_s
         policy = SharingPolicy(node or ids.new_id("node"), lease_s, min(1.0, lease_s / 4))
         self.shared = SharedTurns(store, self.live, policy)
-        self.reads = Reads(store, self.hot, self._connections, self.continuations, clock)
+        self.reads = Reads(store, self.hot, self._connections, self.continuations, clock, self.shared)
 
     def connect(self, tenant: str) -> ConnectionState:
         """The state of a new client connection (its lanes' latest responses)."""
@@ -185,6 +185,8 @@ class Engine:
             turn.log,
             resume_token=turn.resume_token,
             idempotency_key=plan.request.idempotency_key,
+            background=plan.request.background,
+            cancel=turn.request_cancel,
         )
         publisher = None
         if lease is not None:
@@ -221,7 +223,8 @@ class Engine:
                 yield event
         finally:
             live.followers -= 1
-            if not live.done and live.followers == 0 and not self.limits.continue_on_disconnect and live.task:
+            orphaned = not live.done and live.followers == 0 and not live.background
+            if orphaned and not self.limits.continue_on_disconnect and live.task:
                 live.task.cancel()
         if not followed and after >= 0:
             resume.check_after(live, after)
@@ -293,7 +296,7 @@ class Engine:
         response = response_object(
             response_id=plan.response_id,
             created_at=plan.created_at,
-            status="in_progress",
+            status="queued" if request.background else "in_progress",
             model=request.model,
             params=plan.params,
             output=[],
@@ -328,6 +331,20 @@ class Engine:
         if whole is not None:  # continuable only once committed (a fenced-off turn never is)
             entry = CachedResponse(plan.response_id, whole, depth, request.store, plan.params)
             self.continuations.remember(plan.tenant, connection, plan.lane, entry)
+
+    # -- background mode (see tether.engine.background) -----------------------------------------------------
+
+    async def started(self, live: LiveResponse) -> ResponseObject:
+        """The response as a ``background: true`` create answers it, at once (``queued``)."""
+        return await background.started(live)
+
+    async def cancel(self, tenant: str, response_id: str) -> ResponseObject:
+        """Cancel a background response (``POST /v1/responses/{id}/cancel``).
+
+        Raises:
+            ProtocolError: as :func:`tether.engine.background.cancel`.
+        """
+        return await background.cancel(self.live, self.reads, tenant, response_id)
 
     # -- reads (see tether.engine.reads) -------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ class LiveResponse:
     idempotency_key: str | None = None
     task: asyncio.Task[None] | None = None
     followers: int = 0
+    background: bool = False
+    cancel: Callable[[], bool] | None = None  # this node generates it: asks the turn to end as cancelled
 
     @property
     def done(self) -> bool:

@@ -7,12 +7,14 @@ from collections.abc import Callable
 
 from tether.engine.cache import ConnectionState, HotCache
 from tether.engine.continuation import Continuations
+from tether.engine.shared_turns import SharedTurns
 from tether.protocol import ids
 from tether.protocol.compaction import compaction_item
 from tether.protocol.errors import invalid, response_not_found
 from tether.protocol.events import ResponseObject
 from tether.protocol.items import estimate_tokens, listed_input_item
 from tether.protocol.model_events import Usage
+from tether.protocol.progress import response_so_far
 from tether.protocol.request import CreateRequest
 from tether.protocol.response import response_object
 from tether.store.base import ResponseRecord, Store
@@ -28,6 +30,7 @@ class Reads:
         connections: the open connections (a deleted response leaves their lanes too).
         continuations: resolves a request's context for counting and compacting.
         clock: unix time.
+        shared: the responses in flight, on this node (its live registry) and on others.
     """
 
     def __init__(
@@ -37,8 +40,10 @@ class Reads:
         connections: weakref.WeakSet[ConnectionState],
         continuations: Continuations,
         clock: Callable[[], float],
+        shared: SharedTurns,
     ) -> None:
         self.store = store
+        self.shared = shared
         self.hot = hot
         self.connections = connections
         self.continuations = continuations
@@ -50,8 +55,22 @@ class Reads:
             raise response_not_found(response_id)
         return record
 
-    async def response(self, tenant: str, response_id: str) -> ResponseObject:
-        return response_from_record(await self.record(tenant, response_id))
+    async def response(self, tenant: str, response_id: str, *, any_in_flight: bool = False) -> ResponseObject:
+        """A stored response as committed; a background one also while it is in flight (on any node), as far as it
+        has gone, and as interrupted if its node died. Others are found once committed, unless ``any_in_flight``."""
+        running = self.shared.live.get(response_id)
+        if running is not None and running.store and running.tenant == tenant and not running.done:
+            snapshot = _shown(response_so_far(running.log.events), any_in_flight)
+            if snapshot is not None:
+                return snapshot
+        record = await self.store.get(tenant, response_id)
+        if record is not None:
+            return response_from_record(record)
+        events = await self.shared.in_flight(tenant, response_id)
+        snapshot = None if events is None else _shown(response_so_far(events), any_in_flight)
+        if snapshot is None:
+            raise response_not_found(response_id)
+        return snapshot
 
     async def delete(self, tenant: str, response_id: str) -> JSONObject:
         if not await self.store.delete(tenant, response_id):
@@ -106,6 +125,10 @@ class Reads:
             "output": [compaction_item(list(context.items))],
             "usage": usage.to_json(),
         }
+
+
+def _shown(snapshot: ResponseObject | None, any_in_flight: bool) -> ResponseObject | None:
+    return snapshot if snapshot is not None and (any_in_flight or snapshot["background"]) else None
 
 
 def response_from_record(record: ResponseRecord) -> ResponseObject:

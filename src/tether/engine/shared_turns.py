@@ -228,6 +228,24 @@ class SharedTurns:
             live.task = self._spawn(self._mirror(live), f"mirror-{response_id}")
         return live
 
+    async def in_flight(self, tenant: str, response_id: str) -> list[StreamEvent] | None:
+        """The events so far of a turn that has no record yet: running (on any node) or interrupted.
+
+        ``None`` when the store has no such turn, or it is done (its record answers, or it was deleted). A running
+        turn whose lease lapsed is interrupted first, as a follower would, so a reader never sees a dead node's turn
+        as running forever.
+        """
+        read = await self.store.read_turn(tenant, response_id, -1)
+        if read is not None and read.state is TurnState.RUNNING and read.lease_expired:
+            log = StreamLog(from_stored(read.events))
+            if await self.store.interrupt_turn(response_id, _builder(response_id, log)):
+                self.interrupted_for_dead_nodes += 1
+                _log.warning("turn.interrupted_for_dead_node", response_id=response_id, node=read.node)
+            read = await self.store.read_turn(tenant, response_id, -1)
+        if read is None or read.state is TurnState.DONE:
+            return None
+        return from_stored(read.events)
+
     async def _mirror(self, live: LiveResponse) -> None:
         log, response_id = live.log, live.response_id
         failures = 0

@@ -39,6 +39,16 @@ class StreamLog:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    async def started(self) -> None:
+        """Wait until the log has its first event (or closes without one)."""
+        while not self.events and not self.closed:
+            await self._changed.wait()
+
+    async def ended(self) -> None:
+        """Wait until the log closes."""
+        while not self.closed:
+            await self._changed.wait()
+
     async def follow(self, after: int = -1) -> AsyncIterator[StreamEvent]:
         """Yield every event with a sequence number above ``after``, waiting for new ones until the log closes."""
         index = max(after + 1, 0)

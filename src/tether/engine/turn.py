@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
 import structlog
 
@@ -36,6 +37,12 @@ def not_kept() -> ProtocolError:
         "The response could not be stored, so it cannot be continued; retry the request.",
         error_type=ErrorType.SERVER,
     )
+
+
+class _Phase(Enum):
+    WAITING = "waiting"  # launched, not started yet (a background response is ``queued``)
+    GENERATING = "generating"
+    FINISHING = "finishing"  # the model is done: committing, then closing the log
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,9 @@ class Turn:
         self.resume_token = resume_token
         self.failed: ProtocolError | None = None
         self.commit_failed = False
+        self.cancelled = False  # ended by a cancel request (background mode): committed as ``cancelled``
+        self._phase = _Phase.WAITING
+        self._task: asyncio.Task[None] | None = None
         self.log = StreamLog()
         self.output_prints: list[Fingerprint] = []
         self._pending: list[StreamEvent] = []
@@ -103,8 +113,26 @@ class Turn:
         """The terminal events, decided before the commit and appended to the log after it."""
         return self._pending
 
+    def request_cancel(self) -> bool:
+        """Stop the generation and end the response as ``cancelled`` (committed like any other ending).
+
+        Returns:
+            Whether the response will end cancelled: ``False`` once its generation is over (it is being committed,
+            or is done), when it ends as it would have.
+        """
+        if self._phase is _Phase.FINISHING:
+            return False
+        if not self.cancelled:
+            self.cancelled = True
+            if self._phase is _Phase.GENERATING and self._task is not None:
+                # The task is suspended at an await inside the generation (one loop, and the phase says so), so
+                # the cancellation lands there and nowhere else: never in the commit.
+                self._task.cancel()
+        return True
+
     async def run(self) -> None:
         """Generate, commit, and close the log (also when cancelled, so no follower waits forever)."""
+        self._task = asyncio.current_task()
         try:
             for event in self.stream.start():
                 self.log.append(event)
@@ -123,8 +151,11 @@ class Turn:
     async def _generate(self) -> None:
         plan = self.plan
         pending: list[StreamEvent] = []
+        self._phase = _Phase.GENERATING
         try:
-            if not plan.request.generate:
+            if self.cancelled:  # cancelled while queued: nothing is generated
+                pass
+            elif not plan.request.generate:
                 usage = Usage(
                     input_tokens=plan.sampled.tokens,
                     output_tokens=0,
@@ -147,15 +178,29 @@ class Turn:
                         self.log.append(event)
                 else:
                     raise server_error("The model stream ended without finishing.")
+        except asyncio.CancelledError:
+            if not self.cancelled:
+                raise
         except ProtocolError as error:
-            self.failed = error
-            pending = self.stream.fail(error)
+            if not self.cancelled:  # a provider may turn the cancellation into an error of its own
+                self.failed = error
+                pending = self.stream.fail(error)
         except Exception as error:  # a provider bug must not leave the client hanging
-            _log.error("turn.provider_crashed", response_id=self.response_id, error=repr(error))
-            self.failed = server_error()
-            pending = self.stream.fail(self.failed)
+            if not self.cancelled:
+                _log.error("turn.provider_crashed", response_id=self.response_id, error=repr(error))
+                self.failed = server_error()
+                pending = self.stream.fail(self.failed)
+        finally:
+            self._phase = _Phase.FINISHING
+        if self.cancelled and self._task is not None and self._task.cancelling():
+            self._task.uncancel()  # the cancellation was asked for and is handled here: the commit must go on
+        if self.cancelled and pending:  # the model finished before the cancellation reached it
+            self.cancelled = False
+        elif self.cancelled:
+            pending = self.stream.cancel()
         self.output_prints = [fingerprint(item) for item in self.stream.output]
-        whole = None if self.failed else plan.sampled.extend(self.stream.output, self.output_prints)
+        ended = self.failed or self.cancelled  # neither is continuable
+        whole = None if ended else plan.sampled.extend(self.stream.output, self.output_prints)
         self._pending = pending
         try:
             await self._commit(self, whole)

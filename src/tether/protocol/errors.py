@@ -112,6 +112,13 @@ def nothing_to_resume(response_id: str, last: int, after: int) -> ProtocolError:
     )
 
 
+def not_cancellable(status: str | None) -> ProtocolError:
+    """The answer to cancelling a response that was not created in background mode (``status=None``) or that has
+    already ended with ``status`` (OpenAI's messages)."""
+    message = "Cannot cancel a synchronous response." if status is None else f"Cannot cancel a {status} response."
+    return invalid("response_not_cancellable", message)
+
+
 def server_error(message: str = "The server had an error while processing your request.") -> ProtocolError:
     return ProtocolError(500, "server_error", message, error_type=ErrorType.SERVER)
 

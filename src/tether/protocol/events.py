@@ -13,7 +13,7 @@ from typing import Literal, NotRequired, TypeAlias, TypedDict, TypeGuard
 from tether.protocol.vocabulary import RESPONSE_TERMINAL_EVENTS
 from tether.types import Item, JSONObject
 
-ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
+ResponseStatus = Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 
 

@@ -99,6 +99,8 @@ class CreateRequest(BaseModel):
         )
         params.pop("type", None)
         params.pop("stream_options", None)
+        if self.background:  # kept with the response (its object says so); never forwarded upstream
+            params["background"] = True
         return params
 
 
@@ -164,8 +166,13 @@ def parse_create(body: JSONObject, transport: Transport) -> CreateRequest:
         request = CreateRequest.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from exc
-    if request.background:
-        raise invalid("unsupported_parameter", "'background' mode is not supported by this gateway.", "background")
+    if request.background and not request.store:
+        raise invalid(
+            "invalid_value",
+            "'background' mode needs 'store': true: a background response is kept on the server to be polled, so it "
+            "is not compatible with zero data retention.",
+            "background",
+        )
     if request.prompt_cache_key is not None and len(request.prompt_cache_key) > 1024:
         raise invalid(
             "string_above_max_length",

@@ -63,7 +63,7 @@ def response_object(
         "created_at": created_at,
         "completed_at": completed_at,
         "status": status,
-        "background": False,
+        "background": params.get("background") is True,
         "error": error,
         "incomplete_details": incomplete_details,
         "model": model,

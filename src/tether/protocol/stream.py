@@ -122,13 +122,19 @@ class ResponseStream:
         return self._sequence
 
     def start(self) -> list[StreamEvent]:
+        """``response.created`` and ``response.in_progress``. A response that starts ``queued`` (background mode)
+        is created queued and moves to ``in_progress`` with the second event."""
         snapshot = self._snapshot()
-        return [
-            self._numbered(ResponseCreated(type="response.created", sequence_number=self._next(), response=snapshot)),
-            self._numbered(
-                ResponseInProgress(type="response.in_progress", sequence_number=self._next(), response=snapshot)
-            ),
-        ]
+        created = self._numbered(
+            ResponseCreated(type="response.created", sequence_number=self._next(), response=snapshot)
+        )
+        if self.response["status"] == "queued":
+            self.response["status"] = "in_progress"
+            snapshot = self._snapshot()
+        started = self._numbered(
+            ResponseInProgress(type="response.in_progress", sequence_number=self._next(), response=snapshot)
+        )
+        return [created, started]
 
     def feed(self, event: ModelEvent) -> list[StreamEvent]:
         if isinstance(event, TextDelta):
@@ -174,6 +180,23 @@ class ResponseStream:
         self.response["status"] = "failed"
         self.response["output"] = self.output
         self.response["error"] = response_error(error.code, error.message)
+        events.append(
+            self._numbered(
+                ResponseFailed(type="response.failed", sequence_number=self._next(), response=self._snapshot())
+            )
+        )
+        return events
+
+    def cancel(self) -> list[StreamEvent]:
+        """Close the stream of a cancelled response (background mode).
+
+        The API has no ``response.cancelled`` event: the stream ends with ``response.failed`` whose response says
+        ``status: "cancelled"`` (and has no ``error``), so every reader that waits for a terminal event sees one.
+        The output produced so far is kept, an unfinished item closed as ``incomplete``.
+        """
+        events = self._close_item(status="incomplete")
+        self.response["status"] = "cancelled"
+        self.response["output"] = self.output
         events.append(
             self._numbered(
                 ResponseFailed(type="response.failed", sequence_number=self._next(), response=self._snapshot())
@@ -409,7 +432,7 @@ class ResponseStream:
 
     def _snapshot(self) -> ResponseObject:
         snapshot = self.response.copy()
-        snapshot["output"] = list(self.output) if snapshot["status"] != "in_progress" else []
+        snapshot["output"] = list(self.output) if snapshot["status"] not in ("queued", "in_progress") else []
         return snapshot
 
     def _next(self) -> int:

@@ -131,6 +131,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         Route("/v1/responses/{response_id}", http.get_response, methods=["GET"]),
         Route("/v1/responses/{response_id}", http.delete_response, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/input_items", http.list_input_items, methods=["GET"]),
+        Route("/v1/responses/{response_id}/cancel", http.cancel_response, methods=["POST"]),
         Route("/v1/models", http.list_models, methods=["GET"]),
         Route(edge_wire.PATH, edge_http, methods=["POST"]),
         WebSocketRoute(edge_wire.PATH, edge_websocket),

@@ -89,6 +89,8 @@ async def create_response(request: Request) -> Response:
         create.idempotency_key = request.headers.get("idempotency-key")
     origin = turn_origin("sse" if create.stream else "http", len(raw), identity, request.headers)
     live = await state.engine.create(create, tenant=identity.tenant, origin=origin)
+    if create.background and not create.stream:  # answered at once; the generation goes on by itself
+        return JSONBody(await state.engine.started(live))
     events = state.engine.follow(live)
     if create.stream:
         return _event_stream(events)
@@ -139,6 +141,12 @@ async def get_response(request: Request) -> Response:
         live = await state.engine.attach(tenant, response_id, after=after, resume_token=token)
         return _event_stream(state.engine.follow(live, -1 if after is None else after))
     return JSONBody(await state.engine.get_response(tenant, response_id))
+
+
+async def cancel_response(request: Request) -> Response:
+    state = server_state(request)
+    tenant = state.auth.tenant(request.headers)
+    return JSONBody(await state.engine.cancel(tenant, request.path_params["response_id"]))
 
 
 async def delete_response(request: Request) -> Response:

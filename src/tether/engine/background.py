@@ -1,0 +1,54 @@
+"""Background mode: a response that runs on its own, polled, streamed, resumed or cancelled by id.
+
+- ``POST /v1/responses`` with ``background: true`` answers at once with the response as it starts (``queued``); the
+  generation goes on without any client, and no follower leaving ever cancels it (see :meth:`Engine.follow`).
+- It is a stored response in flight like any other: ``GET`` sees it as far as it has gone, on any node; resume
+  follows it; a node that dies ends it ``generation_interrupted``; its ending is committed to the store.
+- Cancelling is for background responses only, while they run: a synchronous one, or one that has already ended,
+  is refused with OpenAI's ``Cannot cancel a ... response.``; cancelling a cancelled one answers it again.
+"""
+
+from __future__ import annotations
+
+from tether.engine.live import LiveRegistry, LiveResponse
+from tether.engine.reads import Reads
+from tether.protocol.errors import ProtocolError, not_cancellable, server_error
+from tether.protocol.events import ResponseObject
+from tether.protocol.progress import IN_FLIGHT_STATUSES, response_so_far
+
+
+async def started(live: LiveResponse) -> ResponseObject:
+    """The response as a background create answers it: as its first event left it (``queued``)."""
+    await live.log.started()
+    snapshot = response_so_far(live.log.events[:1])
+    if snapshot is None:  # the generation was cut off (shutdown) before it began
+        raise server_error("The response ended before it started.")
+    return snapshot
+
+
+async def cancel(live: LiveRegistry, reads: Reads, tenant: str, response_id: str) -> ResponseObject:
+    """Cancel a background response and answer it as it ended.
+
+    Raises:
+        ProtocolError: ``response_not_found`` (unknown ids and other tenants' alike); ``response_not_cancellable``
+            for a synchronous response or one that has already ended.
+    """
+    running = live.get(response_id)
+    if running is not None and running.tenant == tenant and running.background and running.cancel is not None:
+        running.cancel()  # this node generates it: it ends cancelled, unless it was already finishing
+        await running.log.ended()
+    response = await reads.response(tenant, response_id, any_in_flight=True)
+    if not response["background"]:
+        raise not_cancellable(None)
+    status = response["status"]
+    if status == "cancelled":
+        return response
+    if status in IN_FLIGHT_STATUSES:  # another node of the cluster generates it
+        raise ProtocolError(
+            409,
+            "response_generating_elsewhere",
+            f"Response '{response_id}' is generating on another node of the cluster, which alone can cancel it; "
+            "retry the cancel (a load balancer may send it there).",
+            headers={"retry-after": "1"},
+        )
+    raise not_cancellable(status)
