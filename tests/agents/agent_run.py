@@ -7,6 +7,10 @@ captured from the agent, and the edge's counters. ``tests/edge/test_real_agents.
 
     python tests/agents/agent_run.py --agent claude|codex --upstream fake|scripted --workdir DIR --prompt TEXT \
         --out FILE
+
+``--upstream fake`` is the agent's own API recording what it receives (``FakeAnthropic`` for Claude Code,
+``FakeResponsesUpstream`` over WebSocket for Codex), ``scripted`` the gateway's embedded defaults; there a
+``--script`` is installed as the scripted model's script ``task`` (the agent asks for the model ``script:task``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from tether.edge.app import EdgeConfig
 from tether.edge.link import LinkOptions
 from tether.edge.run import edge_in_thread, link_url
 from tether.netutil import free_port
-from tether.providers.fakes import FakeAnthropic
+from tether.providers.fakes import FakeAnthropic, FakeResponsesUpstream
 from tether.server.runner import serve_in_thread
 from tether.settings import Settings
 
@@ -40,18 +44,34 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--allowed-tools", default="Bash")
-    parser.add_argument("--script", default="[]", help="the fake model's script (JSON)")
+    parser.add_argument("--script", default="[]", help="the model's script (JSON steps)")
+    parser.add_argument("--model", default=None, help="the model the agent asks for")
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--out", type=Path, required=True, help="where the result JSON goes")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
-    fake = FakeAnthropic(script=json.loads(args.script), api_key=FAKE_KEY) if args.upstream == "fake" else None
+    script = json.loads(args.script)
+    fake: FakeAnthropic | FakeResponsesUpstream | None = None
+    overrides: dict[str, Any] = {"store_url": f"sqlite:///{args.workdir / 'tether.db'}", "log_level": "warning"}
+    if args.upstream == "fake" and args.agent == "claude":
+        fake = FakeAnthropic(script=script, api_key=FAKE_KEY)
+    elif args.upstream == "fake":
+        fake = FakeResponsesUpstream(script=script, api_key=FAKE_KEY)
+    elif script:
+        scripts = args.workdir / "scripts.json"
+        scripts.write_text(json.dumps({"scripts": {"task": script}}))
+        overrides["scripted"] = {"scripts_file": str(scripts)}
+        args.model = args.model or "script:task"
     with fake or _Nothing():
-        overrides: dict[str, Any] = {"store_url": f"sqlite:///{args.workdir / 'tether.db'}", "log_level": "warning"}
-        if fake is not None:
+        if isinstance(fake, FakeAnthropic):
             overrides["providers"] = {"claude": {"kind": "anthropic", "base_url": fake.base_url}}
             overrides["routes"] = [{"model": "*", "provider": "claude"}]
+        elif fake is not None:  # Responses turns run in tether's engine, which calls the upstream with its own key
+            os.environ["TETHER_TEST_UPSTREAM_KEY"] = FAKE_KEY
+            upstream = {"kind": "openai-responses", "base_url": fake.base_url, "transport": "websocket"}
+            overrides["providers"] = {"up": {**upstream, "api_key_env": "TETHER_TEST_UPSTREAM_KEY"}}
+            overrides["routes"] = [{"model": "*", "provider": "up"}]
         with serve_in_thread(Settings.model_validate(overrides)) as gateway:
             ws_url, origin = link_url(gateway.base_url)
             config = EdgeConfig(LinkOptions(ws_url), origin, journal=str(args.workdir / "edge.db"), capture=True)
@@ -69,9 +89,14 @@ def main() -> int:
                     result.update(returncode=None, stdout="", stderr=f"{args.agent} did not finish in {args.timeout} s")
                 result["status"] = httpx.get(edge.base_url + "/tether/edge/status").json()
                 result["captured"] = httpx.get(edge.base_url + "/tether/edge/captured").json()
-        if fake is not None:
+        if isinstance(fake, FakeAnthropic):
             result["upstream"] = [
                 {"path": r.path, "body": orjson.loads(r.raw) if r.raw else None, "headers": _safe(r.headers)}
+                for r in fake.requests
+            ]
+        elif fake is not None:
+            result["upstream"] = [
+                {"transport": r.transport, "connection": r.connection, "body": r.body, "headers": _safe(r.headers)}
                 for r in fake.requests
             ]
     args.out.write_text(json.dumps(result))
@@ -88,6 +113,8 @@ def _command(args: argparse.Namespace, edge_url: str, home: Path) -> tuple[list[
         })  # fmt: skip
         command = [str(BIN / "claude"), "-p", args.prompt, "--tools", args.allowed_tools,
                    "--allowedTools", args.allowed_tools, "--output-format", "json"]  # fmt: skip
+        if args.model:
+            command += ["--model", args.model]
         return command, env
     codex_home = home / ".codex"
     codex_home.mkdir(exist_ok=True)
@@ -95,7 +122,7 @@ def _command(args: argparse.Namespace, edge_url: str, home: Path) -> tuple[list[
     provider = (f'model_providers.tether={{name="tether", base_url="{edge_url}/v1", wire_api="responses", '
                 'env_key="TETHER_AGENT_KEY", supports_websockets=true}')  # fmt: skip
     command = [str(BIN / "codex"), "exec", "--skip-git-repo-check", "--json", "-c", 'model_provider="tether"',
-               "-c", provider, "-m", "gpt-test", "--sandbox", "read-only", args.prompt]  # fmt: skip
+               "-c", provider, "-m", args.model or "gpt-test", "--sandbox", "read-only", args.prompt]  # fmt: skip
     return command, env
 
 
