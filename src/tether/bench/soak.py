@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"soak: {args.minutes:g} min, {tally.turns} turns, {tally.errors} errors")
     if rss:
         print(f"rss: first {rss[0]:.0f} MB, last {rss[-1]:.0f} MB, max {max(rss):.0f} MB ({len(rss)} samples)")
+        every = max(1, len(tally.rss_mb) // 10)
+        series = ", ".join(f"{at:.0f}s {value:.0f}" for at, value in tally.rss_mb[::every])
+        print(f"rss over time (MB): {series}")
     print(f"tracebacks in the log: {log.count('Traceback')}")
     return 0 if tally.errors == 0 and "Traceback" not in log else 1
 

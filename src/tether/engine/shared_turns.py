@@ -160,7 +160,9 @@ class Publisher:
         """The turn ended without a commit (cancelled, crashed or fenced off): end it as interrupted, everywhere."""
         self.interrupted = True
         response_id = self.lease.response_id
-        build = _builder(response_id, self.visible)
+        # The turn's own response.created, also when no client saw it (a commit refused before anything was
+        # published): response.failed then still carries a whole response object.
+        build = _builder(response_id, self.source)
         try:
             await self.store.interrupt_turn(response_id, build, lease=self.lease)
             read = await self.store.read_turn(self.lease.tenant, response_id, self.visible.last_sequence_number)

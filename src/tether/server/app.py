@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
@@ -76,17 +76,26 @@ def unrouted_provider(settings: Settings) -> str | None:
     return settings.default_provider
 
 
-def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    store_layer: Callable[[Store], Store] | None = None,
+) -> Starlette:
     """Build the gateway. Nothing is opened until the app's lifespan starts.
 
     Args:
         tracer_provider: where turn spans go, instead of the provider the ``OTEL_*`` variables configure.
+        store_layer: wraps the store ``settings.store_url`` opens, before the engine sees it (a test double that
+            refuses writes, as a damaged or full disk does).
     """
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await open_store(settings.store_url)
+        if store_layer is not None:
+            store = store_layer(store)
         limits = EngineLimits(
             response_ttl_s=settings.response_ttl_s,
             snapshot_every=settings.snapshot_every,
