@@ -14,7 +14,7 @@ from typing import Any
 import httpx2 as httpx
 from websockets.asyncio.client import ClientConnection
 
-from tether.server.runner import RunningServer
+from tether.server.runner import GatewayAddress, RunningServer
 from tether.types import JSONObject
 
 ServerFactory = Callable[..., RunningServer]
@@ -185,7 +185,7 @@ def function_calls(response: JSONObject) -> list[JSONObject]:
 # -- HTTP ---------------------------------------------------------------------------------------------------------
 
 
-def http_client(server: RunningServer, **headers: str) -> httpx.AsyncClient:
+def http_client(server: GatewayAddress, **headers: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=server.base_url, timeout=RECEIVE_TIMEOUT_S, headers=headers)
 
 
