@@ -9,7 +9,16 @@ import pytest
 
 from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.events import OutgoingEvent, StreamEvent
-from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.protocol.model_events import (
+    Finish,
+    ModelEvent,
+    ReasoningEnd,
+    ReasoningStart,
+    ReasoningSummaryDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream, response_error_code, with_stream_id
 from tether.types import JSONObject
@@ -157,6 +166,59 @@ def test_reasoning_summaries_and_message_phase() -> None:
     assert stream.output[0]["summary"] == [{"type": "summary_text", "text": "Plan: read."}]
     assert stream.output[1]["phase"] == "final_answer"
     assert "response.reasoning_summary_part.done" in types(events)
+
+
+def test_an_upstream_reasoning_item_keeps_its_id_its_summary_parts_and_its_end() -> None:
+    stream, events = run(
+        [
+            ReasoningStart("rs_up_1"),
+            ReasoningSummaryDelta("", summary_index=0),
+            ReasoningSummaryDelta("First."),
+            ReasoningSummaryDelta("Second", summary_index=1),
+            ReasoningSummaryDelta(".", summary_index=1),
+            ReasoningEnd({"id": "ignored", "encrypted_content": "gAAA==", "status": "completed"}),
+            TextDelta("Ok"),
+        ]
+    )
+    reasoning = stream.output[0]
+    assert reasoning == {
+        "id": "rs_up_1",
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": "First."}, {"type": "summary_text", "text": "Second."}],
+        "encrypted_content": "gAAA==",
+        "status": "completed",
+    }
+    item_events = [event for event in events if event.get("output_index") == 0]
+    assert types(item_events) == [
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+    ]
+    assert {event["item_id"] for event in item_events[1:-1]} == {"rs_up_1"}
+    assert [event["summary_index"] for event in item_events[1:-1]] == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    assert item_events[0]["item"] == {"id": "rs_up_1", "type": "reasoning", "summary": []}
+    assert item_events[-1]["item"] == reasoning
+
+
+def test_a_reasoning_item_with_no_summary_is_kept_whole() -> None:
+    stream, events = run([ReasoningStart("rs_up_2"), ReasoningEnd({"encrypted_content": "opaque"}), TextDelta("x")])
+    assert stream.output[0] == {"id": "rs_up_2", "type": "reasoning", "summary": [], "encrypted_content": "opaque"}
+    assert types(events)[2:4] == ["response.output_item.added", "response.output_item.done"]
+
+
+def test_a_reasoning_end_without_a_start_closes_an_item_of_tether_s() -> None:
+    stream, _ = run([ReasoningSummaryDelta("Hm."), ReasoningEnd({"encrypted_content": "sig"})])
+    assert stream.output[0]["id"].startswith("rs_")
+    assert stream.output[0]["summary"] == [{"type": "summary_text", "text": "Hm."}]
+    assert stream.output[0]["encrypted_content"] == "sig"
 
 
 def test_max_output_tokens_makes_the_response_incomplete() -> None:

@@ -151,7 +151,7 @@ def test_forgetful_upstream_costs_one_full_context_request(client: OpenAI, fake:
     refused, resent = records[10], records[11]
     assert refused.previous_response_id is not None
     assert resent.previous_response_id is None
-    # The whole context but tether's reasoning items (the upstream cannot take back reasoning it did not encrypt).
+    # The whole context but the reasoning items: sent without include, they carry no encrypted_content to go back.
     messages = sum(1 for turn in through_upstream[:10] for item in turn if item[0] == "message")
     assert len(resent.input) == 1 + messages + 2 * sum(_calls(turn) for turn in through_upstream[:10])
     assert all(r.previous_response_id is not None for r in records[12:])

@@ -11,7 +11,16 @@ import pytest
 
 from tether.protocol.compaction import compaction_item
 from tether.protocol.errors import ProtocolError
-from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.protocol.model_events import (
+    Finish,
+    ModelEvent,
+    ReasoningEnd,
+    ReasoningStart,
+    ReasoningSummaryDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tether.protocol.sse import encode_event
 from tether.providers.base import ProviderRequest
 from tether.providers.http_upstream import UpstreamOptions
@@ -100,18 +109,34 @@ def test_parallel_function_calls_with_streamed_arguments() -> None:
     ]
 
 
-def test_reasoning_summary_parts_become_paragraphs() -> None:
+def test_a_reasoning_item_keeps_the_upstream_s_id_its_summary_parts_and_its_encrypted_content() -> None:
     reasoning = {"type": "reasoning", "id": "rs_up", "summary": []}
+    done = {**reasoning, "encrypted_content": "gAAAAB-opaque", "summary": [
+        {"type": "summary_text", "text": "First."}, {"type": "summary_text", "text": "Then."}]}  # fmt: skip
     events = read(
         {"type": "response.output_item.added", "output_index": 0, "item": reasoning},
+        {"type": "response.reasoning_summary_part.added", "item_id": "rs_up", "summary_index": 0,
+         "part": {"type": "summary_text", "text": ""}},
         {"type": "response.reasoning_summary_text.delta", "item_id": "rs_up", "summary_index": 0, "delta": "First."},
         {"type": "response.reasoning_summary_text.done", "item_id": "rs_up", "summary_index": 0, "text": "First."},
         {"type": "response.reasoning_summary_text.delta", "item_id": "rs_up", "summary_index": 1, "delta": "Then."},
-        {"type": "response.output_item.done", "output_index": 0, "item": {**reasoning, "summary": [
-            {"type": "summary_text", "text": "First."}, {"type": "summary_text", "text": "Then."}]}},
+        {"type": "response.output_item.done", "output_index": 0, "item": done},
     )  # fmt: skip
 
-    assert events == [ReasoningSummaryDelta("First."), ReasoningSummaryDelta("\n\nThen.")]
+    assert events == [
+        ReasoningStart("rs_up"),
+        ReasoningSummaryDelta("", summary_index=0),
+        ReasoningSummaryDelta("First.", summary_index=0),
+        ReasoningSummaryDelta("Then.", summary_index=1),
+        ReasoningEnd(done),
+    ]
+
+
+def test_a_reasoning_item_sent_whole_with_no_summary_is_not_lost() -> None:
+    item = {"type": "reasoning", "id": "rs_up", "summary": [], "encrypted_content": "opaque"}
+    events = read({"type": "response.output_item.done", "output_index": 0, "item": item})
+
+    assert events == [ReasoningStart("rs_up"), ReasoningEnd(item)]
 
 
 def test_items_sent_whole_are_not_lost() -> None:

@@ -2,7 +2,16 @@
 
 from tether.protocol.errors import ErrorType, ProtocolError
 from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
-from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.protocol.model_events import (
+    Finish,
+    ModelEvent,
+    ReasoningEnd,
+    ReasoningStart,
+    ReasoningSummaryDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tether.protocol.request import CreateRequest, Transport, decode_json_object, parse_create
 from tether.protocol.response import response_object
 from tether.protocol.sse import ServerSentEvent, SSEDecoder, encode_done, encode_event
@@ -17,6 +26,8 @@ __all__ = [
     "LaneScheduler",
     "ModelEvent",
     "ProtocolError",
+    "ReasoningEnd",
+    "ReasoningStart",
     "ReasoningSummaryDelta",
     "ResponseStream",
     "SSEDecoder",

@@ -133,6 +133,9 @@ class ReasoningItem(TypedDict):
     id: str
     type: Literal["reasoning"]
     summary: list[SummaryTextPart]
+    encrypted_content: NotRequired[str | None]  # as the upstream sent it (OpenAI: only when ``include`` asks)
+    content: NotRequired[list[JSONObject]]  # raw reasoning text parts, from upstreams that show them
+    status: NotRequired[ItemStatus]
 
 
 OutputItem: TypeAlias = OutputMessage | FunctionCallItem | ReasoningItem

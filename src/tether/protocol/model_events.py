@@ -7,6 +7,7 @@ item that is open.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -20,8 +21,29 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningStart:
+    """Opens a reasoning item under the upstream's own item id (``rs_…``), so a client that sends the item back
+    (with its ``encrypted_content``) hands the upstream an id it issued. A summary delta with no reasoning item open
+    opens one under an id of tether's."""
+
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReasoningSummaryDelta:
+    """A piece of the summary part ``summary_index`` of the open reasoning item (a higher index starts a new part;
+    an empty ``text`` only opens it)."""
+
     text: str
+    summary_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningEnd:
+    """Closes the open reasoning item, adding what only its end carries (``encrypted_content``, ``content``,
+    ``status``) as the upstream sent it; ``id``, ``type`` and ``summary`` are tether's to set and are ignored."""
+
+    fields: Mapping[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,4 +84,4 @@ class Finish:
     reason: Literal["stop", "max_output_tokens", "content_filter"] = "stop"
 
 
-ModelEvent: TypeAlias = TextDelta | ReasoningSummaryDelta | ToolCallDelta | Finish
+ModelEvent: TypeAlias = TextDelta | ReasoningStart | ReasoningSummaryDelta | ReasoningEnd | ToolCallDelta | Finish

@@ -47,7 +47,15 @@ from tether.protocol.events import (
     SummaryTextPart,
     _Numbered,
 )
-from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta
+from tether.protocol.model_events import (
+    Finish,
+    ModelEvent,
+    ReasoningEnd,
+    ReasoningStart,
+    ReasoningSummaryDelta,
+    TextDelta,
+    ToolCallDelta,
+)
 from tether.protocol.vocabulary import ERROR_CODE
 from tether.types import Item
 
@@ -95,6 +103,10 @@ class _OpenItem:
     item: OutputItem
     output_index: int
     chunks: list[str] = field(default_factory=list)
+    # A reasoning item's summary: the parts closed, and whether a part is open (and under which upstream index).
+    parts: list[SummaryTextPart] = field(default_factory=list)
+    part_open: bool = False
+    upstream_index: int = 0
 
 
 class ResponseStream:
@@ -143,6 +155,12 @@ class ResponseStream:
             return self._tool_call(event)
         if isinstance(event, ReasoningSummaryDelta):
             return self._reasoning(event)
+        if isinstance(event, ReasoningStart):
+            events = self._close_item()
+            self._open_reasoning(event.item_id, events)
+            return events
+        if isinstance(event, ReasoningEnd):
+            return self._reasoning_end(event)
         return self.finish(event)
 
     def finish(self, finish: Finish) -> list[StreamEvent]:
@@ -292,37 +310,86 @@ class ResponseStream:
 
     def _reasoning(self, delta: ReasoningSummaryDelta) -> list[StreamEvent]:
         events: list[StreamEvent] = []
-        current = self._open
-        if current is None or current.item["type"] != "reasoning":
-            events += self._close_item()
-            reasoning = ReasoningItem(id=ids.reasoning_id(), type="reasoning", summary=[])
-            current = self._open_item(reasoning, events)
+        current = self._reasoning_item(events)
+        if not current.part_open or delta.summary_index > current.upstream_index:
+            events += self._close_summary_part(current)
+            current.part_open, current.upstream_index = True, delta.summary_index
             events.append(
                 self._numbered(
                     ReasoningSummaryPartAdded(
                         type="response.reasoning_summary_part.added",
                         sequence_number=self._next(),
-                        item_id=reasoning["id"],
+                        item_id=current.item["id"],
                         output_index=current.output_index,
-                        summary_index=0,
+                        summary_index=len(current.parts),
                         part=SummaryTextPart(type="summary_text", text=""),
                     )
                 )
             )
-        current.chunks.append(delta.text)
-        events.append(
-            self._numbered(
-                ReasoningSummaryTextDelta(
-                    type="response.reasoning_summary_text.delta",
-                    sequence_number=self._next(),
-                    item_id=current.item["id"],
-                    output_index=current.output_index,
-                    summary_index=0,
-                    delta=delta.text,
+        if delta.text:
+            current.chunks.append(delta.text)
+            events.append(
+                self._numbered(
+                    ReasoningSummaryTextDelta(
+                        type="response.reasoning_summary_text.delta",
+                        sequence_number=self._next(),
+                        item_id=current.item["id"],
+                        output_index=current.output_index,
+                        summary_index=len(current.parts),
+                        delta=delta.text,
+                    )
                 )
             )
-        )
         return events
+
+    def _reasoning_end(self, end: ReasoningEnd) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        current = self._reasoning_item(events)
+        extra = {key: value for key, value in end.fields.items() if key not in ("id", "type", "summary")}
+        cast(dict[str, object], current.item).update(extra)
+        return events + self._close_item()
+
+    def _reasoning_item(self, events: list[StreamEvent]) -> _OpenItem:
+        """The open reasoning item, or a new one under tether's id (closing whatever else was open)."""
+        current = self._open
+        if current is not None and current.item["type"] == "reasoning":
+            return current
+        events += self._close_item()
+        return self._open_reasoning(ids.reasoning_id(), events)
+
+    def _open_reasoning(self, item_id: str, events: list[StreamEvent]) -> _OpenItem:
+        return self._open_item(ReasoningItem(id=item_id, type="reasoning", summary=[]), events)
+
+    def _close_summary_part(self, current: _OpenItem) -> list[StreamEvent]:
+        if not current.part_open:
+            return []
+        text, index = "".join(current.chunks), len(current.parts)
+        part = SummaryTextPart(type="summary_text", text=text)
+        current.parts.append(part)
+        current.chunks, current.part_open = [], False
+        item_id, output_index = current.item["id"], current.output_index
+        return [
+            self._numbered(
+                ReasoningSummaryTextDone(
+                    type="response.reasoning_summary_text.done",
+                    sequence_number=self._next(),
+                    item_id=item_id,
+                    output_index=output_index,
+                    summary_index=index,
+                    text=text,
+                )
+            ),
+            self._numbered(
+                ReasoningSummaryPartDone(
+                    type="response.reasoning_summary_part.done",
+                    sequence_number=self._next(),
+                    item_id=item_id,
+                    output_index=output_index,
+                    summary_index=index,
+                    part=part.copy(),
+                )
+            ),
+        ]
 
     def _open_item(self, item: OutputItem, events: list[StreamEvent]) -> _OpenItem:
         opened = _OpenItem(item=item, output_index=len(self._output))
@@ -393,32 +460,8 @@ class ResponseStream:
                 )
             )
         else:
-            summary = SummaryTextPart(type="summary_text", text=text)
-            events.append(
-                self._numbered(
-                    ReasoningSummaryTextDone(
-                        type="response.reasoning_summary_text.done",
-                        sequence_number=self._next(),
-                        item_id=item_id,
-                        output_index=index,
-                        summary_index=0,
-                        text=text,
-                    )
-                )
-            )
-            events.append(
-                self._numbered(
-                    ReasoningSummaryPartDone(
-                        type="response.reasoning_summary_part.done",
-                        sequence_number=self._next(),
-                        item_id=item_id,
-                        output_index=index,
-                        summary_index=0,
-                        part=summary,
-                    )
-                )
-            )
-            item["summary"] = [summary]
+            events += self._close_summary_part(current)
+            item["summary"] = current.parts
         events.append(
             self._numbered(
                 OutputItemDone(

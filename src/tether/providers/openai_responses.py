@@ -231,7 +231,7 @@ class OpenAIResponsesProvider:
     # -- decisions -----------------------------------------------------------------------------------------
 
     def _body(self, request: ProviderRequest, previous: str | None) -> JSONObject:
-        body = create_body(request, previous)
+        body = create_body(request, previous, stateless=not self.stateful)
         if not self.stateful:
             body["store"] = False  # tether holds the state; nothing up there could continue it
         return body

@@ -1,19 +1,30 @@
 """Reading an OpenAI Responses upstream (sans-I/O): its ``response.*`` events in, model events out.
 
-The same reader serves HTTP/SSE and WebSocket mode, whose events are identical. Upstream item ids and the upstream
-response id stay here: tether numbers its own items and issues its own response ids. An upstream that sends an
-item whole (only ``output_item.done``, or a ``.done`` longer than its deltas) still yields all of its content.
+The same reader serves HTTP/SSE and WebSocket mode, whose events are identical. The upstream response id and the
+ids of messages and calls stay here: tether numbers those items and issues its own response ids. Reasoning items
+keep the upstream's id, their summary parts and what their end carries (``encrypted_content``), since a client
+sends them back for the upstream to read. An upstream that sends an item whole (only ``output_item.done``, or a
+``.done`` longer than its deltas) still yields all of its content.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
-from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.protocol.model_events import (
+    Finish,
+    ModelEvent,
+    ReasoningEnd,
+    ReasoningStart,
+    ReasoningSummaryDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tether.providers.upstream_errors import UpstreamConnectionError, UpstreamReportedError
 from tether.types import JSONObject
 
@@ -64,6 +75,7 @@ class _Item:
     name: str = ""
     phase: Literal["commentary", "final_answer"] | None = None
     streamed: str = ""
+    parts: dict[int, str] = field(default_factory=dict)  # a reasoning item's summary parts streamed so far
 
 
 class ResponsesEventReader:
@@ -112,10 +124,15 @@ class ResponsesEventReader:
             return self._arguments(event, str(event.get("delta") or ""))
         if kind == "response.function_call_arguments.done":
             return self._arguments(event, str(event.get("arguments") or ""), whole=True)
+        if kind == "response.reasoning_summary_part.added":
+            return self._summary(event, "")
         if kind == "response.reasoning_summary_text.delta":
             return self._summary(event, str(event.get("delta") or ""))
         if kind == "response.reasoning_summary_text.done":
             return self._summary(event, str(event.get("text") or ""), whole=True)
+        if kind == "response.reasoning_summary_part.done":
+            part = event.get("part")
+            return self._summary(event, str(part.get("text") or "") if isinstance(part, dict) else "", whole=True)
         return []
 
     # -- items ---------------------------------------------------------------------------------------------
@@ -131,6 +148,9 @@ class ResponsesEventReader:
             # Opening the call now keeps parallel calls in the upstream's order, arguments or not.
             return self._grow(call, str(item.get("arguments") or ""), whole=True, always=True)
         self._items[key] = _Item(kind, phase=_PHASES.get(str(item.get("phase"))))
+        item_id = item.get("id")
+        if kind == "reasoning" and isinstance(item_id, str) and item_id:
+            return [ReasoningStart(item_id)]
         return []
 
     def _done(self, event: JSONObject) -> list[ModelEvent]:
@@ -139,6 +159,7 @@ class ResponsesEventReader:
         key = self._key(event, item)
         known = self._items.get(key)
         kind = str(item.get("type") or "")
+        added: list[ModelEvent] = []
         if known is None:
             added = self._added(event)
             known = self._items[key]
@@ -157,9 +178,10 @@ class ResponsesEventReader:
             return self._grow(known, text, whole=True)
         if kind == "reasoning":
             summary = item.get("summary")
-            parts = summary if isinstance(summary, list) else []
-            text = "\n\n".join(str(p.get("text") or "") for p in parts if isinstance(p, dict))
-            return self._grow(known, text, whole=True)
+            parts = [p for p in summary if isinstance(p, dict)] if isinstance(summary, list) else []
+            for index, part in enumerate(parts):
+                added += self._grow_part(known, index, str(part.get("text") or ""), whole=True)
+            return [*added, ReasoningEnd(item)]
         return []
 
     def _text(self, event: JSONObject, text: str, *, whole: bool = False) -> list[ModelEvent]:
@@ -172,14 +194,21 @@ class ResponsesEventReader:
         return self._grow(item, text, whole=whole)
 
     def _summary(self, event: JSONObject, text: str, *, whole: bool = False) -> list[ModelEvent]:
-        item = self._item_for(event, "reasoning")
-        if whole:
-            # A part's final text covers that part only; it matters only when nothing of the summary was streamed.
-            return [] if item.streamed else self._grow(item, text, whole=True)
         index = event.get("summary_index")
-        if isinstance(index, int) and index > 0 and item.streamed and not item.streamed.endswith("\n"):
-            text = "\n\n" + text  # summary parts are paragraphs; tether keeps one summary text
-        return self._grow(item, text, whole=False)
+        return self._grow_part(self._item_for(event, "reasoning"), index if isinstance(index, int) else 0, text, whole)
+
+    def _grow_part(self, item: _Item, index: int, text: str, whole: bool) -> list[ModelEvent]:
+        """The delta that brings summary part ``index`` to ``text`` (``whole``) or adds ``text`` to it; the first
+        event of a part opens it, even empty."""
+        streamed = item.parts.get(index)
+        if whole and streamed is not None:
+            if not text.startswith(streamed):
+                return []  # a final text that disagrees with the deltas sent already
+            text = text[len(streamed) :]
+        if streamed is not None and not text:
+            return []
+        item.parts[index] = (streamed or "") + text
+        return [ReasoningSummaryDelta(text, summary_index=index)]
 
     def _grow(self, item: _Item, text: str, *, whole: bool, always: bool = False) -> list[ModelEvent]:
         """The delta that brings ``item`` to ``text`` (``whole``) or adds ``text`` to it."""
@@ -192,8 +221,6 @@ class ResponsesEventReader:
         item.streamed += text
         if item.kind == "function_call":
             return [ToolCallDelta(call_id=item.call_id, name=item.name, arguments=text)]
-        if item.kind == "reasoning":
-            return [ReasoningSummaryDelta(text)]
         return [TextDelta(text, phase=item.phase)]
 
     def _item_for(self, event: JSONObject, kind: str) -> _Item:

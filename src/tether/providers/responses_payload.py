@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from tether.protocol.compaction import expand_compaction
 from tether.protocol.input_items import as_compaction, as_reasoning
+from tether.providers.anthropic_thinking import is_anthropic_reasoning
 from tether.providers.base import ProviderRequest
 from tether.types import Item, JSONObject
 
@@ -106,13 +107,14 @@ def continuation_of(
     return None
 
 
-def create_body(request: ProviderRequest, previous_upstream_id: str | None) -> JSONObject:
+def create_body(request: ProviderRequest, previous_upstream_id: str | None, *, stateless: bool = False) -> JSONObject:
     """The ``POST /responses`` body (without ``stream``) for a turn.
 
     Args:
         request: the turn.
         previous_upstream_id: continue this upstream response with the new items only; ``None`` sends the whole
             context.
+        stateless: the upstream keeps nothing (see :func:`upstream_items`).
     """
     body: JSONObject = {
         key: value
@@ -126,19 +128,22 @@ def create_body(request: ProviderRequest, previous_upstream_id: str | None) -> J
         body["tools"] = list(request.tools)
         body["tool_choice"] = request.tool_choice
     if previous_upstream_id is None:
-        body["input"] = upstream_items(request.context)
+        body["input"] = upstream_items(request.context, stateless=stateless)
     else:
         body["previous_response_id"] = previous_upstream_id
-        body["input"] = upstream_items(request.new_items)
+        body["input"] = upstream_items(request.new_items, stateless=stateless)
     return body
 
 
-def upstream_items(items: Iterable[Item]) -> list[Item]:
+def upstream_items(items: Iterable[Item], *, stateless: bool = False) -> list[Item]:
     """Items as the upstream takes them.
 
     tether's compaction items are expanded into the items they hold; ids the upstream does not need are dropped
-    (they are tether's or a client's, not the upstream's); reasoning items without ``encrypted_content`` are
-    dropped, since an upstream can only take back reasoning it can decrypt.
+    (they are tether's or a client's, not the upstream's). Reasoning items go up as they came (with the upstream's
+    id and ``encrypted_content``), except: one that holds an Anthropic thinking block (no OpenAI upstream reads it),
+    and, for a stateful upstream, one without ``encrypted_content``, which the upstream could only look up by id in
+    a store a full-context turn cannot count on (a delta reaches it through ``previous_response_id``). A stateless
+    upstream (vLLM, SGLang) reads reasoning items as they are.
     """
     result: list[Item] = []
     for item in items:
@@ -147,11 +152,13 @@ def upstream_items(items: Iterable[Item]) -> list[Item]:
         if window is not None:
             expanded = expand_compaction(window)
             if expanded is not None:
-                result.extend(upstream_items(expanded))
+                result.extend(upstream_items(expanded, stateless=stateless))
                 continue
         reasoning = as_reasoning(item)
-        if reasoning is not None and not reasoning.get("encrypted_content"):
-            continue
+        if reasoning is not None:
+            sealed = reasoning.get("encrypted_content")
+            if is_anthropic_reasoning(sealed) or (not sealed and not stateless):
+                continue
         if kind in _ID_OPTIONAL and "id" in item:
             item = {key: value for key, value in item.items() if key != "id"}
         result.append(item)

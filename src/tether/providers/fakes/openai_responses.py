@@ -6,6 +6,12 @@ recent response (the connection-local cache that ``store=false`` chains need). `
 ids only; an unknown, forgotten or foreign one is ``previous_response_not_found``, and a ``function_call_output``
 without its ``function_call`` in the context is refused, as OpenAI does.
 
+A step's reasoning comes out as a ``reasoning`` item of its own (id ``rs_up_…``, one summary part per paragraph),
+with ``encrypted_content`` only when ``include`` asks for ``reasoning.encrypted_content``. As OpenAI does, a
+reasoning item sent back in ``input`` needs an ``encrypted_content`` the fake issued, or (without one) the id of a
+reasoning item of a stored response: anything else is refused. A stateless fake (vLLM, SGLang) takes reasoning
+items back as they come.
+
 The model plays a script in the scripted model's format (:func:`tether.providers.scripted.load_scripts`): the step
 is the number of model turns since the last user message of the context it materialises, so a workload gives the
 same transcript here as through tether's scripted model. Every request body (or WebSocket frame) it receives is
@@ -35,7 +41,15 @@ from tether.netutil import ThreadedServer, loopback_server
 from tether.protocol.errors import ProtocolError, previous_response_not_found
 from tether.protocol.events import ResponseObject, StreamEvent, is_terminal
 from tether.protocol.items import estimate_tokens
-from tether.protocol.model_events import Finish, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.protocol.model_events import (
+    Finish,
+    ReasoningEnd,
+    ReasoningStart,
+    ReasoningSummaryDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tether.protocol.sse import encode_event
 from tether.protocol.stream import ResponseStream
 from tether.providers.scripted import Script, ScriptStep, parse_scripts
@@ -45,6 +59,8 @@ __all__ = ["FakeResponsesUpstream", "RecordedCreate"]
 
 _MODEL_ITEMS = frozenset({"function_call", "reasoning"})
 _FINAL_STEP = ScriptStep(text="Done.")
+_ENCRYPTED_REASONING = "reasoning.encrypted_content"
+_Delta = ReasoningStart | ReasoningSummaryDelta | ReasoningEnd | TextDelta | ToolCallDelta
 _CONNECTION_LIMIT = ProtocolError(
     400,
     "websocket_connection_limit_reached",
@@ -125,6 +141,7 @@ class FakeResponsesUpstream:
         self._stored: dict[str, list[Item]] = {}
         self._forgotten: set[str] = set()
         self._issued: set[str] = set()
+        self._sealed: dict[str, str] = {}  # encrypted_content issued → the reasoning item's id
         self._failures: deque[_Failure] = deque()
         self._drops: deque[int] = deque()
         self._connections = 0
@@ -312,6 +329,9 @@ class FakeResponsesUpstream:
         raw_input = body.get("input", [])
         new = [{"type": "message", "role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input
         context = [*history, *[item for item in new if isinstance(item, dict)]]
+        for item in new:
+            if isinstance(item, dict) and item.get("type") == "reasoning":
+                self._check_reasoning(item)
         calls = {item.get("call_id") for item in context if item.get("type") == "function_call"}
         for item in context:
             if item.get("type") == "function_call_output" and item.get("call_id") not in calls:
@@ -323,8 +343,8 @@ class FakeResponsesUpstream:
         limit = body.get("max_output_tokens")
         budget = limit * 4 if isinstance(limit, int) else None  # about four characters per token
         truncated = False
-        for delta in self._deltas(context):
-            size = len(delta.arguments if isinstance(delta, ToolCallDelta) else delta.text)
+        for delta in self._deltas(context, _ENCRYPTED_REASONING in (body.get("include") or ())):
+            size = len(delta.arguments if isinstance(delta, ToolCallDelta) else getattr(delta, "text", ""))
             if budget is not None and size > budget:
                 truncated = True
                 break
@@ -351,15 +371,48 @@ class FakeResponsesUpstream:
                     return self._stored[previous]
         raise previous_response_not_found(str(previous))
 
-    def _deltas(self, context: list[Item]) -> list[TextDelta | ReasoningSummaryDelta | ToolCallDelta]:
+    def _check_reasoning(self, item: Item) -> None:
+        """Refuse a reasoning item the fake cannot read back, as OpenAI does."""
+        item_id, sealed = item.get("id"), item.get("encrypted_content")
+        if sealed is not None:
+            with self._lock:
+                known = isinstance(sealed, str) and self._sealed.get(sealed) == item_id
+            if not known:
+                message = f"The encrypted content for item {item_id} could not be verified."
+                raise ProtocolError(400, "invalid_encrypted_content", message, param="input")
+            return
+        with self._lock:
+            stored = any(
+                kept.get("id") == item_id and kept.get("type") == "reasoning"
+                for context in self._stored.values()
+                for kept in context
+            )
+        if self.stateful and not stored:
+            message = (
+                f"Item with id '{item_id}' not found. Items are not persisted when `store` is set to false. "
+                "Try again with `store` set to true, or remove this item from your input."
+            )
+            raise ProtocolError(404, "invalid_request_error", message, param="input")
+
+    def _deltas(self, context: list[Item], encrypted: bool) -> list[_Delta]:
         steps_done, user_text = _position(context)
         if self.script is None:
             step = ScriptStep(text=user_text or "(no user message)")
         else:
             step = self.script[steps_done] if steps_done < len(self.script) else _FINAL_STEP
-        deltas: list[TextDelta | ReasoningSummaryDelta | ToolCallDelta] = [
-            ReasoningSummaryDelta(piece) for piece in self._chunks(step.reasoning or "")
-        ]
+        deltas: list[_Delta] = []
+        if step.reasoning:
+            item_id = f"rs_up_{secrets.token_hex(12)}"
+            deltas.append(ReasoningStart(item_id))
+            for index, paragraph in enumerate(step.reasoning.split("\n\n")):
+                deltas += [ReasoningSummaryDelta(piece, index) for piece in self._chunks(paragraph) or [""]]
+            end: JSONObject = {}
+            if encrypted:
+                sealed = f"gAAAAB{secrets.token_urlsafe(48)}"
+                with self._lock:
+                    self._sealed[sealed] = item_id
+                end["encrypted_content"] = sealed
+            deltas.append(ReasoningEnd(end))
         phase: Literal["commentary"] | None = "commentary" if step.tool_calls and step.text else None
         deltas += [TextDelta(piece, phase=phase) for piece in self._chunks(step.text or "")]
         for call in step.tool_calls:
