@@ -117,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     edge_cmd.add_argument("--listen", help="HOST:PORT for agents (default 127.0.0.1:8787)")
     edge_cmd.add_argument("--journal", type=Path, help="the edge's journal file (default .tether/edge.db)")
     edge_cmd.add_argument("--offline-hold", type=float, help="seconds a request waits for a dead link")
+    edge_cmd.add_argument(
+        "--hold-answers",
+        action="store_true",
+        default=None,
+        help="keep each answer until it is complete, so a turn interrupted mid-generation is retried unseen",
+    )
     commands.add_parser("bench", help="the benchmark (tether bench --help)", add_help=False)
     commands.add_parser("audit", help="export and verify the audit log (tether audit --help)", add_help=False)
     commands.add_parser(
@@ -167,7 +173,7 @@ def _edge(args: argparse.Namespace) -> int:
         key: value
         for key, value in (
             ("gateway", args.gateway), ("gateway_key", args.gateway_key), ("journal", args.journal),
-            ("offline_hold_s", args.offline_hold),
+            ("offline_hold_s", args.offline_hold), ("hold_answers", args.hold_answers),
         )
         if value is not None
     }  # fmt: skip

@@ -78,6 +78,11 @@ class EdgeSettings(BaseModel):
     keepalive_s: float = Field(default=10.0, gt=0.0, description="Keep-alives to the agent while its answer waits.")
     transport: Literal["auto", "websocket", "http"] = "auto"
     max_chains: int = Field(default=256, ge=1, description="Recent requests the edge keeps as delta bases.")
+    hold_answers: bool = Field(
+        default=False,
+        description="Keep each answer at the edge until it is complete, so a turn interrupted mid-generation (a "
+        "gateway node died) is retried without the agent noticing; off, answers stream live.",
+    )
     content_max_bytes: int = Field(
         default=256 * MIB, ge=MIB, description="Gateway: content held for edges (per node, all tenants)."
     )

@@ -257,7 +257,7 @@ async def _agent_bytes(
             if piece is KEEPALIVE:
                 yield expand.keepalive(api, started)
             elif "head" in piece:
-                late_error = committed_early and piece["head"]["status"] >= 400
+                late_error = piece["head"]["status"] >= 400  # a head inside the stream came after it started
             elif piece.get("end"):
                 if piece.get("error"):
                     yield expand.stream_error(api, "gateway_error", str(piece["error"]))

@@ -1,6 +1,14 @@
 """The edge's one persistent link to the gateway: a WebSocket (permessage-deflate) that reconnects with backoff,
 resumes every turn in flight after the last piece it saw, heals a gateway that lost a chain with one whole
-request, and holds new turns while it is down (bounded by ``hold_s``)."""
+request, and holds new turns while it is down (bounded by ``hold_s``).
+
+A turn the gateway lost (it restarted, or the node the link reached died) is sent again under the same key: the
+gateway answers it from the turn's stored log (the same generation, its pieces numbered alike, so what already
+arrived is skipped) or generates it anew. A turn whose generation was interrupted (``generation_interrupted``: its
+node died) is sent again under a new key, generated exactly once more. Either way the agent receives every piece
+exactly once: a new generation replaces one the agent has seen nothing of (with ``hold_answers``, nothing of an
+answer reaches the agent before its end), and is never joined to one it has seen part of (that turn ends with an
+error in the agent's API)."""
 
 from __future__ import annotations
 
@@ -61,6 +69,10 @@ class EdgeStats:
     resumes: int = 0
     heals: int = 0
     fallbacks: int = 0
+    lost_turns: int = 0
+    """Turns sent again because the gateway had no log of them (it restarted; the link reached another node)."""
+    interrupted: int = 0
+    """Turns whose generation was interrupted (its node died), sent again under a new key."""
     turns: int = 0
     request_bytes: int = 0
     """The agents' request bodies, as they sent them to the edge."""
@@ -76,6 +88,8 @@ class EdgeStats:
             "resumes": self.resumes,
             "heals": self.heals,
             "fallbacks": self.fallbacks,
+            "lost_turns": self.lost_turns,
+            "interrupted": self.interrupted,
             "turns": self.turns,
             "request_bytes": self.request_bytes,
             "uplink_bytes": self.uplink_bytes,
@@ -104,6 +118,13 @@ class Turn:
     """When the agent sent it (the link's clock): the offline hold counts from here or the drop, the later."""
     finished: bool = False
     """Its end (or a failure) reached the agent's queue: nothing more is asked for it."""
+    hold: bool = False
+    """Keep the answer's pieces (all but its head) until its end, so an interrupted one can be replaced unseen."""
+    held: list[Piece] = field(default_factory=list)
+    generation: str | None = None
+    """The generation answering it, as the gateway's head named it (a response id)."""
+    resend: bool = False
+    """The gateway lost the turn's log: send the turn again rather than a resume."""
     uploaded: int = 0
     """The bytes of the frames sent for this turn (before compression)."""
     frames: list[bytes] = field(default_factory=list)
@@ -128,6 +149,8 @@ class LinkOptions:
         http_url: the gateway's ``/v1/tether/edge`` over HTTP, for the fallback (``None``: no fallback).
         transport: ``"auto"`` (WebSocket, HTTP while it is refused), ``"websocket"`` or ``"http"`` only.
         websocket_retry_after_s: after falling back, how long before the WebSocket is tried again.
+        hold_answers: keep each answer until its end before the agent sees any of it (but its status), so a turn
+            whose generation was interrupted is retried without the agent noticing, at the cost of streaming.
     """
 
     url: str
@@ -142,6 +165,7 @@ class LinkOptions:
     http_url: str | None = None
     transport: str = "auto"
     websocket_retry_after_s: float = 300.0
+    hold_answers: bool = False
 
 
 Accepted = Callable[[Sent], None]
@@ -214,6 +238,7 @@ class GatewayLink:
         """Send one agent request (now, or when the link is back); ``session`` for a WebSocket-mode connection's."""
         turn = Turn(uuid.uuid4().hex, api, path, request, headers, self.book.delta(api, path, request), session)
         turn.created = self._clock()
+        turn.hold = self.options.hold_answers
         self._turns[turn.key] = turn
         self.stats.turns += 1
         self.stats.request_bytes += size
@@ -343,7 +368,7 @@ class GatewayLink:
         """The frame that asks for ``turn`` now: a resume once part of it arrived, else the turn itself (with its
         headers as a delta against ``previous_headers``, the connection's last, when they differ)."""
         frame: dict[str, Any]
-        if turn.last_seq >= 0:
+        if turn.last_seq >= 0 and not turn.resend:
             frame = {"type": wire.RESUME, "turn": turn.key, "after": turn.last_seq}
         else:
             delta = turn.delta
@@ -402,7 +427,15 @@ class GatewayLink:
 
     def _out(self, turn: Turn, frame: dict[str, Any]) -> None:
         seq = frame.get("seq")
-        if not isinstance(seq, int) or seq <= turn.last_seq:
+        if not isinstance(seq, int):
+            return
+        if seq == 0 and "head" in frame:  # a log's first piece: the generation answering the turn
+            turn.resend = False
+            generation = frame.get("gen")
+            if turn.last_seq >= 0 and generation != turn.generation and not self._start_over(turn):
+                return
+            turn.generation = generation if isinstance(generation, str) else None
+        if seq <= turn.last_seq:
             return  # a piece already delivered (a resume overlapping what arrived)
         if seq != turn.last_seq + 1:
             self._spawn_send(turn)  # a gap: ask again from the last piece seen
@@ -413,10 +446,53 @@ class GatewayLink:
             sent = self.book.accepted(turn.api, turn.path, turn.request)
             if self._on_accepted is not None:
                 self._on_accepted(sent)
-        piece = {key: value for key, value in frame.items() if key not in ("type", "turn", "seq")}
+        piece = {key: value for key, value in frame.items() if key not in ("type", "turn", "seq", "gen")}
+        if piece.get("interrupted"):
+            self._interrupted(turn)
+            return
         if piece.get("end"):
             turn.finished = True
-        turn.queue.put_nowait(piece)
+        if not turn.hold or "head" in piece:
+            turn.queue.put_nowait(piece)
+            return
+        turn.held.append(piece)
+        if turn.finished:
+            for held in turn.held:
+                turn.queue.put_nowait(held)
+            turn.held.clear()
+
+    def _start_over(self, turn: Turn) -> bool:
+        """A new generation answers a turn the agent may have seen part of: start over if it has seen nothing."""
+        if turn.delivered:
+            self._fail(turn, 502, "generation_replaced", "The gateway lost this answer part-way and began a new one.")
+            return False
+        _log.info("edge.turn.start_over", generation=turn.generation)
+        turn.held.clear()
+        turn.last_seq = -1
+        return True
+
+    def _interrupted(self, turn: Turn) -> None:
+        """The turn's generation stopped with its node: send it again under a new key (it is generated once more),
+        unless the agent has seen part of it."""
+        if turn.delivered:
+            self._fail(turn, 503, "generation_interrupted", "The gateway node generating this answer stopped.")
+            return
+        self.stats.interrupted += 1
+        _log.info("edge.turn.retry", generation=turn.generation)
+        old = turn.key
+        turn.key = uuid.uuid4().hex
+        self._turns[turn.key] = self._turns.pop(old, turn)
+        carrying = self._http_tasks.pop(old, None)
+        if carrying is not None:
+            self._http_tasks[turn.key] = carrying
+        turn.held.clear()
+        turn.last_seq, turn.generation, turn.resend, turn.accepted = -1, None, False, False
+        self._spawn_send(turn)
+
+    def _fail(self, turn: Turn, status: int, code: str, message: str) -> None:
+        turn.finished = True
+        turn.held.clear()
+        turn.queue.put_nowait(LinkUnavailableError(status, code, message))
 
     def _refused(self, turn: Turn, frame: dict[str, Any]) -> None:
         code = frame.get("code")
@@ -428,9 +504,9 @@ class GatewayLink:
                 self._on_forget()
             turn.delta = self.book.whole(turn.request)
             self._spawn_send(turn)
-        elif code == wire.TURN_NOT_FOUND and not turn.delivered:
-            turn.last_seq = -1  # the gateway lost the turn before the agent saw any of it: run it again
-            turn.accepted = False
+        elif code == wire.TURN_NOT_FOUND:
+            self.stats.lost_turns += 1  # the gateway lost the turn's log (it restarted): send the turn itself again
+            turn.resend = True
             self._spawn_send(turn)
         else:
             turn.finished = True

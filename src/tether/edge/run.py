@@ -42,7 +42,7 @@ def edge_config(settings: Settings) -> EdgeConfig:
     ws_url, http_origin = link_url(edge.gateway)
     options = LinkOptions(
         ws_url, edge.gateway_key, hold_s=edge.offline_hold_s, keepalive_s=edge.keepalive_s,
-        http_url=http_origin + PATH, transport=edge.transport,
+        http_url=http_origin + PATH, transport=edge.transport, hold_answers=edge.hold_answers,
     )  # fmt: skip
     return EdgeConfig(options, http_origin, journal=str(edge.journal), max_chains=edge.max_chains,
                       max_body_bytes=settings.max_body_bytes)  # fmt: skip

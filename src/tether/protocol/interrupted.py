@@ -8,6 +8,8 @@ retrying the turn with the same key generates it exactly once more (the tether c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from tether.protocol.errors import ErrorType, ProtocolError
 from tether.protocol.stream import response_error, response_error_code
 from tether.types import JSONObject
@@ -47,3 +49,11 @@ def is_interrupted(event: JSONObject) -> bool:
         return False
     error = event.get("response", {}).get("error") or {}
     return response_error_code(error) == GENERATION_INTERRUPTED
+
+
+def is_interrupted_error(event: Mapping[str, object]) -> bool:
+    """Whether ``event`` is the ``error`` event that starts the end of an interrupted turn."""
+    if event.get("type") != "error":
+        return False
+    inner = event.get("error")
+    return isinstance(inner, dict) and inner.get("code") == GENERATION_INTERRUPTED

@@ -19,11 +19,12 @@ from tether.protocol.delta import diff
 from tether.protocol.edge_wire import API, Piece
 from tether.protocol.errors import ProtocolError, sse_error_shape
 from tether.protocol.events import ErrorEvent, TerminalEvent, is_terminal
+from tether.protocol.interrupted import is_interrupted_error
 from tether.protocol.request import Transport, parse_create
 from tether.protocol.stream import with_stream_id
 from tether.providers.raw_forward import raw_forwarder
 from tether.server.edge_forward import forwarded_pieces
-from tether.server.edge_pieces import JSON_HEAD, SSE_HEAD, error_pieces
+from tether.server.edge_pieces import INTERRUPTED_END, JSON_HEAD, SSE_HEAD, error_pieces, with_generation
 from tether.server.edge_translated import CODECS, translated_pieces
 from tether.types import JSONObject
 
@@ -63,8 +64,11 @@ async def responses_pieces(engine: Engine, request: JSONObject, *, tenant: str, 
         return
     events = engine.follow(live)
     if create.stream:
-        yield SSE_HEAD
+        yield with_generation(SSE_HEAD, live.response_id)
         async for event in events:
+            if is_interrupted_error(event):
+                yield INTERRUPTED_END
+                return
             event = with_stream_id(event, None)
             yield compact(sse_error_shape(event) if event["type"] == "error" else event, request)
         yield {"sse": [None, "[DONE]"]}
@@ -78,6 +82,9 @@ async def responses_pieces(engine: Engine, request: JSONObject, *, tenant: str, 
         elif event["type"] == "error":
             failure = event
     if failure is not None:
+        if is_interrupted_error(failure):
+            yield INTERRUPTED_END
+            return
         inner = failure["error"]
         body = {key: value for key, value in inner.items() if key != "headers"}
         failed = ProtocolError(failure["status"], inner["code"], inner["message"])
@@ -90,7 +97,7 @@ async def responses_pieces(engine: Engine, request: JSONObject, *, tenant: str, 
         for piece in error_pieces(stopped):
             yield piece
         return
-    yield JSON_HEAD
+    yield with_generation(JSON_HEAD, live.response_id)
     whole = compact({"type": "body", "response": terminal["response"]}, request)
     yield {"json": whole["event"]["response"], "x": whole.get("x", [])}
     yield {"end": True}
@@ -101,17 +108,21 @@ async def websocket_pieces(
 ) -> AsyncIterator[Piece]:
     """Run a WebSocket-mode ``response.create`` on the engine, on the agent connection's own engine connection (so
     ``store=false`` continuations find their parent), as tether's WebSocket endpoint would."""
-    yield {"head": {"status": 101, "headers": {}}}
     try:
         create = parse_create(request, Transport.WEBSOCKET)
         if create.idempotency_key is None:
             create.idempotency_key = f"edge:{turn}"
         live = await engine.create(create, tenant=tenant, connection=connection, lane=create.stream_id)
     except ProtocolError as error:
+        yield {"head": {"status": 101, "headers": {}}}
         yield {"event": error.ws_event()}
         yield {"end": True}
         return
+    yield with_generation({"head": {"status": 101, "headers": {}}}, live.response_id)
     async for event in engine.follow(live):
+        if is_interrupted_error(event):
+            yield INTERRUPTED_END
+            return
         yield compact(with_stream_id(event, create.stream_id), request)
     yield {"end": True}
 

@@ -8,6 +8,7 @@ whole.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import orjson
@@ -36,7 +37,8 @@ async def forwarded_pieces(
     started = False
     try:
         async with forwarder.forward(raw) as reply:
-            yield {"head": {"status": reply.status, "headers": reply.headers}}
+            # every forward is a new generation upstream: a turn sent again after the gateway lost it starts over
+            yield {"head": {"status": reply.status, "headers": reply.headers}, "gen": uuid.uuid4().hex}
             started = True
             streamed = reply.headers.get("content-type", "").startswith("text/event-stream")
             if not streamed:

@@ -16,8 +16,9 @@ from tether.protocol import agent_apis
 from tether.protocol.edge_wire import API, Piece
 from tether.protocol.errors import ProtocolError
 from tether.protocol.events import TerminalEvent, is_terminal
+from tether.protocol.interrupted import is_interrupted_error
 from tether.protocol.request import Transport, parse_create
-from tether.server.edge_pieces import JSON_HEAD, SSE_HEAD, error_pieces
+from tether.server.edge_pieces import INTERRUPTED_END, JSON_HEAD, SSE_HEAD, error_pieces, with_generation
 from tether.types import JSONObject
 
 
@@ -71,10 +72,12 @@ CODECS: dict[str, _Codec] = {
 }
 
 
-def _json(body: JSONObject, status: int = 200) -> list[Piece]:
+def _json(body: JSONObject, status: int = 200, generation: str | None = None) -> list[Piece]:
     head: Piece = (
         JSON_HEAD if status == 200 else {"head": {"status": status, "headers": {"content-type": "application/json"}}}
     )
+    if generation is not None:
+        head = with_generation(head, generation)
     return [head, {"body": orjson.dumps(body).decode()}, {"end": True}]
 
 
@@ -98,9 +101,12 @@ async def translated_pieces(
         return
     events = engine.follow(live)
     if translation.stream:
-        yield SSE_HEAD
+        yield with_generation(SSE_HEAD, live.response_id)
         encoder = codec.encoder(translation.reply)
         async for event in events:
+            if is_interrupted_error(event):
+                yield INTERRUPTED_END
+                return
             for out in encoder.feed(event):
                 yield codec.frame(out)
         for piece in codec.done:
@@ -111,6 +117,9 @@ async def translated_pieces(
     async for event in events:
         if is_terminal(event):
             terminal = event
+        elif is_interrupted_error(event):
+            yield INTERRUPTED_END
+            return
         elif event["type"] == "error":
             inner = event["error"]
             failed = ProtocolError(event["status"], inner["code"], inner["message"])
@@ -125,8 +134,8 @@ async def translated_pieces(
     response = dict(terminal["response"])
     if response["status"] == "failed":
         status, body = codec.failure(response)
-        for piece in _json(body, status):
+        for piece in _json(body, status, live.response_id):
             yield piece
         return
-    for piece in _json(codec.whole(response, translation.reply)):
+    for piece in _json(codec.whole(response, translation.reply), generation=live.response_id):
         yield piece
