@@ -10,7 +10,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import hashlib
-import secrets
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -67,14 +66,15 @@ class FakeTurn:
     """What the fake model says in one answer; ``truncated`` when ``max_tokens`` cut it.
 
     ``answer_id`` is unique to the answer, as a real upstream's message or completion id is: clients key on it
-    (Claude Code merges the content blocks of one message id into one assistant message).
+    (Claude Code merges the content blocks of one message id into one assistant message). It is derived from the
+    answer's number and the request, so twin fakes given the same requests answer byte for byte alike.
     """
 
     reasoning: str = ""
     text: str = ""
     calls: tuple[FakeCall, ...] = ()
     truncated: bool = False
-    answer_id: str = field(default_factory=lambda: secrets.token_hex(12))
+    answer_id: str = ""
 
     @property
     def output_tokens(self) -> int:
@@ -273,11 +273,12 @@ class FakeUpstream(abc.ABC):
             FakeCall(self.call_id(answer, index), call.name, call.arguments)
             for index, call in enumerate(step.tool_calls)
         )
+        answer_id = hashlib.blake2b(orjson.dumps([answer, body], option=orjson.OPT_SORT_KEYS), digest_size=12)
         text = step.text or ""
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
         if isinstance(limit, int) and len(text) > limit * 4:
-            return FakeTurn(reasoning=step.reasoning or "", text=text[: limit * 4], truncated=True)
-        return FakeTurn(reasoning=step.reasoning or "", text=text, calls=calls)
+            return FakeTurn(step.reasoning or "", text[: limit * 4], truncated=True, answer_id=answer_id.hexdigest())
+        return FakeTurn(step.reasoning or "", text, calls, answer_id=answer_id.hexdigest())
 
     def chunks(self, text: str) -> list[str]:
         size = max(1, self.chunk_size)
