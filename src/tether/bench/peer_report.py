@@ -10,6 +10,7 @@ from tether.bench.cpu_per_turn import machine
 
 if TYPE_CHECKING:
     from tether.bench.peer import Results
+    from tether.bench.peer_profile import Profile
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -191,13 +192,21 @@ def render(results: Results, *, command: str, load: tuple[float, float, float], 
             "## Where tether's time goes",
             "",
             f"py-spy's samples of the tether process during one more run of {results.profiled} (not counted"
-            f" above), {total:,} samples; a component's share counts the samples whose stack passes through it.",
+            f" above), {total:,} samples. *Self* charges a sample to the component of the innermost frame that"
+            " has one (library code of no component, such as h11, counts for its caller; the column adds up to 100%);"
+            " *inclusive* charges it to every component on its stack (the columns"
+            " overlap: the server calls the whole turn). py-spy samples wall time while a thread is runnable, so on"
+            " loaded cores a frame where the process is often preempted (a socket write that wakes the reader) is"
+            " overcounted.",
             "",
-            "| component | share of samples |",
-            "|---|---|",
-            *(f"| {name} | {100 * n / total:.0f}% |" for name, n in results.profile.by_component.items()),
+            "| component | self | inclusive |",
+            "|---|---|---|",
+            *(
+                f"| {name} | {100 * n / total:.1f}% | {_inclusive(results.profile, name, total)} |"
+                for name, n in results.profile.self_by_component.items()
+            ),
             "",
-            "Busiest frames (self time):",
+            "Busiest functions (self time, a function's lines together):",
             "",
             *(f"- {100 * n / total:.1f}% `{frame}`" for frame, n in results.profile.top_self),
             "",
@@ -205,3 +214,8 @@ def render(results: Results, *, command: str, load: tuple[float, float, float], 
     if results.failures:
         lines += ["## Failures", "", *(f"- {failure}" for failure in results.failures), ""]
     return "\n".join(lines)
+
+
+def _inclusive(profile: Profile, name: str, total: int) -> str:
+    samples = profile.inclusive_by_component.get(name)
+    return "—" if samples is None else f"{100 * samples / total:.0f}%"
