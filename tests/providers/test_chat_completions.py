@@ -179,6 +179,24 @@ async def test_turns_in_a_row_reuse_one_connection(make_provider: ProviderFactor
     assert fake.http_connections == 1
 
 
+def test_the_pools_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each context loads the CA bundle (a tenth of a second and about a megabyte each): one per pool made start-up
+    # on a loaded machine take longer than the health check waits.
+    import httpcore2
+
+    made = 0
+    default = httpcore2.default_ssl_context
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal made
+        made += 1
+        return default(*args, **kwargs)
+
+    monkeypatch.setattr(httpcore2, "default_ssl_context", counting)
+    ChatCompletionsProvider("vllm", UpstreamOptions(base_url="https://example.invalid/v1", pool_shards=16))
+    assert made == 1
+
+
 async def test_concurrent_turns_open_no_more_connections_than_run_at_once(
     make_provider: ProviderFactory, fake: FakeChatCompletions
 ) -> None:
