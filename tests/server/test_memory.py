@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from tether.testing import ServeProcess, serve_subprocess
 
@@ -66,6 +67,20 @@ def open_never_reading_socket(server: ServeProcess) -> socket.socket:
         head += sock.recv(1)  # only the upgrade answer is read, byte by byte; nothing after it ever is
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock
+
+
+def largest_body_of_small_objects() -> bytes:
+    """The request that costs the most to read: the most JSON objects 16 MiB and 10,000 items can hold (tiny content
+    parts). Decoding it is one call that holds the GIL (~0.5 s of CPU), wherever it runs."""
+    part = {"type": "input_text", "text": "a"}
+    envelope = len(json.dumps({"type": "response.create", "model": "echo", "input": []}))
+    per_item = (MAX_BODY - envelope - 1024) // MAX_ITEMS
+    empty = len(json.dumps({"type": "message", "role": "user", "content": []}))
+    parts = (per_item - empty) // (len(json.dumps(part)) + 2)
+    items = [{"type": "message", "role": "user", "content": [part] * parts} for _ in range(MAX_ITEMS)]
+    body = json.dumps({"model": "echo", "input": items}).encode()
+    assert 0.97 * MAX_BODY < len(body) <= MAX_BODY - len(b'"type": "response.create", ')  # whole parts per item
+    return body
 
 
 def largest_body() -> bytes:
@@ -143,4 +158,49 @@ def test_resumes_from_a_socket_that_never_reads_and_the_largest_requests_stay_bo
         )
     assert statuses == [200] * LARGE_REQUESTS
     assert peak < RSS_BOUND_MB
+    assert slowest < HEALTH_BOUND_S
+
+
+def test_health_answers_while_the_costliest_requests_are_read_on_both_transports(
+    server: ServeProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = largest_body_of_small_objects()
+    message = b'{"type": "response.create", ' + body[1:]
+    outcomes: list[str] = []
+
+    def post() -> None:
+        with httpx.Client(base_url=server.base_url, timeout=240) as client:
+            reply = client.post("/responses", content=body, headers={"content-type": "application/json"})
+            outcomes.append(f"http {reply.status_code}")
+
+    def send() -> None:
+        with ws_connect(server.ws_url, max_size=None, open_timeout=60) as ws:
+            ws.send(message.decode())
+            while True:
+                event = json.loads(ws.recv(timeout=240))
+                if event["type"] in ("response.completed", "response.failed", "error"):
+                    outcomes.append(f"websocket {event['type']}")
+                    return
+
+    workers = [threading.Thread(target=post if index % 2 else send) for index in range(2 * LARGE_REQUESTS)]
+    for worker in workers:
+        worker.start()
+    slowest, answers = 0.0, 0
+    with httpx.Client(base_url=f"http://{server.host}:{server.port}", timeout=60) as health:
+        while any(worker.is_alive() for worker in workers):
+            started = time.perf_counter()
+            assert health.get("/health").status_code == 200
+            slowest = max(slowest, time.perf_counter() - started)
+            answers += 1
+            threading.Event().wait(0.05)
+    for worker in workers:
+        worker.join()
+
+    with capsys.disabled():
+        print(
+            f"\nresponsiveness: {LARGE_REQUESTS} HTTP + {LARGE_REQUESTS} WebSocket requests of "
+            f"{len(body) / 2**20:.1f} MiB / {MAX_ITEMS} items of tiny parts; {answers} /health answers, slowest "
+            f"{slowest:.2f} s (bound {HEALTH_BOUND_S} s)"
+        )
+    assert sorted(outcomes) == sorted(["http 200"] * LARGE_REQUESTS + ["websocket response.completed"] * LARGE_REQUESTS)
     assert slowest < HEALTH_BOUND_S

@@ -12,6 +12,8 @@ The rules (design.md, "Continuation rules"):
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -21,13 +23,25 @@ from tether.engine.context import Context
 from tether.engine.observer import Resolution
 from tether.protocol.errors import ProtocolError, previous_response_not_found
 from tether.protocol.input_items import as_function_call_output
-from tether.protocol.items import Fingerprint, fingerprint
+from tether.protocol.items import Fingerprint, fingerprints
 from tether.protocol.lanes import Lane
 from tether.protocol.request import CreateRequest
 from tether.store.base import Store
 from tether.types import Item
 
 _log = structlog.get_logger("tether.engine")
+
+# Hashing more new items than this would hold the event loop long enough to stall every other connection (a
+# 10,000-item request takes ~0.3 s on a loaded core), so a worker thread hashes them; fewer cost nothing extra.
+OFF_LOOP_ITEMS = 256
+
+
+async def input_fingerprints(items: Sequence[Item]) -> list[Fingerprint]:
+    """The fingerprints of a request's new items, hashed off the event loop when there are many."""
+    if len(items) > OFF_LOOP_ITEMS:
+        return await asyncio.to_thread(fingerprints, items)
+    return fingerprints(items)
+
 
 CONTINUABLE_STATUSES = frozenset({"completed", "incomplete"})
 
@@ -72,7 +86,7 @@ class Continuations:
             if parent is not None and request.inherit_params:
                 request = request.inheriting(parent.params)
             base = parent.context if parent else Context()
-            prints = [fingerprint(item) for item in request.input]
+            prints = await input_fingerprints(request.input)
             sampled = base.extend(request.input, prints)
             check_call_ids(sampled, request.input)
         except ProtocolError:
@@ -121,7 +135,7 @@ class Continuations:
         """The context a request would sample from, without a connection (HTTP semantics, nothing evicted)."""
         parent, _ = await self.parent(request, tenant, None)
         base = parent.context if parent else Context()
-        sampled = base.extend(request.input, [fingerprint(item) for item in request.input])
+        sampled = base.extend(request.input, await input_fingerprints(request.input))
         check_call_ids(sampled, request.input)
         return sampled
 

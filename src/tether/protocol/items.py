@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -31,6 +32,11 @@ def fingerprint(item: Item) -> Fingerprint:
     canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
     digest = hashlib.blake2b(canonical, digest_size=16).hexdigest()
     return Fingerprint(digest=digest, tokens=estimate_tokens(canonical), size=len(canonical))
+
+
+def fingerprints(items: Sequence[Item]) -> list[Fingerprint]:
+    """The fingerprint of each item, in order (pure, so a long list can be hashed on a worker thread)."""
+    return [fingerprint(item) for item in items]
 
 
 def estimate_tokens(data: bytes | str) -> int:

@@ -113,9 +113,10 @@ def create_app(
         auth = Authenticator(settings.api_keys)
         if observers.audit is not None:
             observers.audit.started(auth.key_ids())
-        app.state.tether = ServerState(
+        state = ServerState(
             settings=settings, engine=engine, auth=auth, audit=observers.audit, inspector=observers.inspector
         )
+        app.state.tether = state
         edge_turns = EdgeTurns(settings.edge.turn_grace_s)
         app.state.tether_edge = EdgeGateway(
             engine, auth, EdgeContent(settings.edge.content_max_bytes), edge_turns, settings.max_body_bytes
@@ -129,6 +130,7 @@ def create_app(
             await asyncio.gather(purger, return_exceptions=True)
             await edge_turns.aclose()
             await engine.aclose()
+            state.off_loop.close()
             observers.close()
 
     routes = [

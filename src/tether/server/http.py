@@ -16,6 +16,7 @@ from tether.protocol.retry import retry_headers
 from tether.protocol.sse import encode_done, encode_event
 from tether.protocol.stream import with_stream_id
 from tether.protocol.vocabulary import RESUME_TOKEN
+from tether.server.off_loop import OffLoop
 from tether.server.origin import turn_origin
 from tether.server.state import server_state
 from tether.types import JSONObject
@@ -60,11 +61,9 @@ def _too_large(limit: int) -> ProtocolError:
     return ProtocolError(413, "request_too_large", f"The request body exceeds the limit of {limit} bytes.")
 
 
-# Bodies above this are decoded and validated on a worker thread, so one large request does not stall the loop.
-OFF_LOOP_BYTES = 1024 * 1024
-
-
-async def decode_create(raw: bytes, max_items: int, *, default_model: str | None = None) -> CreateRequest:
+async def decode_create(
+    raw: bytes, max_items: int, off_loop: OffLoop, *, default_model: str | None = None
+) -> CreateRequest:
     """The create request in ``raw`` (see :func:`~tether.protocol.request.parse_create`), parsed off the event loop
     when it is large."""
 
@@ -75,16 +74,14 @@ async def decode_create(raw: bytes, max_items: int, *, default_model: str | None
             body.setdefault("model", default_model)
         return parse_create(body, Transport.HTTP)
 
-    if len(raw) > OFF_LOOP_BYTES:
-        return await asyncio.to_thread(parse)
-    return parse()
+    return await off_loop.read(len(raw), parse)
 
 
 async def create_response(request: Request) -> Response:
     state = server_state(request)
     identity = state.auth.identify(request.headers)
     raw = await read_body(request, state.settings.max_body_bytes)
-    create = await decode_create(raw, state.settings.max_input_items)
+    create = await decode_create(raw, state.settings.max_input_items, state.off_loop)
     if create.idempotency_key is None:
         create.idempotency_key = request.headers.get("idempotency-key")
     origin = turn_origin("sse" if create.stream else "http", len(raw), identity, request.headers)
@@ -176,7 +173,7 @@ async def compact(request: Request) -> Response:
     state = server_state(request)
     tenant = state.auth.tenant(request.headers)
     raw = await read_body(request, state.settings.max_body_bytes)
-    create = await decode_create(raw, state.settings.max_input_items)
+    create = await decode_create(raw, state.settings.max_input_items, state.off_loop)
     return JSONBody(await state.engine.compact(create, tenant=tenant))
 
 
@@ -184,7 +181,7 @@ async def input_tokens(request: Request) -> Response:
     state = server_state(request)
     tenant = state.auth.tenant(request.headers)
     raw = await read_body(request, state.settings.max_body_bytes)
-    create = await decode_create(raw, state.settings.max_input_items, default_model="tether-count")
+    create = await decode_create(raw, state.settings.max_input_items, state.off_loop, default_model="tether-count")
     count = await state.engine.count_input_tokens(create, tenant=tenant)
     return JSONBody({"object": "response.input_tokens", "input_tokens": count})
 

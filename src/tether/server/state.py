@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
@@ -10,6 +10,7 @@ from tether.engine.engine import Engine
 from tether.server.audit import Auditor
 from tether.server.auth import Authenticator
 from tether.server.inspector import Inspector
+from tether.server.off_loop import OffLoop
 from tether.settings import Settings
 
 
@@ -20,6 +21,7 @@ class ServerState:
     auth: Authenticator
     audit: Auditor | None = None
     inspector: Inspector | None = None
+    off_loop: OffLoop = field(default_factory=OffLoop)  # large requests are read here
 
 
 def server_state(connection: HTTPConnection) -> ServerState:

@@ -7,6 +7,7 @@ its outbox goes out as one JSON text frame.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import orjson
 import structlog
@@ -18,14 +19,13 @@ from tether.protocol.errors import ProtocolError, invalid
 from tether.protocol.lanes import LaneLimits
 from tether.server.auth import Identity
 from tether.server.http import error_response
+from tether.server.off_loop import OFF_LOOP_BYTES
 from tether.server.origin import turn_origin
 from tether.server.state import ServerState, server_state
 
 _log = structlog.get_logger("tether.websocket")
 
 CLOSE_MESSAGE_TOO_BIG = 1009
-# Messages longer than this (in characters) are decoded and validated on a worker thread.
-OFF_LOOP_CHARS = 1024 * 1024
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -45,6 +45,7 @@ class WebSocketSession:
         settings = state.settings.websocket
         self.websocket = websocket
         self.max_message_bytes = state.settings.max_body_bytes
+        self.off_loop = state.off_loop
         self.driver = LaneDriver(
             state.engine,
             identity.tenant,
@@ -91,8 +92,9 @@ class WebSocketSession:
                 )
                 await self.driver.outbox.put(Close(CLOSE_MESSAGE_TOO_BIG, "message too large"))
                 continue
-            if len(text) > OFF_LOOP_CHARS:  # a large message is read on a worker thread: the loop stays responsive
-                lane, event = await asyncio.to_thread(read_client_event, text, self.driver.max_input_items)
+            if len(text) > OFF_LOOP_BYTES:  # a large message is read on the worker: the loop stays responsive
+                read = functools.partial(read_client_event, text, self.driver.max_input_items)
+                lane, event = await self.off_loop.read(len(text), read)
                 self.driver.accept(lane, event, len(text.encode()))
             else:
                 self.driver.receive(text)
