@@ -492,3 +492,21 @@ def test_every_answer_has_its_own_message_id(
     assert all(value.startswith("msg_") for value in anthropic_ids)
     assert len(set(chat_ids)) == 3
     assert all(value.startswith("chatcmpl-") for value in chat_ids)
+
+
+def test_scripts_by_model_play_each_task_s_own_steps(http: httpx.Client, anthropic: FakeAnthropic) -> None:
+    anthropic.scripts = {"claude-b": as_script([{"text": "Task B."}])}
+    user = {"role": "user", "content": "go"}
+    body = {"max_tokens": 100, "messages": [user]}
+    own = post_anthropic(http, anthropic, {**body, "model": "claude-b"}).json()
+    other = post_anthropic(http, anthropic, {**body, "model": "claude-a"}).json()
+    assert own["content"] == [{"type": "text", "text": "Task B."}]
+    assert [block["type"] for block in other["content"]] == ["thinking", "tool_use", "tool_use"]  # the default script
+
+
+def test_the_pace_spreads_the_answer_s_tokens_over_its_frames() -> None:
+    from tether.providers.fakes.base import FakeCall, FakeTurn, frame_pause_s
+
+    turn = FakeTurn(text="x" * 400, calls=(FakeCall("c", "ls", '{"path": "."}'),))
+    assert frame_pause_s(turn, 20, 0.0) == 0.0
+    assert frame_pause_s(turn, 20, 50.0) * 20 == pytest.approx(turn.output_tokens / 50.0)

@@ -132,6 +132,11 @@ class FakeUpstream(abc.ABC):
             answers with the text of the last user message.
         api_key: when set, requests without this key are refused with 401, as a real upstream would.
         chunk_size: characters per streamed text or argument delta.
+
+    Knobs set after construction: ``scripts`` (a script per request ``model``, for a workload of several tasks; a
+    model not in it plays ``script``), ``latency_s`` (a wait before each answer) and ``tokens_per_second`` (a
+    streamed answer's pace over its output tokens, spread evenly over its frames, as the scripted model paces it;
+    0 streams at once).
     """
 
     kind: ClassVar[str] = "fake"
@@ -141,7 +146,9 @@ class FakeUpstream(abc.ABC):
         self.script: Script | None = None if script is None else as_script(script)
         self.api_key = api_key
         self.chunk_size = chunk_size
+        self.scripts: dict[str, Script] = {}
         self.latency_s = 0.0
+        self.tokens_per_second = 0.0
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._failures: deque[_Failure] = deque()
@@ -254,9 +261,13 @@ class FakeUpstream(abc.ABC):
         return StreamingResponse(self._frames(body, turn, cut), media_type="text/event-stream")
 
     async def _frames(self, body: JSONObject, turn: FakeTurn, cut: bool) -> AsyncIterator[bytes]:
-        for number, frame in enumerate(self.stream(body, turn)):
+        frames = list(self.stream(body, turn))
+        pause = frame_pause_s(turn, len(frames), self.tokens_per_second)
+        for number, frame in enumerate(frames):
             if cut and number == 1:
                 return
+            if pause and number:
+                await asyncio.sleep(pause)
             yield frame
 
     def turn(self, body: JSONObject, answer: int) -> FakeTurn:
@@ -265,10 +276,11 @@ class FakeUpstream(abc.ABC):
         A ``max_tokens`` (about four characters a token) too small for the text cuts it and drops the calls.
         """
         steps_done, user_text = self.position(body)
-        if self.script is None:
+        script = self.scripts.get(str(body.get("model")), self.script)
+        if script is None:
             step = ScriptStep(text=user_text or "(no user message)")
         else:
-            step = self.script[steps_done] if steps_done < len(self.script) else ScriptStep(text=FINAL_TEXT)
+            step = script[steps_done] if steps_done < len(script) else ScriptStep(text=FINAL_TEXT)
         calls = tuple(
             FakeCall(self.call_id(answer, index), call.name, call.arguments)
             for index, call in enumerate(step.tool_calls)
@@ -317,6 +329,13 @@ class FakeUpstream(abc.ABC):
     @abc.abstractmethod
     def error_response(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
         """An error answer in this API's shape."""
+
+
+def frame_pause_s(turn: FakeTurn, frames: int, tokens_per_second: float) -> float:
+    """The wait before each frame after the first that paces ``turn`` at ``tokens_per_second`` (0: no wait)."""
+    if tokens_per_second <= 0 or frames <= 0:
+        return 0.0
+    return turn.output_tokens / tokens_per_second / frames
 
 
 def as_script(script: ScriptLike) -> Script:
