@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tether.bench.edge_upload import claude_code_sized, measure
+from tether.bench.agent_turns import AgentAPI, claude_code_sized
+from tether.bench.edge_upload import measure
 from tether.bench.workloads import make_task
 
 
 @pytest.mark.parametrize("api", ["anthropic-messages", "responses"])
-def test_the_edge_uploads_less_than_the_direct_path(api: str) -> None:
+def test_the_edge_uploads_less_than_the_direct_path(api: AgentAPI) -> None:
     tasks = [claude_code_sized(make_task("fix-failing-test", seed, turns=3)) for seed in (1, 2)]
     direct = measure(api, tasks, "loopback", through_edge=False, warm=False)
     edge = measure(api, tasks, "loopback", through_edge=True, warm=True)

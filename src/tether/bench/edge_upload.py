@@ -31,100 +31,28 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import httpx2 as httpx
-import orjson
 
+from tether.bench.agent_turns import APIS, AgentAPI, AgentConversation, claude_code_sized, scripts_by_model
 from tether.bench.workloads import Task, standard_tasks
 from tether.edge.app import EdgeConfig
 from tether.edge.link import LinkOptions
 from tether.edge.run import edge_in_thread, link_url
 from tether.netem.proxy import ShapingProxy
 from tether.netutil import free_port
-from tether.protocol.agent_apis import ChatStreamChecker, MessagesStreamChecker
 from tether.protocol.edge_wire import PATH
-from tether.protocol.sse import SSEDecoder
 from tether.providers.fakes import FakeAnthropic, FakeChatCompletions
 from tether.server.runner import serve_in_thread
 from tether.settings import Settings
 
-APIS = ("anthropic-messages", "chat-completions", "responses")
-TOOLS_BYTES = 32_000
-SYSTEM_BYTES = 7_000
-
-
-def claude_code_sized(task: Task) -> Task:
-    """The task with tool schemas of about 32 KB and a system prompt of about 7 KB, as Claude Code sends."""
-    per_tool = TOOLS_BYTES // len(task.tools)
-    tools = []
-    for tool in task.tools:
-        description = (tool["description"] + " ") * (per_tool // (len(tool["description"]) + 1) + 1)
-        tools.append({**tool, "description": description[:per_tool]})
-    instructions = (task.instructions * (SYSTEM_BYTES // max(1, len(task.instructions)) + 1))[:SYSTEM_BYTES]
-    return Task(task.name, instructions, tools, task.prompt, task.steps)
-
-
 Post = Callable[[str, dict[str, Any]], bytes]
 
 
-def play(api: str, task: Task, post: Post) -> int:
+def play(api: AgentAPI, task: Task, post: Post) -> int:
     """Play ``task`` as an agent of ``api`` against ``post``; returns the number of requests."""
-    requests = 0
-    history: list[Any] = []
-    tools = _tools(api, task)
-    history.append({"role": "user", "content": task.prompt})
-    for step in task.steps:
-        requests += 1
-        if api == "anthropic-messages":
-            body = {"model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": True, "tools": tools,
-                    "system": [{"type": "text", "text": task.instructions}], "messages": history}  # fmt: skip
-            checker = MessagesStreamChecker()
-            checker.feed(post("/v1/messages", body))
-            message = checker.close()
-            history = [*history, {"role": "assistant", "content": message["content"]}]
-            uses = [block for block in message["content"] if block["type"] == "tool_use"]
-            results = [{"type": "tool_result", "tool_use_id": use["id"], "content": _output(step, n)}
-                       for n, use in enumerate(uses)]  # fmt: skip
-            if results:
-                history.append({"role": "user", "content": results})
-        elif api == "chat-completions":
-            body = {"model": "gpt-bench", "stream": True, "tools": tools,
-                    "messages": [{"role": "system", "content": task.instructions}, *history]}  # fmt: skip
-            chat = ChatStreamChecker()
-            chat.feed(post("/v1/chat/completions", body))
-            message = chat.close()["message"]
-            history = [*history, message]
-            for n, call in enumerate(message.get("tool_calls") or []):
-                history.append({"role": "tool", "tool_call_id": call["id"], "content": _output(step, n)})
-        else:
-            body = {"model": f"script:{task.name}", "stream": True, "tools": tools, "instructions": task.instructions,
-                    "input": history, "store": False}  # fmt: skip
-            events = [
-                orjson.loads(e.data) for e in SSEDecoder().decode(post("/v1/responses", body)) if e.data != "[DONE]"
-            ]
-            output = events[-1]["response"]["output"]
-            history = [*history, *output]
-            calls = [item for item in output if item["type"] == "function_call"]
-            history += [{"type": "function_call_output", "call_id": item["call_id"], "output": _output(step, n)}
-                        for n, item in enumerate(calls)]  # fmt: skip
-        if not step.calls:
-            break
-    return requests
-
-
-def _output(step: Any, index: int) -> str:
-    """The tool output the agent answers the ``index``-th call of a step with (the step's own, cycled)."""
-    outputs = [call.output for call in step.calls] or ["ok"]
-    return str(outputs[index % len(outputs)])
-
-
-def _tools(api: str, task: Task) -> list[Any]:
-    if api == "anthropic-messages":
-        return [
-            {"name": t["name"], "description": t["description"], "input_schema": t["parameters"]} for t in task.tools
-        ]
-    if api == "chat-completions":
-        return [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters")}}
-                for t in task.tools]  # fmt: skip
-    return list(task.tools)
+    conversation = AgentConversation(api, task)
+    while not conversation.done:
+        conversation.read(post(conversation.path, conversation.request()))
+    return conversation.turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +66,16 @@ class Measure:
 
 
 @contextmanager
-def _upstream(api: str, tasks: Sequence[Task], directory: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _upstream(api: AgentAPI, tasks: Sequence[Task], directory: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """The upstream the gateway (or the direct agent) talks to: its base URL and the gateway settings for it."""
-    script = tasks[-1].script()  # the fakes play by position in the conversation: the measured task's steps
     if api == "anthropic-messages":
-        with FakeAnthropic(script=script) as fake:
+        with FakeAnthropic() as fake:
+            fake.scripts = scripts_by_model(api, tasks)
             yield fake.base_url, {"providers": {"up": {"kind": "anthropic", "base_url": fake.base_url}},
                                   "routes": [{"model": "*", "provider": "up"}]}  # fmt: skip
     elif api == "chat-completions":
-        with FakeChatCompletions(script=script) as fake:
+        with FakeChatCompletions() as fake:
+            fake.scripts = scripts_by_model(api, tasks)
             yield fake.base_url, {"providers": {"up": {"kind": "chat-completions", "base_url": fake.base_url}},
                                   "routes": [{"model": "*", "provider": "up"}]}  # fmt: skip
     else:
@@ -155,7 +84,7 @@ def _upstream(api: str, tasks: Sequence[Task], directory: Path) -> Iterator[tupl
         yield "", {"scripted": {"scripts_file": str(scripts)}}
 
 
-def measure(api: str, tasks: Sequence[Task], profile: str, *, through_edge: bool, warm: bool) -> Measure:
+def measure(api: AgentAPI, tasks: Sequence[Task], profile: str, *, through_edge: bool, warm: bool) -> Measure:
     """Bytes across the proxy while the last of ``tasks`` is played (the ones before it warm the gateway)."""
     with TemporaryDirectory() as tmp, ExitStack() as stack:
         directory = Path(tmp)
@@ -200,9 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", default="loopback")
     parser.add_argument("--apis", default=",".join(APIS))
     args = parser.parse_args(argv)
+    apis = [api for api in APIS if api in args.apis.split(",")]
     first, second = (claude_code_sized(task) for task in standard_tasks(args.seed)[:2])
     print(f"{'api':<20}{'arm':<14}{'requests':>9}{'up bytes':>12}{'down bytes':>12}{'up vs direct':>14}{'task s':>9}")
-    for api in args.apis.split(","):
+    for api in apis:
         direct = measure(api, [first, second], args.profile, through_edge=False, warm=False)
         rows = [direct]
         for warm in (False, True):
