@@ -48,8 +48,15 @@ def claude_code_sized(task: Task) -> Task:
 
 @cache
 def _kit() -> Task:
-    system = instructions(random.Random("agent-kit"), SYSTEM_BYTES)
-    return claude_code_sized(Task("agent-kit", system, list(TOOLS), "", ()))
+    """An agent's tools and system prompt at Claude Code's and Codex's sizes, in prose and examples as long tool
+    descriptions are (not one sentence repeated, which would compress far better than a real schema)."""
+    rng = random.Random("agent-kit")
+    per_tool = TOOLS_BYTES // len(TOOLS)
+    tools = []
+    for tool in TOOLS:
+        usage = instructions(rng, per_tool - len(tool["description"]) - 2)
+        tools.append({**tool, "description": f"{tool['description']}\n\n{usage}"})
+    return Task("agent-kit", instructions(rng, SYSTEM_BYTES), tools, "", ())
 
 
 def with_agent_kit(task: Task) -> Task:

@@ -38,6 +38,8 @@ class ArmResult:
     turns: list[TurnMetrics] = field(default_factory=list)
     transcript: list[str] = field(default_factory=list)
     reconnects: int = 0
+    edge: dict[str, Any] | None = None
+    """The edge's own counters for the task (the agent-API arms through ``tether edge``)."""
 
 
 SendTurn = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], float | None]]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import difflib
 import json
@@ -14,10 +15,20 @@ from typing import Any
 
 from rich.console import Console
 
+from tether.bench.agent_arms import AGENT_ARMS
 from tether.bench.arms import ARMS, TurnMetrics
 from tether.bench.cpu_per_turn import machine
 from tether.bench.harness import BenchConfig, Run, resolve_tiers, run_tiers, save_runs
-from tether.bench.report import cells, charts, comparison_tables, headline, markdown_table, table, tier_table
+from tether.bench.report import (
+    agent_api_tables,
+    cells,
+    charts,
+    comparison_tables,
+    headline,
+    markdown_table,
+    table,
+    tier_table,
+)
 from tether.bench.workloads import TASK_KINDS, long_session, make_task, standard_tasks
 from tether.netem import ALIASES, PROFILES
 
@@ -34,7 +45,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tier", choices=["auto", "packet", "proxy", "both"], default="auto",
                         help="network emulation: packet (namespaces + packet emulator), proxy (shaping TCP proxy), "
                              "both (every cell in each), auto (packet where it can be set up, else proxy)")  # fmt: skip
-    parser.add_argument("--arms", default=",".join(STANDARD_ARMS), help=f"comma list of {', '.join(ARMS)}")
+    parser.add_argument("--arms", default=",".join(STANDARD_ARMS),
+                        help=f"comma list of {', '.join([*ARMS, *AGENT_ARMS])}; 'agents' for every agent-API arm "
+                             "(direct-<api>, edge-<api>, edge-<api>-cold: the proxy tier only)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--long-session", type=int, default=0, metavar="TURNS", help="add a long task (≥ 50 turns)")
@@ -77,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks.append(long_session(args.seed, args.long_session))
     config = BenchConfig(
         profiles=profiles,
-        arms=args.arms.split(","),
+        arms=[name for arm in args.arms.split(",") for name in (list(AGENT_ARMS) if arm == "agents" else [arm])],
         tasks=tasks,
         repeats=args.repeats or (1 if quick else 3),
         seed=args.seed,
@@ -86,15 +99,24 @@ def main(argv: list[str] | None = None) -> int:
         tier=args.tier,
     )
     known = {*PROFILES, *ALIASES}
-    unknown = [p for p in config.profiles if p not in known] + [a for a in config.arms if a not in ARMS]
+    unknown = [p for p in config.profiles if p not in known]
+    unknown += [a for a in config.arms if a not in ARMS and a not in AGENT_ARMS]
     if unknown:
         console.print(f"[red]unknown profile or arm: {', '.join(unknown)}")
         return 2
+    agents = [arm for arm in config.arms if arm in AGENT_ARMS]
+    if agents and config.tier in ("packet", "both"):
+        console.print(f"[red]the agent-API arms ({', '.join(agents)}) run in the proxy tier only: use --tier proxy")
+        return 2
+    if agents:
+        config = dataclasses.replace(config, tier="proxy")
     stamp = datetime.datetime.now(datetime.UTC)
     out = args.out or Path("bench-results") / stamp.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     try:
         tiers, tier_reason = resolve_tiers(config.tier)
+        if agents and args.tier == "auto":
+            tier_reason = "the agent-API arms run in the proxy tier only"
     except RuntimeError as exc:
         console.print(f"[red]{exc}")
         return 2
@@ -137,9 +159,11 @@ def write_report(console: Console, out: Path, meta: dict[str, Any], runs: list[R
     for image in images:
         console.print(f"chart: {image}", soft_wrap=True)
     both = {"proxy", "packet"} <= {cell.tier for cell in summary}
+    agents = any(cell.arm in AGENT_ARMS for cell in summary)
     report = [f"# tether bench — {meta['date']}", "", *(f"- {k}: {v}" for k, v in meta.items()), "",
               headline(summary), "## Per profile", "", comparison_tables(summary),
               *(["## The same cells in both tiers", "", tier_table(summary)] if both else []),
+              *(["## Agent APIs: direct vs `tether edge`", "", agent_api_tables(summary)] if agents else []),
               "## All cells", "", markdown_table(summary), "",
               *(f"![{p.stem}]({p.name})" for p in images), ""]  # fmt: skip
     (out / "report.md").write_text("\n".join(report))

@@ -10,6 +10,8 @@ the proxy with the reason; ``both`` runs every cell in each tier. Every run reco
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import time
 import zlib
@@ -19,6 +21,8 @@ from typing import Any, Literal, TypeAlias
 
 from rich.progress import Progress
 
+from tether.bench.agent_arms import AGENT_ARMS, AgentPlaces, agent_upstreams, gateway_env
+from tether.bench.agent_turns import previous_task
 from tether.bench.arms import ARMS, ArmResult, TurnMetrics
 from tether.bench.packet_tier import PacketServer, packet_server
 from tether.bench.workloads import Task
@@ -60,6 +64,9 @@ class Run:
     tier: str = "proxy"
     link: dict[str, Any] | None = None
     """The packet emulator's counters for the run (packet tier only): drops by reason, retransmitted payload."""
+    edge: dict[str, Any] | None = None
+    """The edge's own counters (the agent-API arms through ``tether edge``): ``uplink_bytes`` is its frames to the
+    gateway before compression, ``request_bytes`` what the agent sent it."""
 
 
 def run_seed(config: BenchConfig, profile: str, task: Task, repeat: int) -> int:
@@ -67,17 +74,33 @@ def run_seed(config: BenchConfig, profile: str, task: Task, repeat: int) -> int:
     return zlib.crc32(f"{config.seed}/{profile}/{task.name}/{repeat}".encode())
 
 
-async def run_one(server: ServeProcess, config: BenchConfig, profile: str, arm: str, task: Task, repeat: int) -> Run:
+async def run_one(server: ServeProcess, config: BenchConfig, profile: str, arm: str, task: Task, repeat: int,
+                  places: AgentPlaces | None = None) -> Run:  # fmt: skip
+    """One run in the proxy tier; an agent-API arm needs ``places`` (its shaped link may lead to a fake upstream)."""
     seed = run_seed(config, profile, task, repeat)
-    async with ShapingProxy("127.0.0.1", server.port, profile_named(profile), seed=seed) as proxy:
-        started = time.perf_counter()
+    agent = AGENT_ARMS.get(arm)
+    if agent is not None and places is None:
+        raise ValueError(f"the agent-API arm {arm!r} needs the places of its servers")
+    target = agent.target(places) if agent is not None and places is not None else f"http://127.0.0.1:{server.port}"
+    host, port = target.removeprefix("http://").rsplit(":", 1)
+    async with ShapingProxy(host, int(port), profile_named(profile), seed=seed) as proxy:
+        shaped = f"http://127.0.0.1:{proxy.port}"
         error: str | None = None
         result = None
+        elapsed = 0.0
         try:
-            result = await ARMS[arm](f"http://127.0.0.1:{proxy.port}/v1", task)
+            async with contextlib.AsyncExitStack() as stack:
+                if agent is not None and places is not None:
+                    play = await stack.enter_async_context(agent.prepared(places, shaped, task))
+                else:
+                    play = functools.partial(ARMS[arm], shaped + "/v1", task)
+                started = time.perf_counter()
+                try:
+                    result = await play()
+                finally:
+                    elapsed = time.perf_counter() - started
         except Exception as exc:  # a failed task is a data point, not a crash of the benchmark
             error = f"{type(exc).__name__}: {exc}"
-        elapsed = time.perf_counter() - started
     connections = proxy.connections
     return Run(
         profile=profile,
@@ -95,6 +118,7 @@ async def run_one(server: ServeProcess, config: BenchConfig, profile: str, arm: 
         turns=result.turns if result else [],
         transcript=result.transcript if result else [],
         error=error,
+        edge=result.edge if result else None,
     )
 
 
@@ -162,8 +186,19 @@ def run_matrix(config: BenchConfig, workdir: Path, journal: Path | None = None) 
 
 
 def run_tiers(config: BenchConfig, tiers: list[str], workdir: Path, journal: Path | None = None) -> list[Run]:
-    """``run_matrix`` for tiers already resolved."""
-    write_scripts(workdir / "scripts.json", config.tasks)
+    """``run_matrix`` for tiers already resolved.
+
+    With agent-API arms, the same-API fake upstreams run beside ``tether serve`` (which routes the agents' models
+    to them) and the agents' previous tasks join the scripts.
+
+    Raises:
+        ValueError: agent-API arms in the packet tier (their fakes and edge run in this process's namespace).
+    """
+    agent = any(arm in AGENT_ARMS for arm in config.arms)
+    if agent and "packet" in tiers:
+        raise ValueError("the agent-API arms (direct-*, edge-*) run in the proxy tier only: pass --tier proxy")
+    scripted = [*config.tasks, *(previous_task(task) for task in config.tasks if agent)]
+    write_scripts(workdir / "scripts.json", scripted)
     env = {
         "TETHER_SCRIPTED__SCRIPTS_FILE": str(workdir / "scripts.json"),
         "TETHER_SCRIPTED__TTFT_S": str(config.ttft_s),
@@ -172,11 +207,18 @@ def run_tiers(config: BenchConfig, tiers: list[str], workdir: Path, journal: Pat
     }
     runs: list[Run] = []
     cells = [(r, p, t) for r in range(config.repeats) for p in config.profiles for t in config.tasks]
-    with Progress() as progress:
+    with Progress() as progress, contextlib.ExitStack() as stack:
+        upstreams = {}
+        if agent:
+            pace = {"ttft_s": config.ttft_s, "tokens_per_second": config.tokens_per_second}
+            upstreams = stack.enter_context(agent_upstreams(scripted, **pace))
+            env.update(gateway_env(upstreams))
         bar = progress.add_task("benchmark", total=len(cells) * len(config.arms) * len(tiers))
         for tier in tiers:
             server_context = packet_server(workdir, env) if tier == "packet" else serve_subprocess(workdir, env)
             with server_context as server:
+                gateway = "" if isinstance(server, PacketServer) else f"http://127.0.0.1:{server.port}"
+                places = AgentPlaces(gateway, upstreams, workdir)
                 for index, (repeat, profile, task) in enumerate(cells):
                     shift = index % len(config.arms)
                     for arm in config.arms[shift:] + config.arms[:shift]:
@@ -184,7 +226,7 @@ def run_tiers(config: BenchConfig, tiers: list[str], workdir: Path, journal: Pat
                         if isinstance(server, PacketServer):
                             run = run_packet(server, config, profile, arm, task, repeat)
                         else:
-                            run = asyncio.run(run_one(server, config, profile, arm, task, repeat))
+                            run = asyncio.run(run_one(server, config, profile, arm, task, repeat, places))
                         runs.append(run)
                         if journal is not None:
                             with journal.open("a") as handle:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from tether.bench.agent_turns import APIS
 from tether.bench.harness import Run
 
 BASELINE = "stateless-http"
@@ -35,6 +36,8 @@ class Cell:
     wire_down: float
     ttft_s: float | None
     connections: float
+    edge_up: float | None = None
+    """The edge's frames to the gateway before compression (agent-API arms through the edge)."""
 
 
 def cells(runs: Iterable[Run]) -> list[Cell]:
@@ -45,6 +48,7 @@ def cells(runs: Iterable[Run]) -> list[Cell]:
     for (profile, task, arm, tier), group in groups.items():
         done = [run for run in group if run.completed] or group
         ttfts = [t.ttft_s for run in done for t in run.turns if t.ttft_s is not None]
+        edge_up = [run.edge["uplink_bytes"] for run in done if run.edge]
         out.append(
             Cell(
                 profile, task, arm, tier, len(group), sum(run.completed for run in group),
@@ -54,6 +58,7 @@ def cells(runs: Iterable[Run]) -> list[Cell]:
                 statistics.median(run.wire_bytes_down for run in done),
                 statistics.median(ttfts) if ttfts else None,
                 statistics.median(run.connections for run in done),
+                statistics.median(edge_up) if edge_up else None,
             )
         )  # fmt: skip
     return out
@@ -285,3 +290,42 @@ def tier_table(all_cells: list[Cell]) -> str:
                _kb(packet.wire_up), f"{proxy.completed}/{proxy.runs}", f"{packet.completed}/{packet.runs}"]  # fmt: skip
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def agent_api_tables(all_cells: list[Cell]) -> str:
+    """Per profile and agent API: the direct path against ``tether edge`` (warm, cold), side by side.
+
+    Upload and downlink are the bytes on the shaped link (as the proxy counts them) summed over the tasks, medians
+    over repeats; ``frames`` is the edge's uplink before permessage-deflate; task time is the sum of the tasks'
+    median times; ratios are against ``direct-<api>`` in the same run, and need every run of both to complete.
+    """
+    sections: list[str] = []
+    for tier, profile in sorted({(c.tier, c.profile) for c in all_cells}):
+        lines: list[str] = []
+        for api in APIS:
+            arms = [f"direct-{api}", f"edge-{api}", f"edge-{api}-cold"]
+            groups = {arm: [c for c in all_cells if (c.tier, c.profile, c.arm) == (tier, profile, arm)] for arm in arms}
+            base = groups[arms[0]]
+            if not any(groups.values()):
+                continue
+            base_done = bool(base) and all(c.completed == c.runs for c in base)
+            base_up, base_s = sum(c.wire_up for c in base), sum(c.task_s for c in base)
+            for arm, mine in groups.items():
+                if not mine:
+                    continue
+                done, total = sum(c.completed for c in mine), sum(c.runs for c in mine)
+                up, seconds = sum(c.wire_up for c in mine), sum(c.task_s for c in mine)
+                frames = [c.edge_up for c in mine if c.edge_up is not None]
+                comparable = arm != arms[0] and base_done and done == total and base_up and seconds
+                less = f"{100 * (1 - up / base_up):.1f}%" if comparable else "–"
+                speed = f"{base_s / seconds:.2f}×" if comparable else "–"
+                lines.append(f"| {api} | {arm} | {_kb(up)} | {less} | {_kb(sum(frames)) if frames else '–'} | "
+                             f"{_kb(sum(c.wire_down for c in mine))} | {seconds:.1f} | {speed} | "
+                             f"{done}/{total} ({done / total:.0%}) |")  # fmt: skip
+        if lines:
+            tasks = len({c.task for c in all_cells if (c.tier, c.profile) == (tier, profile)})
+            sections.append("\n".join([
+                f"### `{profile}` ({tier} tier; {tasks} task{'s' * (tasks != 1)})", "",
+                "| API | arm | upload KiB | less than direct | edge frames KiB (before deflate) | downlink KiB | "
+                "task time s | speed-up | completed |", "|---|---|---|---|---|---|---|---|---|", *lines]))  # fmt: skip
+    return "\n\n".join(sections) + "\n"
