@@ -215,7 +215,11 @@ def run_tiers(config: BenchConfig, tiers: list[str], workdir: Path, journal: Pat
             env.update(gateway_env(upstreams))
         bar = progress.add_task("benchmark", total=len(cells) * len(config.arms) * len(tiers))
         for tier in tiers:
-            server_context = packet_server(workdir, env) if tier == "packet" else serve_subprocess(workdir, env)
+            server_context = (
+                packet_server(workdir, env)
+                if tier == "packet"
+                else serve_subprocess(workdir, env, startup_timeout=120.0)
+            )  # a loaded machine starts slowly
             with server_context as server:
                 gateway = "" if isinstance(server, PacketServer) else f"http://127.0.0.1:{server.port}"
                 places = AgentPlaces(gateway, upstreams, workdir)

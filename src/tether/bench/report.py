@@ -117,8 +117,9 @@ class ArmStyle:
     linewidth: float
 
 
-_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")  # fmt: skip
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
 _LINESTYLES = ("-", "--", "-.", ":")
 
 
