@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -33,17 +34,19 @@ def test_the_kit_is_claude_code_s_size_and_the_same_in_every_task() -> None:
 
 
 def _anthropic_answer(*tool_uses: tuple[str, str]) -> bytes:
-    events = [{"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
-               "model": "m", "content": [], "stop_reason": None, "stop_sequence": None,
-               "usage": {"input_tokens": 1, "output_tokens": 0}}}]  # fmt: skip
+    usage = {"input_tokens": 1, "output_tokens": 0}
+    message: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [],
+                               "stop_reason": None, "stop_sequence": None, "usage": usage}  # fmt: skip
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": message}]
     for index, (name, call_id) in enumerate(tool_uses):
-        events += [
+        blocks: list[dict[str, Any]] = [
             {"type": "content_block_start", "index": index,
              "content_block": {"type": "tool_use", "id": call_id, "name": name, "input": {}}},
             {"type": "content_block_delta", "index": index,
              "delta": {"type": "input_json_delta", "partial_json": "{}"}},
             {"type": "content_block_stop", "index": index},
         ]  # fmt: skip
+        events += blocks
     events += [{"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
                 "usage": {"output_tokens": 1}}, {"type": "message_stop"}]  # fmt: skip
     return b"".join(encode_messages_event(event) for event in events)
