@@ -45,6 +45,12 @@ class ProviderSettings(BaseModel):
         " turn goes up with the full context, in one request.",
     )
     prompt_caching: bool = Field(default=True, description="anthropic only: cache_control breakpoints.")
+    thinking_budget_tokens: int | None = Field(
+        default=None,
+        ge=1024,
+        description="anthropic only: extended thinking with this budget for requests that set no reasoning.effort"
+        " (or thinking) of their own.",
+    )
 
 
 class RouteSettings(BaseModel):

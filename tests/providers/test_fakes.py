@@ -198,6 +198,81 @@ def test_anthropic_text_beside_tool_results_still_continues_the_turn(
     assert second.json()["content"] == [{"type": "text", "text": "Two things found."}]
 
 
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+
+
+def thinking_loop(http: httpx.Client, fake: FakeAnthropic) -> tuple[JSONObject, JSONObject]:
+    """A first turn with thinking enabled, and the user turn of tool results that continues it."""
+    first = post_anthropic(http, fake, anthropic_body(USER, max_tokens=2048, thinking=THINKING)).json()
+    results = [{"type": "tool_result", "tool_use_id": b["id"], "content": "x"} for b in first["content"][1:]]
+    return first, {"role": "user", "content": results}
+
+
+def test_anthropic_thinking_is_signed_and_goes_back_verbatim(http: httpx.Client, anthropic: FakeAnthropic) -> None:
+    first, results = thinking_loop(http, anthropic)
+    thinking = first["content"][0]
+    assert thinking["type"] == "thinking"
+    assert thinking["thinking"] == "Look first."
+    assert isinstance(thinking["signature"], str)
+    assert len(thinking["signature"]) > 20
+    assistant = {"role": "assistant", "content": first["content"]}
+    body = anthropic_body(USER, assistant, results, max_tokens=2048, thinking=THINKING)
+
+    assert post_anthropic(http, anthropic, body).json()["content"][-1] == {"type": "text", "text": "Two things found."}
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda content: content[1:], "must start with a thinking block"),
+        (lambda content: [{**content[0], "signature": content[0]["signature"][:-4]}, *content[1:]], "signature"),
+        (lambda content: [{**content[0], "thinking": "Edited."}, *content[1:]], "signature"),
+        (lambda content: [{k: v for k, v in content[0].items() if k != "signature"}, *content[1:]], "signature"),
+    ],
+    ids=["thinking dropped", "signature cut", "thinking edited", "signature dropped"],
+)
+def test_anthropic_refuses_a_tool_loop_that_lost_its_thinking(
+    http: httpx.Client, anthropic: FakeAnthropic, change: Any, error: str
+) -> None:
+    first, results = thinking_loop(http, anthropic)
+    assistant = {"role": "assistant", "content": change(first["content"])}
+    answer = post_anthropic(
+        http, anthropic, anthropic_body(USER, assistant, results, max_tokens=2048, thinking=THINKING)
+    )
+
+    assert answer.status_code == 400
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    assert error in answer.json()["error"]["message"]
+
+
+def test_anthropic_redacted_thinking_must_come_back_as_issued(http: httpx.Client) -> None:
+    with FakeAnthropic(script=SCRIPT, api_key=KEY, redact_thinking=True) as fake:
+        first, results = thinking_loop(http, fake)
+        redacted = first["content"][0]
+        assert set(redacted) == {"type", "data"}
+        assert redacted["type"] == "redacted_thinking"
+        intact = {"role": "assistant", "content": first["content"]}
+        forged = {"role": "assistant", "content": [{**redacted, "data": "AAAA"}, *first["content"][1:]]}
+        kept = post_anthropic(http, fake, anthropic_body(USER, intact, results, max_tokens=2048, thinking=THINKING))
+        refused = post_anthropic(http, fake, anthropic_body(USER, forged, results, max_tokens=2048, thinking=THINKING))
+
+    assert kept.status_code == 200
+    assert refused.status_code == 400
+    assert "redacted_thinking" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("thinking", "max_tokens"),
+    [({"type": "enabled", "budget_tokens": 1000}, 4000), ({"type": "enabled", "budget_tokens": 2000}, 2000)],
+)
+def test_anthropic_refuses_a_thinking_budget_out_of_range(
+    http: httpx.Client, anthropic: FakeAnthropic, thinking: JSONObject, max_tokens: int
+) -> None:
+    answer = post_anthropic(http, anthropic, anthropic_body(USER, max_tokens=max_tokens, thinking=thinking))
+    assert answer.status_code == 400
+    assert "budget_tokens" in answer.json()["error"]["message"]
+
+
 def test_anthropic_streams_the_messages_event_sequence(http: httpx.Client, anthropic: FakeAnthropic) -> None:
     events = events_of(post_anthropic(http, anthropic, anthropic_body(USER, stream=True)))
     names = [event.event for event in events]

@@ -11,6 +11,7 @@ import pytest
 from openai import OpenAI
 from openai.types.responses import FunctionToolParam, Response, ResponseReasoningItem
 
+from tether.providers.fakes import FakeAnthropic
 from tether.providers.fakes.openai_responses import FakeResponsesUpstream
 from tether.server.runner import RunningServer
 
@@ -30,7 +31,7 @@ LOOP: list[dict[str, Any]] = [
     {"reasoning": "The test file comes first.\n\nThen the suite.", "tool_calls": [RUN]},
     {"reasoning": "It passed.", "text": "All tests pass."},
 ]
-USER: dict[str, Any] = {"type": "message", "role": "user", "content": "Run the tests."}
+USER: Any = {"type": "message", "role": "user", "content": "Run the tests."}
 
 
 @pytest.fixture(autouse=True)
@@ -164,3 +165,85 @@ def test_the_fake_refuses_reasoning_it_cannot_read_back(make_server: ServerFacto
 
     assert events[-1].type == "response.failed"
     assert "could not be verified" in (events[-1].response.error.message if events[-1].response.error else "")
+
+
+# -- Anthropic: extended thinking, its signed blocks kept and sent back ------------------------------------------
+
+THINKING_PREFIX = "tether:anthropic:thinking:"
+LOW: Any = {"effort": "low"}
+
+
+def claude_gateway(make_server: ServerFactory, fake: FakeAnthropic) -> RunningServer:
+    provider = {"kind": "anthropic", "base_url": fake.base_url, "api_key_env": "UP_KEY"}
+    return make_server(providers={"claude": provider}, routes=[{"model": "up-*", "provider": "claude"}])
+
+
+def assistant_turn(body: dict[str, Any]) -> list[dict[str, Any]]:
+    (assistant,) = [message for message in body["messages"] if message["role"] == "assistant"]
+    content: list[dict[str, Any]] = assistant["content"]
+    return content
+
+
+def test_anthropic_thinking_is_requested_kept_and_sent_back_verbatim_in_a_stored_tool_loop(
+    make_server: ServerFactory,
+) -> None:
+    with FakeAnthropic(LOOP, api_key=KEY) as fake, sdk(claude_gateway(make_server, fake)) as client:
+        first, events = streamed(client, input=[USER], reasoning=LOW)
+        reasoning = reasoning_of(first)
+        second, _ = streamed(client, input=outputs_for(first), previous_response_id=first.id, reasoning=LOW)
+
+    assert [part.text for part in reasoning.summary] == ["The test file comes first.\n\nThen the suite."]
+    assert any(e.type == "response.reasoning_summary_text.delta" for e in events)
+    assert reasoning.encrypted_content is not None
+    assert reasoning.encrypted_content.startswith(THINKING_PREFIX)
+    signature = reasoning.encrypted_content.removeprefix(THINKING_PREFIX)
+    asked, continued = (request.body for request in fake.requests)
+    assert asked["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert asked["max_tokens"] == 4096 + 2048
+    # The thinking block opens the assistant turn, before its tool_use, as the API requires; the fake checked the
+    # signature against the thinking text, so both arrived byte for byte.
+    thinking, tool_use = assistant_turn(continued)
+    assert thinking == {"type": "thinking", "thinking": reasoning.summary[0].text, "signature": signature}
+    assert tool_use["type"] == "tool_use"
+    assert signature.encode() in fake.requests[1].raw
+    assert second.output_text == "All tests pass."
+
+
+def test_anthropic_redacted_thinking_comes_back_from_a_store_false_client_that_resends_everything(
+    make_server: ServerFactory,
+) -> None:
+    with (
+        FakeAnthropic(LOOP, api_key=KEY, redact_thinking=True) as fake,
+        sdk(claude_gateway(make_server, fake)) as client,
+    ):
+        first, _ = streamed(client, input=[USER], reasoning=LOW, store=False, include=[ENCRYPTED])
+        reasoning = reasoning_of(first)
+        history = [USER, *(item.model_dump(exclude_none=True) for item in first.output), *outputs_for(first)]
+        second, _ = streamed(client, input=history, reasoning=LOW, store=False, include=[ENCRYPTED])
+
+    assert reasoning.summary == []
+    assert reasoning.encrypted_content is not None
+    data = reasoning.encrypted_content.removeprefix("tether:anthropic:redacted:")
+    assert assistant_turn(fake.requests[1].body)[0] == {"type": "redacted_thinking", "data": data}
+    assert second.output_text == "All tests pass."
+
+
+def test_a_chain_that_moves_from_anthropic_to_an_openai_upstream_leaves_the_thinking_behind(
+    make_server: ServerFactory,
+) -> None:
+    with (
+        FakeAnthropic(LOOP, api_key=KEY) as claude,
+        FakeResponsesUpstream(LOOP, api_key=KEY) as openai_up,
+    ):
+        responses = {"kind": "openai-responses", "base_url": openai_up.base_url, "api_key_env": "UP_KEY"}
+        anthropic = {"kind": "anthropic", "base_url": claude.base_url, "api_key_env": "UP_KEY"}
+        gateway = make_server(
+            providers={"claude": anthropic, "gpt": responses},
+            routes=[{"model": "up-claude", "provider": "claude"}, {"model": "up-agent", "provider": "gpt"}],
+        )
+        with sdk(gateway) as client:
+            thought = client.responses.create(model="up-claude", input=[USER], tools=[TOOL], reasoning=LOW)
+            second, _ = streamed(client, input=outputs_for(thought), previous_response_id=thought.id)
+
+    assert second.output_text == "All tests pass."
+    assert sent_reasoning(openai_up.requests[0].body) == []  # the thinking block is Anthropic's to read

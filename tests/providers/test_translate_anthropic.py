@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from tether.protocol.compaction import compaction_item
 from tether.protocol.errors import ProtocolError
-from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.protocol.model_events import (
+    Finish,
+    ModelEvent,
+    ReasoningEnd,
+    ReasoningSummaryDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from tether.providers.base import ProviderRequest
 from tether.providers.translate_anthropic import AnthropicStreamDecoder, anthropic_request, anthropic_usage, tool_id
 from tether.types import Item, JSONObject
@@ -384,6 +392,7 @@ def test_a_whole_stream() -> None:
     assert decoder.finished
     assert events == [
         ReasoningSummaryDelta("Plan"),
+        ReasoningEnd({"encrypted_content": "tether:anthropic:thinking:sig"}),
         TextDelta("Reading."),
         ToolCallDelta("toolu_1", "read_file", ""),
         ToolCallDelta("toolu_1", "read_file", '{"path":'),
@@ -392,6 +401,89 @@ def test_a_whole_stream() -> None:
         ToolCallDelta("toolu_2", "now", "{}"),
         Finish(Usage(5320, 42, cached_tokens=5000, cache_write_tokens=300), "stop"),
     ]
+
+
+def test_a_redacted_thinking_block_is_kept_whole() -> None:
+    events, _ = decode([start(0, {"type": "redacted_thinking", "data": "EmwKAhgB"}), stop(0)])
+    assert events[:-1] == [ReasoningEnd({"encrypted_content": "tether:anthropic:redacted:EmwKAhgB"})]
+
+
+# -- extended thinking -------------------------------------------------------------------------------------------
+
+THINKING: Item = {
+    "type": "reasoning",
+    "id": "rs_1",
+    "summary": [{"type": "summary_text", "text": "Plan: read a."}],
+    "encrypted_content": "tether:anthropic:thinking:EqQBCkYIBRgCKkDsig==",
+}
+HIGH: JSONObject = {"reasoning": {"effort": "high"}}
+REDACTED: Item = {"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "tether:anthropic:redacted:Ex"}
+
+
+def test_thinking_kept_as_reasoning_goes_back_verbatim_before_the_tool_use() -> None:
+    context = [user("Read a."), THINKING, REDACTED, call("call_1"), output("call_1", "A")]
+    messages = anthropic_request(make_request(context), prompt_caching=True)["messages"]
+    assert messages[1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": "Plan: read a.", "signature": "EqQBCkYIBRgCKkDsig=="},
+            {"type": "redacted_thinking", "data": "Ex"},
+            {"type": "tool_use", "id": "call_1", "name": "read_file", "input": {"path": "a"}},
+        ],
+    }
+
+
+def test_reasoning_another_upstream_sealed_is_not_sent() -> None:
+    openai_reasoning = {**THINKING, "encrypted_content": "gAAAAB-openai"}
+    context = [user("Read a."), openai_reasoning, call("call_1"), output("call_1", "A")]
+    assert [block["type"] for block in body_of(context)["messages"][1]["content"]] == ["tool_use"]
+
+
+def test_thinking_blocks_never_carry_a_cache_breakpoint() -> None:
+    body = anthropic_request(make_request([user("Hi."), THINKING], new=1), prompt_caching=True)
+    assert "cache_control" not in body["messages"][1]["content"][0]
+
+
+@pytest.mark.parametrize(
+    ("params", "thinking", "max_tokens"),
+    [
+        ({"reasoning": {"effort": "low"}}, {"type": "enabled", "budget_tokens": 2048}, 4096 + 2048),
+        ({**HIGH, "max_output_tokens": 30000}, {"type": "enabled", "budget_tokens": 24576}, 30000),
+        ({**HIGH, "max_output_tokens": 8000}, {"type": "enabled", "budget_tokens": 7999}, 8000),
+        ({"reasoning": {"effort": "none"}}, None, 4096),
+        ({}, None, 4096),
+        ({"thinking": {"type": "enabled", "budget_tokens": 5000}}, {"type": "enabled", "budget_tokens": 5000}, 9096),
+        ({"thinking": {"type": "adaptive"}}, {"type": "adaptive"}, 4096),
+    ],
+)  # fmt: skip
+def test_reasoning_effort_asks_for_extended_thinking(
+    params: JSONObject, thinking: JSONObject | None, max_tokens: int
+) -> None:
+    body = anthropic_request(make_request([user("Hi.")], params=params))
+    assert body.get("thinking") == thinking
+    assert body["max_tokens"] == max_tokens
+
+
+def test_a_configured_budget_applies_unless_the_request_says_otherwise() -> None:
+    configured = anthropic_request(make_request([user("Hi.")]), thinking_budget_tokens=3000)
+    assert configured["thinking"] == {"type": "enabled", "budget_tokens": 3000}
+    off = anthropic_request(
+        make_request([user("Hi.")], params={"reasoning": {"effort": "none"}}), thinking_budget_tokens=3000
+    )
+    assert "thinking" not in off
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ({"reasoning": {"effort": "low"}, "max_output_tokens": 1000}, "max_output_tokens"),
+    ],
+)
+def test_reasoning_settings_anthropic_cannot_take_are_a_400(params: JSONObject, param: str) -> None:
+    with pytest.raises(ProtocolError) as raised:
+        anthropic_request(make_request([user("Hi.")], params=params))
+    assert (raised.value.status, raised.value.param) == (400, param)
 
 
 def test_text_in_a_block_start_and_input_given_whole_are_kept() -> None:

@@ -27,6 +27,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 class AnthropicFields(UpstreamFields, Protocol):
     @property
     def prompt_caching(self) -> bool: ...
+    @property
+    def thinking_budget_tokens(self) -> int | None: ...
 
 
 class AnthropicProvider:
@@ -37,6 +39,8 @@ class AnthropicProvider:
         options: where and how to connect; ``api_key`` is sent as ``x-api-key``.
         prompt_caching: place ``cache_control`` breakpoints on the stable prefix.
         default_max_tokens: ``max_tokens`` (required by the API) when the client sets no ``max_output_tokens``.
+        thinking_budget_tokens: extended thinking with this budget for turns whose request does not say
+            (see :mod:`tether.providers.anthropic_thinking`).
         transport: an httpx transport, for tests.
         sleep: the retry sleep, for tests.
     """
@@ -48,6 +52,7 @@ class AnthropicProvider:
         *,
         prompt_caching: bool = True,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        thinking_budget_tokens: int | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep | None = None,
     ) -> None:
@@ -55,6 +60,7 @@ class AnthropicProvider:
         self.api: ForwardedAPI = "anthropic-messages"
         self.prompt_caching = prompt_caching
         self.default_max_tokens = default_max_tokens
+        self.thinking_budget_tokens = thinking_budget_tokens
         auth = {"x-api-key": options.api_key} if options.api_key else {}
         self._upstream = UpstreamClient(
             name, options, auth, headers={"anthropic-version": ANTHROPIC_VERSION}, transport=transport, sleep=sleep
@@ -66,7 +72,9 @@ class AnthropicProvider:
     def from_config(cls, name: str, config: AnthropicFields, api_key: str | None) -> AnthropicProvider:
         """Build from a provider's config (``ProviderSettings``) and its key."""
         options = upstream_options(config, api_key, default_base_url=ANTHROPIC_BASE_URL)
-        return cls(name, options, prompt_caching=config.prompt_caching)
+        return cls(
+            name, options, prompt_caching=config.prompt_caching, thinking_budget_tokens=config.thinking_budget_tokens
+        )
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ModelEvent, None]:
         """Run one turn.
@@ -75,7 +83,10 @@ class AnthropicProvider:
             ProtocolError: the context cannot be expressed as messages (400), or the upstream failed.
         """
         body = anthropic_request(
-            request, prompt_caching=self.prompt_caching, default_max_tokens=self.default_max_tokens
+            request,
+            prompt_caching=self.prompt_caching,
+            default_max_tokens=self.default_max_tokens,
+            thinking_budget_tokens=self.thinking_budget_tokens,
         )
         decoder = AnthropicStreamDecoder()
         async with self._upstream.stream_events(self._path, body, request.trace_headers) as events:

@@ -7,6 +7,9 @@ Prompt caching: Anthropic caches the prefix up to each ``cache_control`` breakpo
 last tool, the last system block, the block where the previous turn's request ended (where that turn wrote the
 cache, so this turn reads it exactly) and the last block (written now, read by the next turn). In an agent loop the
 whole conversation but the newest round is then read from the cache.
+
+Extended thinking (the request's ``thinking``, and thinking blocks kept as reasoning items that go back verbatim):
+see :mod:`tether.providers.anthropic_thinking`.
 """
 
 from __future__ import annotations
@@ -18,8 +21,23 @@ from typing import Literal
 
 import orjson
 
-from tether.protocol.input_items import FunctionCallOutput, as_function_call, as_function_call_output, as_message
-from tether.protocol.model_events import Finish, ModelEvent, ReasoningSummaryDelta, TextDelta, ToolCallDelta, Usage
+from tether.protocol.input_items import (
+    FunctionCallOutput,
+    as_function_call,
+    as_function_call_output,
+    as_message,
+    as_reasoning,
+)
+from tether.protocol.model_events import (
+    Finish,
+    ModelEvent,
+    ReasoningEnd,
+    ReasoningSummaryDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from tether.providers.anthropic_thinking import fit_budget, reasoning_fields, thinking_block, thinking_config
 from tether.providers.base import ProviderRequest
 from tether.providers.translate_chat import (
     DROPPED_ITEM_TYPES,
@@ -39,6 +57,7 @@ EPHEMERAL: JSONObject = {"type": "ephemeral"}
 _DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
 _TOOL_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]")
 _MODEL_ITEM_TYPES = frozenset({"function_call", "reasoning"})
+_THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})  # the API takes no cache_control on them
 _STOP_REASONS: dict[str, FinishReason] = {
     "max_tokens": "max_output_tokens",
     "model_context_window_exceeded": "max_output_tokens",
@@ -47,12 +66,22 @@ _STOP_REASONS: dict[str, FinishReason] = {
 
 
 def anthropic_request(
-    request: ProviderRequest, *, prompt_caching: bool = True, default_max_tokens: int = DEFAULT_MAX_TOKENS
+    request: ProviderRequest,
+    *,
+    prompt_caching: bool = True,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    thinking_budget_tokens: int | None = None,
 ) -> JSONObject:
     """The streaming Messages body for a turn: the whole context, system prompt and tools.
 
+    Args:
+        request: the turn.
+        prompt_caching: place ``cache_control`` breakpoints.
+        default_max_tokens: ``max_tokens`` when the client sets no ``max_output_tokens`` (plus any thinking budget).
+        thinking_budget_tokens: extended thinking for turns that do not say (the provider's configuration).
+
     Raises:
-        ProtocolError: an item, content part or tool the Messages API cannot express.
+        ProtocolError: an item, content part, tool or reasoning setting the Messages API cannot express.
     """
     system: list[JSONObject] = []
     if request.instructions:
@@ -77,6 +106,10 @@ def anthropic_request(
         "messages": conversation.messages(),
         "stream": True,
     }
+    thinking = thinking_config(request.params, thinking_budget_tokens)
+    if thinking is not None:
+        body["max_tokens"] = fit_budget(thinking, request.params.get("max_output_tokens"), default_max_tokens)
+        body["thinking"] = thinking
     if system:
         body["system"] = system
     tools, mode = function_tools(request.tools, request.tool_choice)
@@ -97,7 +130,7 @@ def anthropic_request(
         ]
         marked: set[int] = set()
         for block in breakpoints:
-            if block is not None and id(block) not in marked:
+            if block is not None and id(block) not in marked and block.get("type") not in _THINKING_BLOCKS:
                 marked.add(id(block))
                 block["cache_control"] = dict(EPHEMERAL)
     return body
@@ -132,6 +165,10 @@ class _Conversation:
             self._add("assistant", [{**block, "input": _arguments(call["arguments"])}])
         elif (call_output := as_function_call_output(item)) is not None:
             self._add("user", [_tool_result(call_output)])
+        elif (reasoning := as_reasoning(item)) is not None:
+            thinking = thinking_block(reasoning)
+            if thinking is not None:  # reasoning another upstream sealed means nothing to Anthropic
+                self._add("assistant", [thinking])
         elif kind not in DROPPED_ITEM_TYPES:
             raise unsupported(f"input items of type '{kind}' are not supported by this upstream", "input")
 
@@ -249,6 +286,7 @@ class AnthropicStreamDecoder:
 
     def __init__(self) -> None:
         self._tools: dict[int, _ToolBlock] = {}
+        self._thinking: dict[int, JSONObject] = {}  # thinking blocks open, signature (or data) as it streams
         self._usage: JSONObject = {}
         self._stop_reason: FinishReason = "stop"
         self.finished = False
@@ -281,8 +319,10 @@ class AnthropicStreamDecoder:
         kind = block.get("type")
         if kind == "text" and block.get("text"):
             return [TextDelta(block["text"])]
-        if kind == "thinking" and block.get("thinking"):
-            return [ReasoningSummaryDelta(block["thinking"])]
+        if kind in _THINKING_BLOCKS:
+            self._thinking[index] = dict(block)
+            text = block.get("thinking")
+            return [ReasoningSummaryDelta(text)] if isinstance(text, str) and text else []
         if kind == "tool_use":
             start_input = block.get("input")
             tool = _ToolBlock(str(block.get("id")), str(block.get("name")), start_input or {})
@@ -296,6 +336,10 @@ class AnthropicStreamDecoder:
             return [TextDelta(delta["text"])]
         if kind == "thinking_delta" and delta.get("thinking"):
             return [ReasoningSummaryDelta(delta["thinking"])]
+        thinking = self._thinking.get(index)
+        if kind == "signature_delta" and thinking is not None:
+            thinking["signature"] = str(thinking.get("signature") or "") + str(delta.get("signature") or "")
+            return []
         tool = self._tools.get(index)
         if kind == "input_json_delta" and tool is not None and delta.get("partial_json"):
             tool.sent_arguments = True
@@ -303,6 +347,9 @@ class AnthropicStreamDecoder:
         return []
 
     def _block_stop(self, index: int) -> list[ModelEvent]:
+        thinking = self._thinking.pop(index, None)
+        if thinking is not None:
+            return [ReasoningEnd(reasoning_fields(thinking))]
         tool = self._tools.pop(index, None)
         if tool is None or tool.sent_arguments:
             return []

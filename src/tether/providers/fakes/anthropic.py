@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -15,6 +18,11 @@ from tether.providers.fakes.base import FakeTurn, FakeUpstream, PrefixCache, sse
 from tether.types import JSONObject
 
 MAX_BREAKPOINTS = 4
+MIN_BUDGET_TOKENS = 1024
+_THINKING_BLOCKS = ("thinking", "redacted_thinking")
+_THINKING_DOCS = (
+    "Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -39,15 +47,26 @@ class FakeAnthropic(FakeUpstream):
     text blocks, empty messages, more than four breakpoints. ``POST /v1/messages/count_tokens`` answers
     ``{"input_tokens": N}`` and ``GET /v1/models`` lists :attr:`models`. See :class:`FakeUpstream` for the script,
     the recorder and the knobs.
+
+    Extended thinking: with ``thinking`` enabled every answer opens with a ``thinking`` block (the step's
+    reasoning, possibly empty) signed by the fake, or a ``redacted_thinking`` block with ``redact_thinking=True``;
+    a step's reasoning is shown even without ``thinking``, so one script gives one transcript through every
+    upstream. As the real API does, it refuses a ``thinking`` block whose signature does not match its text, a
+    ``redacted_thinking`` block it did not issue, a budget under 1,024 tokens or not under ``max_tokens``, and, with
+    thinking enabled, a tool loop whose assistant turn (the one the last ``tool_result`` answers) does not start
+    with its thinking block.
     """
 
     kind: ClassVar[str] = "anthropic"
     path: ClassVar[str] = "/v1/messages"
     models: ClassVar[tuple[str, ...]] = ("claude-sonnet-4-5", "claude-haiku-4-5")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, redact_thinking: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.redact_thinking = redact_thinking
         self._cache = PrefixCache()
+        self._secret = b"fake-anthropic-thinking"  # fixed, so twin fakes answer byte for byte alike
+        self._redacted: set[str] = set()
 
     def authorized(self, headers: Mapping[str, str], api_key: str) -> bool:
         has_key = headers.get("x-api-key") == api_key or headers.get("authorization") == f"Bearer {api_key}"
@@ -98,6 +117,9 @@ class FakeAnthropic(FakeUpstream):
                 turns.append((index, role, list(content)))
         if not turns or turns[0][1] != "user":
             return 'messages: the first message must use the "user" role.'
+        problem = self._check_thinking(body, turns)
+        if problem is not None:
+            return problem
         unanswered: set[str] = set()
         for index, role, blocks in turns:
             if not blocks:
@@ -110,6 +132,56 @@ class FakeAnthropic(FakeUpstream):
         if breakpoints > MAX_BREAKPOINTS:
             return f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {breakpoints}."
         return None
+
+    def _check_thinking(self, body: JSONObject, turns: list[tuple[int, str, list[Any]]]) -> str | None:
+        for index, role, blocks in turns:
+            for number, block in enumerate(blocks):
+                kind = block.get("type")
+                where = f"messages.{index}.content.{number}"
+                if kind in _THINKING_BLOCKS and role != "assistant":
+                    return f"{where}: {kind} blocks may only appear in assistant messages."
+                if kind == "thinking" and block.get("signature") != self._sign(block.get("thinking")):
+                    return f"{where}: Invalid `signature` in `thinking` block."
+                if kind == "redacted_thinking" and block.get("data") not in self._redacted:
+                    return f"{where}: Invalid `data` in `redacted_thinking` block."
+        thinking = body.get("thinking")
+        if not isinstance(thinking, dict) or not _thinking_enabled(body):
+            return None
+        budget = thinking.get("budget_tokens")
+        if thinking.get("type") == "enabled":
+            if not isinstance(budget, int) or budget < MIN_BUDGET_TOKENS:
+                return f"thinking.enabled.budget_tokens: Input should be greater than or equal to {MIN_BUDGET_TOKENS}"
+            if not body["max_tokens"] > budget:
+                return f"`max_tokens` must be greater than `thinking.budget_tokens`. {_THINKING_DOCS}"
+        if len(turns) >= 2 and turns[-1][1] == "user" and turns[-2][1] == "assistant":
+            results = any(block.get("type") == "tool_result" for block in turns[-1][2])
+            index, _, blocks = turns[-2]
+            first = blocks[0].get("type") if blocks else None
+            if results and first not in _THINKING_BLOCKS:
+                return (
+                    f"messages.{index}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                    f"`{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking "
+                    "block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you "
+                    "include thinking blocks from previous turns. To avoid this requirement, disable `thinking`. "
+                    + _THINKING_DOCS
+                )
+        return None
+
+    def _sign(self, thinking: object) -> str:
+        digest = hmac.new(self._secret, str(thinking).encode(), hashlib.sha256).digest()
+        return base64.b64encode(b"\x12" + digest).decode()
+
+    def _thinking_block(self, body: JSONObject, turn: FakeTurn) -> JSONObject | None:
+        """The answer's thinking block, whole, or ``None`` when it has none."""
+        if not (turn.reasoning or _thinking_enabled(body)):
+            return None
+        if self.redact_thinking:
+            sealed = hmac.new(self._secret, b"redacted:" + turn.reasoning.encode(), hashlib.sha256).digest()
+            data = base64.b64encode(b"\x0e" + sealed).decode()
+            with self._lock:
+                self._redacted.add(data)
+            return {"type": "redacted_thinking", "data": data}
+        return {"type": "thinking", "thinking": turn.reasoning, "signature": self._sign(turn.reasoning)}
 
     def position(self, body: JSONObject) -> tuple[int, str | None]:
         """Assistant turns since the user's last turn, and its text.
@@ -141,7 +213,7 @@ class FakeAnthropic(FakeUpstream):
         message = {**self._message(body, turn, []), "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
         yield sse({"type": "message_start", "message": message}, "message_start")
         yield sse({"type": "ping"}, "ping")
-        for index, (block, deltas) in enumerate(self._blocks(turn)):
+        for index, (block, deltas) in enumerate(self._blocks(body, turn)):
             yield sse({"type": "content_block_start", "index": index, "content_block": block}, "content_block_start")
             for delta in deltas:
                 yield sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
@@ -153,8 +225,9 @@ class FakeAnthropic(FakeUpstream):
 
     def complete(self, body: JSONObject, turn: FakeTurn) -> JSONObject:
         content: list[JSONObject] = []
-        if turn.reasoning:
-            content.append({"type": "thinking", "thinking": turn.reasoning, "signature": "fake"})
+        thinking = self._thinking_block(body, turn)
+        if thinking is not None:
+            content.append(thinking)
         if turn.text:
             content.append({"type": "text", "text": turn.text})
         for call in turn.calls:
@@ -200,10 +273,14 @@ class FakeAnthropic(FakeUpstream):
             "stop_sequence": None,
         }
 
-    def _blocks(self, turn: FakeTurn) -> Iterator[tuple[JSONObject, list[JSONObject]]]:
-        if turn.reasoning:
+    def _blocks(self, body: JSONObject, turn: FakeTurn) -> Iterator[tuple[JSONObject, list[JSONObject]]]:
+        thinking = self._thinking_block(body, turn)
+        if thinking is not None and thinking["type"] == "redacted_thinking":
+            yield thinking, []
+        elif thinking is not None:
             deltas = [{"type": "thinking_delta", "thinking": piece} for piece in self.chunks(turn.reasoning)]
-            yield {"type": "thinking", "thinking": ""}, [*deltas, {"type": "signature_delta", "signature": "fake"}]
+            signature = {"type": "signature_delta", "signature": thinking["signature"]}
+            yield {"type": "thinking", "thinking": "", "signature": ""}, [*deltas, signature]
         if turn.text:
             yield {"type": "text", "text": ""}, [{"type": "text_delta", "text": p} for p in self.chunks(turn.text)]
         for call in turn.calls:
@@ -217,6 +294,11 @@ class FakeAnthropic(FakeUpstream):
         unmarked = [_without_cache_control(block) for block in blocks]
         read, written, uncached = self._cache.lookup(unmarked, write_at=breakpoints)
         return {"input_tokens": uncached, "cache_creation_input_tokens": written, "cache_read_input_tokens": read}
+
+
+def _thinking_enabled(body: JSONObject) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 
 def _check_blocks(index: int, blocks: Any, unanswered: set[str]) -> str | None:
