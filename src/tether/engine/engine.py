@@ -388,3 +388,4 @@ class Engine:
         await self.shared.aclose(self.limits.shutdown_grace_s)
         await self.router.aclose()
         await self.store.close()
+        self.live.close()

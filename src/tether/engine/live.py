@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 
 from tether.engine.stream_log import StreamLog
 
+# The expiry timer fires at most this often (however many responses finish, one timer is armed at a time).
+MIN_SWEEP_INTERVAL_S = 0.05
+
 
 @dataclass(slots=True)
 class LiveResponse:
@@ -48,6 +51,9 @@ class LiveResponse:
 class LiveRegistry:
     """Live responses by id and by idempotency key; finished ones are forgotten after a grace period.
 
+    Every lookup forgets what has expired, and a timer on the running loop does it too, so a node that goes quiet
+    does not keep the logs (and, through their turns, the contexts) of its last busy minute.
+
     Args:
         grace_s: how long a finished response stays here.
         clock: monotonic seconds (tests move it instead of waiting out the grace period).
@@ -59,6 +65,7 @@ class LiveRegistry:
         self._by_id: dict[str, LiveResponse] = {}
         self._by_key: dict[tuple[str, str], str] = {}
         self._expiring: deque[tuple[float, LiveResponse]] = deque()  # in the order they finished
+        self._timer: asyncio.TimerHandle | None = None
 
     def add(self, live: LiveResponse) -> None:
         self._sweep()
@@ -79,6 +86,28 @@ class LiveRegistry:
         """Forget ``live`` once the grace period is over."""
         self._expiring.append((self.clock() + self.grace_s, live))
         self._sweep()
+        self._arm()
+
+    def close(self) -> None:
+        """Stop the timer (the engine is closing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        if self._timer is not None or not self._expiring:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous test): lookups still sweep
+            return
+        delay = max(self._expiring[0][0] - self.clock(), MIN_SWEEP_INTERVAL_S)
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._sweep()
+        self._arm()
 
     def release_key(self, live: LiveResponse) -> None:
         """Stop answering ``live``'s idempotency key with it (it was interrupted: a retry must generate anew)."""
