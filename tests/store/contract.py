@@ -387,6 +387,27 @@ class StoreContract:
         assert fetched == records
         assert await backend.count_items(store) == 101
 
+    async def test_edge_blobs_round_trip_within_their_tenant(self, store: StatsStore, clock: Clock) -> None:
+        blobs = {"a" * 32: b'{"tools":[1,2,3]}', "b" * 32: b'["\\u0000", "\xc3\xa9"]'}
+        await store.put_edge_blobs(TENANT, blobs, clock.now + 60)
+        assert await store.get_edge_blobs(TENANT, ["a" * 32, "b" * 32, "c" * 32]) == blobs
+        assert await store.get_edge_blobs(TENANT, []) == {}
+        assert await store.get_edge_blobs(OTHER_TENANT, list(blobs)) == {}
+
+    async def test_edge_blobs_expire_and_are_purged(self, store: StatsStore, clock: Clock) -> None:
+        await store.put_edge_blobs(TENANT, {"a" * 32: b"1"}, clock.now + 60)
+        await store.put_edge_blobs(TENANT, {"b" * 32: b"2"}, clock.now + 120)
+        clock.now += 60
+        assert await store.get_edge_blobs(TENANT, ["a" * 32, "b" * 32]) == {"b" * 32: b"2"}
+        await store.purge_expired(clock.now)
+        assert await store.get_edge_blobs(TENANT, ["a" * 32, "b" * 32]) == {"b" * 32: b"2"}
+
+    async def test_an_edge_blob_kept_again_takes_the_new_expiry(self, store: StatsStore, clock: Clock) -> None:
+        await store.put_edge_blobs(TENANT, {"a" * 32: b"1"}, clock.now + 60)
+        await store.put_edge_blobs(TENANT, {"a" * 32: b"1"}, clock.now + 600)
+        clock.now += 300
+        assert await store.get_edge_blobs(TENANT, ["a" * 32]) == {"a" * 32: b"1"}
+
     # Each store subclass runs this same test; they are meant to share examples (and the example database), so
     # running it from several classes is intended.
     @settings(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 
 from prometheus_client import Histogram
@@ -54,6 +54,14 @@ class TimedStore:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    async def put_edge_blobs(self, tenant: str, blobs: Mapping[str, bytes], expires_at: float) -> None:
+        with self._timed("put_edge_blobs"):
+            await self.inner.put_edge_blobs(tenant, blobs, expires_at)
+
+    async def get_edge_blobs(self, tenant: str, digests: Collection[str]) -> dict[str, bytes]:
+        with self._timed("get_edge_blobs"):
+            return await self.inner.get_edge_blobs(tenant, digests)
 
     async def claim_turn(self, tenant: str, response_id: str, *, key: str | None, node: str, lease_s: float) -> Claim:
         with self._timed("claim_turn"):

@@ -7,6 +7,10 @@ and SQLite serve one node (SQLite is the default), and PostgreSQL and Redis serv
   Items are stored once, addressed by the hash of their canonical JSON (:func:`tether.protocol.items.fingerprint`).
   Every so often the engine attaches a *snapshot* (the hashes of the response's whole context), so rebuilding any
   context reads a bounded number of rows. The response's events are kept with it, as opaque JSON objects.
+- Edge content: what ``tether edge`` chains are rebuilt from (the requests the gateway rebuilt and their large
+  parts, :mod:`tether.server.edge_content`), by content hash per tenant, each blob kept until its expiry. It is the
+  edge link's cache, not response storage: any node continues any edge chain from it, and a miss costs the edge
+  one whole request.
 - Turns (:mod:`tether.store.turns`): claims by idempotency key, leases with fencing tokens, and the shared log of
   a turn in flight. With these, any node can follow or resume a turn another node is generating. One-node stores
   keep them in process memory (:mod:`tether.store.local_turns`).
@@ -16,6 +20,7 @@ All reads are scoped by tenant: another tenant's response is indistinguishable f
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -96,6 +101,15 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections and files."""
+
+    # -- edge content (tether.server.edge_content) ----------------------------------------------------------
+
+    async def put_edge_blobs(self, tenant: str, blobs: Mapping[str, bytes], expires_at: float) -> None:
+        """Keep the tenant's edge content by content hash until ``expires_at`` (a blob already kept takes that
+        expiry); ``purge_expired`` removes expired blobs."""
+
+    async def get_edge_blobs(self, tenant: str, digests: Collection[str]) -> dict[str, bytes]:
+        """The tenant's kept, unexpired blobs among ``digests``."""
 
     # -- the cluster (tether.store.turns explains the model) ----------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
@@ -39,6 +39,7 @@ class MemoryStore(OneNodeTurns):
         self._items: dict[str, bytes] = {}
         self._entries: dict[str, _Entry] = {}
         self._idempotency: dict[tuple[str, str], list[str]] = {}
+        self._edge_blobs: dict[tuple[str, str], tuple[bytes, float]] = {}
         self.stats = StoreStats()
         self.turns = LocalTurns(clock, self.put, self.get)
 
@@ -130,6 +131,7 @@ class MemoryStore(OneNodeTurns):
         Returns:
             The number of responses removed.
         """
+        self._edge_blobs = {key: kept for key, kept in self._edge_blobs.items() if kept[1] > now}
         doomed = {
             response_id for response_id, entry in self._entries.items() if entry.deleted or _expired(entry.record, now)
         }
@@ -149,6 +151,21 @@ class MemoryStore(OneNodeTurns):
         if removed:
             self._collect_items()
         return len(removed)
+
+    async def put_edge_blobs(self, tenant: str, blobs: Mapping[str, bytes], expires_at: float) -> None:
+        """See :meth:`tether.store.base.Store.put_edge_blobs`."""
+        for digest, body in blobs.items():
+            self._edge_blobs[(tenant, digest)] = (bytes(body), expires_at)
+
+    async def get_edge_blobs(self, tenant: str, digests: Collection[str]) -> dict[str, bytes]:
+        """See :meth:`tether.store.base.Store.get_edge_blobs`."""
+        now = self._clock()
+        found = {}
+        for digest in digests:
+            kept = self._edge_blobs.get((tenant, digest))
+            if kept is not None and kept[1] > now:
+                found[digest] = kept[0]
+        return found
 
     async def is_visible(self, tenant: str, response_id: str) -> bool:
         """Whether the tenant's response exists and is neither deleted nor expired."""

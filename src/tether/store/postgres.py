@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Self
 
 import orjson
@@ -176,7 +176,24 @@ class PostgresStore:
             if removed:
                 await conn.execute(q.COLLECT_ITEMS)
             await conn.execute(q.PURGE_TURNS, {"before": now - FINISHED_RETENTION_S})
+            await conn.execute(q.PURGE_EDGE_BLOBS, {"now": now})
             return removed
+
+    async def put_edge_blobs(self, tenant: str, blobs: Mapping[str, bytes], expires_at: float) -> None:
+        """See :meth:`tether.store.base.Store.put_edge_blobs`."""
+        if not blobs:
+            return
+        params = {"tenant": tenant, "hashes": list(blobs), "bodies": [bytes(body) for body in blobs.values()],
+                  "expiries": [expires_at] * len(blobs)}  # fmt: skip
+        async with self._pool.connection() as conn:
+            await conn.execute(q.PUT_EDGE_BLOBS, params)
+
+    async def get_edge_blobs(self, tenant: str, digests: Collection[str]) -> dict[str, bytes]:
+        """See :meth:`tether.store.base.Store.get_edge_blobs`."""
+        params = {"tenant": tenant, "hashes": list(dict.fromkeys(digests)), "now": self._clock()}
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(q.GET_EDGE_BLOBS, params)).fetchall()
+        return {str(digest): bytes(body) for digest, body in rows}
 
     async def ping(self) -> None:
         """Raise ``psycopg.OperationalError`` (or a pool timeout) if PostgreSQL cannot be reached."""

@@ -72,6 +72,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        """
+        CREATE TABLE edge_blobs (
+            tenant TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            body BYTEA NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant, hash)
+        )
+        """,
+        "CREATE INDEX edge_blobs_expires_at ON edge_blobs (expires_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -86,6 +98,15 @@ INSERT_ITEMS = (
     "INSERT INTO items (hash, body) SELECT * FROM unnest(%s::text[], %s::bytea[]) ON CONFLICT (hash) DO NOTHING"
 )
 SELECT_ITEMS = "SELECT hash, body FROM items WHERE hash = ANY(%s)"
+PUT_EDGE_BLOBS = """
+    INSERT INTO edge_blobs (tenant, hash, body, expires_at)
+    SELECT %(tenant)s, * FROM unnest(%(hashes)s::text[], %(bodies)s::bytea[], %(expiries)s::float8[])
+    ON CONFLICT (tenant, hash) DO UPDATE SET expires_at = EXCLUDED.expires_at
+"""
+GET_EDGE_BLOBS = (
+    "SELECT hash, body FROM edge_blobs WHERE tenant = %(tenant)s AND hash = ANY(%(hashes)s) AND expires_at > %(now)s"
+)
+PURGE_EDGE_BLOBS = "DELETE FROM edge_blobs WHERE expires_at <= %(now)s"
 
 # One round trip from a response up to the nearest snapshot; the bound stops a (corrupt) cycle.
 CHAIN = f"""

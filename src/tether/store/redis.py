@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Self, cast
 
 import orjson
@@ -155,6 +155,32 @@ class RedisStore:
         """Whether the tenant's response exists and is neither deleted nor expired (one key read)."""
         blob = await self._redis.get(self._key("resp", response_id))
         return blob is not None and self._visible(orjson.loads(blob), tenant)
+
+    async def put_edge_blobs(self, tenant: str, blobs: Mapping[str, bytes], expires_at: float) -> None:
+        """See :meth:`tether.store.base.Store.put_edge_blobs`: one key a blob, its expiry a native TTL (and in the
+        value, so that reads go by this store's clock)."""
+        ttl_ms = int((expires_at - self._clock()) * 1000)
+        if not blobs or ttl_ms <= 0:
+            return
+        stamp = repr(float(expires_at)).encode() + b"\n"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for digest, body in blobs.items():
+                pipe.set(self._key("edge", _pair(tenant, digest)), stamp + bytes(body), px=ttl_ms)
+            await pipe.execute()
+
+    async def get_edge_blobs(self, tenant: str, digests: Collection[str]) -> dict[str, bytes]:
+        """See :meth:`tether.store.base.Store.get_edge_blobs`."""
+        wanted = list(dict.fromkeys(digests))
+        now = self._clock()
+        found: dict[str, bytes] = {}
+        for chunk in _chunks(wanted):
+            for digest, value in zip(chunk, await self._mget([self._key("edge", _pair(tenant, d)) for d in chunk]),
+                                     strict=True):  # fmt: skip
+                if value is not None:
+                    stamp, _, body = value.partition(b"\n")
+                    if float(stamp) > now:
+                        found[digest] = body
+        return found
 
     async def purge_expired(self, now: float) -> int:
         """Remove expired and tombstoned responses no remaining response descends from, then unreferenced items

@@ -12,7 +12,7 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +62,18 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS responses_idempotency ON responses (tenant, idempotency_key)",
         "CREATE INDEX IF NOT EXISTS responses_expires_at ON responses (expires_at)",
         "CREATE INDEX IF NOT EXISTS responses_parent_id ON responses (parent_id)",
+    ),
+    (
+        """
+        CREATE TABLE IF NOT EXISTS edge_blobs (
+            tenant TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            body BLOB NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (tenant, hash)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX IF NOT EXISTS edge_blobs_expires_at ON edge_blobs (expires_at)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -214,6 +226,16 @@ class SQLiteStore(OneNodeTurns):
         """Whether the tenant's response exists and is neither deleted nor expired (one indexed row)."""
         return await self._run(self._database.is_visible, tenant, response_id, self._clock())
 
+    async def put_edge_blobs(self, tenant: str, blobs: Mapping[str, bytes], expires_at: float) -> None:
+        """See :meth:`tether.store.base.Store.put_edge_blobs`."""
+        rows = [(tenant, digest, bytes(body), expires_at) for digest, body in blobs.items()]
+        if rows:
+            await self._run(self._database.put_edge_blobs, rows)
+
+    async def get_edge_blobs(self, tenant: str, digests: Collection[str]) -> dict[str, bytes]:
+        """See :meth:`tether.store.base.Store.get_edge_blobs`."""
+        return await self._run(self._database.get_edge_blobs, tenant, list(dict.fromkeys(digests)), self._clock())
+
     async def close(self) -> None:
         """Close the connection and stop the worker thread. Closing twice is harmless."""
         if self._closed:
@@ -331,8 +353,25 @@ class _Database:
             )
             return cursor.rowcount > 0
 
+    def put_edge_blobs(self, rows: list[tuple[str, str, bytes, float]]) -> None:
+        with self._transaction("IMMEDIATE"):
+            self._conn.executemany(
+                "INSERT INTO edge_blobs (tenant, hash, body, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (tenant, hash) DO UPDATE SET expires_at = excluded.expires_at",
+                rows,
+            )
+
+    def get_edge_blobs(self, tenant: str, digests: list[str], now: float) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for chunk in _chunks(digests):
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT hash, body FROM edge_blobs WHERE tenant = ? AND expires_at > ? AND hash IN ({marks})"
+            found.update(self._conn.execute(query, [tenant, now, *chunk]))
+        return found
+
     def purge(self, now: float) -> int:
         with self._transaction("IMMEDIATE"):
+            self._conn.execute("DELETE FROM edge_blobs WHERE expires_at <= ?", (now,))
             removed = self._conn.execute(_PURGE, {"now": now}).rowcount
             if removed:
                 self._collect_items()
