@@ -93,6 +93,11 @@ class EdgeSettings(BaseModel):
         default=256 * MIB, ge=MIB, description="Gateway: content held for edges (per node, all tenants)."
     )
     turn_grace_s: float = Field(default=300.0, ge=0.0, description="Gateway: a finished turn stays resumable.")
+    content_ttl_s: float = Field(
+        default=7 * 86400.0,
+        gt=0.0,
+        description="Gateway: edge chains are kept in the store this long after a turn last used them.",
+    )
 
 
 class HTTPSettings(BaseModel):

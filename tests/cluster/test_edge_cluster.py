@@ -8,6 +8,8 @@ nginx (round robin, no stickiness), with a real agent client (the ``anthropic`` 
 - The link is cut mid-answer while the generating node lives: the edge reconnects to the *other* node, which has no
   log of the turn; the turn sent again (same idempotency key) follows the live generation through the shared log, so
   the agent, streaming live, reads the whole answer once and no error.
+
+Neither needs a heal: the other node rebuilds the edge's request from the chain kept in the shared store.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def test_a_node_killed_mid_answer_costs_the_agent_only_a_pause(cluster: Cluster)
     assert kinds.count("message_start") == 1
     assert kinds.count("message_stop") == 1
     assert link["interrupted"] == 1
+    assert link["heals"] == 0  # the surviving node rebuilt the edge's request from the shared store
     turns = cluster.turns()
     states = {entry["id"]: entry["state"] for entry in turns}
     assert states.pop(turn["id"]) == "interrupted"
@@ -128,4 +131,5 @@ def test_a_link_cut_mid_answer_resumes_on_another_node_from_the_shared_log(clust
     assert link["drops"] >= 1
     assert link["lost_turns"] >= 1  # the link came back on a node that had no log of the turn
     assert link["interrupted"] == 0
+    assert link["heals"] == 0
     assert [entry["state"] for entry in cluster.turns()] == ["done"]  # one generation

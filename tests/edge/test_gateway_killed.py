@@ -101,6 +101,7 @@ def test_a_gateway_killed_mid_stream_and_restarted_costs_the_agent_only_a_pause(
     assert kinds.count("message_start") == 1
     assert kinds.count("message_stop") == 1
     assert after["lost_turns"] == 1
+    assert after["heals"] == 0  # the restarted gateway found the chain in its store
     assert after["drops"] == 1
 
 

@@ -1,5 +1,5 @@
-"""An edge restarted mid-task continues its chains from its journal; a restarted gateway that lost them is healed
-with one whole request, and the agent sees neither."""
+"""An edge restarted mid-task continues its chains from its journal; a restarted gateway continues them from its
+store, and one without a store (``memory://``) is healed with one whole request; the agent sees none of it."""
 
 from __future__ import annotations
 
@@ -76,14 +76,29 @@ def gateway_on(settings: Settings, port: int) -> Iterator[RunningServer]:
         yield RunningServer(settings.host, port, running.server, app)
 
 
-def test_a_restarted_gateway_is_healed_with_one_whole_request(gateway_settings: Settings) -> None:
+def test_a_restarted_gateway_continues_the_chain_from_its_store(gateway_settings: Settings) -> None:
     port = free_port()
     messages: list[Any] = [{"role": "user", "content": "first request"}]
     with edge_in_thread(edge_config(f"http://127.0.0.1:{port}/v1"), port=free_port()) as edge:
         with gateway_on(gateway_settings, port):
+            answer, first = turn(edge, messages)
+        messages = continued(messages, answer, 1)
+        with gateway_on(gateway_settings, port):  # restarted: its memory is gone, its store (SQLite) is not
+            answer, after = turn(edge, messages)
+    assert answer == "step 1"
+    assert after["heals"] == 0
+    assert after["uploaded"] < 1000 < first["uploaded"]
+
+
+def test_a_restarted_gateway_without_a_store_is_healed_with_one_whole_request() -> None:
+    settings = Settings(store_url="memory://", log_level="warning")
+    port = free_port()
+    messages: list[Any] = [{"role": "user", "content": "first request"}]
+    with edge_in_thread(edge_config(f"http://127.0.0.1:{port}/v1"), port=free_port()) as edge:
+        with gateway_on(settings, port):
             answer, _ = turn(edge, messages)
         messages = continued(messages, answer, 1)
-        with gateway_on(gateway_settings, port):  # restarted: the chains it held in memory are gone
+        with gateway_on(settings, port):  # restarted: the chains it held are gone
             answer, healed = turn(edge, messages)
             messages = continued(messages, answer, 2)
             answer_next, after = turn(edge, messages)

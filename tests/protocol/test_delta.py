@@ -9,7 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.protocol.delta import MISSING, DeltaError, apply, diff, dumps, large_values, size_at_least
+from tether.protocol.delta import (
+    MISSING,
+    DeltaError,
+    apply,
+    content_hash,
+    diff,
+    dumps,
+    large_values,
+    references,
+    shallow,
+    size_at_least,
+)
 
 scalars: st.SearchStrategy[Any] = st.one_of(
     st.none(),
@@ -185,3 +196,24 @@ def test_deeply_nested_deltas_are_refused() -> None:
 @given(json_values)
 def test_the_size_bound_never_exceeds_the_serialised_size(value: Any) -> None:
     assert size_at_least(value, 1 << 30) <= len(dumps(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_a_value_stored_shallow_rebuilds_exactly_from_its_stored_parts(value: Any) -> None:
+    stored = {digest: orjson.loads(dumps(shallow(part, 16))) for digest, part, _ in large_values(value, 16)}
+    stored[content_hash(dumps(value))] = orjson.loads(dumps(shallow(value, 16)))
+
+    def resolve(digest: str) -> Any:
+        return apply(MISSING, stored[digest], resolve)
+
+    assert dumps(resolve(content_hash(dumps(value)))) == dumps(value)
+    for node in stored.values():  # each stored part names only its direct large children
+        assert set(references(node)) <= set(stored)
+
+
+def test_references_are_found_wherever_a_delta_names_them() -> None:
+    node = ["o", {"a": ["r", "h1"], "b": ["a", [["c", 0, 1], ["n", ["r", "h2"]], ["p", 0, ["f", {"x": ["r", "h3"]}]]]]},
+            None]  # fmt: skip
+    assert sorted(references(node)) == ["h1", "h2", "h3"]
+    assert references(["v", ["r", "not-a-reference"]]) == []

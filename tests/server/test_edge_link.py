@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from tether.engine.engine import Engine, EngineLimits
 from tether.protocol import edge_wire as wire
-from tether.protocol.delta import MISSING, diff, value_hash
+from tether.protocol.delta import MISSING, diff, large_values, value_hash
 from tether.protocol.errors import ProtocolError
 from tether.providers.router import ProviderRouter
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming
@@ -23,15 +24,22 @@ BASE = {"model": "scripted", "instructions": "i" * 600, "input": [{"role": "user
 NEXT = {**BASE, "input": [*BASE["input"], {"role": "user", "content": "again"}]}
 
 
+@contextlib.asynccontextmanager
+async def node(store: MemoryStore) -> AsyncIterator[EdgeGateway]:
+    """One gateway node on ``store`` (several share one store, as a cluster's nodes do)."""
+    engine = Engine(store, ProviderRouter({"scripted": ScriptedProvider(ScriptedTiming(0.0, 0.0))}), EngineLimits())
+    turns = EdgeTurns(grace_s=60)
+    try:
+        yield EdgeGateway(engine, Authenticator({}), EdgeContent(1 << 24, store), turns, 1 << 24)
+    finally:
+        await turns.aclose()
+        await engine.aclose()
+
+
 @pytest.fixture
 async def gateway() -> AsyncIterator[EdgeGateway]:
-    engine = Engine(
-        MemoryStore(), ProviderRouter({"scripted": ScriptedProvider(ScriptedTiming(0.0, 0.0))}), EngineLimits()
-    )
-    turns = EdgeTurns(grace_s=60)
-    yield EdgeGateway(engine, Authenticator({}), EdgeContent(1 << 24), turns, 1 << 24)
-    await turns.aclose()
-    await engine.aclose()
+    async with node(MemoryStore()) as running:
+        yield running
 
 
 def frame(turn: str, base: Any, new: dict[str, Any], known: Any = ()) -> wire.TurnFrame:
@@ -46,10 +54,10 @@ async def pieces(log: TurnLog) -> list[dict[str, Any]]:
 
 
 async def test_a_delta_against_a_held_request_is_rebuilt_and_answered(gateway: EdgeGateway) -> None:
-    first = gateway.open_turn("t", frame("one", MISSING, BASE), {})
+    first = await gateway.open_turn("t", frame("one", MISSING, BASE), {})
     assert isinstance(first, TurnLog)
     assert (await pieces(first))[-1] == {"end": True}
-    second = gateway.open_turn("t", frame("two", BASE, NEXT), {})
+    second = await gateway.open_turn("t", frame("two", BASE, NEXT), {})
     assert isinstance(second, TurnLog)
     answer = await pieces(second)
     assert answer[0]["head"]["status"] == 200
@@ -57,14 +65,14 @@ async def test_a_delta_against_a_held_request_is_rebuilt_and_answered(gateway: E
 
 
 async def test_an_unknown_base_is_refused_so_the_edge_heals(gateway: EdgeGateway) -> None:
-    refused = gateway.open_turn("t", frame("one", BASE, NEXT), {})
+    refused = await gateway.open_turn("t", frame("one", BASE, NEXT), {})
     assert not isinstance(refused, TurnLog)
     assert refused["code"] == wire.UNKNOWN_BASE
 
 
 async def test_unknown_references_are_listed(gateway: EdgeGateway) -> None:
     known = {value_hash(BASE["instructions"])}
-    refused = gateway.open_turn("t", frame("one", MISSING, BASE, known), {})
+    refused = await gateway.open_turn("t", frame("one", MISSING, BASE, known), {})
     assert not isinstance(refused, TurnLog)
     assert refused["code"] == wire.UNKNOWN_REFERENCE
     assert refused["missing"] == [value_hash(BASE["instructions"])]
@@ -72,16 +80,16 @@ async def test_unknown_references_are_listed(gateway: EdgeGateway) -> None:
 
 async def test_a_rebuilt_request_that_misses_its_hash_is_refused(gateway: EdgeGateway) -> None:
     wrong = {**frame("one", MISSING, BASE), "id": value_hash(NEXT)}
-    refused = gateway.open_turn("t", wrong, {})  # type: ignore[arg-type]
+    refused = await gateway.open_turn("t", wrong, {})  # type: ignore[arg-type]
     assert not isinstance(refused, TurnLog)
     assert refused["code"] == wire.DELTA_MISMATCH
 
 
 async def test_a_repeated_turn_is_answered_from_its_log(gateway: EdgeGateway) -> None:
-    first = gateway.open_turn("t", frame("one", MISSING, BASE), {})
-    again = gateway.open_turn("t", frame("one", MISSING, BASE), {})
+    first = await gateway.open_turn("t", frame("one", MISSING, BASE), {})
+    again = await gateway.open_turn("t", frame("one", MISSING, BASE), {})
     assert first is again
-    other_tenant = gateway.open_turn("u", frame("one", MISSING, BASE), {})
+    other_tenant = await gateway.open_turn("u", frame("one", MISSING, BASE), {})
     assert other_tenant is not first
 
 
@@ -107,12 +115,45 @@ def test_malformed_frames_are_refused_naming_the_field(raw: Any, param: str) -> 
 
 async def test_a_delta_that_expands_past_the_limit_is_refused(gateway: EdgeGateway) -> None:
     held = {"model": "scripted", "input": [{"role": "user", "content": "x" * 60_000}]}
-    first = gateway.open_turn("t", frame("one", MISSING, held), {})
+    first = await gateway.open_turn("t", frame("one", MISSING, held), {})
     assert isinstance(first, TurnLog)
     blob = value_hash(held["input"][0])
     patch = ["f", {"input": ["a", [["n", ["r", blob]]] * 400]}]
     bomb: dict[str, Any] = {"type": wire.TURN, "turn": "two", "api": "responses", "path": "/v1/responses",
                             "id": "0" * 32, "base": None, "patch": patch}  # fmt: skip
-    refused = gateway.open_turn("t", bomb, {})  # type: ignore[arg-type]
+    refused = await gateway.open_turn("t", bomb, {})  # type: ignore[arg-type]
     assert not isinstance(refused, TurnLog)
     assert refused["code"] == "request_too_large"
+
+
+async def test_another_node_on_the_store_continues_the_chain_with_its_references() -> None:
+    store = MemoryStore()
+    known = {value_hash(BASE["instructions"])}
+    async with node(store) as first:
+        log = await first.open_turn("t", frame("one", MISSING, BASE), {})
+        assert isinstance(log, TurnLog)
+        await pieces(log)
+    async with node(store) as other:  # a restarted gateway, or another node of the cluster
+        log = await other.open_turn("t", frame("two", BASE, NEXT, known), {})
+        assert isinstance(log, TurnLog)
+        assert (await pieces(log))[0]["head"]["status"] == 200
+        assert other.content.get("t", value_hash(NEXT)) == NEXT
+        refused = await other.open_turn("u", frame("three", BASE, NEXT), {})  # the store is scoped by tenant
+        assert not isinstance(refused, TurnLog)
+        assert refused["code"] == wire.UNKNOWN_BASE
+
+
+async def test_a_store_false_request_never_reaches_the_store() -> None:
+    store = MemoryStore()
+    private = {**BASE, "store": False}
+    async with node(store) as first:
+        log = await first.open_turn("t", frame("one", MISSING, private), {})
+        assert isinstance(log, TurnLog)
+        await pieces(log)
+        assert first.content.get("t", value_hash(private)) == private  # this node's memory holds it
+    digests = [digest for digest, _, _ in large_values(private)] + [value_hash(private)]
+    assert await store.get_edge_blobs("t", digests) == {}
+    async with node(store) as other:
+        refused = await other.open_turn("t", frame("two", private, {**private, "input": NEXT["input"]}), {})
+        assert not isinstance(refused, TurnLog)
+        assert refused["code"] == wire.UNKNOWN_BASE

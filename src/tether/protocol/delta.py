@@ -293,3 +293,41 @@ def _apply_array(
 
 def _index(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def shallow(value: JSONValue, min_ref_bytes: int = MIN_REF_BYTES) -> Node:
+    """``value`` as a node whose large children are references: how a held value is stored, so that a chain of
+    requests stores each large part once (``apply(MISSING, shallow(v), resolve) == v``, with ``resolve`` knowing the
+    children)."""
+
+    def child(element: JSONValue) -> Node:
+        serialised = dumps(element)
+        return ["r", content_hash(serialised)] if len(serialised) >= min_ref_bytes else ["v", element]
+
+    if isinstance(value, dict):
+        return ["f", {key: child(element) for key, element in value.items()}]
+    if isinstance(value, list):
+        return ["a", [["n", child(element)] for element in value]]
+    return ["v", value]
+
+
+def references(node: JSONValue) -> list[str]:
+    """The content hashes a delta node refers to, found without applying it (for an untrusted node, what could be
+    read of it; a list that only looks like a reference costs a lookup, nothing more)."""
+    found: list[str] = []
+    stack: list[tuple[JSONValue, int]] = [(node, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            continue
+        if isinstance(current, dict):
+            stack.extend((child, depth + 1) for child in current.values())
+        elif isinstance(current, list) and current:
+            head = current[0]
+            if head == "v":
+                continue
+            if head == "r" and len(current) == 2 and isinstance(current[1], str):
+                found.append(current[1])
+                continue
+            stack.extend((child, depth + 1) for child in (current[1:] if isinstance(head, str) else current))
+    return found

@@ -119,7 +119,11 @@ def create_app(
         app.state.tether = state
         edge_turns = EdgeTurns(settings.edge.turn_grace_s)
         app.state.tether_edge = EdgeGateway(
-            engine, auth, EdgeContent(settings.edge.content_max_bytes), edge_turns, settings.max_body_bytes
+            engine,
+            auth,
+            EdgeContent(settings.edge.content_max_bytes, timed, settings.edge.content_ttl_s),
+            edge_turns,
+            settings.max_body_bytes,
         )
         purger = asyncio.create_task(_purge_periodically(store, settings.purge_interval_s, observers.audit))
         _log.info("server.ready", store=settings.store_url.split(":", 1)[0], auth=bool(settings.api_keys))

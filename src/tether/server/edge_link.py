@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from tether.engine.cache import ConnectionState
 from tether.engine.engine import Engine
 from tether.protocol import edge_wire as wire
-from tether.protocol.delta import MISSING, DeltaError, apply, size_at_least, value_hash
+from tether.protocol.delta import MISSING, DeltaError, apply, references, size_at_least, value_hash
 from tether.protocol.errors import ProtocolError
 from tether.server.auth import Authenticator
 from tether.server.edge_content import EdgeContent
@@ -59,15 +59,17 @@ class EdgeGateway:
         self.sessions.move_to_end(key)
         return state
 
-    def open_turn(
+    async def open_turn(
         self, tenant: str, frame: wire.TurnFrame, headers: Mapping[str, str] | None
     ) -> TurnLog | wire.RefusedFrame:
         """The log answering a turn frame: the existing one for a repeated turn, else a new turn on the rebuilt
-        request, or the refusal the edge heals from."""
+        request, or the refusal the edge heals from. The base and references come from this node's memory or,
+        failing that, the store (another node, or this one before a restart, held them)."""
         turn = frame["turn"]
         existing = self.turns.get(tenant, turn)
         if existing is not None:
             return existing
+        await self.content.load(tenant, [*([frame["base"]] if frame["base"] else []), *references(frame["patch"])])
         base = MISSING
         if frame["base"] is not None:
             try:
@@ -83,7 +85,8 @@ class EdgeGateway:
             return wire.refused_frame(turn, "request_too_large", "The rebuilt request exceeds the gateway's limit.")
         if not isinstance(request, dict) or value_hash(request) != frame["id"]:
             return wire.refused_frame(turn, wire.DELTA_MISMATCH, "The rebuilt request does not match its hash.")
-        self.content.hold(tenant, request)
+        # A request the agent asked not to be stored (Responses' store=false) stays in this node's memory.
+        await self.content.hold(tenant, request, durable=request.get("store") is not False)
         api, path = frame["api"], frame["path"]
         connection = self.session(tenant, frame["session"]) if "session" in frame else None
         _log.info("edge.turn", turn=turn, api=api, base=frame["base"] is not None, websocket=connection is not None)
@@ -151,9 +154,9 @@ class _LinkConnection:
             except ProtocolError as error:
                 await self._send(error.ws_event())
                 continue
-            self._handle(frame)
+            await self._handle(frame)
 
-    def _handle(self, frame: wire.TurnFrame | wire.ResumeFrame) -> None:
+    async def _handle(self, frame: wire.TurnFrame | wire.ResumeFrame) -> None:
         turn = frame["turn"]
         if frame["type"] == wire.RESUME:
             log: TurnLog | wire.RefusedFrame | None = self.gateway.turns.get(self.tenant, turn)
@@ -167,7 +170,7 @@ class _LinkConnection:
                 except ProtocolError as error:
                     self._followers[turn] = asyncio.create_task(self._send(error.ws_event()))
                     return
-            log = self.gateway.open_turn(self.tenant, frame, self.headers)
+            log = await self.gateway.open_turn(self.tenant, frame, self.headers)
             after = -1
         if isinstance(log, TurnLog):
             previous = self._followers.pop(turn, None)
@@ -205,7 +208,7 @@ async def edge_http(request: Request) -> Response:
         if log is None:
             log = wire.refused_frame(turn, wire.TURN_NOT_FOUND, "The gateway has no log of this turn.")
     else:
-        log = gateway.open_turn(tenant, frame, headers)
+        log = await gateway.open_turn(tenant, frame, headers)
         after = -1
     if not isinstance(log, TurnLog):
         return Response(orjson.dumps(log), status_code=409, media_type="application/json")
