@@ -176,3 +176,42 @@ async def test_store_false_turns_never_reach_the_shared_store(nodes: Callable[[s
 
     assert await a.engine.store.read_turn(TENANT, live.response_id, -1) is None
     assert await a.engine.store.get(TENANT, live.response_id) is None
+
+
+async def test_another_nodes_get_sees_a_background_response_in_flight_and_resumes_it(
+    nodes: Callable[[str], Node],
+) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    live = await a.engine.create(request(model="gated", input="hi", background=True), tenant=TENANT)
+    await wait_for_events(a.engine, live.response_id, 2)
+
+    polled = await b.engine.get_response(TENANT, live.response_id)
+    assert (polled["status"], polled["background"], polled["output"]) == ("in_progress", True, [])
+    seen = live.log.last_sequence_number
+    resumed = await b.engine.attach(TENANT, live.response_id, after=seen)
+    tail_task = asyncio.create_task(events_of(b.engine, resumed, seen))
+    a.gated.gate.set()
+    tail = await asyncio.wait_for(tail_task, BOUND_S)
+
+    assert terminal(tail)["status"] == "completed"
+    done = await b.engine.get_response(TENANT, live.response_id)
+    assert (done["status"], done["background"]) == ("completed", True)
+    assert (a.engine.stats.generations, b.engine.stats.generations) == (1, 0)
+
+
+async def test_a_dead_nodes_background_response_reads_as_interrupted(
+    nodes: Callable[[str], Node], clock: Clock
+) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    live = await a.engine.create(request(model="gated", input="hi", background=True), tenant=TENANT)
+    await wait_for_events(a.engine, live.response_id, 2)
+    clock.now += LEASE_S  # node A's heartbeats stop reaching the store: its lease lapses
+
+    polled = await b.engine.get_response(TENANT, live.response_id)
+    assert polled["status"] == "failed"
+    assert response_error_code(polled["error"] or {}) == GENERATION_INTERRUPTED
+    assert b.engine.shared.interrupted_for_dead_nodes == 1
+    a.gated.gate.set()  # node A comes back to life: it is fenced off and commits nothing
+    on_a = await asyncio.wait_for(events_of(a.engine, live), BOUND_S)
+    assert is_interrupted(on_a[-1])
+    assert (await b.engine.get_response(TENANT, live.response_id))["status"] == "failed"
