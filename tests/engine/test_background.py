@@ -134,3 +134,17 @@ async def test_no_follower_leaving_cancels_a_background_response(store: MemorySt
         assert (await engine.get_response(TENANT, live.response_id))["status"] == "completed"
     finally:
         await engine.aclose()
+
+
+async def test_a_retried_background_create_answers_the_original_as_it_stands(
+    engine: Engine, gated: GatedProvider
+) -> None:
+    key = {"tether:idempotency_key": "once"}
+    gated.gate.set()
+    original = await engine.create(background(**key), tenant=TENANT)
+    await asyncio.wait_for(original.log.ended(), BOUND_S)
+
+    retried = await engine.create(background(**key), tenant=TENANT)
+    answer = await engine.started(retried)
+    assert (answer["id"], answer["status"]) == (original.response_id, "completed")
+    assert engine.stats.generations == 1

@@ -18,9 +18,10 @@ from tether.protocol.progress import IN_FLIGHT_STATUSES, response_so_far
 
 
 async def started(live: LiveResponse) -> ResponseObject:
-    """The response as a background create answers it: as its first event left it (``queued``)."""
+    """The response as a background create answers it: as its first event left it (``queued``), or as it ended
+    when the create is a retry (same idempotency key) of one that has."""
     await live.log.started()
-    snapshot = response_so_far(live.log.events[:1])
+    snapshot = response_so_far(live.log.events if live.done else live.log.events[:1])
     if snapshot is None:  # the generation was cut off (shutdown) before it began
         raise server_error("The response ended before it started.")
     return snapshot
