@@ -33,11 +33,18 @@ class _Turn:
     ended_at: float | None = None
     events: list[bytes] = field(default_factory=list)
     committed: bool = False  # its events live in its stored record from now on, not here
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Made only when someone waits: a finished turn stays here for an hour, and most are never waited on.
+    changed: asyncio.Event | None = None
 
     def wake(self) -> None:
-        changed, self.changed = self.changed, asyncio.Event()
-        changed.set()
+        changed, self.changed = self.changed, None
+        if changed is not None:
+            changed.set()
+
+    def waiter(self) -> asyncio.Event:
+        if self.changed is None:
+            self.changed = asyncio.Event()
+        return self.changed
 
 
 class LocalTurns:
@@ -124,7 +131,7 @@ class LocalTurns:
         turn = self._turns.get(response_id)
         if turn is None or turn.state is not TurnState.RUNNING or turn.committed or len(turn.events) > after + 1:
             return
-        changed = turn.changed
+        changed = turn.waiter()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout_s)
 
