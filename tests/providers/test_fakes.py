@@ -324,6 +324,15 @@ def test_chat_refuses_malformed_conversations(
 
 
 TOOL_USE = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+
+
+def cached(ttl: str) -> JSONObject:
+    return {
+        "role": "user",
+        "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral", "ttl": ttl}}],
+    }
+
+
 TOOL_RESULT = {"type": "tool_result", "tool_use_id": "t1", "content": "x"}
 
 
@@ -362,6 +371,23 @@ TOOL_RESULT = {"type": "tool_result", "tool_use_id": "t1", "content": "x"}
                 }
             ),
             "maximum of 4",
+        ),
+        (anthropic_body(cached("5m"), cached("1h")), "must not come after"),
+        (anthropic_body(cached("10m")), "ttl"),
+        (anthropic_body({"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {}}]}), "type"),
+        (anthropic_body(USER, cache_control={"type": "persistent"}), "ephemeral"),
+        (anthropic_body(USER, temperature=1.5), "temperature"),
+        (anthropic_body(USER, top_p=-0.1), "top_p"),
+        (anthropic_body(USER, tool_choice={"type": "required"}), "tool_choice.type"),
+        (anthropic_body(USER, tool_choice={"type": "tool"}), "name"),
+        (
+            anthropic_body(
+                USER,
+                max_tokens=4000,
+                thinking={"type": "enabled", "budget_tokens": 2000},
+                tool_choice={"type": "any"},
+            ),
+            "forces tool use",
         ),
     ],
 )
@@ -436,7 +462,20 @@ CLAUDE_CODE_SHAPED: JSONObject = {
         {"role": "user", "content": [TOOL_RESULT]},
         {"role": "user", "content": [{"type": "text", "text": "and then?"}]},
     ],
-    "metadata": {"user_id": "user_1"},
+    # the top-level fields Claude Code 2.1.328 sends (seen in tests/edge/test_real_agents.py's recordings)
+    "metadata": {"user_id": '{"device_id":"9f3a","account_uuid":"","session_id":"40864deb-e49d"}'},
+    "thinking": {"type": "adaptive", "display": "omitted"},
+    "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    "output_config": {"effort": "medium"},
+    "tools": [
+        {"name": "Bash", "description": "Run a command.", "input_schema": {"type": "object"}},
+        {
+            "name": "DeferredToolPlaceholder",
+            "description": "x",
+            "input_schema": {"type": "object"},
+            "defer_loading": True,
+        },
+    ],
     "stream": True,
     "future_field": {"kept": True},
 }
@@ -464,6 +503,11 @@ def test_anthropic_accepts_consecutive_users_and_system_messages_and_records_the
         [{"role": "system", "content": [{"type": "text", "text": "env"}]}, USER, {"role": "system", "content": "x"}],
         # a tool_result in the second of two user messages still answers the assistant's turn
         [USER, {"role": "assistant", "content": [TOOL_USE]}, {"role": "user", "content": [TOOL_RESULT]}, USER],
+        [
+            cached("1h"),
+            cached("5m"),
+            {"role": "user", "content": [{"type": "text", "text": "y", "cache_control": None}]},
+        ],
     ],
 )
 def test_anthropic_accepts_what_the_real_api_accepts(
@@ -472,6 +516,34 @@ def test_anthropic_accepts_what_the_real_api_accepts(
     response = post_anthropic(http, anthropic, anthropic_body(*messages))
 
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"temperature": 0, "top_p": 1},
+        {"max_tokens": 2048, "thinking": {"type": "enabled", "budget_tokens": 1024}, "tool_choice": {"type": "auto"}},
+        {"thinking": {"type": "disabled"}, "tool_choice": {"type": "tool", "name": "f"}},
+        {"thinking": {"type": "adaptive"}, "tool_choice": {"type": "none"}},
+        {"cache_control": {"type": "ephemeral", "ttl": "1h"}},  # automatic caching
+    ],
+)
+def test_anthropic_accepts_the_parameters_the_real_api_accepts(
+    http: httpx.Client, anthropic: FakeAnthropic, extra: JSONObject
+) -> None:
+    response = post_anthropic(http, anthropic, anthropic_body(USER, **extra))
+
+    assert response.status_code == 200, response.text
+
+
+def test_anthropic_automatic_caching_marks_the_last_block(http: httpx.Client, anthropic: FakeAnthropic) -> None:
+    body = anthropic_body({"role": "user", "content": "context " * 200}, cache_control={"type": "ephemeral"})
+
+    first = post_anthropic(http, anthropic, body).json()["usage"]
+    second = post_anthropic(http, anthropic, body).json()["usage"]
+
+    assert first["cache_creation_input_tokens"] > 0
+    assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]
 
 
 def test_anthropic_accepts_a_bearer_token(http: httpx.Client, anthropic: FakeAnthropic) -> None:

@@ -44,9 +44,13 @@ class FakeAnthropic(FakeUpstream):
     assistant message (a prefill), ``x-api-key`` or ``Authorization: Bearer`` credentials. It refuses what the
     real API refuses and a translation could get wrong: a first turn that is not the user's, a ``tool_use`` not
     answered by a ``tool_result`` in the next turn, tool results after other content, empty or whitespace-only
-    text blocks, empty messages, more than four breakpoints. ``POST /v1/messages/count_tokens`` answers
-    ``{"input_tokens": N}`` and ``GET /v1/models`` lists :attr:`models`. See :class:`FakeUpstream` for the script,
-    the recorder and the knobs.
+    text blocks, empty messages, more than four breakpoints, a ``cache_control`` that is not ``ephemeral`` with a
+    ``ttl`` of ``5m`` or ``1h`` (a ``1h`` one after a ``5m`` one too), ``temperature`` or ``top_p`` outside 0..1, and
+    a ``tool_choice`` that forces tool use with extended thinking enabled. A top-level ``cache_control``
+    (automatic caching) marks the last block. Fields it does not check (``context_management``, ``output_config``,
+    ``metadata``, beta tool fields such as ``defer_loading``) are accepted, as the real API accepts them with the
+    beta headers Claude Code sends. ``POST /v1/messages/count_tokens`` answers ``{"input_tokens": N}`` and
+    ``GET /v1/models`` lists :attr:`models`. See :class:`FakeUpstream` for the script, the recorder and the knobs.
 
     Extended thinking: with ``thinking`` enabled every answer opens with a ``thinking`` block (the step's
     reasoning, possibly empty) signed by the fake, or a ``redacted_thinking`` block with ``redact_thinking=True``;
@@ -81,7 +85,7 @@ class FakeAnthropic(FakeUpstream):
     def check(self, body: JSONObject) -> str | None:
         if not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required."
-        return self._check_prompt(body)
+        return self._check_prompt(body) or _check_sampling(body)
 
     def _check_prompt(self, body: JSONObject) -> str | None:
         messages = body.get("messages")
@@ -128,10 +132,11 @@ class FakeAnthropic(FakeUpstream):
             if problem is not None:
                 return problem
             unanswered = {b["id"] for b in blocks if b.get("type") == "tool_use"} if role == "assistant" else set()
-        breakpoints = sum(1 for block in _prompt_blocks(body) if isinstance(block, dict) and "cache_control" in block)
-        if breakpoints > MAX_BREAKPOINTS:
-            return f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {breakpoints}."
-        return None
+        marks = [block["cache_control"] for block in _prompt_blocks(body) if _marked(block)]
+        if len(marks) > MAX_BREAKPOINTS:
+            return f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {len(marks)}."
+        automatic = body.get("cache_control")
+        return _check_cache_controls([*marks, *([] if automatic is None else [automatic])])
 
     def _check_thinking(self, body: JSONObject, turns: list[tuple[int, str, list[Any]]]) -> str | None:
         for index, role, blocks in turns:
@@ -290,7 +295,9 @@ class FakeAnthropic(FakeUpstream):
 
     def _usage(self, body: JSONObject) -> JSONObject:
         blocks = _prompt_blocks(body)
-        breakpoints = [n for n, block in enumerate(blocks, 1) if isinstance(block, dict) and "cache_control" in block]
+        breakpoints = [n for n, block in enumerate(blocks, 1) if _marked(block)]
+        if isinstance(body.get("cache_control"), dict) and blocks:
+            breakpoints.append(len(blocks))  # automatic caching: a breakpoint on the last block
         unmarked = [_without_cache_control(block) for block in blocks]
         read, written, uncached = self._cache.lookup(unmarked, write_at=breakpoints)
         return {"input_tokens": uncached, "cache_creation_input_tokens": written, "cache_read_input_tokens": read}
@@ -324,6 +331,45 @@ def _check_blocks(index: int, blocks: Any, unanswered: set[str]) -> str | None:
             seen_other = True
     if unanswered - answered:
         return f"messages.{index}: tool_use ids {sorted(unanswered - answered)} have no tool_result right after."
+    return None
+
+
+def _marked(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("cache_control") is not None
+
+
+def _check_cache_controls(marks: list[Any]) -> str | None:
+    """Breakpoints in prompt order: ephemeral, a ttl of 5m or 1h, and no 1h one after a 5m one."""
+    seen_short = False
+    for mark in marks:
+        if not isinstance(mark, dict) or mark.get("type") != "ephemeral":
+            return "cache_control.type: Input should be 'ephemeral'."
+        ttl = mark.get("ttl", "5m")
+        if ttl not in ("5m", "1h"):
+            return "cache_control.ttl: Input should be '5m' or '1h'."
+        if ttl == "1h" and seen_short:
+            return "A ttl='1h' cache_control block must not come after a ttl='5m' cache_control block."
+        seen_short = seen_short or ttl == "5m"
+    return None
+
+
+def _check_sampling(body: JSONObject) -> str | None:
+    """The sampling parameters' ranges, and a tool choice that extended thinking allows (auto or none)."""
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1):
+            return f"{name}: Input should be a number between 0 and 1."
+    choice = body.get("tool_choice")
+    if choice is None:
+        return None
+    choice_kind = choice.get("type") if isinstance(choice, dict) else None
+    if choice_kind not in ("auto", "any", "tool", "none"):
+        return "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'."
+    if choice_kind == "tool" and not isinstance(choice.get("name"), str):
+        return "tool_choice.tool.name: Field required."
+    thinking = body.get("thinking")
+    if choice_kind in ("any", "tool") and isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        return "Thinking may not be enabled when tool_choice forces tool use."
     return None
 
 
