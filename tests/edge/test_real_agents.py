@@ -111,11 +111,13 @@ def _leaves(value: Any) -> Iterator[str]:
             yield from _leaves(child)
 
 
-def _never_again(body: dict[str, Any], history_key: str) -> list[str]:
+def _never_again(body: dict[str, Any], history_key: str, new: list[Any]) -> list[str]:
     """What a continuation of ``body`` must not upload: its tool schemas, its system prompt, and the long strings
-    of its messages (JSON-escaped, as they would appear in a frame)."""
+    of its messages (JSON-escaped, as they would appear in a frame), but those the continuation's new messages
+    hold too (the fake signs every empty thinking block alike)."""
     parts = [body.get("tools"), body.get("system"), body.get("instructions"), body.get(history_key)]
-    texts = [text[:160] for text in _leaves(parts) if len(text) >= LONG_LEAF]
+    repeated = set(_leaves(new))
+    texts = [text[:160] for text in _leaves(parts) if len(text) >= LONG_LEAF and text not in repeated]
     return [json.dumps(text, ensure_ascii=False)[1:-1] for text in texts]
 
 
@@ -123,7 +125,9 @@ def _assert_new_content_only(captured: list[dict[str, Any]], history_key: str) -
     for previous, continuation in itertools.pairwise(captured):
         assert continuation["based"], continuation["frames"]
         frames = "".join(continuation["frames"])
-        for snippet in _never_again(previous["body"], history_key):
+        earlier = previous["body"].get(history_key) or []
+        new = [entry for entry in continuation["body"].get(history_key) or [] if entry not in earlier]
+        for snippet in _never_again(previous["body"], history_key, new):
             assert snippet not in frames, (snippet, frames[:2000])
 
 

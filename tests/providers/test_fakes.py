@@ -462,9 +462,9 @@ CLAUDE_CODE_SHAPED: JSONObject = {
         {"role": "user", "content": [TOOL_RESULT]},
         {"role": "user", "content": [{"type": "text", "text": "and then?"}]},
     ],
-    # the top-level fields Claude Code 2.1.328 sends (seen in tests/edge/test_real_agents.py's recordings)
+    # the top-level fields Claude Code 2.1.328 sends (seen in tests/edge/test_real_agents.py's recordings), but
+    # its thinking ({"type": "adaptive"}): with thinking on, this hand-made tool_use would need its signed block
     "metadata": {"user_id": '{"device_id":"9f3a","account_uuid":"","session_id":"40864deb-e49d"}'},
-    "thinking": {"type": "adaptive", "display": "omitted"},
     "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
     "output_config": {"effort": "medium"},
     "tools": [
