@@ -15,6 +15,7 @@ import pytest
 
 from store.backends import Backend, backend_or_skip
 from tether.engine.engine import Engine, EngineLimits
+from tether.protocol.errors import ProtocolError
 from tether.protocol.interrupted import GENERATION_INTERRUPTED, is_interrupted
 from tether.protocol.stream import response_error_code
 from tether.providers.router import ProviderRouter, Route
@@ -215,3 +216,21 @@ async def test_a_dead_nodes_background_response_reads_as_interrupted(
     on_a = await asyncio.wait_for(events_of(a.engine, live), BOUND_S)
     assert is_interrupted(on_a[-1])
     assert (await b.engine.get_response(TENANT, live.response_id))["status"] == "failed"
+
+
+async def test_a_background_response_is_cancelled_on_its_node_and_read_cancelled_on_every_node(
+    nodes: Callable[[str], Node],
+) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    live = await a.engine.create(request(model="gated", input="hi", background=True), tenant=TENANT)
+    await wait_for_events(a.engine, live.response_id, 2)
+
+    with pytest.raises(ProtocolError) as elsewhere:  # only the generating node can stop it
+        await b.engine.cancel(TENANT, live.response_id)
+    assert (elsewhere.value.status, elsewhere.value.code) == (409, "response_generating_elsewhere")
+    assert elsewhere.value.headers["retry-after"] == "1"
+
+    cancelled = await asyncio.wait_for(a.engine.cancel(TENANT, live.response_id), BOUND_S)
+    assert cancelled["status"] == "cancelled"
+    assert (await b.engine.get_response(TENANT, live.response_id))["status"] == "cancelled"
+    assert (await b.engine.cancel(TENANT, live.response_id))["status"] == "cancelled"
