@@ -239,6 +239,17 @@ def test_full_context_expands_compaction_and_drops_what_the_upstream_cannot_take
     assert "previous_response_id" not in create_body(request(context=context), None)
 
 
+def test_reasoning_goes_up_only_where_the_upstream_can_read_it() -> None:
+    raw = {"type": "reasoning", "id": "rs_v", "summary": [], "content": [{"type": "reasoning_text", "text": "hm"}]}
+    summary_only = {"type": "reasoning", "id": "rs_o", "summary": [{"type": "summary_text", "text": "hm"}]}
+    thinking = {"type": "reasoning", "id": "rs_a", "summary": [], "encrypted_content": "tether:anthropic:thinking:s"}
+    sealed = {"type": "reasoning", "id": "rs_e", "summary": [], "encrypted_content": "gAAAAB"}
+    context: list[Item] = [raw, summary_only, thinking, sealed]
+
+    assert upstream_items(context, stateless=True) == [raw, sealed]
+    assert upstream_items(context) == [sealed]
+
+
 def test_continuation_needs_a_mapped_parent_and_a_store_false_one_needs_its_socket() -> None:
     ids = ResponseIdMap(capacity=2)
     ids.put("resp_stored", UpstreamRef("resp_up_s", stored=True))

@@ -140,10 +140,11 @@ def upstream_items(items: Iterable[Item], *, stateless: bool = False) -> list[It
 
     tether's compaction items are expanded into the items they hold; ids the upstream does not need are dropped
     (they are tether's or a client's, not the upstream's). Reasoning items go up as they came (with the upstream's
-    id and ``encrypted_content``), except: one that holds an Anthropic thinking block (no OpenAI upstream reads it),
-    and, for a stateful upstream, one without ``encrypted_content``, which the upstream could only look up by id in
-    a store a full-context turn cannot count on (a delta reaches it through ``previous_response_id``). A stateless
-    upstream (vLLM, SGLang) reads reasoning items as they are.
+    id and ``encrypted_content``), except one that holds an Anthropic thinking block (no OpenAI upstream reads it)
+    and one with neither ``encrypted_content`` nor raw reasoning ``content``: OpenAI could only look that up by id
+    in a store (a full-context turn cannot count on it, and refuses it with ``store: false``; a delta reaches it
+    through ``previous_response_id``). A stateless upstream (vLLM, SGLang) gets its reasoning items back with their
+    ``content``, the reasoning text it wrote.
     """
     result: list[Item] = []
     for item in items:
@@ -157,7 +158,8 @@ def upstream_items(items: Iterable[Item], *, stateless: bool = False) -> list[It
         reasoning = as_reasoning(item)
         if reasoning is not None:
             sealed = reasoning.get("encrypted_content")
-            if is_anthropic_reasoning(sealed) or (not sealed and not stateless):
+            readable = sealed or (stateless and reasoning.get("content"))
+            if is_anthropic_reasoning(sealed) or not readable:
                 continue
         if kind in _ID_OPTIONAL and "id" in item:
             item = {key: value for key, value in item.items() if key != "id"}

@@ -9,8 +9,8 @@ without its ``function_call`` in the context is refused, as OpenAI does.
 A step's reasoning comes out as a ``reasoning`` item of its own (id ``rs_up_…``, one summary part per paragraph),
 with ``encrypted_content`` only when ``include`` asks for ``reasoning.encrypted_content``. As OpenAI does, a
 reasoning item sent back in ``input`` needs an ``encrypted_content`` the fake issued, or (without one) the id of a
-reasoning item of a stored response: anything else is refused. A stateless fake (vLLM, SGLang) takes reasoning
-items back as they come.
+reasoning item of a stored response: anything else is refused. A stateless fake shows its reasoning as raw
+``content`` (``reasoning_text``) too, as vLLM and SGLang do, and takes reasoning items back as they come.
 
 The model plays a script in the scripted model's format (:func:`tether.providers.scripted.load_scripts`): the step
 is the number of model turns since the last user message of the context it materialises, so a workload gives the
@@ -407,6 +407,8 @@ class FakeResponsesUpstream:
             for index, paragraph in enumerate(step.reasoning.split("\n\n")):
                 deltas += [ReasoningSummaryDelta(piece, index) for piece in self._chunks(paragraph) or [""]]
             end: JSONObject = {}
+            if not self.stateful:
+                end["content"] = [{"type": "reasoning_text", "text": step.reasoning}]
             if encrypted:
                 sealed = f"gAAAAB{secrets.token_urlsafe(48)}"
                 with self._lock:
