@@ -452,17 +452,30 @@ async def test_background_is_rejected_and_socket_stays_open(async_client: AsyncO
     assert after.output_text == "still open"
 
 
+async def test_a_steer_is_answered_with_the_sdks_response_steer_failed(async_client: AsyncOpenAI) -> None:
+    async with async_client.responses.connect() as connection:
+        await connection.send_raw('{"type": "response.steer", "previous_response_id": "resp_x", "input": "faster"}')
+        answer = await connection.recv()
+        after = await turn(connection, "still open")
+
+    assert answer.type == "response.steer.failed"
+    assert answer.error.code == "response_not_found"
+    assert answer.steer.previous_response_id == "resp_x"
+    assert answer.steer.input == "faster"
+    assert after.output_text == "still open"
+
+
 @pytest.mark.parametrize(
     ("message", "param"),
     [
         ("not json", None),
         ("[1, 2]", None),
         ('{"type": "session.update"}', "type"),
-        ('{"type": "response.steer", "input": "faster", "previous_response_id": "resp_x"}', "type"),
+        ('{"type": "response.inject", "input": "faster"}', "type"),
         ('{"type": "response.create", "input": "no model"}', "model"),
         ('{"type": "response.create", "model": "echo", "input": "x", "stream_id": "bad id!"}', "stream_id"),
     ],
-    ids=["not-json", "not-an-object", "unknown-event", "steer", "missing-model", "invalid-stream-id"],
+    ids=["not-json", "not-an-object", "unknown-event", "inject", "missing-model", "invalid-stream-id"],
 )
 async def test_invalid_client_message_is_an_error_event_and_socket_stays_open(
     async_client: AsyncOpenAI, message: str, param: str | None

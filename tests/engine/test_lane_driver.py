@@ -13,6 +13,7 @@ from tether.engine.lane_driver import CLOSE_NORMAL, Close, LaneDriver
 from tether.engine.stream_log import StreamLog
 from tether.protocol.events import OutgoingEvent, StreamEvent
 from tether.protocol.lanes import LaneLimits
+from tether.protocol.steer import SteerFailedEvent
 
 from .support import TENANT, GatedProvider
 
@@ -34,7 +35,7 @@ async def driver(engine: Engine) -> AsyncIterator[LaneDriver]:
     await driver.aclose()
 
 
-async def next_out(driver: LaneDriver) -> OutgoingEvent | Close:
+async def next_out(driver: LaneDriver) -> OutgoingEvent | SteerFailedEvent | Close:
     return await asyncio.wait_for(driver.outbox.get(), BOUND_S)
 
 
@@ -49,6 +50,7 @@ async def until_ends(driver: LaneDriver, count: int) -> list[OutgoingEvent]:
     while ended < count:
         item = await next_out(driver)
         assert not isinstance(item, Close)
+        assert item["type"] != "response.steer.failed"
         out.append(item)
         if item["type"] in ("response.completed", "response.failed", "response.incomplete") or (
             item["type"] == "error" and "sequence_number" not in item
@@ -87,7 +89,7 @@ async def test_turns_on_different_lanes_run_at_once(driver: LaneDriver, gated: G
     ("message", "code", "lane"),
     [
         ("not json", "invalid_json", None),
-        ('{"type": "response.steer", "stream_id": "a"}', "unsupported_event", "a"),
+        ('{"type": "response.inject", "stream_id": "a"}', "unsupported_event", "a"),
         ('{"type": ["response.create"]}', "invalid_event_type", None),
         ('{"stream_id": "b"}', "missing_required_parameter", "b"),
         ('{"type": "response.create", "stream_id": "c"}', "missing_required_parameter", "c"),
@@ -131,7 +133,7 @@ async def test_the_age_limit_refuses_new_turns_lets_running_ones_finish_then_clo
         await asyncio.wait_for(driver.aged_out.wait(), BOUND_S)
         driver.receive(create("b"))
         gated.gate.set()
-        out: list[OutgoingEvent | Close] = []
+        out: list[OutgoingEvent | SteerFailedEvent | Close] = []
         while not out or not isinstance(out[-1], Close):
             out.append(await next_out(driver))
     finally:
@@ -163,3 +165,76 @@ async def test_closing_stops_following_but_the_engine_owned_turn_goes_on(engine:
     events = await asyncio.wait_for(until_closed(running.log), BOUND_S)
     assert events[-1]["type"] == "response.completed"
     assert len(gated.requests) == 1
+
+
+async def steer_answer(driver: LaneDriver, event: dict[str, object]) -> SteerFailedEvent:
+    driver.receive(orjson.dumps({"type": "response.steer", **event}).decode())
+    answer = await next_out(driver)
+    assert not isinstance(answer, Close)
+    assert answer["type"] == "response.steer.failed", answer
+    return answer
+
+
+async def test_steering_a_response_in_flight_is_not_supported_and_the_turn_goes_on(
+    driver: LaneDriver, gated: GatedProvider
+) -> None:
+    driver.receive(create("side"))
+    created = await next_out(driver)
+    assert not isinstance(created, Close)
+    assert created["type"] == "response.created"
+    target = created["response"]["id"]
+    in_progress = await next_out(driver)
+    assert not isinstance(in_progress, Close)
+    assert in_progress["type"] == "response.in_progress"
+    await gated.arrived(1)
+    failed = await steer_answer(driver, {"previous_response_id": target, "input": "go faster"})
+    assert failed["error"] == {
+        "code": "steering_not_supported",
+        "message": f"Response '{target}' cannot be steered: tether does not relay steering input to its upstream.",
+        "type": "invalid_request_error",
+    }
+    assert failed["steer"] == {"input": "go faster", "previous_response_id": target}
+    assert failed["stream_id"] == "side"  # the steered response's lane
+    gated.gate.set()
+    assert (await until_ends(driver, 1))[-1]["type"] == "response.completed"
+    after = await steer_answer(driver, {"previous_response_id": target, "input": "go faster"})
+    assert after["error"]["code"] == "response_already_completed"
+    assert after["stream_id"] == "side"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"previous_response_id": "resp_unknown", "input": "x"},
+        {"previous_response_id": "resp_unknown", "input": [{"role": "user", "content": "x"}]},
+    ],
+)
+async def test_steering_a_response_this_connection_does_not_run_is_not_found(
+    driver: LaneDriver, event: dict[str, object]
+) -> None:
+    failed = await steer_answer(driver, event)
+    assert failed["error"]["code"] == "response_not_found"
+    assert "stream_id" not in failed
+    assert failed["sequence_number"] == 0
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"input": "x"},
+        {"previous_response_id": 5, "input": "x"},
+        {"previous_response_id": "resp_x"},
+        {"previous_response_id": "resp_x", "input": ""},
+        {"previous_response_id": "resp_x", "input": []},
+        {"previous_response_id": "resp_x", "input": [{"role": "assistant", "content": "x"}]},
+        {"previous_response_id": "resp_x", "input": [{"type": "function_call_output", "call_id": "c", "output": ""}]},
+        {"previous_response_id": "resp_x", "input": [{"role": "user", "content": [{"type": "output_text"}]}]},
+        {"previous_response_id": "resp_x", "input": "x", "stream_id": "a"},
+        {"previous_response_id": "resp_x", "input": "x", "model": "m"},
+    ],
+)
+async def test_an_invalid_steer_is_invalid_input(driver: LaneDriver, event: dict[str, object]) -> None:
+    failed = await steer_answer(driver, event)
+    assert failed["error"]["code"] == "invalid_input"
+    assert failed["steer"]["input"] == event.get("input")
+    assert driver.outbox.empty()

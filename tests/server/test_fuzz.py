@@ -296,7 +296,8 @@ def socket_(fuzzed: ServeProcess) -> Iterator[Socket]:
 
 def ends_answer(event: dict[str, Any]) -> bool:
     terminal = event["type"] in ("response.completed", "response.failed", "response.incomplete")
-    return terminal or (event["type"] == "error" and "sequence_number" not in event)
+    steering = event["type"] == "response.steer.failed"  # a response.steer's whole answer
+    return terminal or steering or (event["type"] == "error" and "sequence_number" not in event)
 
 
 def send_ws(socket_: Socket, tally: Tally, message: str | bytes) -> None:

@@ -467,7 +467,7 @@ BAD_FRAMES: list[tuple[str, Any, str | None, str | None]] = [
     ("empty", "", "invalid_json", None),
     ("unknown-type", {"type": "response.cancel"}, "invalid_event_type", "type"),
     ("missing-type", {"model": "x", "input": "hi"}, "missing_required_parameter", "type"),
-    ("steer", {"type": "response.steer", "input": "faster"}, "unsupported_event", "type"),
+    ("inject", {"type": "response.inject", "input": "faster"}, "unsupported_event", "type"),
     ("missing-model", {"type": "response.create", "input": "hi"}, "missing_required_parameter", "model"),
     ("null-model", create_event(model=None), "missing_required_parameter", "model"),
     ("model-number", create_event(model=5), "invalid_type", "model"),
@@ -519,9 +519,54 @@ async def test_bad_events_on_a_named_lane_echo_it(shared_server: RunningServer) 
         error = await error_turn(ws, model=5, stream_id="side")
         expect_ws_error(error, "invalid_type", 400)
         assert error["stream_id"] == "side"
-        await send_json(ws, {"type": "response.steer", "stream_id": "side"})
+        await send_json(ws, {"type": "response.inject", "stream_id": "side"})
         error = expect_ws_error(await receive(ws), "unsupported_event", 400)
         assert error["stream_id"] == "side"
+
+
+# -- response.steer: answered with response.steer.failed and the protocol's code; the socket stays open -----------
+
+
+async def steer(ws: Any, **fields: Any) -> JSONObject:
+    await send_json(ws, {"type": "response.steer", **fields})
+    answer = await receive(ws)
+    assert answer["type"] == "response.steer.failed", answer
+    assert answer["error"]["type"] == "invalid_request_error"
+    assert answer["sequence_number"] == 0
+    return answer
+
+
+async def test_steering_is_refused_with_the_reason_and_the_turns_go_on(make_server: ServerFactory) -> None:
+    server = make_server(scripted={"ttft_s": 3.0})  # the turn is in flight while the steer is answered
+    async with connect(server.ws_url) as ws:
+        await send_create(ws, input="a long task", stream_id="side")
+        created, in_progress = await receive(ws), await receive(ws)
+        assert [created["type"], in_progress["type"]] == ["response.created", "response.in_progress"]
+        target = created["response"]["id"]
+        failed = await steer(ws, previous_response_id=target, input="focus on the tests")
+        assert failed["error"]["code"] == "steering_not_supported", failed
+        assert failed["stream_id"] == "side"
+        assert failed["steer"] == {"input": "focus on the tests", "previous_response_id": target}
+        rest = await receive_turn(ws)
+        assert rest[-1]["type"] == "response.completed"
+        assert rest[-1]["response"]["id"] == target
+        done = await steer(ws, previous_response_id=target, input=[{"role": "user", "content": "and now?"}])
+        assert done["error"]["code"] == "response_already_completed"
+        missing = await steer(ws, previous_response_id="resp_elsewhere", input="x")
+        assert missing["error"]["code"] == "response_not_found"
+        assert "stream_id" not in missing
+        invalid = await steer(ws, previous_response_id=target, input="x", stream_id="side")
+        assert invalid["error"]["code"] == "invalid_input"
+        assert output_text(await completed_turn(ws, model="echo", input="still open")) == "still open"
+
+
+async def test_steering_a_response_of_another_connection_is_not_found(shared_server: RunningServer) -> None:
+    async with connect(shared_server.ws_url) as first:
+        response = await completed_turn(first, input="mine")
+    async with connect(shared_server.ws_url) as second:
+        failed = await steer(second, previous_response_id=response["id"], input="x")
+        assert failed["error"]["code"] == "response_not_found"
+        assert await completed_turn(second, input="still open")
 
 
 # -- size limit ---------------------------------------------------------------------------------------------------

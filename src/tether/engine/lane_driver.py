@@ -26,12 +26,14 @@ from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.events import StreamEvent
 from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
 from tether.protocol.request import MAX_INPUT_ITEMS, CreateRequest
+from tether.protocol.steer import SteerFailedEvent, SteerRequest, steer_failed
 from tether.protocol.stream import with_stream_id
 
 _log = structlog.get_logger("tether.websocket")
 
 CLOSE_NORMAL = 1000
 OUTBOX_SIZE = 1024
+FINISHED_KEPT = 256  # responses this connection ran that a response.steer is told are already completed
 
 # A lane's work: a turn (its request and who sent it), or a resume. Both count against the same lane limits, so a
 # client cannot multiply the server's memory by asking for many resumes at once (each may load a stored log).
@@ -75,7 +77,7 @@ class LaneDriver:
         self.max_age_s = max_age_s
         self.max_input_items = max_input_items
         self.drain_timeout_s = drain_timeout_s
-        self.outbox: asyncio.Queue[StreamEvent | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self.outbox: asyncio.Queue[StreamEvent | SteerFailedEvent | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
         self.tasks: set[asyncio.Task[None]] = set()
         self.aged_out = asyncio.Event()  # set once the connection reached its age limit
         self.closed = False
@@ -85,6 +87,8 @@ class LaneDriver:
         # A resume past its grace period loads the response's whole stored log into memory; one at a time per
         # connection keeps a client that never reads from holding more than one such log.
         self._replays = asyncio.Semaphore(1)
+        self._running: dict[str, Lane] = {}  # this connection's responses in flight, by id: their lanes
+        self._finished: dict[str, Lane] = {}  # the last FINISHED_KEPT of them that ended
 
     @property
     def tenant(self) -> str:
@@ -116,6 +120,9 @@ class LaneDriver:
                 raise connection_limit_reached(self.max_age_s)
             if isinstance(event, ProtocolError):
                 raise event
+            if isinstance(event, SteerRequest):
+                self._steer(event)
+                return
             job: Job = (
                 event
                 if isinstance(event, ResumeRequest)
@@ -130,6 +137,24 @@ class LaneDriver:
         """Answer with an error event now; dropped if the outbox is full (the client is not reading)."""
         with contextlib.suppress(asyncio.QueueFull):
             self.outbox.put_nowait(error.ws_event(stream_id=lane))
+
+    def _steer(self, request: SteerRequest) -> None:
+        """Answer a ``response.steer``: no provider tether runs takes steering input, so it always fails, with the
+        code that says why (see :mod:`tether.protocol.steer`)."""
+        target = request.previous_response_id
+        if request.problem is not None:
+            event = steer_failed(request, "invalid_input", request.problem, lane=None)
+        elif target in self._running:
+            message = f"Response '{target}' cannot be steered: tether does not relay steering input to its upstream."
+            event = steer_failed(request, "steering_not_supported", message, lane=self._running[target])
+        elif target in self._finished:
+            message = f"Response '{target}' has completed and no longer accepts steering input."
+            event = steer_failed(request, "response_already_completed", message, lane=self._finished[target])
+        else:
+            message = f"Response '{target}' is not available on this connection."
+            event = steer_failed(request, "response_not_found", message, lane=None)
+        with contextlib.suppress(asyncio.QueueFull):
+            self.outbox.put_nowait(event)
 
     # -- turns ---------------------------------------------------------------------------------------------
 
@@ -182,7 +207,11 @@ class LaneDriver:
             live = await self.engine.create(
                 request, tenant=self.tenant, connection=self.connection, lane=lane, origin=origin
             )
-            await self._forward(live, -1, lane)
+            self._running[live.response_id] = lane
+            try:
+                await self._forward(live, -1, lane)
+            finally:
+                self._ended(live.response_id)
         except ProtocolError as error:
             await self.outbox.put(error.ws_event(stream_id=lane))
         except Exception:
@@ -190,6 +219,11 @@ class LaneDriver:
             await self.outbox.put(server_error().ws_event(stream_id=lane))
         finally:
             self._start_next(lane)
+
+    def _ended(self, response_id: str) -> None:
+        self._finished[response_id] = self._running.pop(response_id, None)
+        if len(self._finished) > FINISHED_KEPT:
+            del self._finished[next(iter(self._finished))]
 
     # -- the age limit -------------------------------------------------------------------------------------
 

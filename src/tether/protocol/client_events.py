@@ -2,8 +2,9 @@
 
 A WebSocket client sends one JSON object per text message. ``response.create`` carries a create request (parsed as
 :func:`~tether.protocol.request.parse_create` does for HTTP bodies); ``tether:response.resume`` asks for the events
-of a response after a sequence number. Events the hosted API knows but tether does not implement are refused with
-``unsupported_event``; anything else is ``invalid_event_type``.
+of a response after a sequence number; ``response.steer`` is read by :mod:`tether.protocol.steer` (and answered
+with ``response.steer.*`` events, never ``error``). Events the hosted API knows but tether does not implement are
+refused with ``unsupported_event``; anything else is ``invalid_event_type``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from tether.protocol.request import (
     parse_create,
     validation_error,
 )
+from tether.protocol.steer import STEER_EVENT, SteerRequest, read_steer
 from tether.protocol.vocabulary import CREATE_EVENT, RESUME_EVENT
 from tether.types import JSONObject
 
-UNSUPPORTED_CLIENT_EVENTS = frozenset({"response.steer", "response.inject", "response.interrupt"})
+UNSUPPORTED_CLIENT_EVENTS = frozenset({"response.inject", "response.interrupt"})
 
-ClientEventType = Literal["response.create", "tether:response.resume"]
+ClientEventType = Literal["response.create", "tether:response.resume", "response.steer"]
 
 
 class ResumeRequest(BaseModel):
@@ -65,10 +67,12 @@ def client_event_type(body: JSONObject) -> ClientEventType:
         return "response.create"
     if event_type == RESUME_EVENT:
         return "tether:response.resume"
+    if event_type == STEER_EVENT:
+        return "response.steer"
     raise _unsupported_event(event_type)
 
 
-def parse_client_event(event_type: ClientEventType, body: JSONObject) -> CreateRequest | ResumeRequest:
+def parse_client_event(event_type: ClientEventType, body: JSONObject) -> ClientEvent:
     """Validate an event of a known type (see :func:`client_event_type`).
 
     Raises:
@@ -76,10 +80,12 @@ def parse_client_event(event_type: ClientEventType, body: JSONObject) -> CreateR
     """
     if event_type == "tether:response.resume":
         return parse_resume(body)
+    if event_type == "response.steer":
+        return read_steer(body)
     return parse_create(body, Transport.WEBSOCKET)
 
 
-ClientEvent = CreateRequest | ResumeRequest
+ClientEvent = CreateRequest | ResumeRequest | SteerRequest
 
 
 def read_client_event(text: str, max_input_items: int) -> tuple[Lane, ClientEvent | ProtocolError]:
@@ -95,6 +101,8 @@ def read_client_event(text: str, max_input_items: int) -> tuple[Lane, ClientEven
         event = parse_client_event(client_event_type(body), body)
     except ProtocolError as error:
         return lane, error
+    if isinstance(event, SteerRequest):  # answered on the steered response's lane, whatever the event says
+        return None, event
     return event.stream_id, event
 
 

@@ -1,0 +1,52 @@
+"""Reading ``response.steer`` and building ``response.steer.failed``, in process."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.protocol.steer import read_steer, steer_failed
+from tether.types import JSONObject
+
+
+@pytest.mark.parametrize(
+    "steering_input",
+    [
+        "go on",
+        [{"role": "user", "content": "go on"}],
+        [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "go on"}]}],
+        [{"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}, {"type": "input_file"}]}],
+    ],
+)
+def test_the_shapes_the_api_accepts_are_valid(steering_input: object) -> None:
+    request = read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": steering_input})
+    assert request.problem is None
+    assert request.previous_response_id == "resp_a"
+    assert request.input == steering_input
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"input": "x"}, "previous_response_id"),
+        ({"previous_response_id": "resp_a", "input": "x", "stream_id": "a"}, "stream_id"),
+        ({"previous_response_id": "resp_a", "input": "x", "model": "m"}, "'model'"),
+        ({"previous_response_id": "resp_a", "input": [{"role": "developer", "content": "x"}]}, "input[0]"),
+        ({"previous_response_id": "resp_a", "input": {"role": "user"}}, "non-empty"),
+    ],
+)
+def test_an_invalid_event_says_what_is_wrong(body: JSONObject, says: str) -> None:
+    request = read_steer({"type": "response.steer", **body})
+    assert request.problem is not None
+    assert says in request.problem
+
+
+def test_the_failure_returns_the_input_and_names_the_lane_only_when_given() -> None:
+    request = read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": "x"})
+    failed = steer_failed(request, "response_not_found", "gone", lane=None)
+    assert failed == {
+        "type": "response.steer.failed",
+        "sequence_number": 0,
+        "error": {"code": "response_not_found", "message": "gone", "type": "invalid_request_error"},
+        "steer": {"input": "x", "previous_response_id": "resp_a"},
+    }
+    assert steer_failed(request, "steering_not_supported", "no", lane="side")["stream_id"] == "side"
