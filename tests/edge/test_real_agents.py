@@ -166,7 +166,10 @@ def test_claude_code_tool_loop_reaches_the_upstream_untouched(tmp_path: Path) ->
     for sent, received in zip(captured, upstream, strict=True):
         assert received["body"] == sent["body"]
         assert received["headers"]["x-api-key"] == "<set>"  # the agent's own key; the fake refuses any other
-        assert "anthropic-beta" in received["headers"]
+        features = {k: v for k, v in sent["headers"].items() if k.startswith(("anthropic-", "x-claude-code-"))}
+        assert "anthropic-beta" in features  # the feature flags the upstream must receive
+        assert {k: received["headers"].get(k) for k in features} == features
+        assert "x-api-key" not in sent["headers"]  # the edge keeps no credential, not even in its capture
     _assert_claude_ran_three_rounds(result, captured[-1]["body"])
     _assert_new_content_only(captured, "messages")
     for previous, continuation in itertools.pairwise(captured):

@@ -130,7 +130,8 @@ async def captured(request: Request) -> Response:
     entries = [
         {"api": entry["api"], "path": entry["path"], "body": entry["body"], "uploaded": entry["turn"].uploaded,
          "based": entry["turn"].delta.base is not None, "shared": entry["turn"].delta.shared,
-         "frames": [frame.decode() for frame in entry["turn"].frames]}
+         "frames": [frame.decode() for frame in entry["turn"].frames],
+         "headers": {k: v for k, v in entry["turn"].headers.items() if k.lower() not in _CREDENTIALS}}
         for entry in kept
     ]  # fmt: skip
     return Response(orjson.dumps(entries), media_type="application/json")
