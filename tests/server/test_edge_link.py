@@ -17,6 +17,7 @@ from tether.providers.scripted import ScriptedProvider, ScriptedTiming
 from tether.server.auth import Authenticator
 from tether.server.edge_content import EdgeContent
 from tether.server.edge_link import EdgeGateway
+from tether.server.edge_pieces import INTERRUPTED_END
 from tether.server.edge_turns import EdgeTurns, TurnLog
 from tether.store.memory import MemoryStore
 
@@ -157,3 +158,17 @@ async def test_a_store_false_request_never_reaches_the_store() -> None:
         refused = await other.open_turn("t", frame("two", private, {**private, "input": NEXT["input"]}), {})
         assert not isinstance(refused, TurnLog)
         assert refused["code"] == wire.UNKNOWN_BASE
+
+
+@pytest.mark.parametrize("request_body", [{**BASE, "stream": True}, BASE])
+async def test_a_turn_whose_node_died_ends_interrupted_so_the_edge_retries_it(
+    gateway: EdgeGateway, request_body: dict[str, Any]
+) -> None:
+    # The edge's turn "dead" is held by a node whose lease has already lapsed (it died mid-generation).
+    claim = await gateway.engine.store.claim_turn("t", "resp_dead", key="edge:dead", node="gone", lease_s=0.0)
+    assert claim.lease is not None
+    log = await gateway.open_turn("t", frame("dead", MISSING, request_body), {})
+    assert isinstance(log, TurnLog)
+    answer = await pieces(log)
+    assert answer[-1] == INTERRUPTED_END  # not the agent's error: the edge sends the turn again under a new key
+    assert all("body" not in piece and "event" not in piece for piece in answer)
