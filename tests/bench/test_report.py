@@ -1,7 +1,7 @@
 """The report's per-profile comparison tables and the tier table, from runs built by hand."""
 
 from tether.bench.harness import Run
-from tether.bench.report import cells, comparison_tables, tier_table
+from tether.bench.report import agent_api_tables, cells, comparison_tables, tier_table
 
 
 def run(arm: str, *, tier: str = "packet", profile: str = "inflight-geo", completed: bool = True,
@@ -31,3 +31,12 @@ def test_the_tier_table_pairs_the_same_cell() -> None:
     table = tier_table(cells(runs))
     assert "| inflight-geo | t | ws | 4.00 | 6.00 | 10.0 | 10.0 | 1/1 | 1/1 |" in table
     assert "| x |" not in table, "a cell run in one tier only is left out"
+
+
+def test_agent_api_arms_are_compared_with_their_own_direct_path_only() -> None:
+    # They play the task with the agent's own tools and system prompt: a ratio against stateless-http would set two
+    # different workloads side by side.
+    runs = [run("stateless-http", up=40960), run("direct-responses", up=81920), run("edge-responses", up=2048)]
+    assert "responses" not in comparison_tables(cells(runs))
+    table = agent_api_tables(cells(runs))
+    assert "| responses | edge-responses | 2.0 | 97.5% |" in table

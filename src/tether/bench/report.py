@@ -10,13 +10,15 @@ from pathlib import Path
 
 from rich.table import Table
 
+from tether.bench.agent_arms import AGENT_ARMS
 from tether.bench.agent_turns import APIS
 from tether.bench.harness import Run
 
 BASELINE = "stateless-http"
 COMPARISON_ARMS = ("stateless-http", "ws", "tether-client")
 """The arms of each profile's comparison table: direct stateless HTTP, the openai SDK on WebSocket, tether's client.
-Arms whose name starts with ``EDGE_PREFIX`` (each API through ``tether edge``) join them when they are run."""
+Arms whose name starts with ``EDGE_PREFIX`` join them when they are run, but for the agent-API arms (``AGENT_ARMS``),
+which play their own workload and are set against their own direct path in :func:`agent_api_tables`."""
 EDGE_PREFIX = "edge-"
 
 
@@ -237,7 +239,9 @@ def headline(all_cells: list[Cell]) -> str:
 
 
 def _arms_compared(all_cells: list[Cell]) -> list[str]:
-    present = {cell.arm for cell in all_cells}
+    """The compared arms present; the agent-API arms (their own workload, their own baseline) are in
+    :func:`agent_api_tables` instead."""
+    present = {cell.arm for cell in all_cells} - set(AGENT_ARMS)
     edge = sorted(arm for arm in present if arm.startswith(EDGE_PREFIX))
     return [arm for arm in COMPARISON_ARMS if arm in present] + edge
 
