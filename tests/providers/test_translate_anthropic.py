@@ -486,6 +486,23 @@ def test_reasoning_settings_anthropic_cannot_take_are_a_400(params: JSONObject, 
     assert (raised.value.status, raised.value.param) == (400, param)
 
 
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "name": "read_file"}])
+def test_thinking_with_a_forced_tool_is_a_400_before_the_upstream_is_asked(tool_choice: str | JSONObject) -> None:
+    request = make_request(
+        [user("Hi.")], tools=[TOOL], tool_choice=tool_choice, params={"reasoning": {"effort": "low"}}
+    )
+    with pytest.raises(ProtocolError) as raised:
+        anthropic_request(request)
+    assert (raised.value.status, raised.value.code, raised.value.param) == (400, "unsupported_value", "tool_choice")
+    auto = make_request([user("Hi.")], tools=[TOOL], params={"reasoning": {"effort": "low"}})
+    assert anthropic_request(auto)["tool_choice"] == {"type": "auto"}
+    # A configured default budget is a default: a turn that forces a tool runs without thinking.
+    configured = anthropic_request(
+        make_request([user("Hi.")], tools=[TOOL], tool_choice=tool_choice), thinking_budget_tokens=3000
+    )
+    assert "thinking" not in configured
+
+
 def test_text_in_a_block_start_and_input_given_whole_are_kept() -> None:
     events, _ = decode(
         [

@@ -106,13 +106,23 @@ def anthropic_request(
         "messages": conversation.messages(),
         "stream": True,
     }
-    thinking = thinking_config(request.params, thinking_budget_tokens)
-    if thinking is not None:
+    tools, mode = function_tools(request.tools, request.tool_choice)
+    thinking = thinking_config(request.params, None)
+    forced = bool(tools) and (mode == "required" or mode.startswith("function:"))
+    if thinking is None and not forced:
+        thinking = thinking_config(request.params, thinking_budget_tokens)  # the configured default
+    if thinking is not None and thinking.get("type") != "disabled":
+        if forced:
+            raise unsupported(
+                "extended thinking (reasoning.effort) cannot be used with a tool_choice that forces a tool on this "
+                "upstream; use tool_choice auto or none, or reasoning.effort none",
+                "tool_choice",
+            )
         body["max_tokens"] = fit_budget(thinking, request.params.get("max_output_tokens"), default_max_tokens)
+    if thinking is not None:
         body["thinking"] = thinking
     if system:
         body["system"] = system
-    tools, mode = function_tools(request.tools, request.tool_choice)
     if tools:
         body["tools"] = [_tool(tool) for tool in tools]
         body["tool_choice"] = _tool_choice(mode, request.params.get("parallel_tool_calls") is False)
