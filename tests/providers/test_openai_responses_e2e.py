@@ -219,9 +219,10 @@ def test_new_and_unknown_request_fields_reach_the_upstream_untouched(
     gateway = start_gateway(make_server, fake, tmp_path, transport)
     passed = {
         "prompt_cache_retention": "24h",
-        "prompt_cache_options": {"mode": "explicit"},
+        "prompt_cache_options": {"mode": "explicit", "ttl": "12h", "comparison_response_id": "resp_upstream_1"},
         "moderation": {"enabled": False},
-        "background_options": {"ttl": 60},
+        "background_options": {"completion_window": "soonest", "continuation_id": "cont_1"},
+        "access_programs": ["prog_1"],
         "x_future_field": {"nested": [1, "two", None]},
     }
     with OpenAI(api_key="client-key", base_url=gateway.base_url, max_retries=0) as client:
