@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import httpx2 as httpx
 import orjson
 import psycopg
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from store.backends import POSTGRES_URL, REDIS_URL, postgres_unreachable, redis_unreachable, unique_name
@@ -104,6 +106,20 @@ class Node:
 
     def log(self) -> str:
         return (self.workdir / f"{self.name}-{self.starts}.log").read_text(errors="replace")
+
+    def counters(self, *names: str) -> Counter[tuple[str, tuple[tuple[str, str], ...]]]:
+        """The samples of these counters on the node's ``/metrics``, by name and labels (none while it is down or
+        still starting: a process that has not served yet has counted nothing)."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10.0).text
+        except httpx.ConnectError:
+            return Counter()
+        found: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in names:
+                    found[(sample.name, tuple(sorted(sample.labels.items())))] += int(sample.value)
+        return found
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Any) -> None:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -46,6 +47,11 @@ MODEL = "script:cluster_loop"
 PACED = {"TETHER_SCRIPTED__TTFT_S": "0.02", "TETHER_SCRIPTED__TOKENS_PER_SECOND": "60"}
 SEEDS = {"postgres": 11, "redis": 12}
 TEST_TIMEOUT_S = 600.0
+INTERRUPTION_COUNTERS = (
+    "tether_generations_interrupted_total",
+    "tether_claims_taken_over_total",
+    "tether_lease_renewals_failed_total",
+)
 
 
 @pytest.fixture(params=["postgres", "redis"])
@@ -69,6 +75,32 @@ def assert_one_completed_generation_per_turn(cluster: Cluster, interrupted: int)
     assert set(done.values()) == {1}
     assert sum(turn["state"] == "interrupted" for turn in turns) == interrupted
     assert not [turn for turn in turns if turn["state"] == "running"]
+
+
+def assert_each_interrupted_turn_retried_once(turns: list[dict[str, Any]], shown: list[list[str]]) -> None:
+    """Every interrupted generation was shown to the client, which created its turn exactly once more (same key)."""
+    by_id = {turn["id"]: turn for turn in turns}
+    for attempts in shown:
+        *interrupted, completed = attempts
+        assert [by_id[response_id]["state"] for response_id in interrupted] == ["interrupted"] * len(interrupted)
+        assert by_id[completed]["state"] == "done"
+        assert len(set(attempts)) == len(attempts)
+        assert {by_id[response_id]["key"] for response_id in attempts} == {by_id[completed]["key"]}
+    reported = {response_id for attempts in shown for response_id in attempts[:-1]}
+    assert reported == {turn["id"] for turn in turns if turn["state"] == "interrupted"}
+
+
+async def assert_no_completed_turn_lost(cluster: Cluster, completed: list[str]) -> None:
+    """Every node serves every completed turn of the loop, with its text."""
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        for node in cluster.nodes:
+            for turn, response_id in enumerate(completed):
+                stored = (await client.get(f"http://127.0.0.1:{node.port}/v1/responses/{response_id}")).json()
+                assert stored["status"] == "completed"
+                texts = [
+                    part["text"] for item in stored["output"] if item["type"] == "message" for part in item["content"]
+                ]
+                assert texts == [expected_text(turn)]
 
 
 @pytest.mark.timeout(TEST_TIMEOUT_S)
@@ -142,13 +174,25 @@ async def test_tether_client_loop_survives_its_node_being_killed(cluster: Cluste
     rng = random.Random(SEEDS[cluster.kind])
     between = set(rng.sample(range(1, TURNS), 3))  # kill before these turns start
     midway = {turn: rng.randint(1, 4) for turn in rng.sample(sorted(set(range(TURNS)) - between), 3)}  # after N deltas
-    restarts: list[asyncio.Task[None]] = []
+    restarts: dict[str, asyncio.Task[None]] = {}
+    shown: list[list[str]] = []
     killed_midway: list[str] = []
+    lives: dict[tuple[str, int], Counter[tuple[str, tuple[tuple[str, str], ...]]]] = {}  # per node process
+
+    async def scrape() -> None:
+        """Each node process's counters, read before every turn: a turn kills at most one node, and the only
+        interruption it can bring is counted after that kill, so a killed process's last reading is its whole life."""
+        for node in cluster.nodes:
+            lives[(node.name, node.starts)] = await asyncio.to_thread(node.counters, *INTERRUPTION_COUNTERS)
 
     async def kill(node_name: str) -> None:
         node = cluster.node(node_name)
         await asyncio.to_thread(node.kill)
-        restarts.append(asyncio.create_task(asyncio.to_thread(node.start)))
+        starting = restarts.pop(node_name, None)
+        if starting is not None:  # it served before its start-up check saw it ready, which now fails
+            with contextlib.suppress(RuntimeError):
+                await starting
+        restarts[node_name] = asyncio.create_task(asyncio.to_thread(node.start))
 
     retry = RetryPolicy(initial_delay_s=0.05, max_delay_s=1.0, max_attempts=60, max_elapsed_s=120.0)
     async with AsyncSession(
@@ -156,15 +200,20 @@ async def test_tether_client_loop_survives_its_node_being_killed(cluster: Cluste
     ) as session:
         items: Any = "Run the cluster loop."
         for turn in range(TURNS):
+            await scrape()
             if turn in between:
                 assert session.last_response_id is not None
                 await kill(cluster.node_of(session.last_response_id))
             stream = session.stream(items)
             texts: list[str] = []
             resets = deltas = 0
+            attempts: list[str] = []  # the responses the client was shown for this turn, the last one completed
             async for delta in stream:
+                if not attempts and session.pending is not None and session.pending.response_id is not None:
+                    attempts.append(session.pending.response_id)
                 if isinstance(delta, TurnReset):
                     texts, resets = [], resets + 1
+                    attempts.append(delta.response_id)
                 elif isinstance(delta, TextDelta):
                     texts.append(delta.text)
                     deltas += 1
@@ -177,19 +226,34 @@ async def test_tether_client_loop_survives_its_node_being_killed(cluster: Cluste
             result = stream.result
             assert result.status == "completed"
             assert "".join(texts) == result.text == expected_text(turn)  # each delta once, none missing
+            assert attempts[-1] == result.response_id
+            shown.append(attempts)
             if turn < TURNS - 1:
                 [call] = result.function_calls
                 items = [call.output(f"fact {turn + 1}")]
-        await asyncio.gather(*restarts)
+        await asyncio.gather(*restarts.values())
+    await scrape()
+    reported = sum(lives.values(), Counter())
 
     # Each kill mid-stream interrupted its generation (unless the turn committed first: then nothing was lost), the
     # client was told and created the turn once more.
-    states = {turn["id"]: turn["state"] for turn in cluster.turns()}
+    turns = cluster.turns()
+    states = {turn["id"]: turn["state"] for turn in turns}
     interrupted = sum(states[response_id] == "interrupted" for response_id in killed_midway)
     assert len(killed_midway) == len(midway)
     assert interrupted >= 1
     assert session.stats.interrupted == interrupted
     assert_one_completed_generation_per_turn(cluster, interrupted=interrupted)
+    assert_each_interrupted_turn_retried_once(turns, shown)
+    await assert_no_completed_turn_lost(cluster, [attempts[-1] for attempts in shown])
+    # The nodes that took the dead nodes' claims over counted each interruption once, and nothing else.
+    assert reported == {
+        ("tether_generations_interrupted_total", (("node", dead), ("reason", "lease_expired"))): count
+        for dead, count in Counter(turn["node"] for turn in turns if turn["state"] == "interrupted").items()
+    } | {
+        ("tether_claims_taken_over_total", (("node", dead),)): count
+        for dead, count in Counter(turn["node"] for turn in turns if turn["state"] == "interrupted").items()
+    }
 
 
 @pytest.mark.timeout(TEST_TIMEOUT_S)

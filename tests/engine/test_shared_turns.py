@@ -15,6 +15,7 @@ import pytest
 
 from store.backends import Backend, backend_or_skip
 from tether.engine.engine import Engine, EngineLimits
+from tether.engine.observer import InterruptReason, LeaseRenewal, TurnObserver
 from tether.protocol.errors import ProtocolError
 from tether.protocol.interrupted import GENERATION_INTERRUPTED, is_interrupted
 from tether.protocol.stream import response_error_code
@@ -37,14 +38,31 @@ class Clock:
         return self.now
 
 
+class Interruptions(TurnObserver):
+    """What a node reported of interrupted generations and failed heartbeats (what feeds its /metrics)."""
+
+    def __init__(self) -> None:
+        self.interrupted: list[tuple[str, InterruptReason, bool]] = []
+        self.renewals_failed: list[LeaseRenewal] = []
+        self.renewal_failed = asyncio.Event()
+
+    def generation_interrupted(self, node: str, reason: InterruptReason, *, taken_over: bool) -> None:
+        self.interrupted.append((node, reason, taken_over))
+
+    def lease_renewal_failed(self, outcome: LeaseRenewal) -> None:
+        self.renewals_failed.append(outcome)
+        self.renewal_failed.set()
+
+
 class Node:
-    def __init__(self, store: Store, name: str) -> None:
+    def __init__(self, store: Store, name: str, lease_s: float = LEASE_S) -> None:
         self.gated = GatedProvider()
+        self.reported = Interruptions()
         router = ProviderRouter(
             {"scripted": ScriptedProvider(ScriptedTiming()), "gated": self.gated}, [Route("gated", "gated")]
         )
-        limits = EngineLimits(shutdown_grace_s=0.0, lease_s=LEASE_S, coherent_reads=True)
-        self.engine = Engine(store, router, limits, node=name)
+        limits = EngineLimits(shutdown_grace_s=0.0, lease_s=lease_s, coherent_reads=True)
+        self.engine = Engine(store, router, limits, observer=self.reported, node=name)
 
 
 @pytest.fixture(params=["memory", "postgres", "redis"])
@@ -59,12 +77,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def nodes(backend: Backend, tmp_path: Path, clock: Clock) -> AsyncIterator[Callable[[str], Node]]:
+async def nodes(backend: Backend, tmp_path: Path, clock: Clock) -> AsyncIterator[Callable[..., Node]]:
     store = await backend.open(tmp_path, clock)
     made: list[Node] = []
 
-    def node(name: str) -> Node:
-        made.append(Node(store, name))
+    def node(name: str, lease_s: float = LEASE_S) -> Node:
+        made.append(Node(store, name, lease_s))
         return made[-1]
 
     yield node
@@ -154,6 +172,32 @@ async def test_a_lapsed_lease_interrupts_the_turn_and_the_retry_generates_once(
     assert terminal(await asyncio.wait_for(events_of(a.engine, again), BOUND_S))["id"] == terminal(retried)["id"]
     assert a.engine.stats.generations + b.engine.stats.generations == 2  # the interrupted one and its retry
     assert (b.engine.shared.interrupted_for_dead_nodes, a.engine.shared.given_up) == (1, 1)
+    # Counted once, by the node that took the claim over; node A, fenced off, found it already ended.
+    assert b.reported.interrupted == [("node-a", InterruptReason.LEASE_EXPIRED, True)]
+    assert a.reported.interrupted == []
+
+
+async def test_a_turn_cut_off_by_shutdown_is_reported_as_drained(nodes: Callable[[str], Node]) -> None:
+    a = nodes("node-a")
+    live = await a.engine.create(request(model="gated", input="hi", **KEY), tenant=TENANT)
+    await a.gated.arrived(1)
+    await a.engine.aclose()  # no shutdown grace: the turn is cut off and given up
+
+    assert is_interrupted((await events_of(a.engine, live))[-1])
+    assert a.reported.interrupted == [("node-a", InterruptReason.DRAIN, False)]
+
+
+async def test_a_heartbeat_refused_after_the_lease_lapsed_is_reported(nodes: Callable[..., Node], clock: Clock) -> None:
+    a = nodes("node-a", lease_s=0.3)  # a heartbeat every 0.1 s of real time
+    live = await a.engine.create(request(model="gated", input="hi", **KEY), tenant=TENANT)
+    await a.gated.arrived(1)
+    clock.now += 1.0  # the store's clock passes the lease before the next heartbeat
+
+    await asyncio.wait_for(a.reported.renewal_failed.wait(), BOUND_S)
+    seen = await asyncio.wait_for(events_of(a.engine, live), BOUND_S)
+    assert is_interrupted(seen[-1])
+    assert a.reported.renewals_failed == [LeaseRenewal.REFUSED]
+    assert a.reported.interrupted == [("node-a", InterruptReason.LEASE_EXPIRED, False)]
 
 
 async def test_a_delete_on_one_node_stops_continuations_on_another(nodes: Callable[[str], Node]) -> None:

@@ -3,7 +3,15 @@
 from tether.engine.cache import CachedResponse, ConnectionState, HotCache
 from tether.engine.context import Context
 from tether.engine.engine import Engine, EngineLimits, EngineStats
-from tether.engine.observer import FanOut, Resolution, TurnObserver, TurnOrigin, TurnTimings
+from tether.engine.observer import (
+    FanOut,
+    InterruptReason,
+    LeaseRenewal,
+    Resolution,
+    TurnObserver,
+    TurnOrigin,
+    TurnTimings,
+)
 from tether.engine.reads import response_from_record
 from tether.engine.turn import Turn, TurnPlan
 
@@ -16,6 +24,8 @@ __all__ = [
     "EngineStats",
     "FanOut",
     "HotCache",
+    "InterruptReason",
+    "LeaseRenewal",
     "Resolution",
     "Turn",
     "TurnObserver",

@@ -111,7 +111,7 @@ class Engine:
         self.continuations = Continuations(store, self.hot, coherent=self.limits.coherent_reads)
         lease_s = self.limits.lease_s
         policy = SharingPolicy(node or ids.new_id("node"), lease_s, min(1.0, lease_s / 4))
-        self.shared = SharedTurns(store, self.live, policy)
+        self.shared = SharedTurns(store, self.live, policy, self.observer)
         self.reads = Reads(store, self.hot, self._connections, self.continuations, clock, self.shared)
 
     def connect(self, tenant: str) -> ConnectionState:
@@ -376,6 +376,7 @@ class Engine:
 
     async def aclose(self) -> None:
         """Let in-flight generations finish (up to the shutdown grace), then close providers and the store."""
+        self.shared.draining = True
         tasks = [live.task for live in self.live.running() if live.task is not None]
         tasks = [task for task in tasks if not task.get_name().startswith("mirror-")]
         if tasks:
@@ -385,7 +386,7 @@ class Engine:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         # Cut-off turns are given up as interrupted (their keys released), so clients retry them on another node.
-        await self.shared.aclose(self.limits.shutdown_grace_s)
+        await self.shared.aclose()
         await self.router.aclose()
         await self.store.close()
         self.live.close()

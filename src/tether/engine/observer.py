@@ -28,6 +28,22 @@ class Resolution(StrEnum):
     NEW_CHAIN = "new_chain"
 
 
+class InterruptReason(StrEnum):
+    """Why a ``store=true`` generation ended as ``generation_interrupted`` instead of being committed."""
+
+    LEASE_EXPIRED = "lease_expired"  # its node stopped renewing the lease (dead, paused, cut off from the store)
+    DRAIN = "drain"  # its node shut down before the generation finished (past the shutdown grace)
+    STORE_UNREACHABLE = "store_unreachable"  # its node could not write the generation's events to the store
+    CANCELLED = "cancelled"  # cancelled on its node (every client left) before it finished
+
+
+class LeaseRenewal(StrEnum):
+    """How a heartbeat failed: the store ``refused`` it (the lease was fenced off) or raised an ``error``."""
+
+    REFUSED = "refused"
+    ERROR = "error"
+
+
 @dataclass(frozen=True, slots=True)
 class TurnOrigin:
     """Where a turn came from, as its transport saw it.
@@ -86,6 +102,15 @@ class TurnObserver:
     def resumed(self, response_id: str) -> None:
         """A client re-attached to the stream of ``response_id``."""
 
+    def generation_interrupted(self, node: str, reason: InterruptReason, *, taken_over: bool) -> None:
+        """This node ended a generation of ``node`` as interrupted, in the store (once per generation, cluster-wide).
+
+        ``taken_over``: ``node`` is another node, whose claim this node took over after its lease lapsed.
+        """
+
+    def lease_renewal_failed(self, outcome: LeaseRenewal) -> None:
+        """A heartbeat of one of this node's leases failed."""
+
 
 class FanOut(TurnObserver):
     """Tells several observers, in order."""
@@ -120,6 +145,14 @@ class FanOut(TurnObserver):
     def resumed(self, response_id: str) -> None:
         for observer in self.observers:
             observer.resumed(response_id)
+
+    def generation_interrupted(self, node: str, reason: InterruptReason, *, taken_over: bool) -> None:
+        for observer in self.observers:
+            observer.generation_interrupted(node, reason, taken_over=taken_over)
+
+    def lease_renewal_failed(self, outcome: LeaseRenewal) -> None:
+        for observer in self.observers:
+            observer.lease_renewal_failed(outcome)
 
 
 def turn_outcome(turn: Turn) -> str:

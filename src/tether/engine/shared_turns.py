@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from tether.engine.live import LiveRegistry, LiveResponse
+from tether.engine.observer import InterruptReason, LeaseRenewal, TurnObserver
 from tether.engine.stream_log import StreamLog, from_stored, to_stored
 from tether.protocol.events import StreamEvent
 from tether.protocol.interrupted import interrupted_events
@@ -70,19 +71,29 @@ def _until_terminal(events: list[StreamEvent]) -> list[StreamEvent]:
 
 
 class Publisher:
-    """Copies a generating turn's events to the shared log, then to the log its clients follow (``visible``)."""
+    """Copies a generating turn's events to the shared log, then to the log its clients follow (``visible``).
 
-    def __init__(self, store: Store, lease: Lease, source: StreamLog, policy: SharingPolicy) -> None:
+    Attributes:
+        interrupted: the turn ended without a commit.
+        ended_it: this node's own call ended it as interrupted in the store (not a follower that took it over).
+        lost: why the store stopped taking the turn's writes, if it did.
+    """
+
+    def __init__(
+        self, store: Store, lease: Lease, source: StreamLog, policy: SharingPolicy, observer: TurnObserver
+    ) -> None:
         self.store = store
         self.lease = lease
         self.source = source
         self.policy = policy
+        self.observer = observer
         self.visible = StreamLog()
         self.generation: asyncio.Task[None] | None = None
         self.interrupted = False
+        self.ended_it = False
+        self.lost: InterruptReason | None = None
         self._published = 0
         self._finished = False
-        self._lost = False
         self._lock = asyncio.Lock()
 
     async def run(self) -> None:
@@ -95,9 +106,9 @@ class Publisher:
                 if not self._finished:
                     await self._give_up()
         finally:
+            self.visible.close()  # first: a cancelled publisher (a shutdown past its grace) must not strand followers
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-            self.visible.close()
 
     async def finish(self, record: ResponseRecord | None, pending: list[StreamEvent]) -> None:
         """Commit: ``record`` (if any), the events not yet published and ``pending`` (the terminal events).
@@ -107,13 +118,14 @@ class Publisher:
         """
         async with self._lock:
             rest = [*self.source.events[self._published :], *pending]
+            lost = self.lost or InterruptReason.LEASE_EXPIRED
             try:
-                done = not self._lost and await self.store.finish_turn(self.lease, record, to_stored(rest))
+                done = self.lost is None and await self.store.finish_turn(self.lease, record, to_stored(rest))
             except Exception as error:
                 _log.error("turn.commit_failed", response_id=self.lease.response_id, error=type(error).__name__)
-                done = False
+                done, lost = False, InterruptReason.STORE_UNREACHABLE
             if not done:
-                self._lose()
+                self._lose(lost)
                 raise LeaseLostError(self.lease.response_id)
             self._finished = True
             self._published = len(self.source.events) + len(pending)
@@ -123,15 +135,16 @@ class Publisher:
     async def _push(self) -> None:
         async with self._lock:
             batch = _until_terminal(self.source.events[self._published :])
-            if not batch or self._finished or self._lost:
+            if not batch or self._finished or self.lost is not None:
                 return
+            lost = InterruptReason.LEASE_EXPIRED
             try:
                 held = await self.store.append_events(self.lease, to_stored(batch))
             except Exception as error:  # the store is unreachable: the turn cannot be shared, so it cannot go on
                 _log.error("turn.publish_failed", response_id=self.lease.response_id, error=type(error).__name__)
-                held = False
+                held, lost = False, InterruptReason.STORE_UNREACHABLE
             if not held:
-                self._lose()
+                self._lose(lost)
                 return
             self._published += len(batch)
             for event in batch:
@@ -144,14 +157,16 @@ class Publisher:
                 held = await self.store.renew_lease(self.lease, self.policy.lease_s)
             except Exception as error:
                 _log.warning("turn.heartbeat_failed", response_id=self.lease.response_id, error=type(error).__name__)
+                self.observer.lease_renewal_failed(LeaseRenewal.ERROR)
                 continue  # the lease may still hold; the next beat or the commit will tell
             if not held:
-                self._lose()
+                self.observer.lease_renewal_failed(LeaseRenewal.REFUSED)
+                self._lose(InterruptReason.LEASE_EXPIRED)
                 return
 
-    def _lose(self) -> None:
-        if not self._lost:
-            self._lost = True
+    def _lose(self, reason: InterruptReason) -> None:
+        if self.lost is None:
+            self.lost = reason
             _log.warning("turn.lease_lost", response_id=self.lease.response_id, node=self.lease.node)
             if self.generation is not None and not self.generation.done():
                 self.generation.cancel()
@@ -164,7 +179,7 @@ class Publisher:
         # published): response.failed then still carries a whole response object.
         build = _builder(response_id, self.source)
         try:
-            await self.store.interrupt_turn(response_id, build, lease=self.lease)
+            self.ended_it = await self.store.interrupt_turn(response_id, build, lease=self.lease)
             read = await self.store.read_turn(self.lease.tenant, response_id, self.visible.last_sequence_number)
         except Exception as error:
             _log.error("turn.interrupt_failed", response_id=response_id, error=type(error).__name__)
@@ -181,13 +196,17 @@ class Publisher:
 class SharedTurns:
     """The engine's side of the cluster: claims, publishers of local turns, mirrors of other nodes' turns."""
 
-    def __init__(self, store: Store, live: LiveRegistry, policy: SharingPolicy) -> None:
+    def __init__(
+        self, store: Store, live: LiveRegistry, policy: SharingPolicy, observer: TurnObserver | None = None
+    ) -> None:
         self.store = store
         self.live = live
         self.policy = policy
+        self.observer = observer or TurnObserver()
         self.publishers: dict[str, Publisher] = {}
         self.given_up = 0  # this node's turns it ended as interrupted (shutdown, lost lease, store unreachable)
         self.interrupted_for_dead_nodes = 0  # other nodes' turns this node ended after their lease lapsed
+        self.draining = False  # set once shutdown begins: a generation cut off from now on was drained
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def claim(self, tenant: str, response_id: str, key: str | None) -> Claim:
@@ -197,7 +216,7 @@ class SharedTurns:
 
     def publish(self, lease: Lease, source: StreamLog, on_interrupted: Callable[[], None]) -> Publisher:
         """Start publishing a claimed turn's events; clients follow the returned publisher's ``visible`` log."""
-        publisher = Publisher(self.store, lease, source, self.policy)
+        publisher = Publisher(self.store, lease, source, self.policy, self.observer)
         self.publishers[lease.response_id] = publisher
 
         async def run() -> None:
@@ -208,6 +227,9 @@ class SharedTurns:
                 if publisher.interrupted:
                     self.given_up += 1
                     on_interrupted()
+                if publisher.ended_it:  # else the node that took the claim over counted it
+                    reason = publisher.lost or (InterruptReason.DRAIN if self.draining else InterruptReason.CANCELLED)
+                    self.observer.generation_interrupted(lease.node, reason, taken_over=False)
 
         self._spawn(run(), f"publish-{lease.response_id}")
         return publisher
@@ -267,6 +289,9 @@ class SharedTurns:
                     if read.lease_expired:
                         if await self.store.interrupt_turn(response_id, _builder(response_id, log)):
                             self.interrupted_for_dead_nodes += 1
+                            self.observer.generation_interrupted(
+                                read.node, InterruptReason.LEASE_EXPIRED, taken_over=True
+                            )
                             _log.warning("turn.interrupted_for_dead_node", response_id=response_id, node=read.node)
                         continue
                     await self.store.wait_turn(response_id, log.last_sequence_number, self.policy.poll_s)
@@ -289,10 +314,15 @@ class SharedTurns:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def aclose(self, grace_s: float) -> None:
-        """Stop mirrors at once (their clients resume elsewhere); let publishers end their turns, within the grace."""
+    async def aclose(self) -> None:
+        """Stop mirrors at once (their clients resume elsewhere); let publishers end their turns.
+
+        The generations have ended (finished, or cut off past the shutdown grace) by now; a publisher still has to
+        commit or give its turn up in the store, which releases the key for a retry elsewhere. That may take up to a
+        lease: past it the cluster ends the turn anyway, so waiting longer would gain nothing.
+        """
         mirrors = [task for task in self._tasks if task.get_name().startswith("mirror-")]
         for task in mirrors:
             task.cancel()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), grace_s)
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), self.policy.lease_s)

@@ -1,7 +1,7 @@
 """Prometheus metrics: one registry per app, fed by the engine's observer, the traffic middleware and the store.
 
 Labels never carry a tenant, a session, a connection or a response id: only bounded vocabularies (transport,
-route pattern, provider name, outcome, resolution, store operation).
+route pattern, provider name, outcome, resolution, store operation, and a cluster node's name).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tether.engine.observer import TurnObserver, TurnOrigin, turn_outcome
+from tether.engine.observer import InterruptReason, LeaseRenewal, TurnObserver, TurnOrigin, turn_outcome
 from tether.engine.turn import Turn
 from tether.protocol.errors import ProtocolError
 from tether.protocol.request import CreateRequest
@@ -102,6 +102,27 @@ class Metrics(TurnObserver):
             registry=r,
         )
         self.gc_objects.set_function(lambda: len(gc.get_objects()))
+        self.interrupted = Counter(
+            "tether_generations_interrupted",
+            "Generations ended as generation_interrupted, by the node that ran them and why (lease_expired, drain, "
+            "store_unreachable, cancelled). Counted once across the cluster, by the node that ended it in the store.",
+            ("node", "reason"),
+            registry=r,
+        )
+        self.claims_taken_over = Counter(
+            "tether_claims_taken_over",
+            "Turns of a node whose lease lapsed (dead, paused or cut off) that this node, following them, ended as "
+            "interrupted and whose idempotency key it released for the retry; by the node that held the claim.",
+            ("node",),
+            registry=r,
+        )
+        self.lease_renewals_failed = Counter(
+            "tether_lease_renewals_failed",
+            "Heartbeats of this node's leases that failed: refused (the lease was fenced off) or error (the store "
+            "did not answer).",
+            ("outcome",),
+            registry=r,
+        )
         self.store_seconds = Histogram(
             "tether_store_operation_duration_seconds",
             "Durable store operations, by operation.",
@@ -149,6 +170,14 @@ class Metrics(TurnObserver):
 
     def resumed(self, response_id: str) -> None:
         self.resumes.inc()
+
+    def generation_interrupted(self, node: str, reason: InterruptReason, *, taken_over: bool) -> None:
+        self.interrupted.labels(node, reason.value).inc()
+        if taken_over:
+            self.claims_taken_over.labels(node).inc()
+
+    def lease_renewal_failed(self, outcome: LeaseRenewal) -> None:
+        self.lease_renewals_failed.labels(outcome.value).inc()
 
     # -- exposition ----------------------------------------------------------------------------------------
 
