@@ -7,6 +7,7 @@ memory (the one-node implementation, shared in process), and the real PostgreSQL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import cast
@@ -21,7 +22,10 @@ from tether.protocol.interrupted import GENERATION_INTERRUPTED, is_interrupted
 from tether.protocol.stream import response_error_code
 from tether.providers.router import ProviderRouter, Route
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming
-from tether.store.base import Store
+from tether.store.base import ResponseRecord, Store
+from tether.store.memory import MemoryStore
+from tether.store.turns import Lease
+from tether.types import JSONObject
 
 from .support import TENANT, GatedProvider, events_of, request, terminal
 
@@ -278,3 +282,34 @@ async def test_a_background_response_is_cancelled_on_its_node_and_read_cancelled
     assert cancelled["status"] == "cancelled"
     assert (await b.engine.get_response(TENANT, live.response_id))["status"] == "cancelled"
     assert (await b.engine.cancel(TENANT, live.response_id))["status"] == "cancelled"
+
+
+class _CommitRacedByHeartbeat(MemoryStore):
+    """Holds each commit open, once it is written, until a heartbeat tries to renew (or a bound passes)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock)
+        self.renewing = asyncio.Event()
+
+    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
+        self.renewing.set()
+        return await super().renew_lease(lease, lease_s)
+
+    async def finish_turn(self, lease: Lease, record: ResponseRecord | None, events: list[JSONObject]) -> bool:
+        done = await super().finish_turn(lease, record, events)
+        self.renewing.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.renewing.wait(), 1.0)
+        return done
+
+
+async def test_a_heartbeat_never_runs_beside_the_commit(clock: Clock) -> None:
+    store = _CommitRacedByHeartbeat(clock)
+    node = Node(store, "node-a", lease_s=0.3)  # a heartbeat every 0.1 s of real time, during the held commit
+    node.gated.gate.set()
+    live = await node.engine.create(request(model="gated", input="hi", **KEY), tenant=TENANT)
+    seen = await asyncio.wait_for(events_of(node.engine, live), BOUND_S)
+    await node.engine.aclose()
+
+    assert terminal(seen)["status"] == "completed"
+    assert node.reported.renewals_failed == []  # a refusal here would be a false alarm: the turn was done

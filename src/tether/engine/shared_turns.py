@@ -153,16 +153,21 @@ class Publisher:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.policy.lease_s / 3)
-            try:
-                held = await self.store.renew_lease(self.lease, self.policy.lease_s)
-            except Exception as error:
-                _log.warning("turn.heartbeat_failed", response_id=self.lease.response_id, error=type(error).__name__)
-                self.observer.lease_renewal_failed(LeaseRenewal.ERROR)
-                continue  # the lease may still hold; the next beat or the commit will tell
-            if not held:
-                self.observer.lease_renewal_failed(LeaseRenewal.REFUSED)
-                self._lose(InterruptReason.LEASE_EXPIRED)
-                return
+            async with self._lock:  # never beside the commit: a beat after it would be refused, a false alarm
+                if self._finished or self.lost is not None:
+                    return
+                try:
+                    held = await self.store.renew_lease(self.lease, self.policy.lease_s)
+                except Exception as error:
+                    _log.warning(
+                        "turn.heartbeat_failed", response_id=self.lease.response_id, error=type(error).__name__
+                    )
+                    self.observer.lease_renewal_failed(LeaseRenewal.ERROR)
+                    continue  # the lease may still hold; the next beat or the commit will tell
+                if not held:
+                    self.observer.lease_renewal_failed(LeaseRenewal.REFUSED)
+                    self._lose(InterruptReason.LEASE_EXPIRED)
+                    return
 
     def _lose(self, reason: InterruptReason) -> None:
         if self.lost is None:
