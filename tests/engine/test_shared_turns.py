@@ -260,6 +260,7 @@ async def test_a_dead_nodes_background_response_reads_as_interrupted(
     assert polled["status"] == "failed"
     assert response_error_code(polled["error"] or {}) == GENERATION_INTERRUPTED
     assert b.engine.shared.interrupted_for_dead_nodes == 1
+    assert b.reported.interrupted == [("node-a", InterruptReason.LEASE_EXPIRED, True)]
     a.gated.gate.set()  # node A comes back to life: it is fenced off and commits nothing
     on_a = await asyncio.wait_for(events_of(a.engine, live), BOUND_S)
     assert is_interrupted(on_a[-1])

@@ -266,14 +266,18 @@ class SharedTurns:
         """
         read = await self.store.read_turn(tenant, response_id, -1)
         if read is not None and read.state is TurnState.RUNNING and read.lease_expired:
-            log = StreamLog(from_stored(read.events))
-            if await self.store.interrupt_turn(response_id, _builder(response_id, log)):
-                self.interrupted_for_dead_nodes += 1
-                _log.warning("turn.interrupted_for_dead_node", response_id=response_id, node=read.node)
+            await self._take_over(response_id, StreamLog(from_stored(read.events)), read.node)
             read = await self.store.read_turn(tenant, response_id, -1)
         if read is None or read.state is TurnState.DONE:
             return None
         return from_stored(read.events)
+
+    async def _take_over(self, response_id: str, log: StreamLog, node: str) -> None:
+        """End a running turn whose lease lapsed as interrupted, releasing its key (unless another node just did)."""
+        if await self.store.interrupt_turn(response_id, _builder(response_id, log)):
+            self.interrupted_for_dead_nodes += 1
+            self.observer.generation_interrupted(node, InterruptReason.LEASE_EXPIRED, taken_over=True)
+            _log.warning("turn.interrupted_for_dead_node", response_id=response_id, node=node)
 
     async def _mirror(self, live: LiveResponse) -> None:
         log, response_id = live.log, live.response_id
@@ -292,12 +296,7 @@ class SharedTurns:
                     if read.state is not TurnState.RUNNING:
                         break
                     if read.lease_expired:
-                        if await self.store.interrupt_turn(response_id, _builder(response_id, log)):
-                            self.interrupted_for_dead_nodes += 1
-                            self.observer.generation_interrupted(
-                                read.node, InterruptReason.LEASE_EXPIRED, taken_over=True
-                            )
-                            _log.warning("turn.interrupted_for_dead_node", response_id=response_id, node=read.node)
+                        await self._take_over(response_id, log, read.node)
                         continue
                     await self.store.wait_turn(response_id, log.last_sequence_number, self.policy.poll_s)
                     failures = 0
