@@ -257,6 +257,14 @@ def test_max_tokens_is_always_sent_and_parameters_translated() -> None:
     assert "system" not in body
 
 
+@pytest.mark.parametrize("temperature", [1.01, 2])
+def test_a_temperature_anthropic_cannot_take_is_refused_before_it_is_sent(temperature: float) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        body_of([user("x")], params={"temperature": temperature})
+    assert (caught.value.status, caught.value.code, caught.value.param) == (400, "unsupported_value", "temperature")
+    assert body_of([user("x")], params={"temperature": 1})["temperature"] == 1
+
+
 # -- prompt caching --------------------------------------------------------------------------------------------
 
 

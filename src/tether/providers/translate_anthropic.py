@@ -129,6 +129,11 @@ def anthropic_request(
     for name in ("temperature", "top_p"):
         if request.params.get(name) is not None:
             body[name] = request.params[name]
+    if isinstance(body.get("temperature"), int | float) and body["temperature"] > 1:
+        # The Responses API takes 0..2, Anthropic 0..1: say so here rather than relay the upstream's refusal.
+        raise unsupported(
+            "temperature above 1 is not supported by this upstream (Anthropic takes 0 to 1)", "temperature"
+        )
     if isinstance(request.params.get("user"), str):
         body["metadata"] = {"user_id": request.params["user"]}
     if prompt_caching:
