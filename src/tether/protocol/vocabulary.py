@@ -27,6 +27,14 @@ ERROR_CODE: Final = "tether:code"
 """In a failed response's ``error``: tether's own code (e.g. ``generation_interrupted``) where ``code`` must be one
 of the API's closed set, which strict clients validate, and so says ``server_error``."""
 
+ANTHROPIC_THINKING: Final = "tether:anthropic:thinking:"
+"""Opens the ``encrypted_content`` of a reasoning item that holds an Anthropic ``thinking`` block; its signature
+follows, as Anthropic sent it."""
+
+ANTHROPIC_REDACTED: Final = "tether:anthropic:redacted:"
+"""Opens the ``encrypted_content`` of a reasoning item that holds an Anthropic ``redacted_thinking`` block; its
+``data`` follows."""
+
 CREATE_EVENT: Final = "response.create"
 """The WebSocket client event that creates a response (the hosted API's own)."""
 

@@ -24,10 +24,10 @@ from collections.abc import Mapping
 
 from tether.protocol.errors import ProtocolError
 from tether.protocol.input_items import InputReasoning
+from tether.protocol.vocabulary import ANTHROPIC_REDACTED as REDACTED_PREFIX
+from tether.protocol.vocabulary import ANTHROPIC_THINKING as THINKING_PREFIX
 from tether.types import JSONObject
 
-THINKING_PREFIX = "tether:anthropic:thinking:"
-REDACTED_PREFIX = "tether:anthropic:redacted:"
 MIN_BUDGET_TOKENS = 1024
 EFFORT_BUDGETS: Mapping[str, int] = {
     "minimal": 1024,

@@ -21,6 +21,7 @@ from tether.protocol.agent_apis.common import (
 )
 from tether.protocol.errors import ProtocolError
 from tether.protocol.sse import encode_event
+from tether.protocol.vocabulary import ANTHROPIC_THINKING
 from tether.types import Item, JSONObject
 
 __all__ = [
@@ -168,5 +169,9 @@ def summary_text(item: Item) -> str:
 
 
 def signature(item: Item) -> str:
+    """A reasoning item's ``encrypted_content`` as a thinking block's signature: an Anthropic upstream's own
+    signature when tether kept one (behind its ``tether:anthropic:thinking:`` prefix), else the value as it is."""
     encrypted = item.get("encrypted_content")
-    return encrypted if isinstance(encrypted, str) else ""
+    if not isinstance(encrypted, str):
+        return ""
+    return encrypted.removeprefix(ANTHROPIC_THINKING)
