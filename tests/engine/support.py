@@ -23,13 +23,18 @@ class GatedProvider:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.requests: list[ProviderRequest] = []
+        self.abandoned = 0  # streams closed before the gate opened: their generation was stopped
         self._arrived = asyncio.Condition()
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
         async with self._arrived:
             self.requests.append(request)
             self._arrived.notify_all()
-        await self.gate.wait()
+        try:
+            await self.gate.wait()
+        except BaseException:
+            self.abandoned += 1
+            raise
         yield TextDelta("ok")
         yield Finish(usage=Usage(input_tokens=request.context_tokens, output_tokens=1))
 

@@ -16,15 +16,15 @@ import pytest
 
 from store.backends import Backend, backend_or_skip
 from tether.engine.engine import Engine, EngineLimits
+from tether.engine.live import LiveResponse
 from tether.engine.observer import InterruptReason, LeaseRenewal, TurnObserver
-from tether.protocol.errors import ProtocolError
 from tether.protocol.interrupted import GENERATION_INTERRUPTED, is_interrupted
 from tether.protocol.stream import response_error_code
 from tether.providers.router import ProviderRouter, Route
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming
 from tether.store.base import ResponseRecord, Store
 from tether.store.memory import MemoryStore
-from tether.store.turns import Lease
+from tether.store.turns import Lease, Renewal
 from tether.types import JSONObject
 
 from .support import TENANT, GatedProvider, events_of, request, terminal
@@ -105,6 +105,30 @@ class _Unclosable:
 
     async def close(self) -> None:
         """The shared store outlives each node."""
+
+
+class _Partitioned(_Unclosable):
+    """A node's view of the store in which its heartbeats are lost on the way (the node is dead to the cluster)."""
+
+    async def renew_lease(self, lease: Lease, lease_s: float) -> Renewal:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def wait_for_cancel_mark(store: Store, response_id: str) -> None:
+    for _ in range(int(BOUND_S / 0.01)):
+        read = await store.read_turn(TENANT, response_id, -1)
+        if read is not None and read.cancel_requested:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{response_id} was never marked for cancellation")
+
+
+async def start_background(node: Node) -> LiveResponse:
+    """A background response held in flight on ``node`` (its model waits for the gate), already in the shared log."""
+    live = await node.engine.create(request(model="gated", input="hi", background=True), tenant=TENANT)
+    await wait_for_events(node.engine, live.response_id, 2)
+    return live
 
 
 async def wait_for_events(engine: Engine, live_id: str, count: int) -> None:
@@ -231,8 +255,7 @@ async def test_another_nodes_get_sees_a_background_response_in_flight_and_resume
     nodes: Callable[[str], Node],
 ) -> None:
     a, b = nodes("node-a"), nodes("node-b")
-    live = await a.engine.create(request(model="gated", input="hi", background=True), tenant=TENANT)
-    await wait_for_events(a.engine, live.response_id, 2)
+    live = await start_background(a)
 
     polled = await b.engine.get_response(TENANT, live.response_id)
     assert (polled["status"], polled["background"], polled["output"]) == ("in_progress", True, [])
@@ -252,8 +275,7 @@ async def test_a_dead_nodes_background_response_reads_as_interrupted(
     nodes: Callable[[str], Node], clock: Clock
 ) -> None:
     a, b = nodes("node-a"), nodes("node-b")
-    live = await a.engine.create(request(model="gated", input="hi", background=True), tenant=TENANT)
-    await wait_for_events(a.engine, live.response_id, 2)
+    live = await start_background(a)
     clock.now += LEASE_S  # node A's heartbeats stop reaching the store: its lease lapses
 
     polled = await b.engine.get_response(TENANT, live.response_id)
@@ -267,20 +289,59 @@ async def test_a_dead_nodes_background_response_reads_as_interrupted(
     assert (await b.engine.get_response(TENANT, live.response_id))["status"] == "failed"
 
 
+async def test_a_cancel_on_a_node_that_does_not_generate_the_response_cancels_it_there(
+    nodes: Callable[[str], Node],
+) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    live = await start_background(a)
+    await a.gated.arrived(1)
+
+    # Node B marks the turn; node A sees the mark at its next heartbeat and cancels it as a local cancel would.
+    cancelled = await asyncio.wait_for(b.engine.cancel(TENANT, live.response_id), BOUND_S)
+    assert (cancelled["status"], cancelled["background"], cancelled["id"]) == ("cancelled", True, live.response_id)
+    assert a.gated.abandoned == 1  # the generation was stopped: the model's stream closed before answering
+    on_a = await asyncio.wait_for(events_of(a.engine, live), BOUND_S)
+    assert terminal(on_a)["status"] == "cancelled"
+    record = await a.engine.store.get(TENANT, live.response_id)
+    assert record is not None
+    assert record.status == "cancelled"
+    for node in (a, b):
+        assert (await node.engine.get_response(TENANT, live.response_id))["status"] == "cancelled"
+        assert (await node.engine.cancel(TENANT, live.response_id))["status"] == "cancelled"
+    assert (a.engine.stats.generations, b.engine.stats.generations) == (1, 0)
+    assert (a.engine.shared.given_up, b.engine.shared.interrupted_for_dead_nodes) == (0, 0)
+
+
+async def test_a_cancel_elsewhere_answers_interrupted_when_the_generating_node_dies_meanwhile(
+    nodes: Callable[[str], Node], clock: Clock
+) -> None:
+    a, b = nodes("node-a"), nodes("node-b")
+    a.engine.shared.store = cast(Store, _Partitioned(a.engine.store))  # node A's heartbeats never arrive
+    live = await start_background(a)
+
+    cancel = asyncio.create_task(b.engine.cancel(TENANT, live.response_id))
+    await wait_for_cancel_mark(b.engine.store, live.response_id)
+    clock.now += LEASE_S  # node A's lease lapses while node B waits for it to cancel
+    answered = await asyncio.wait_for(cancel, BOUND_S)
+
+    assert (answered["status"], answered["background"]) == ("failed", True)
+    assert response_error_code(answered["error"] or {}) == GENERATION_INTERRUPTED
+    assert b.engine.shared.interrupted_for_dead_nodes == 1
+    a.gated.gate.set()  # node A comes back to life: it is fenced off and commits nothing
+    assert is_interrupted((await asyncio.wait_for(events_of(a.engine, live), BOUND_S))[-1])
+    for node in (a, b):
+        assert (await node.engine.get_response(TENANT, live.response_id))["status"] == "failed"
+
+
 async def test_a_background_response_is_cancelled_on_its_node_and_read_cancelled_on_every_node(
     nodes: Callable[[str], Node],
 ) -> None:
     a, b = nodes("node-a"), nodes("node-b")
-    live = await a.engine.create(request(model="gated", input="hi", background=True), tenant=TENANT)
-    await wait_for_events(a.engine, live.response_id, 2)
-
-    with pytest.raises(ProtocolError) as elsewhere:  # only the generating node can stop it
-        await b.engine.cancel(TENANT, live.response_id)
-    assert (elsewhere.value.status, elsewhere.value.code) == (409, "response_generating_elsewhere")
-    assert elsewhere.value.headers["retry-after"] == "1"
+    live = await start_background(a)
 
     cancelled = await asyncio.wait_for(a.engine.cancel(TENANT, live.response_id), BOUND_S)
     assert cancelled["status"] == "cancelled"
+    assert a.gated.abandoned == 1
     assert (await b.engine.get_response(TENANT, live.response_id))["status"] == "cancelled"
     assert (await b.engine.cancel(TENANT, live.response_id))["status"] == "cancelled"
 
@@ -292,7 +353,7 @@ class _CommitRacedByHeartbeat(MemoryStore):
         super().__init__(clock=clock)
         self.renewing = asyncio.Event()
 
-    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
+    async def renew_lease(self, lease: Lease, lease_s: float) -> Renewal:
         self.renewing.set()
         return await super().renew_lease(lease, lease_s)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tether.store.turns import Lease, TurnState
+from tether.store.turns import Lease, Renewal, TurnState
 from tether.types import JSONObject
 
 from .contract import OTHER_TENANT, TENANT, Clock, StatsStore, make_record
@@ -76,6 +76,7 @@ class TurnContract:
         assert read.state is TurnState.RUNNING
         assert read.node == "node-a"
         assert read.lease_expired is False
+        assert read.cancel_requested is False
         later = await store.read_turn(TENANT, "resp_1", 2)
         assert later is not None
         assert later.events == events(3, 2)
@@ -106,7 +107,7 @@ class TurnContract:
     async def test_heartbeat_keeps_the_lease(self, store: StatsStore, clock: Clock) -> None:
         lease = await self.lease(store, "resp_1")
         clock.now += LEASE_S - 1
-        assert await store.renew_lease(lease, LEASE_S) is True
+        assert await store.renew_lease(lease, LEASE_S) is Renewal.HELD
         clock.now += LEASE_S - 1
 
         assert await store.append_events(lease, events(0, 1)) is True
@@ -123,7 +124,7 @@ class TurnContract:
         assert read is not None
         assert read.lease_expired is True
         assert await store.append_events(lease, events(3, 1)) is False
-        assert await store.renew_lease(lease, LEASE_S) is False
+        assert await store.renew_lease(lease, LEASE_S) is Renewal.LOST
         assert await store.interrupt_turn("resp_1", interrupted) is True
         assert await store.interrupt_turn("resp_1", interrupted) is False
 
@@ -204,3 +205,42 @@ class TurnContract:
         assert (read.state, read.events) == (TurnState.INTERRUPTED, interrupted(2))
         retry = await store.claim_turn(TENANT, "resp_2", key="key-1", node="node-b", lease_s=LEASE_S)
         assert retry.lease is not None
+
+    async def test_a_cancel_request_marks_the_running_turn_for_its_heartbeat(
+        self, store: StatsStore, clock: Clock
+    ) -> None:
+        lease = await self.lease(store, "resp_1")
+        await store.append_events(lease, events(0, 2))
+
+        assert await store.request_cancel(OTHER_TENANT, "resp_1") is False
+        assert await store.request_cancel(TENANT, "resp_missing") is False
+        assert await store.renew_lease(lease, LEASE_S) is Renewal.HELD  # nothing was marked
+        assert await store.request_cancel(TENANT, "resp_1") is True
+        assert await store.request_cancel(TENANT, "resp_1") is True  # asking again changes nothing
+
+        read = await store.read_turn(TENANT, "resp_1", -1)
+        assert read is not None
+        assert (read.state, read.cancel_requested, read.events) == (TurnState.RUNNING, True, events(0, 2))
+        clock.now += LEASE_S - 1
+        assert await store.renew_lease(lease, LEASE_S) is Renewal.CANCEL_REQUESTED  # the lease is extended too
+        clock.now += LEASE_S - 1
+        assert await store.renew_lease(lease, LEASE_S) is Renewal.CANCEL_REQUESTED  # until the turn ends
+        assert await store.append_events(lease, events(2, 1)) is True  # the holder commits its cancelled ending
+        assert await store.finish_turn(lease, make_record("resp_1"), events(3, 1)) is True
+        assert await store.renew_lease(lease, LEASE_S) is Renewal.LOST
+
+    async def test_an_ended_or_fenced_off_turn_cannot_be_marked(self, store: StatsStore, clock: Clock) -> None:
+        done = await self.lease(store, "resp_1")
+        await store.finish_turn(done, None, events(0, 1))
+        dead = await self.lease(store, "resp_2")
+        await store.append_events(dead, events(0, 1))
+        assert await store.request_cancel(TENANT, "resp_1") is False
+
+        await store.request_cancel(TENANT, "resp_2")
+        clock.now += LEASE_S  # its node died before its heartbeat read the mark
+        assert await store.renew_lease(dead, LEASE_S) is Renewal.LOST
+        assert await store.interrupt_turn("resp_2", interrupted) is True
+        assert await store.request_cancel(TENANT, "resp_2") is False
+        read = await store.read_turn(TENANT, "resp_2", -1)
+        assert read is not None
+        assert read.state is TurnState.INTERRUPTED

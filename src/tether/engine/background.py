@@ -6,15 +6,20 @@
   follows it; a node that dies ends it ``generation_interrupted``; its ending is committed to the store.
 - Cancelling is for background responses only, while they run: a synchronous one, or one that has already ended,
   is refused with OpenAI's ``Cannot cancel a ... response.``; cancelling a cancelled one answers it again.
+- A cancel may reach any node: one that does not generate the response asks the generating node through the store
+  and answers once the response has ended (:meth:`SharedTurns.cancel_elsewhere`).
 """
 
 from __future__ import annotations
 
 from tether.engine.live import LiveRegistry, LiveResponse
 from tether.engine.reads import Reads
+from tether.engine.shared_turns import SharedTurns
 from tether.protocol.errors import ProtocolError, not_cancellable, server_error
 from tether.protocol.events import ResponseObject
+from tether.protocol.interrupted import GENERATION_INTERRUPTED
 from tether.protocol.progress import IN_FLIGHT_STATUSES, response_so_far
+from tether.protocol.stream import response_error_code
 
 
 async def started(live: LiveResponse) -> ResponseObject:
@@ -27,12 +32,15 @@ async def started(live: LiveResponse) -> ResponseObject:
     return snapshot
 
 
-async def cancel(live: LiveRegistry, reads: Reads, tenant: str, response_id: str) -> ResponseObject:
+async def cancel(
+    live: LiveRegistry, shared: SharedTurns, reads: Reads, tenant: str, response_id: str
+) -> ResponseObject:
     """Cancel a background response and answer it as it ended.
 
     Raises:
         ProtocolError: ``response_not_found`` (unknown ids and other tenants' alike); ``response_not_cancellable``
-            for a synchronous response or one that has already ended.
+            for a synchronous response or one that has already ended; ``response_generating_elsewhere`` (409,
+            ``retry-after``) when another node generates it and has not ended it within the wait.
     """
     running = live.get(response_id)
     if running is not None and running.tenant == tenant and running.background and running.cancel is not None:
@@ -41,15 +49,25 @@ async def cancel(live: LiveRegistry, reads: Reads, tenant: str, response_id: str
     response = await reads.response(tenant, response_id, any_in_flight=True)
     if not response["background"]:
         raise not_cancellable(None)
+    if response["status"] in IN_FLIGHT_STATUSES:  # another node of the cluster generates it
+        await shared.cancel_elsewhere(tenant, response_id)
+        response = await reads.response(tenant, response_id, any_in_flight=True)
+        if _interrupted(response):  # its node died meanwhile: the cluster ended it so
+            return response
     status = response["status"]
     if status == "cancelled":
         return response
-    if status in IN_FLIGHT_STATUSES:  # another node of the cluster generates it
+    if status in IN_FLIGHT_STATUSES:
         raise ProtocolError(
             409,
             "response_generating_elsewhere",
-            f"Response '{response_id}' is generating on another node of the cluster, which alone can cancel it; "
-            "retry the cancel (a load balancer may send it there).",
+            f"Response '{response_id}' is generating on another node of the cluster, which has not cancelled it "
+            "yet; retry the cancel.",
             headers={"retry-after": "1"},
         )
     raise not_cancellable(status)
+
+
+def _interrupted(response: ResponseObject) -> bool:
+    error = response["error"]
+    return response["status"] == "failed" and error is not None and response_error_code(error) == GENERATION_INTERRUPTED

@@ -190,7 +190,8 @@ class Engine:
         )
         publisher = None
         if lease is not None:
-            publisher = self.shared.publish(lease, turn.log, lambda: self.live.release_key(live))
+            cancel = turn.request_cancel if plan.request.background else None
+            publisher = self.shared.publish(lease, turn.log, lambda: self.live.release_key(live), cancel)
             live.log = publisher.visible
         self.live.add(live)
         self.stats.generations += 1
@@ -344,7 +345,7 @@ class Engine:
         Raises:
             ProtocolError: as :func:`tether.engine.background.cancel`.
         """
-        return await background.cancel(self.live, self.reads, tenant, response_id)
+        return await background.cancel(self.live, self.shared, self.reads, tenant, response_id)
 
     # -- reads (see tether.engine.reads) -------------------------------------------------------------------
 

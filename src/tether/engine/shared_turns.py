@@ -8,6 +8,9 @@
 - A node that does not run the turn *mirrors* its shared log into a local :class:`StreamLog`
   (:meth:`SharedTurns.follow`). When the lease expires (its node died) the mirror ends the turn with
   ``generation_interrupted`` and the idempotency key is released, so the retry generates exactly once more.
+- A node asked to cancel a background response another node generates marks the turn in the store and waits for it
+  to end (:meth:`SharedTurns.cancel_elsewhere`); the generating node reads the mark in the answer to its heartbeat and
+  cancels the turn exactly as a local cancel does. A generating node that died meanwhile is handled as above.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tether.protocol.events import StreamEvent
 from tether.protocol.interrupted import interrupted_events
 from tether.protocol.vocabulary import ANSWER_END_EVENTS
 from tether.store.base import ResponseRecord, Store
-from tether.store.turns import Claim, InterruptEvents, Lease, TurnState
+from tether.store.turns import Claim, InterruptEvents, Lease, Renewal, TurnState
 from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.engine")
@@ -73,6 +76,10 @@ def _until_terminal(events: list[StreamEvent]) -> list[StreamEvent]:
 class Publisher:
     """Copies a generating turn's events to the shared log, then to the log its clients follow (``visible``).
 
+    Args:
+        cancel: cancels the turn as a local cancel does (``None``: not cancellable); called when a heartbeat finds
+            that another node asked for it.
+
     Attributes:
         interrupted: the turn ended without a commit.
         ended_it: this node's own call ended it as interrupted in the store (not a follower that took it over).
@@ -80,13 +87,20 @@ class Publisher:
     """
 
     def __init__(
-        self, store: Store, lease: Lease, source: StreamLog, policy: SharingPolicy, observer: TurnObserver
+        self,
+        store: Store,
+        lease: Lease,
+        source: StreamLog,
+        policy: SharingPolicy,
+        observer: TurnObserver,
+        cancel: Callable[[], bool] | None = None,
     ) -> None:
         self.store = store
         self.lease = lease
         self.source = source
         self.policy = policy
         self.observer = observer
+        self.cancel = cancel
         self.visible = StreamLog()
         self.generation: asyncio.Task[None] | None = None
         self.interrupted = False
@@ -157,17 +171,21 @@ class Publisher:
                 if self._finished or self.lost is not None:
                     return
                 try:
-                    held = await self.store.renew_lease(self.lease, self.policy.lease_s)
+                    renewal = await self.store.renew_lease(self.lease, self.policy.lease_s)
                 except Exception as error:
                     _log.warning(
                         "turn.heartbeat_failed", response_id=self.lease.response_id, error=type(error).__name__
                     )
                     self.observer.lease_renewal_failed(LeaseRenewal.ERROR)
                     continue  # the lease may still hold; the next beat or the commit will tell
-                if not held:
+                if renewal is Renewal.LOST:
                     self.observer.lease_renewal_failed(LeaseRenewal.REFUSED)
                     self._lose(InterruptReason.LEASE_EXPIRED)
                     return
+            if renewal is Renewal.CANCEL_REQUESTED and self.cancel is not None:
+                cancel, self.cancel = self.cancel, None  # once: the turn ends cancelled, or was already finishing
+                _log.info("turn.cancel_requested_elsewhere", response_id=self.lease.response_id, node=self.lease.node)
+                cancel()
 
     def _lose(self, reason: InterruptReason) -> None:
         if self.lost is None:
@@ -219,9 +237,17 @@ class SharedTurns:
             tenant, response_id, key=key, node=self.policy.node, lease_s=self.policy.lease_s
         )
 
-    def publish(self, lease: Lease, source: StreamLog, on_interrupted: Callable[[], None]) -> Publisher:
-        """Start publishing a claimed turn's events; clients follow the returned publisher's ``visible`` log."""
-        publisher = Publisher(self.store, lease, source, self.policy, self.observer)
+    def publish(
+        self,
+        lease: Lease,
+        source: StreamLog,
+        on_interrupted: Callable[[], None],
+        cancel: Callable[[], bool] | None = None,
+    ) -> Publisher:
+        """Start publishing a claimed turn's events; clients follow the returned publisher's ``visible`` log.
+
+        ``cancel`` (a background turn's) is called when another node asks for the turn's cancellation."""
+        publisher = Publisher(self.store, lease, source, self.policy, self.observer, cancel)
         self.publishers[lease.response_id] = publisher
 
         async def run() -> None:
@@ -278,6 +304,26 @@ class SharedTurns:
             self.interrupted_for_dead_nodes += 1
             self.observer.generation_interrupted(node, InterruptReason.LEASE_EXPIRED, taken_over=True)
             _log.warning("turn.interrupted_for_dead_node", response_id=response_id, node=node)
+
+    async def cancel_elsewhere(self, tenant: str, response_id: str) -> None:
+        """Ask the node generating a running turn to cancel it, and wait until the turn ends, for about three of
+        its heartbeats at most (a lease): cancelled by its node, which reads the mark at its next heartbeat, or
+        interrupted here once its lease lapsed (the node died). Callers read the response for the outcome."""
+        if not await self.store.request_cancel(tenant, response_id):
+            return  # it has ended already (or there is no such turn)
+        _log.info("turn.cancel_requested", response_id=response_id, node=self.policy.node)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.lease_s
+        seen = -1
+        while (remaining := deadline - loop.time()) > 0:
+            read = await self.store.read_turn(tenant, response_id, seen)
+            if read is None or read.state is not TurnState.RUNNING:
+                return
+            if read.lease_expired:
+                await self.in_flight(tenant, response_id)  # interrupts it, as any reader would
+                continue
+            seen += len(read.events)
+            await self.store.wait_turn(response_id, seen, min(self.policy.poll_s, remaining))
 
     async def _mirror(self, live: LiveResponse) -> None:
         log, response_id = live.log, live.response_id

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from prometheus_client import Histogram
 
 from tether.store.base import ResponseRecord, Store, StoredContext
-from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead
+from tether.store.turns import Claim, InterruptEvents, Lease, Renewal, TurnRead
 from tether.types import JSONObject
 
 
@@ -67,9 +67,13 @@ class TimedStore:
         with self._timed("claim_turn"):
             return await self.inner.claim_turn(tenant, response_id, key=key, node=node, lease_s=lease_s)
 
-    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
+    async def renew_lease(self, lease: Lease, lease_s: float) -> Renewal:
         with self._timed("renew_lease"):
             return await self.inner.renew_lease(lease, lease_s)
+
+    async def request_cancel(self, tenant: str, response_id: str) -> bool:
+        with self._timed("request_cancel"):
+            return await self.inner.request_cancel(tenant, response_id)
 
     async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         with self._timed("append_events"):

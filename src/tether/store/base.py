@@ -24,7 +24,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead
+from tether.store.turns import Claim, InterruptEvents, Lease, Renewal, TurnRead
 from tether.types import Item, JSONObject
 
 
@@ -116,8 +116,13 @@ class Store(Protocol):
     async def claim_turn(self, tenant: str, response_id: str, *, key: str | None, node: str, lease_s: float) -> Claim:
         """Claim a new turn for ``node``; with an idempotency ``key``, only if no live or finished turn holds it."""
 
-    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
-        """Extend a running turn's lease (the heartbeat). ``False`` once the lease is fenced off."""
+    async def renew_lease(self, lease: Lease, lease_s: float) -> Renewal:
+        """Extend a running turn's lease (the heartbeat): ``HELD``, or ``CANCEL_REQUESTED`` once a node asked for
+        its cancellation (:meth:`request_cancel`); ``LOST``, extending nothing, once the lease is fenced off."""
+
+    async def request_cancel(self, tenant: str, response_id: str) -> bool:
+        """Mark the tenant's running turn for cancellation, for the node holding its lease to read at its next
+        heartbeat. ``False`` (nothing marked) when there is no such turn or it has ended."""
 
     async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         """Append events to the turn's shared log (each at its ``sequence_number``; ones already there are skipped).

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from tether.store.base import ResponseRecord
-from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead, TurnState
+from tether.store.turns import Claim, InterruptEvents, Lease, Renewal, TurnRead, TurnState
 from tether.types import JSONObject
 
 # A finished turn's log stays readable this long (the record holds its events for good).
@@ -33,6 +33,7 @@ class _Turn:
     ended_at: float | None = None
     events: list[bytes] = field(default_factory=list)
     committed: bool = False  # its events live in its stored record from now on, not here
+    cancel_requested: bool = False
     # Made only when someone waits: a finished turn stays here for an hour, and most are never waited on.
     changed: asyncio.Event | None = None
 
@@ -82,11 +83,18 @@ class LocalTurns:
         self._turns[response_id] = _Turn(tenant, node, self._fence, key, self._clock() + lease_s)
         return Claim(lease=Lease(response_id, tenant, node, self._fence))
 
-    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
+    async def renew_lease(self, lease: Lease, lease_s: float) -> Renewal:
         turn = self._held(lease)
         if turn is None:
-            return False
+            return Renewal.LOST
         turn.lease_until = self._clock() + lease_s
+        return Renewal.CANCEL_REQUESTED if turn.cancel_requested else Renewal.HELD
+
+    async def request_cancel(self, tenant: str, response_id: str) -> bool:
+        turn = self._turns.get(response_id)
+        if turn is None or turn.tenant != tenant or turn.state is not TurnState.RUNNING:
+            return False
+        turn.cancel_requested = True
         return True
 
     async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
@@ -125,6 +133,7 @@ class LocalTurns:
             state=turn.state,
             node=turn.node,
             lease_expired=self._expired(turn),
+            cancel_requested=turn.cancel_requested,
         )
 
     async def wait_turn(self, response_id: str, after: int, timeout_s: float) -> None:
@@ -183,9 +192,13 @@ class OneNodeTurns:
         """See :meth:`tether.store.base.Store.claim_turn`."""
         return await self.turns.claim_turn(tenant, response_id, key=key, node=node, lease_s=lease_s)
 
-    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
+    async def renew_lease(self, lease: Lease, lease_s: float) -> Renewal:
         """See :meth:`tether.store.base.Store.renew_lease`."""
         return await self.turns.renew_lease(lease, lease_s)
+
+    async def request_cancel(self, tenant: str, response_id: str) -> bool:
+        """See :meth:`tether.store.base.Store.request_cancel`."""
+        return await self.turns.request_cancel(tenant, response_id)
 
     async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         """See :meth:`tether.store.base.Store.append_events`."""

@@ -25,7 +25,7 @@ from tether.store import postgres_sql as q
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
 from tether.store.local_turns import FINISHED_RETENTION_S
 from tether.store.record_rows import COLUMNS, item_bodies, item_hashes, record_from_row, record_row
-from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead, TurnState
+from tether.store.turns import Claim, InterruptEvents, Lease, Renewal, TurnRead, TurnState
 from tether.types import JSONObject
 
 _log = structlog.get_logger("tether.store.postgres")
@@ -227,14 +227,21 @@ class PostgresStore:
             return Claim(lease=Lease(response_id, tenant, node, token))
         return None if holder is None else Claim(holder=holder)
 
-    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
-        """Extend the lease while it is still held (not fenced off, not expired)."""
+    async def renew_lease(self, lease: Lease, lease_s: float) -> Renewal:
+        """Extend the lease while it is still held (not fenced off, not expired); the same statement reads the
+        cancellation mark."""
         now = self._clock()
+        params = {"id": lease.response_id, "token": lease.token, "now": now, "until": now + lease_s}
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                f"UPDATE turns SET lease_until = %(until)s WHERE {q.HELD}",
-                {"id": lease.response_id, "token": lease.token, "now": now, "until": now + lease_s},
-            )
+            row = await (await conn.execute(q.RENEW_LEASE, params)).fetchone()
+        if row is None:
+            return Renewal.LOST
+        return Renewal.CANCEL_REQUESTED if row[0] else Renewal.HELD
+
+    async def request_cancel(self, tenant: str, response_id: str) -> bool:
+        """Mark the running turn for cancellation (its node reads the mark at its next heartbeat)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(q.REQUEST_CANCEL, {"id": response_id, "tenant": tenant})
             return cursor.rowcount > 0
 
     async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
@@ -280,13 +287,14 @@ class PostgresStore:
             row = await (await conn.execute(q.READ_TURN, {"id": response_id, "after": after})).fetchone()
         if row is None or row[0] != tenant:
             return None
-        _, node, state, lease_until, bodies = row
+        _, node, state, lease_until, cancel_requested, bodies = row
         turn_state = TurnState(state)
         return TurnRead(
             events=[orjson.loads(body) for body in bodies or ()],
             state=turn_state,
             node=node,
             lease_expired=turn_state is TurnState.RUNNING and lease_until <= self._clock(),
+            cancel_requested=cancel_requested,
         )
 
     async def wait_turn(self, response_id: str, after: int, timeout_s: float) -> None:

@@ -84,6 +84,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX edge_blobs_expires_at ON edge_blobs (expires_at)",
     ),
+    # A node that does not generate a turn asks its generating node to cancel it; the heartbeat reads the mark.
+    ("ALTER TABLE turns ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -161,8 +163,12 @@ INSERT_EVENTS = (
     "INSERT INTO turn_events (response_id, seq, body) SELECT %s, * FROM unnest(%s::int[], %s::bytea[]) "
     "ON CONFLICT DO NOTHING"
 )
+RENEW_LEASE = f"UPDATE turns SET lease_until = %(until)s WHERE {HELD} RETURNING cancel_requested"
+REQUEST_CANCEL = (
+    "UPDATE turns SET cancel_requested = TRUE WHERE response_id = %(id)s AND tenant = %(tenant)s AND state = 'running'"
+)
 READ_TURN = """
-    SELECT t.tenant, t.node, t.state, t.lease_until,
+    SELECT t.tenant, t.node, t.state, t.lease_until, t.cancel_requested,
         (SELECT array_agg(e.body ORDER BY e.seq) FROM turn_events AS e
          WHERE e.response_id = t.response_id AND e.seq > %(after)s)
     FROM turns AS t WHERE t.response_id = %(id)s

@@ -27,7 +27,7 @@ from tether.store import redis_scripts as lua
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
 from tether.store.local_turns import FINISHED_RETENTION_S
 from tether.store.record_rows import item_bodies
-from tether.store.turns import Claim, InterruptEvents, Lease, TurnRead, TurnState
+from tether.store.turns import Claim, InterruptEvents, Lease, Renewal, TurnRead, TurnState
 from tether.types import JSONObject
 
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -249,12 +249,17 @@ class RedisStore:
                 return Claim(holder=value.decode())
         raise RuntimeError(f"could not claim idempotency key for {response_id}")
 
-    async def renew_lease(self, lease: Lease, lease_s: float) -> bool:
-        """Extend the lease while it is still held."""
+    async def renew_lease(self, lease: Lease, lease_s: float) -> Renewal:
+        """Extend the lease while it is still held; the same script reads the cancellation mark."""
         now = self._clock()
         keys = [self._key("turn", lease.response_id)]
         args = [lease.token, repr(now), repr(now + lease_s), int(FINISHED_RETENTION_S)]
-        return bool(await self._run("RENEW", keys, args))
+        outcome = await self._run("RENEW", keys, args)
+        return {0: Renewal.LOST, 1: Renewal.HELD, 2: Renewal.CANCEL_REQUESTED}[int(outcome)]
+
+    async def request_cancel(self, tenant: str, response_id: str) -> bool:
+        """Mark the running turn for cancellation, in one script (its node reads the mark at its next heartbeat)."""
+        return bool(await self._run("REQUEST_CANCEL", [self._key("turn", response_id)], [tenant]))
 
     async def append_events(self, lease: Lease, events: list[JSONObject]) -> bool:
         """Append events to the turn's stream while the lease is held."""
@@ -292,6 +297,7 @@ class RedisStore:
             state=state,
             node=turn[b"node"].decode(),
             lease_expired=state is TurnState.RUNNING and float(turn[b"lease_until"]) <= self._clock(),
+            cancel_requested=turn.get(b"cancel_requested") == b"1",
         )
 
     async def wait_turn(self, response_id: str, after: int, timeout_s: float) -> None:
@@ -375,7 +381,7 @@ class RedisStore:
         return bodies if len(bodies) == len(unique) else None
 
 
-_SCRIPT_NAMES = ("PUT", "CLAIM", "RENEW", "APPEND", "FINISH", "INTERRUPT", "CHAIN", "COLLECT_ITEMS")
+_SCRIPT_NAMES = ("PUT", "CLAIM", "RENEW", "REQUEST_CANCEL", "APPEND", "FINISH", "INTERRUPT", "CHAIN", "COLLECT_ITEMS")
 
 
 def _pair(tenant: str, key: str) -> str:

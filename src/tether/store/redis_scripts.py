@@ -6,8 +6,9 @@ Sentinel), not Redis Cluster. The key layout (``P`` is the prefix):
 - ``P:item:HASH`` an item body; ``P:touched`` (sorted set) the put (``P:put_order``) that last wrote each item
 - ``P:resp:ID`` a record without item bodies or events; ``P:events:ID`` its stream log; ``P:responses`` every id
 - ``P:idem:KEY`` (sorted set) the ids stored with an idempotency key, by put order (``P:put_order``)
-- ``P:turn:ID`` (hash) a claimed turn; ``P:claim:KEY`` the turn holding an idempotency key; ``P:log:ID`` (stream)
-  its shared log, entry ``0-(n+1)`` holding the event with ``sequence_number`` n; ``P:fence`` fencing tokens
+- ``P:turn:ID`` (hash) a claimed turn (``cancel_requested`` is ``1`` once a node asked for its cancellation);
+  ``P:claim:KEY`` the turn holding an idempotency key; ``P:log:ID`` (stream) its shared log, entry ``0-(n+1)``
+  holding the event with ``sequence_number`` n; ``P:fence`` fencing tokens
 """
 
 from __future__ import annotations
@@ -69,15 +70,25 @@ return {1, token}
 """
 
 # KEYS: turn. ARGV: token, now, lease_until, ttl (a turn that runs for long keeps its key).
+# Returns 0 lost, 1 held, 2 held and its cancellation requested.
 RENEW = (
     _HELD
     + """
 if not held(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'lease_until', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 2 end
 return 1
 """
 )
+
+# KEYS: turn. ARGV: tenant. Marks a running turn of the tenant for cancellation; returns 1 if it did.
+REQUEST_CANCEL = """
+local t = redis.call('HMGET', KEYS[1], 'tenant', 'state')
+if t[1] ~= ARGV[1] or t[2] ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+return 1
+"""
 
 # KEYS: turn, log. ARGV: token, now, ttl, n, then n (sequence number, body) pairs.
 APPEND = (

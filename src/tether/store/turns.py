@@ -11,6 +11,10 @@ Redis Stream with blocking reads). A follower that finds the log still running b
 turn: it appends the terminal event it is given, marks the turn interrupted and releases the idempotency key, so the
 client's retry generates exactly once more. The interrupted generation is never completed: its commit is fenced off.
 
+Any node may *request the cancellation* of a running turn (a background response cancelled through a node that does
+not generate it): the store keeps the mark, and the generating node reads it in the answer to its next heartbeat
+(:class:`Renewal`), then cancels the turn as a local cancel would.
+
 Memory and SQLite implement this for one node (:mod:`tether.store.local_turns`).
 """
 
@@ -27,6 +31,14 @@ class TurnState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     INTERRUPTED = "interrupted"
+
+
+class Renewal(StrEnum):
+    """The answer to a heartbeat: the lease was extended (and whether a cancellation was requested), or lost."""
+
+    HELD = "held"
+    CANCEL_REQUESTED = "cancel_requested"
+    LOST = "lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +72,14 @@ class TurnRead:
         state: running, done or interrupted.
         node: the node that holds (or held) the lease.
         lease_expired: ``True`` when the turn is running but its lease ran out (its node is presumed dead).
+        cancel_requested: ``True`` once a node asked for the turn's cancellation (:meth:`Store.request_cancel`).
     """
 
     events: list[JSONObject]
     state: TurnState
     node: str
     lease_expired: bool
+    cancel_requested: bool
 
 
 InterruptEvents = Callable[[int], list[JSONObject]]
