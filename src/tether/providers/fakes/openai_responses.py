@@ -115,7 +115,9 @@ class FakeResponsesUpstream:
     Args:
         script: the steps the model plays (``ScriptStep``\\ s or the dicts of a scripts file); without one, it
             echoes the last user message.
-        api_key: when set, requests without ``Authorization: Bearer <api_key>`` are refused with 401.
+        api_key: when set, requests without ``Authorization: Bearer <api_key>`` are refused with 401
+            (``invalid_api_key``, as the real API answers a wrong key).
+        more_api_keys: other keys accepted beside ``api_key`` (several agents, each with its own key).
         chunk_size: characters per streamed delta.
         max_connection_age_s: when set, a socket this old gets ``websocket_connection_limit_reached`` and is closed.
         stateful: ``False`` keeps no response at all, as vLLM's or SGLang's ``/v1/responses`` without a store:
@@ -127,12 +129,14 @@ class FakeResponsesUpstream:
         script: Sequence[ScriptStep] | Sequence[Mapping[str, Any]] | None = None,
         *,
         api_key: str | None = None,
+        more_api_keys: Sequence[str] = (),
         chunk_size: int = 8,
         max_connection_age_s: float | None = None,
         stateful: bool = True,
     ) -> None:
         self.script: Script | None = None if script is None else _as_script(script)
         self.api_key = api_key
+        self.more_api_keys = tuple(more_api_keys)
         self.chunk_size = max(1, chunk_size)
         self.max_connection_age_s = max_connection_age_s
         self.stateful = stateful
@@ -443,7 +447,9 @@ class FakeResponsesUpstream:
             return queue.popleft() if queue else None
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
-        return self.api_key is None or headers.get("authorization") == f"Bearer {self.api_key}"
+        if self.api_key is None:
+            return True
+        return headers.get("authorization") in {f"Bearer {key}" for key in (self.api_key, *self.more_api_keys)}
 
 
 def _response_object(response_id: str, body: JSONObject) -> ResponseObject:
