@@ -67,10 +67,9 @@ def main() -> int:
         if isinstance(fake, FakeAnthropic):
             overrides["providers"] = {"claude": {"kind": "anthropic", "base_url": fake.base_url}}
             overrides["routes"] = [{"model": "*", "provider": "claude"}]
-        elif fake is not None:  # Responses turns run in tether's engine, which calls the upstream with its own key
-            os.environ["TETHER_TEST_UPSTREAM_KEY"] = FAKE_KEY
+        elif fake is not None:  # no key configured: tether's engine calls the upstream with the agent's own key
             upstream = {"kind": "openai-responses", "base_url": fake.base_url, "transport": "websocket"}
-            overrides["providers"] = {"up": {**upstream, "api_key_env": "TETHER_TEST_UPSTREAM_KEY"}}
+            overrides["providers"] = {"up": upstream}
             overrides["routes"] = [{"model": "*", "provider": "up"}]
         with serve_in_thread(Settings.model_validate(overrides)) as gateway:
             ws_url, origin = link_url(gateway.base_url)

@@ -25,6 +25,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
         yield running
 
 
+def responses_settings(store: Path, provider: dict[str, Any], log_level: str = "warning") -> Settings:
+    """A gateway with one OpenAI Responses upstream as two providers: ``http-*`` models over HTTP, ``ws-*`` ones over
+    WebSocket mode."""
+    return Settings.model_validate({
+        "store_url": f"sqlite:///{store}", "log_level": log_level,
+        "providers": {"up-http": provider, "up-ws": {**provider, "transport": "websocket"}},
+        "routes": [{"model": "http-*", "provider": "up-http"}, {"model": "ws-*", "provider": "up-ws"}],
+    })  # fmt: skip
+
+
 def edge_config(gateway_base_url: str, journal: Path | None = None, **link: Any) -> EdgeConfig:
     ws_url, origin = link_url(gateway_base_url)
     options = LinkOptions(ws_url, http_url=origin + PATH, **link)

@@ -9,7 +9,8 @@ three tool rounds on real files of a temporary project (Claude Code's Read and B
   the loop runs to its end, its continuations crossing as new content only.
 - Codex (``codex exec``) in WebSocket mode to an OpenAI Responses upstream (``FakeResponsesUpstream`` over
   WebSocket): the gateway rebuilds each ``response.create`` exactly (its content hash is checked), and the upstream
-  receives it as tether's engine sends any client's turn (see ``test_codex_over_websocket_to_a_responses_upstream``).
+  receives it as tether's engine sends any client's turn (see ``test_codex_over_websocket_to_a_responses_upstream``),
+  with Codex's own key: the provider has none configured.
 - Codex on embedded defaults: its continuations cross without its tool schemas and instructions.
 """
 
@@ -227,6 +228,9 @@ def test_codex_over_websocket_to_a_responses_upstream(tmp_path: Path) -> None:
     upstream = [entry["body"] for entry in result["upstream"]]
     assert len(upstream) == len(turns) == 4
     assert {entry["connection"] for entry in result["upstream"]} == {1}
+    # the provider has no key: Codex's own reached the upstream (the fake refuses any other), through the engine
+    assert {entry["headers"]["authorization"] for entry in result["upstream"]} == {"<set>"}
+    assert all("authorization" not in entry["headers"] for entry in creates)  # the edge's capture keeps none
     changed = {"stream", "previous_response_id", "input"}
     for sent, received in zip(turns, upstream, strict=True):
         assert {k: v for k, v in received.items() if k not in changed} == {

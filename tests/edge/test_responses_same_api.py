@@ -29,9 +29,8 @@ from tether.edge.run import RunningEdge, edge_in_thread
 from tether.netutil import free_port
 from tether.providers.fakes import FakeResponsesUpstream
 from tether.server.runner import RunningServer, serve_in_thread
-from tether.settings import Settings
 
-from .conftest import edge_config
+from .conftest import edge_config, responses_settings
 
 UP_KEY = "sk-up-same-api-0123456789abcdef"
 STEPS: list[dict[str, Any]] = [
@@ -62,12 +61,7 @@ def gateway(upstream: FakeResponsesUpstream, tmp_path_factory: pytest.TempPathFa
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TETHER_TEST_UP_KEY", UP_KEY)
         provider = {"kind": "openai-responses", "base_url": upstream.base_url, "api_key_env": "TETHER_TEST_UP_KEY"}
-        settings = Settings.model_validate({
-            "store_url": f"sqlite:///{directory / 'tether.db'}", "log_level": "warning",
-            "providers": {"up-http": provider, "up-ws": {**provider, "transport": "websocket"}},
-            "routes": [{"model": "http-*", "provider": "up-http"}, {"model": "ws-*", "provider": "up-ws"}],
-        })  # fmt: skip
-        with serve_in_thread(settings) as running:
+        with serve_in_thread(responses_settings(directory / "tether.db", provider)) as running:
             yield running
 
 

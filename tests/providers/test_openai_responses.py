@@ -527,3 +527,24 @@ async def enumerate_messages(websocket: ServerConnection) -> AsyncIterator[tuple
     async for message in websocket:
         yield number, message
         number += 1
+
+
+# -- credentials -----------------------------------------------------------------------------------------------
+
+
+@TRANSPORTS
+async def test_a_configured_key_wins_over_the_agents_forwarded_one(
+    fake: FakeResponsesUpstream, transport: Transport
+) -> None:
+    provider = provider_for(fake.base_url, transport)
+    request = ProviderRequest(
+        model="up-model", instructions=None, context=[user("Hi.")], new_items=[user("Hi.")], tools=[],
+        tool_choice="auto", context_tokens=0, cached_tokens=0, previous_response_id=None,
+        response_id=ids.response_id(), credentials={"authorization": "Bearer sk-agent-not-for-this-upstream"},
+    )  # fmt: skip
+    try:
+        events = [event async for event in provider.stream(request)]
+    finally:
+        await provider.aclose()
+    assert isinstance(events[-1], Finish)
+    assert [record.headers["authorization"] for record in fake.requests] == [f"Bearer {KEY}"]

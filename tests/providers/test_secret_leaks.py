@@ -9,6 +9,7 @@ meanwhile (captured from structlog) must be free of the secrets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from typing import Any
@@ -126,10 +127,10 @@ def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
         yield logs
 
 
-async def run(provider: Provider) -> ProtocolError:
+async def run(provider: Provider, request: ProviderRequest = REQUEST) -> ProtocolError:
     try:
         with pytest.raises(ProtocolError) as raised:
-            async for _ in provider.stream(REQUEST):
+            async for _ in provider.stream(request):
                 pass
     finally:
         await provider.aclose()
@@ -287,3 +288,45 @@ async def test_no_secret_reaches_a_client_of_the_gateway(
     for text in received:
         assert_clean(text)
     assert_clean(repr(logs))
+
+
+# An agent's own key, forwarded by an edge to a provider with no key: shaped like no credential, so only its being
+# known as a secret keeps it out of messages.
+AGENT_KEY = "agent.key.7c1e5b93"
+FORWARDED = dataclasses.replace(REQUEST, credentials={"authorization": f"Bearer {AGENT_KEY}"})
+
+
+def assert_no_agent_key(text: str) -> None:
+    assert AGENT_KEY not in text, f"the agent's key leaked into: {text[:400]}"
+
+
+@pytest.mark.parametrize("answer", HOSTILE.values(), ids=HOSTILE.keys())
+async def test_no_forwarded_agent_key_reaches_the_client_or_the_log_over_http(
+    answer: Callable[[httpx.Request], httpx.Response], captured_logs: list[MutableMapping[str, Any]]
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answer(request)
+
+    unkeyed = options(api_key=None, headers={})
+    provider = OpenAIResponsesProvider("up", unkeyed, http_transport=httpx.MockTransport(handler), sleep=no_sleep)
+    error = await run(provider, FORWARDED)
+
+    assert seen[0].headers["authorization"] == f"Bearer {AGENT_KEY}"  # sent upstream, then echoed back
+    assert_no_agent_key(client_visible(error))
+    assert_no_agent_key(repr(captured_logs))
+
+
+async def test_a_websocket_upgrade_refusing_the_agents_key_shows_no_key(
+    captured_logs: list[MutableMapping[str, Any]],
+) -> None:
+    with FakeResponsesUpstream(api_key="sk-the-upstream-wants-another-key") as fake:
+        unkeyed = options(fake.base_url, api_key=None, headers={})
+        provider = OpenAIResponsesProvider("up", unkeyed, transport="websocket", sleep=no_sleep)
+        error = await run(provider, FORWARDED)
+
+    assert error.code == "upstream_auth_error"
+    assert_no_agent_key(client_visible(error))
+    assert_no_agent_key(repr(captured_logs))

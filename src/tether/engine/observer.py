@@ -53,12 +53,16 @@ class TurnOrigin:
         request_bytes: the size of the body (HTTP) or message (WebSocket) the client actually sent.
         key_id: the short fingerprint of the API key that authenticated the request (never the key).
         trace_headers: the W3C trace context (``traceparent``, ``tracestate``) the request arrived with.
+        credentials: the agent's own upstream credential headers (names in lower case), for a turn an edge relayed:
+            sent upstream only when the routed provider has no key configured. Held in memory for the turn only:
+            never in its ``repr``, the store, the stream log, a log line, a trace or the audit log.
     """
 
     transport: str = "internal"
     request_bytes: int = 0
     key_id: str | None = None
     trace_headers: Mapping[str, str] = field(default_factory=dict)
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(slots=True)

@@ -232,6 +232,7 @@ class Turn:
             params=plan.params,
             lane_key=plan.lane_key,
             trace_headers=self.observer.upstream_headers(self),
+            credentials=plan.origin.credentials,
         )
 
     def record(self, expires_at: float | None, snapshot: list[str] | None) -> ResponseRecord:

@@ -32,6 +32,9 @@ class ProviderRequest:
             upstream can keep one upstream session per active lane.
         params: every other request parameter as the client sent it (tools, tool_choice, reasoning, ...).
         trace_headers: the W3C trace context (``traceparent``, ``tracestate``) to send with the upstream request.
+        credentials: the agent's own credential headers (``authorization``, ``x-api-key``; names in lower case)
+            when an edge relayed the turn: a provider with no key configured sends them upstream, one with a key
+            ignores them. Never shown in ``repr``, never logged, never stored.
     """
 
     model: str
@@ -47,6 +50,7 @@ class ProviderRequest:
     params: JSONObject = field(default_factory=dict)
     lane_key: str | None = None
     trace_headers: Mapping[str, str] = field(default_factory=dict)
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class Provider(Protocol):

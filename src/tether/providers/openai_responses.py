@@ -6,6 +6,11 @@ cannot continue (``previous_response_not_found``, a dropped socket, a ``store=fa
 a restart that emptied the id map) the turn goes up with the full context tether holds, before anything reached
 the client, so the client never notices. Upstream ids never leave this module: clients see tether's ids.
 
+Credentials: a configured key always wins. A provider with none (no ``api_key_env``, no credential header configured)
+sends the agent's own ``Authorization`` when an edge relayed the turn (``ProviderRequest.credentials``): on each HTTP
+request, and as the upgrade header of WebSocket sockets that only that credential's turns use
+(:class:`~tether.providers.responses_ws.PoolsByCredential`).
+
 An upstream declared stateless (``stateful = false``: vLLM's or SGLang's ``/v1/responses`` without a store) gets
 every turn with the full context and ``store: false``, in one request: no delta for it to refuse first.
 """
@@ -23,6 +28,8 @@ import structlog
 from tether.protocol.model_events import Finish, ModelEvent
 from tether.providers.base import ProviderRequest
 from tether.providers.http_upstream import UpstreamFields, UpstreamOptions, upstream_options
+from tether.providers.raw_forward import CREDENTIAL_HEADERS
+from tether.providers.redaction import secrets_of
 from tether.providers.responses_events import ResponsesEventReader
 from tether.providers.responses_http import ResponsesHTTPTransport
 from tether.providers.responses_payload import (
@@ -32,7 +39,7 @@ from tether.providers.responses_payload import (
     create_body,
     stores_upstream,
 )
-from tether.providers.responses_ws import SocketPool, exchange, websocket_url
+from tether.providers.responses_ws import PoolsByCredential, SocketPool, exchange, websocket_url
 from tether.providers.retry import Sleep
 from tether.providers.upstream_errors import UpstreamConnectionError, UpstreamReportedError, protocol_error
 from tether.types import JSONObject
@@ -96,21 +103,29 @@ class OpenAIResponsesProvider:
         self.ids = ResponseIdMap(id_map_size if stateful else 1)
         self.secrets = options.secrets
         self.backoff = options.backoff(name, sleep)
+        self.keyed = options.api_key is not None or any(name.lower() in CREDENTIAL_HEADERS for name in options.headers)
+        """A key is configured: the agent's forwarded credentials are never used."""
         self._http: ResponsesHTTPTransport | None = None
         self.pool: SocketPool | None = None
+        self.forwarded_pools: PoolsByCredential | None = None
         if transport == "http":
             self._http = ResponsesHTTPTransport(options, transport=http_transport)
         else:
             headers = dict(options.headers)
             if options.api_key:
                 headers["Authorization"] = f"Bearer {options.api_key}"
-            self.pool = SocketPool(
-                websocket_url(options.base_url),
-                headers,
-                self.secrets,
-                max_age_s=max_connection_age_s,
-                open_timeout_s=options.connect_timeout_s,
-            )
+
+            def pool(extra: dict[str, str]) -> SocketPool:
+                return SocketPool(
+                    websocket_url(options.base_url),
+                    {**headers, **extra},
+                    (*self.secrets, *secrets_of(None, extra)),
+                    max_age_s=max_connection_age_s,
+                    open_timeout_s=options.connect_timeout_s,
+                )
+
+            self.pool = pool({})
+            self.forwarded_pools = PoolsByCredential(pool)
 
     @classmethod
     def from_config(cls, name: str, config: ResponsesFields, api_key: str | None) -> OpenAIResponsesProvider:
@@ -131,17 +146,23 @@ class OpenAIResponsesProvider:
             ProtocolError: the upstream failed (after the retries allowed, or after events were yielded).
         """
         attempt = _Attempt(full_context=not self.stateful)
+        forwarded = self._forwarded(request)
+        secrets = (*self.secrets, *secrets_of(None, forwarded))
         while True:
             started = False
             try:
-                runner = self._over_websocket(request, attempt) if self.pool else self._over_http(request, attempt)
+                runner = (
+                    self._over_websocket(request, attempt, forwarded)
+                    if self.pool
+                    else self._over_http(request, attempt, forwarded)
+                )
                 async with contextlib.aclosing(runner) as events:
                     async for event in events:
                         started = True
                         yield event
                 return
             except UpstreamReportedError as error:
-                failure = protocol_error(self.name, error, self.secrets)
+                failure = protocol_error(self.name, error, secrets)
                 if started:
                     raise failure from None
                 if error.code == _NOT_FOUND and attempt.sent_delta and not attempt.full_context:
@@ -156,7 +177,7 @@ class OpenAIResponsesProvider:
                 await self.backoff.wait(attempt.retries, failure, error.headers)
                 attempt.retries += 1
             except UpstreamConnectionError as error:
-                failure = protocol_error(self.name, error, self.secrets)
+                failure = protocol_error(self.name, error, secrets)
                 if started:
                     raise failure from None
                 if error.mid_turn and attempt.sent_delta:
@@ -169,17 +190,26 @@ class OpenAIResponsesProvider:
             await self._http.aclose()
         if self.pool is not None:
             await self.pool.aclose()
+        if self.forwarded_pools is not None:
+            await self.forwarded_pools.aclose()
 
     # -- transports ----------------------------------------------------------------------------------------
 
-    async def _over_http(self, request: ProviderRequest, attempt: _Attempt) -> AsyncGenerator[ModelEvent, None]:
+    def _forwarded(self, request: ProviderRequest) -> dict[str, str]:
+        """The agent's credential to send upstream: only when no key is configured."""
+        credential = None if self.keyed else request.credentials.get("authorization")
+        return {"authorization": credential} if credential else {}
+
+    async def _over_http(
+        self, request: ProviderRequest, attempt: _Attempt, forwarded: dict[str, str]
+    ) -> AsyncGenerator[ModelEvent, None]:
         assert self._http is not None
         previous = None if attempt.full_context else continuation_of(request, self.ids)
         attempt.sent_delta = previous is not None
         reader = ResponsesEventReader()
         finish: Finish | None = None
         async with contextlib.aclosing(
-            self._http.events(self._body(request, previous), request.trace_headers)
+            self._http.events(self._body(request, previous), {**request.trace_headers, **forwarded})
         ) as events:
             async for raw in events:
                 for event in reader.feed(raw):
@@ -194,10 +224,14 @@ class OpenAIResponsesProvider:
         self._remember(request, reader)
         yield finish
 
-    async def _over_websocket(self, request: ProviderRequest, attempt: _Attempt) -> AsyncGenerator[ModelEvent, None]:
+    async def _over_websocket(
+        self, request: ProviderRequest, attempt: _Attempt, forwarded: dict[str, str]
+    ) -> AsyncGenerator[ModelEvent, None]:
         assert self.pool is not None
+        assert self.forwarded_pools is not None
+        pool = self.forwarded_pools.pool(forwarded) if forwarded else self.pool
         parent = self.ids.get(request.previous_response_id) if request.previous_response_id else None
-        socket = await self.pool.acquire(request.lane_key, prefer=parent.upstream_id if parent else None)
+        socket = await pool.acquire(request.lane_key, prefer=parent.upstream_id if parent else None)
         released = False
         reusable = True
         try:
@@ -221,12 +255,12 @@ class OpenAIResponsesProvider:
                             # Released before the Finish leaves: the lane's next turn may start as soon as it does.
                             socket.holds = reader.upstream_id
                             released = True
-                            self.pool.release(socket, request.lane_key, reusable=True)
+                            pool.release(socket, request.lane_key, reusable=True)
                             self._remember(request, reader)
                         yield event
         finally:
             if not released:
-                self.pool.release(socket, request.lane_key, reusable=reusable)
+                pool.release(socket, request.lane_key, reusable=reusable)
 
     # -- decisions -----------------------------------------------------------------------------------------
 

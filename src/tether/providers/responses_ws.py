@@ -5,13 +5,18 @@ its own socket, and the upstream's connection-local cache (its most recent respo
 lets ``store=false`` chains continue with deltas. Turns that come over HTTP (no lane) borrow an idle socket from a
 small shared pool, preferring the one that holds their parent. A socket older than ``max_age_s`` is closed before a
 turn would start on it; sockets idle for ``idle_timeout_s`` are closed whenever the pool is next used.
+
+A socket is authenticated once, by its upgrade request, so a socket opened with one agent's forwarded credential must
+never carry another's turn: :class:`PoolsByCredential` keeps one pool per credential, keyed by its SHA-256.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
@@ -110,6 +115,8 @@ class SocketPool:
         self.clock = clock
         self.lanes: dict[str, UpstreamSocket] = {}
         self.shared: list[UpstreamSocket] = []
+        self.borrowed = 0
+        """Sockets handed out by :meth:`acquire` and not released yet."""
         self._closing: set[asyncio.Task[None]] = set()
 
     async def acquire(self, lane_key: str | None, prefer: str | None = None) -> UpstreamSocket:
@@ -119,6 +126,11 @@ class SocketPool:
             UpstreamReportedError: the upstream refused the upgrade (e.g. 401, 429).
             UpstreamConnectionError: the upstream could not be reached.
         """
+        socket = await self._acquire(lane_key, prefer)
+        self.borrowed += 1
+        return socket
+
+    async def _acquire(self, lane_key: str | None, prefer: str | None) -> UpstreamSocket:
         self._sweep()
         current = self.lanes.get(lane_key) if lane_key is not None else None
         if current is not None and not current.busy and self._usable(current):
@@ -142,6 +154,7 @@ class SocketPool:
 
     def release(self, socket: UpstreamSocket, lane_key: str | None, *, reusable: bool) -> None:
         """Give a socket back after a turn; one that is broken, or has a response still running, is closed."""
+        self.borrowed -= 1
         socket.busy = False
         socket.last_used = self.clock()
         owned = lane_key is not None and self.lanes.get(lane_key) is socket
@@ -212,6 +225,46 @@ class SocketPool:
     async def _close(connection: ClientConnection) -> None:
         with contextlib.suppress(Exception):
             await connection.close()
+
+
+class PoolsByCredential:
+    """One :class:`SocketPool` per forwarded credential (an agent's ``Authorization``), so no socket is ever shared
+    between two credentials. Pools are keyed by the credential's SHA-256; the value itself lives only in its pool's
+    upgrade headers. Past ``max_pools``, the least recently used pool with no socket out is closed.
+
+    Args:
+        make: a pool whose upgrade requests carry these extra headers.
+        max_pools: pools kept at once.
+    """
+
+    def __init__(self, make: Callable[[dict[str, str]], SocketPool], max_pools: int = 64) -> None:
+        self._make = make
+        self.max_pools = max_pools
+        self.pools: OrderedDict[str, SocketPool] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def pool(self, headers: dict[str, str]) -> SocketPool:
+        """The pool of the credential ``headers`` carry (created on first use)."""
+        key = hashlib.sha256(orjson.dumps(headers, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = self._make(headers)
+            self._evict(keep=key)
+        self.pools.move_to_end(key)
+        return pool
+
+    def _evict(self, keep: str) -> None:
+        for key in [key for key, pool in self.pools.items() if pool.borrowed == 0 and key != keep]:
+            if len(self.pools) <= self.max_pools:
+                return
+            task = asyncio.get_running_loop().create_task(self.pools.pop(key).aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        pools = list(self.pools.values())
+        self.pools.clear()
+        await asyncio.gather(*(pool.aclose() for pool in pools), *self._closing)
 
 
 async def exchange(

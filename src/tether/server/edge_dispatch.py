@@ -2,7 +2,8 @@
 
 - A Responses request runs on tether's own engine exactly as if the agent had sent it to ``POST /v1/responses``; its
   events cross in compact form (the request fields a lifecycle event echoes are left out, and the edge puts them
-  back).
+  back). The agent's credential headers ride with the turn (:attr:`TurnOrigin.credentials`, in memory only), for a
+  provider with no key of its own to send upstream.
 - An Anthropic Messages or Chat Completions request whose model routes to an upstream of the same API is forwarded
   untouched (:mod:`tether.server.edge_forward`); to any other upstream, translated
   (:mod:`tether.server.edge_translated`).
@@ -15,6 +16,7 @@ from typing import Any
 
 from tether.engine.cache import ConnectionState
 from tether.engine.engine import Engine
+from tether.engine.observer import TurnOrigin
 from tether.protocol.delta import diff
 from tether.protocol.edge_wire import API, Piece
 from tether.protocol.errors import ProtocolError, sse_error_shape
@@ -22,7 +24,7 @@ from tether.protocol.events import ErrorEvent, TerminalEvent, is_terminal
 from tether.protocol.interrupted import is_interrupted_error
 from tether.protocol.request import Transport, parse_create
 from tether.protocol.stream import with_stream_id
-from tether.providers.raw_forward import raw_forwarder
+from tether.providers.raw_forward import CREDENTIAL_HEADERS, raw_forwarder
 from tether.server.edge_forward import forwarded_pieces
 from tether.server.edge_pieces import INTERRUPTED_END, JSON_HEAD, SSE_HEAD, error_pieces, with_generation
 from tether.server.edge_translated import CODECS, translated_pieces
@@ -51,13 +53,21 @@ def compact(event: Mapping[str, Any], request: Mapping[str, Any]) -> Piece:
     return {"event": {**event, "response": kept}, "x": left_out}
 
 
-async def responses_pieces(engine: Engine, request: JSONObject, *, tenant: str, turn: str) -> AsyncIterator[Piece]:
+def agent_origin(headers: Mapping[str, str]) -> TurnOrigin:
+    """The origin of a turn an edge relayed: it carries the agent's credential headers (never its other headers)."""
+    credentials = {name.lower(): value for name, value in headers.items() if name.lower() in CREDENTIAL_HEADERS}
+    return TurnOrigin(credentials=credentials)
+
+
+async def responses_pieces(
+    engine: Engine, request: JSONObject, headers: Mapping[str, str], *, tenant: str, turn: str
+) -> AsyncIterator[Piece]:
     """Run a Responses request on the engine, as ``POST /v1/responses`` would."""
     try:
         create = parse_create(request, Transport.HTTP)
         if create.idempotency_key is None:
             create.idempotency_key = f"edge:{turn}"
-        live = await engine.create(create, tenant=tenant)
+        live = await engine.create(create, tenant=tenant, origin=agent_origin(headers))
     except ProtocolError as error:
         for piece in error_pieces(error):
             yield piece
@@ -104,7 +114,13 @@ async def responses_pieces(engine: Engine, request: JSONObject, *, tenant: str, 
 
 
 async def websocket_pieces(
-    engine: Engine, request: JSONObject, connection: ConnectionState, *, tenant: str, turn: str
+    engine: Engine,
+    request: JSONObject,
+    headers: Mapping[str, str],
+    connection: ConnectionState,
+    *,
+    tenant: str,
+    turn: str,
 ) -> AsyncIterator[Piece]:
     """Run a WebSocket-mode ``response.create`` on the engine, on the agent connection's own engine connection (so
     ``store=false`` continuations find their parent), as tether's WebSocket endpoint would."""
@@ -112,7 +128,8 @@ async def websocket_pieces(
         create = parse_create(request, Transport.WEBSOCKET)
         if create.idempotency_key is None:
             create.idempotency_key = f"edge:{turn}"
-        live = await engine.create(create, tenant=tenant, connection=connection, lane=create.stream_id)
+        origin = agent_origin(headers)
+        live = await engine.create(create, tenant=tenant, connection=connection, lane=create.stream_id, origin=origin)
     except ProtocolError as error:
         yield {"head": {"status": 101, "headers": {}}}
         yield {"event": error.ws_event()}
@@ -140,9 +157,9 @@ def dispatch(
 ) -> AsyncIterator[Piece]:
     """The pieces of the answer to one rebuilt request (``connection``: a WebSocket-mode session's)."""
     if connection is not None:
-        return websocket_pieces(engine, request, connection, tenant=tenant, turn=turn)
+        return websocket_pieces(engine, request, headers, connection, tenant=tenant, turn=turn)
     if api == "responses":
-        return responses_pieces(engine, request, tenant=tenant, turn=turn)
+        return responses_pieces(engine, request, headers, tenant=tenant, turn=turn)
     forwarder = raw_forwarder(engine.router.resolve(str(request.get("model", ""))), api)
     if forwarder is not None:  # the upstream speaks the agent's API: the request goes on untouched
         return forwarded_pieces(forwarder, path, request, headers, CODECS[api].error_body)
