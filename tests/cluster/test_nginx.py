@@ -6,6 +6,8 @@
 - The WebSocket resume event, and an idempotent retry, on other nodes follow the one live generation.
 - A node shut down mid-turn drains it (or, past the grace, gives it up as interrupted, retried once); ``store=false``
   turns never reach the shared store.
+- A background response's cancel sent to a node that does not generate it answers 200 ``cancelled`` (the generating
+  node stops it at its next heartbeat), and every node reads it cancelled.
 - The tether client runs a 20-turn loop over WebSocket while the node it is connected to is SIGKILLed, between turns
   and mid-stream, at seeded points. Every trial: no completed turn lost, no delta duplicated or missing, exactly one
   completed generation per turn across the nodes, and each interrupted turn reported and retried once.
@@ -374,3 +376,27 @@ async def test_store_false_turns_never_reach_the_shared_store(cluster: Cluster) 
         for node in cluster.nodes:
             missing = await client.get(f"http://127.0.0.1:{node.port}/v1/responses/{response_id}")
             assert missing.status_code == 404
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+async def test_a_background_response_is_cancelled_through_a_node_that_does_not_generate_it(cluster: Cluster) -> None:
+    story = "tell the story " * 400  # echo streams it back at 60 tokens/s: far longer than the test
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{cluster.port}", timeout=60.0) as client:
+        created = await client.post("/v1/responses", json={"model": "echo", "input": story, "background": True})
+        response_id = created.json()["id"]
+        generating = cluster.node_of(response_id)
+        elsewhere = next(node for node in cluster.nodes if node.name != generating)
+
+        cancel = await client.post(f"http://127.0.0.1:{elsewhere.port}/v1/responses/{response_id}/cancel")
+        assert cancel.status_code == 200, cancel.text  # at once: no 409 to retry
+        cancelled = cancel.json()
+        reads = [
+            (await client.get(f"http://127.0.0.1:{node.port}/v1/responses/{response_id}")).json()
+            for node in cluster.nodes
+        ]
+
+    assert (cancelled["id"], cancelled["status"], cancelled["background"]) == (response_id, "cancelled", True)
+    assert [read["status"] for read in reads] == ["cancelled"] * len(cluster.nodes)
+    text = "".join(part["text"] for item in reads[0]["output"] for part in item.get("content", []))
+    assert len(text) < len(story)  # the generation stopped part-way
+    assert [turn["state"] for turn in cluster.turns() if turn["id"] == response_id] == ["done"]
