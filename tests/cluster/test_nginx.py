@@ -135,6 +135,7 @@ def test_openai_sdk_tool_loop_lands_on_another_node_every_turn(cluster: Cluster)
     assert all(before != after for before, after in itertools.pairwise(nodes)), nodes
     assert len(set(nodes)) == 3
     assert_one_completed_generation_per_turn(cluster, interrupted=0)
+    assert [node.counters(*INTERRUPTION_COUNTERS) for node in cluster.nodes] == [Counter()] * 3  # none, no alarm
 
 
 def sse_events(body: bytes) -> list[JSONObject]:

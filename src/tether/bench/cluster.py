@@ -1,8 +1,10 @@
 """The cluster stores under load: per-turn latency and gateway CPU, and many concurrent sessions over 3 nodes.
 
 ``per-turn`` runs the long-chain workload of :mod:`tether.bench.cpu_per_turn` (one WebSocket, each turn
-``previous_response_id`` plus a 4 KB ``function_call_output``) against a ``tether serve`` on each store in turn and
-compares turns 1–10 with the last ten: the cost of a turn must not grow with the conversation, on any store.
+``previous_response_id`` plus a 4 KB ``function_call_output``) against one ``tether serve`` per store, all running
+side by side, the chains interleaved (sqlite, postgres, redis, sqlite, …) so that the load of the machine weighs on
+every store alike. It compares turns 1–10 with the last ten (the cost of a turn must not grow with the
+conversation, on any store) and each store with SQLite.
 
 ``sessions`` starts 3 nodes on one PostgreSQL or Redis and runs ``--sessions`` concurrent WebSocket tool loops
 spread over them: throughput, p50/p99 turn latency, errors (the target is 0) and the nodes' CPU.
@@ -19,7 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import shlex
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -132,22 +137,56 @@ async def chain(url: str, pid: int, turns: int) -> list[TurnCost]:
     return costs
 
 
+@dataclass(frozen=True)
+class WindowCost:
+    latency_ms: float
+    cpu_ms: float
+
+
+def window_cost(runs: list[list[TurnCost]], indices: range) -> WindowCost:
+    """Per turn of the window: the median over the chains, averaged over the window's turns."""
+    latency = statistics.mean(statistics.median(run[i].latency_s for run in runs) for i in indices) * 1e3
+    cpu = statistics.mean(statistics.median(run[i].cpu_ns for run in runs) for i in indices) / 1e6
+    return WindowCost(latency, cpu)
+
+
 def per_turn(args: argparse.Namespace, console: Console) -> list[str]:
-    table = Table(title=f"per turn along a {args.turns}-turn WebSocket chain (median of {args.repeats} chains)")
-    for column in ("store", "turns", "latency (ms)", "gateway CPU (ms)"):
-        table.add_column(column, justify="right" if column != "store" else "left")
-    lines = ["| store | turns | latency (ms) | gateway CPU (ms) |", "|---|---|---|---|"]
-    for kind in args.stores.split(","):
-        with tempfile.TemporaryDirectory() as tmp, nodes_on(kind, Path(tmp), 1, args.turns + args.warmup) as nodes:
-            [node] = nodes
+    kinds = args.stores.split(",")
+    runs: dict[str, list[list[TurnCost]]] = {kind: [] for kind in kinds}
+    with contextlib.ExitStack() as stack:
+        nodes = {}
+        for kind in kinds:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            [nodes[kind]] = stack.enter_context(nodes_on(kind, workdir, 1, args.turns + args.warmup))
+        for node in nodes.values():
             asyncio.run(chain(node.ws_url, node.process.pid, args.warmup))
-            runs = [asyncio.run(chain(node.ws_url, node.process.pid, args.turns)) for _ in range(args.repeats)]
-        for label, window in (("1–10", slice(0, 10)), (f"{args.turns - 9}–{args.turns}", slice(-10, None))):
-            indices = range(args.turns)[window]
-            latency = statistics.mean(statistics.median(run[i].latency_s for run in runs) for i in indices) * 1e3
-            cpu = statistics.mean(statistics.median(run[i].cpu_ns for run in runs) for i in indices) / 1e6
-            table.add_row(kind, label, f"{latency:.2f}", f"{cpu:.2f}")
-            lines.append(f"| {kind} | {label} | {latency:.2f} | {cpu:.2f} |")
+        for _ in range(args.repeats):  # interleaved: a burst of load from elsewhere hits every store alike
+            for kind, node in nodes.items():
+                runs[kind].append(asyncio.run(chain(node.ws_url, node.process.pid, args.turns)))
+    windows = {"1–10": range(10), f"{args.turns - 9}–{args.turns}": range(args.turns - 10, args.turns)}
+    costs = {(kind, label): window_cost(runs[kind], indices) for kind in kinds for label, indices in windows.items()}
+    baseline = kinds[0]
+    first = next(iter(windows))
+    columns = ["store", "turns", "latency (ms)", f"× {baseline}", f"× turns {first}"]
+    columns += ["gateway CPU (ms)", f"× {baseline}", f"× turns {first}"]
+    table = Table(title=f"per turn along a {args.turns}-turn WebSocket chain (median of {args.repeats} chains)")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "store" else "right")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for (kind, label), cost in costs.items():
+        base, early = costs[(baseline, label)], costs[(kind, first)]
+        row = [
+            kind,
+            label,
+            f"{cost.latency_ms:.2f}",
+            f"{cost.latency_ms / base.latency_ms:.2f}",
+            f"{cost.latency_ms / early.latency_ms:.2f}",
+            f"{cost.cpu_ms:.2f}",
+            f"{cost.cpu_ms / base.cpu_ms:.2f}",
+            f"{cost.cpu_ms / early.cpu_ms:.2f}",
+        ]
+        table.add_row(*row)
+        lines.append("| " + " | ".join(row) + " |")
     console.print(table)
     return lines
 
@@ -222,9 +261,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "per-turn" and args.turns < 20:
         parser.error("--turns must be at least 20")
     console = Console()
+    began, load_before = time.gmtime(), os.getloadavg()[0]
     lines = per_turn(args, console) if args.command == "per-turn" else sessions(args, console)
     if args.report:
-        header = [f"## `{args.command}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "", machine(), ""]
+        invocation = shlex.join(["python", "-m", "tether.bench.cluster", *(sys.argv[1:] if argv is None else argv)])
+        header = [
+            f"## `{args.command}` — {time.strftime('%Y-%m-%d %H:%M UTC', began)}",
+            "",
+            f"`{invocation}`",
+            "",
+            f"{machine()}; load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.",
+            "",
+        ]
         with args.report.open("a") as report:
             report.write("\n".join([*header, *lines, "", ""]))
     return 0
