@@ -185,6 +185,7 @@ class UpstreamHTTP:
             for _ in range(shards)
         )
         self._turn = itertools.count()
+        self._urls: dict[str, httpx.URL] = {}
 
     @property
     def _client(self) -> httpx.AsyncClient:
@@ -201,7 +202,10 @@ class UpstreamHTTP:
         """
         client = self._client
         request = client.build_request(
-            "POST", path, content=orjson.dumps(body), headers={**(headers or {}), "content-type": "application/json"}
+            "POST",
+            self._url(path),
+            content=orjson.dumps(body),
+            headers={**(headers or {}), "content-type": "application/json"},
         )
         try:
             response = await client.send(request, stream=True)
@@ -219,6 +223,15 @@ class UpstreamHTTP:
         finally:
             await response.aclose()
         raise self.reported(response.status_code, raw, response.headers)
+
+    def _url(self, path: str) -> httpx.URL:
+        """``path`` below the base URL, as the client would merge it, parsed once: an absolute ``URL`` passes
+        through ``build_request`` as it is, where a path string is parsed three times per request."""
+        url = self._urls.get(path)
+        if url is None:
+            base = self._clients[0].base_url  # every pool has the same base, ending in "/"
+            url = self._urls[path] = base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode("ascii"))
+        return url
 
     async def send_raw(
         self, method: str, path: str, content: bytes, headers: Mapping[str, str], query: str = ""
