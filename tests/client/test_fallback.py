@@ -20,6 +20,7 @@ from tether.server.runner import RunningServer
 
 from .support import TEST_TIMEOUT_S, Recorder, UpgradeGate, long_message
 
+RETRY_AFTER_S = 3.0
 FAST_RETRY = RetryPolicy(initial_delay_s=0.02, max_delay_s=0.1, max_attempts=10, max_elapsed_s=10.0)
 
 
@@ -28,7 +29,9 @@ async def test_a_refused_upgrade_falls_back_to_http_then_returns_to_websocket(
     server: RunningServer, refusal: bytes
 ) -> None:
     recorder = Recorder()
-    policy = ConnectionPolicy(websocket_retry_after_s=0.3)
+    # The interval is long beside a turn: "still http" must come before it has passed, even when the first turn
+    # is slow on a loaded machine (a 0.3 s interval failed in CI when that turn alone took 0.48 s).
+    policy = ConnectionPolicy(websocket_retry_after_s=RETRY_AFTER_S)
     async with (
         asyncio.timeout(TEST_TIMEOUT_S),
         UpgradeGate(server) as gate,
@@ -50,7 +53,7 @@ async def test_a_refused_upgrade_falls_back_to_http_then_returns_to_websocket(
         gate.mode = "pass"
         assert (await session.send("still http")).text == "still http"  # too early to try again
         assert gate.upgrades == 1
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(RETRY_AFTER_S + 0.05)
         assert (await session.send("back on websocket")).text == "back on websocket"
         assert str(session.transport) == "websocket"  # (str: mypy narrowed the property above)
         assert len(recorder.of(BackToWebSocket)) == 1
