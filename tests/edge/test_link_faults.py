@@ -122,7 +122,9 @@ def test_a_cut_link_loses_nothing_and_generates_each_turn_once(
         faults = proxy.stats()
     assert started(gateway) - before == TURNS
     assert link["turns"] == TURNS
-    if faults.resets_injected + faults.blackholes_injected + faults.half_closes_injected:
+    # A cut the edge saw must have been healed on a new connection. A cut it never saw fell after the last answer
+    # (the seeded offset is from a clean run's byte count, and a trial's bytes differ a little): nothing to heal.
+    if link["drops"]:
         assert faults.connections_opened >= 2, (fault, link)
 
 
