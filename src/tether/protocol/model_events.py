@@ -78,10 +78,11 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    """The end of generation. ``max_output_tokens`` makes the response ``incomplete``."""
+    """The end of generation. Any reason but ``stop`` makes the response ``incomplete``: ``steered`` when a
+    ``response.steer`` ended it at a safe boundary (its successor continues it with the steering input)."""
 
     usage: Usage
-    reason: Literal["stop", "max_output_tokens", "content_filter"] = "stop"
+    reason: Literal["stop", "max_output_tokens", "content_filter", "steered"] = "stop"
 
 
 ModelEvent: TypeAlias = TextDelta | ReasoningStart | ReasoningSummaryDelta | ReasoningEnd | ToolCallDelta | Finish

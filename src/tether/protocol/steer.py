@@ -1,14 +1,16 @@
-"""``response.steer``: a WebSocket client's input for a response in flight, and the ``response.steer.failed`` that
-answers it when the response cannot be steered (sans-I/O).
+"""``response.steer``: a WebSocket client's input for a response in flight, and the ``response.steer.*`` events that
+answer it (sans-I/O).
 
 The event (protocol.md, "Additions as of 2026-12") is ``{"type": "response.steer", "previous_response_id", "input"}``
 and nothing else: no ``stream_id`` (the target response decides the lane). ``input`` is a non-empty string, or a
 non-empty array of user messages whose fields are only ``type`` (``"message"``), ``role`` and ``content`` (a string,
 or ``input_text`` / ``input_image`` / ``input_file`` parts).
 
-The failure returns the input as sent, so the client can carry it into its next ``response.create``. Steering
-acknowledgements are not events of any response's stream: they are not in a stream log, are not resumable, and
-carry ``sequence_number: 0``.
+``response.steer.accepted`` says tether (and the upstream behind it) owns the input, with the steer's id;
+``response.steer.pending`` says it waits for the client's tool output (it is prepended to the explicit continuation);
+``response.steer.failed`` returns the input as sent, so the client can carry it into its next ``response.create``
+(with the steer's id when it had been accepted). Steering acknowledgements are not events of any response's stream:
+they are not in a stream log, are not resumable, and carry ``sequence_number: 0``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NotRequired, TypedDict
 
-from tether.types import JSONObject
+from tether.protocol import ids
+from tether.types import Item, JSONObject
 
 STEER_EVENT = "response.steer"
+STEER_ACCEPTED_EVENT = "response.steer.accepted"
+STEER_PENDING_EVENT = "response.steer.pending"
 STEER_FAILED_EVENT = "response.steer.failed"
+STEER_ANSWER_EVENTS = frozenset({STEER_ACCEPTED_EVENT, STEER_PENDING_EVENT, STEER_FAILED_EVENT})
 
 SteerErrorCode = Literal[
     "response_not_found",
@@ -56,6 +62,30 @@ class SteerFailedEvent(TypedDict):
     stream_id: NotRequired[str]
 
 
+class SteerRef(TypedDict):
+    id: str
+    previous_response_id: str
+
+
+class SteerAcceptedEvent(TypedDict):
+    type: Literal["response.steer.accepted"]
+    sequence_number: int
+    steer: SteerRef
+    stream_id: NotRequired[str]
+
+
+class SteerPendingEvent(TypedDict):
+    type: Literal["response.steer.pending"]
+    sequence_number: int
+    reason: str
+    required_input: list[JSONObject]
+    steer: SteerRef
+    stream_id: NotRequired[str]
+
+
+SteerAnswer = SteerAcceptedEvent | SteerPendingEvent | SteerFailedEvent
+
+
 @dataclass(frozen=True, slots=True)
 class SteerRequest:
     """A ``response.steer`` event as read: ``problem`` says why it is invalid (``None`` when it is valid)."""
@@ -63,6 +93,20 @@ class SteerRequest:
     previous_response_id: str
     input: object
     problem: str | None = None
+
+
+def steer_id() -> str:
+    """A new steering submission id (tether's: an upstream's steer ids never reach the client)."""
+    return ids.new_id("steer")
+
+
+def steer_items(steering_input: object) -> list[Item]:
+    """A valid steer's input as the items it adds to the context: a string is one user message, and a message
+    without ``type`` gets ``"type": "message"`` (as ``response.create`` reads its ``input``)."""
+    if isinstance(steering_input, str):
+        return [{"type": "message", "role": "user", "content": steering_input}]
+    items = steering_input if isinstance(steering_input, list) else []
+    return [{"type": "message", **item} for item in items if isinstance(item, dict)]
 
 
 def read_steer(body: JSONObject) -> SteerRequest:
@@ -110,14 +154,68 @@ def _message_problem(item: object) -> str | None:
     return None
 
 
-def steer_failed(request: SteerRequest, code: SteerErrorCode, message: str, *, lane: str | None) -> SteerFailedEvent:
-    """The ``response.steer.failed`` event refusing ``request``, labelled with the target's lane if it has one."""
+def steer_failed(
+    request: SteerRequest, code: SteerErrorCode, message: str, *, lane: str | None, steer: str | None = None
+) -> SteerFailedEvent:
+    """The ``response.steer.failed`` event refusing ``request`` (with its id ``steer`` once it had been accepted),
+    labelled with the target's lane if it has one."""
+    submission = SteerSubmission(input=request.input, previous_response_id=request.previous_response_id)
+    if steer is not None:
+        submission["id"] = steer
     event = SteerFailedEvent(
         type="response.steer.failed",
         sequence_number=0,
         error=SteerError(code=code, message=message, type="invalid_request_error"),
-        steer=SteerSubmission(input=request.input, previous_response_id=request.previous_response_id),
+        steer=submission,
     )
     if lane is not None:
         event["stream_id"] = lane
     return event
+
+
+def steer_accepted(steer: str, previous_response_id: str, *, lane: str | None) -> SteerAcceptedEvent:
+    """The ``response.steer.accepted`` event: the input of steer ``steer`` is queued for ``previous_response_id``."""
+    event = SteerAcceptedEvent(
+        type="response.steer.accepted",
+        sequence_number=0,
+        steer=SteerRef(id=steer, previous_response_id=previous_response_id),
+    )
+    if lane is not None:
+        event["stream_id"] = lane
+    return event
+
+
+def steer_pending(
+    steer: str, previous_response_id: str, reason: str, required_input: list[JSONObject], *, lane: str | None
+) -> SteerPendingEvent:
+    """The ``response.steer.pending`` event: the steer stays queued until the client sends ``required_input``."""
+    event = SteerPendingEvent(
+        type="response.steer.pending",
+        sequence_number=0,
+        reason=reason,
+        required_input=required_input,
+        steer=SteerRef(id=steer, previous_response_id=previous_response_id),
+    )
+    if lane is not None:
+        event["stream_id"] = lane
+    return event
+
+
+def known_error_code(code: object) -> SteerErrorCode:
+    """An upstream's steering error code as one of the protocol's (an unknown or missing one is
+    ``steering_not_supported``: clients must handle unknown codes, but tether passes on the ones it knows)."""
+    for known in _KNOWN_CODES:
+        if code == known:
+            return known
+    return "steering_not_supported"
+
+
+_KNOWN_CODES: tuple[SteerErrorCode, ...] = (
+    "response_not_found",
+    "invalid_input",
+    "steering_not_supported",
+    "too_many_pending_steers",
+    "response_already_completed",
+    "response_not_active",
+    "successor_creation_failed",
+)

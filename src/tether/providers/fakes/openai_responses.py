@@ -20,7 +20,6 @@ recorded with its headers, and knobs make it forget responses, fail requests, dr
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import threading
 import time
@@ -35,7 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from tether.netutil import ThreadedServer, loopback_server
 from tether.protocol.errors import ProtocolError, previous_response_not_found
@@ -52,6 +51,7 @@ from tether.protocol.model_events import (
 )
 from tether.protocol.sse import encode_event
 from tether.protocol.stream import ResponseStream
+from tether.providers.fakes.responses_socket import FakeSocket
 from tether.providers.scripted import Script, ScriptStep, parse_scripts
 from tether.types import Item, JSONObject
 
@@ -61,16 +61,11 @@ _MODEL_ITEMS = frozenset({"function_call", "reasoning"})
 _FINAL_STEP = ScriptStep(text="Done.")
 _ENCRYPTED_REASONING = "reasoning.encrypted_content"
 _Delta = ReasoningStart | ReasoningSummaryDelta | ReasoningEnd | TextDelta | ToolCallDelta
-_CONNECTION_LIMIT = ProtocolError(
-    400,
-    "websocket_connection_limit_reached",
-    "Responses websocket connection limit reached. Create a new websocket connection to continue.",
-)
 
 
 @dataclass(frozen=True, slots=True)
 class RecordedCreate:
-    """One create request the fake received.
+    """One create request (or other WebSocket frame) the fake received.
 
     Attributes:
         transport: ``"http"`` (a ``POST``) or ``"websocket"`` (a ``response.create`` frame).
@@ -109,6 +104,48 @@ class _Answer:
     context: list[Item]  # the response's context: its input context and its output
 
 
+@dataclass(slots=True)
+class Play:
+    """One response being played: the deltas of its step, fed one at a time (a WebSocket stream may stop early)."""
+
+    response_id: str
+    stream: ResponseStream
+    context: list[Item]  # the input context
+    history: list[Item]  # what of it the upstream held already (its cached tokens)
+    deltas: list[_Delta]
+    budget: int | None = None  # characters left before max_output_tokens
+    truncated: bool = False
+
+    def start(self) -> list[StreamEvent]:
+        return self.stream.start()
+
+    def feed(self, delta: _Delta) -> list[StreamEvent]:
+        """The events of one delta (none once the output budget is spent)."""
+        if self.truncated:
+            return []
+        size = len(delta.arguments if isinstance(delta, ToolCallDelta) else getattr(delta, "text", ""))
+        if self.budget is not None and size > self.budget:
+            self.truncated = True
+            return []
+        self.budget = None if self.budget is None else self.budget - size
+        return self.stream.feed(delta)
+
+    def finish(self, steered: bool = False) -> list[StreamEvent]:
+        input_tokens = estimate_tokens(orjson.dumps(self.context))
+        usage = Usage(
+            input_tokens=input_tokens,
+            output_tokens=estimate_tokens(orjson.dumps(self.stream.output)),
+            cached_tokens=min(input_tokens, estimate_tokens(orjson.dumps(self.history)) if self.history else 0),
+        )
+        reason: Literal["stop", "max_output_tokens", "steered"] = (
+            "steered" if steered else "max_output_tokens" if self.truncated else "stop"
+        )
+        return self.stream.finish(Finish(usage, reason))
+
+    def answer(self, events: list[StreamEvent]) -> _Answer:
+        return _Answer(self.response_id, events, [*self.context, *self.stream.output])
+
+
 class FakeResponsesUpstream:
     """A fake Responses upstream in a background thread; use it as a context manager.
 
@@ -122,6 +159,13 @@ class FakeResponsesUpstream:
         max_connection_age_s: when set, a socket this old gets ``websocket_connection_limit_reached`` and is closed.
         stateful: ``False`` keeps no response at all, as vLLM's or SGLang's ``/v1/responses`` without a store:
             every ``previous_response_id`` is ``previous_response_not_found``.
+        event_delay_s: a pause after each delta of a WebSocket stream, so a ``response.steer`` can reach a response
+            still streaming (see :mod:`tether.providers.fakes.responses_socket`).
+        steering: ``"supported"`` (a GPT-6 family model), ``"unsupported"`` (every steer is
+            ``response.steer.failed`` with ``steering_not_supported``) or ``"unknown_event"`` (an upstream that does
+            not know the event: an ``error`` answers it, ``invalid_event_type``).
+        fail_successors: steering accepted for a response is ``response.steer.failed``
+            (``successor_creation_failed``, with its id and input) instead of a successor.
     """
 
     def __init__(
@@ -133,7 +177,13 @@ class FakeResponsesUpstream:
         chunk_size: int = 8,
         max_connection_age_s: float | None = None,
         stateful: bool = True,
+        event_delay_s: float = 0.0,
+        steering: Literal["supported", "unsupported", "unknown_event"] = "supported",
+        fail_successors: bool = False,
     ) -> None:
+        self.event_delay_s = event_delay_s
+        self.steering = steering
+        self.fail_successors = fail_successors
         self.script: Script | None = None if script is None else _as_script(script)
         self.api_key = api_key
         self.more_api_keys = tuple(more_api_keys)
@@ -169,6 +219,17 @@ class FakeResponsesUpstream:
         """Every create request received so far, oldest first (a copy)."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def steers(self) -> list[RecordedCreate]:
+        """Every ``response.steer`` frame received so far, oldest first."""
+        return [recorded for recorded in self.requests if recorded.body.get("type") == "response.steer"]
+
+    def context_of(self, response_id: str) -> list[Item] | None:
+        """The whole context (input and output) of a stored response, as the fake keeps it."""
+        with self._lock:
+            context = self._stored.get(response_id)
+            return None if context is None else list(context)
 
     @property
     def connections(self) -> int:
@@ -270,61 +331,25 @@ class FakeResponsesUpstream:
         with self._lock:
             self._connections += 1
             number = self._connections
-        opened = time.monotonic()
-        local: _Answer | None = None
-        try:
-            while True:
-                cap = self.max_connection_age_s
-                try:
-                    text = await asyncio.wait_for(
-                        websocket.receive_text(), None if cap is None else max(0.0, opened + cap - time.monotonic())
-                    )
-                except TimeoutError:
-                    await websocket.send_text(orjson.dumps(_CONNECTION_LIMIT.ws_event()).decode())
-                    await websocket.close(1000)
-                    return
-                local = await self._frame(websocket, number, headers, text, local)
-                if websocket.application_state is WebSocketState.DISCONNECTED:
-                    return
-        except WebSocketDisconnect:
-            return
-
-    async def _frame(
-        self, websocket: WebSocket, number: int, headers: dict[str, str], text: str, local: _Answer | None
-    ) -> _Answer | None:
-        """Answer one frame; returns what the connection-local cache holds afterwards."""
-        try:
-            body = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            body = None
-        self._record("websocket", number, headers, body if isinstance(body, dict) else {})
-        failure = self._next(self._failures)
-        try:
-            if failure is not None:
-                raise ProtocolError(failure.status, failure.code, failure.message)
-            if not isinstance(body, dict) or body.get("type") != "response.create":
-                raise ProtocolError(400, "invalid_request_error", "Expected a response.create event.")
-            answer = self._answer(body, local)
-        except ProtocolError as error:
-            await websocket.send_text(orjson.dumps(error.ws_event()).decode())
-            previous = body.get("previous_response_id") if isinstance(body, dict) else None
-            return None if local is not None and local.response_id == previous else local
-        drop = self._next(self._drops)
-        if drop is None or drop >= len(answer.events):
-            # Kept before the terminal event goes out, as the real API commits first: a client that saw
-            # response.completed (and a test that then forgets everything) never races the keeping.
-            self._keep(body, answer)
-        for sent, event in enumerate(answer.events):
-            if sent == drop:
-                await websocket.close(1011)
-                return None
-            await websocket.send_text(orjson.dumps(event).decode())
-        return answer
+        await FakeSocket(self, websocket, number, headers).run()
 
     # -- the model -----------------------------------------------------------------------------------------
 
     def _answer(self, body: JSONObject, local: _Answer | None) -> _Answer:
-        """Resolve the request's context and play the script's step for it.
+        """Resolve the request's context and play the script's step for it, whole.
+
+        Raises:
+            ProtocolError: ``previous_response_not_found``, or a ``function_call_output`` without its call.
+        """
+        play = self._play(body, local)
+        events = play.start()
+        for delta in play.deltas:
+            events += play.feed(delta)
+        events += play.finish()
+        return play.answer(events)
+
+    def _play(self, body: JSONObject, local: _Answer | None) -> Play:
+        """Resolve the request's context and the deltas of the script's step for it, to be streamed by the caller.
 
         Raises:
             ProtocolError: ``previous_response_not_found``, or a ``function_call_output`` without its call.
@@ -342,26 +367,16 @@ class FakeResponsesUpstream:
                 message = f"No tool call found for function call output with call_id {item.get('call_id')}."
                 raise ProtocolError(400, "invalid_request_error", message, param="input")
         response_id = f"resp_up_{secrets.token_hex(12)}"
-        stream = ResponseStream(_response_object(response_id, body))
-        events = stream.start()
         limit = body.get("max_output_tokens")
-        budget = limit * 4 if isinstance(limit, int) else None  # about four characters per token
-        truncated = False
-        for delta in self._deltas(context, _ENCRYPTED_REASONING in (body.get("include") or ())):
-            size = len(delta.arguments if isinstance(delta, ToolCallDelta) else getattr(delta, "text", ""))
-            if budget is not None and size > budget:
-                truncated = True
-                break
-            budget = None if budget is None else budget - size
-            events += stream.feed(delta)
-        input_tokens = estimate_tokens(orjson.dumps(context))
-        usage = Usage(
-            input_tokens=input_tokens,
-            output_tokens=estimate_tokens(orjson.dumps(stream.output)),
-            cached_tokens=min(input_tokens, estimate_tokens(orjson.dumps(history)) if history else 0),
+        deltas = self._deltas(context, _ENCRYPTED_REASONING in (body.get("include") or ()))
+        return Play(
+            response_id,
+            ResponseStream(_response_object(response_id, body)),
+            context,
+            history,
+            deltas,
+            budget=limit * 4 if isinstance(limit, int) else None,  # about four characters per token
         )
-        events += stream.finish(Finish(usage, "max_output_tokens" if truncated else "stop"))
-        return _Answer(response_id, events, [*context, *stream.output])
 
     def _history(self, previous: object, local: _Answer | None) -> list[Item]:
         """The context a continuation starts from: this socket's latest response, else a stored one."""
