@@ -13,7 +13,10 @@ from tether.providers.fakes.openai_responses import FakeResponsesUpstream
 from tether.types import JSONObject
 
 LONG = " ".join(f"word{n}" for n in range(60))  # echoed 2 characters a delta, 20 ms apart: about 4 s of stream
-TOOL_LOOP: list[dict[str, Any]] = [{"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]}, {"text": "Looked it up."}]
+TOOL_LOOP: list[dict[str, Any]] = [
+    {"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]},
+    {"text": "Looked it up."},
+]
 
 
 @pytest.fixture
