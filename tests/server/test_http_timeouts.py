@@ -150,3 +150,62 @@ def test_requests_within_the_deadlines_and_websockets_are_not_cut(quick_server: 
             if event["type"] == "response.completed":
                 break
         assert event["type"] == "response.completed"
+
+
+UPGRADE = (
+    b"GET /v1/responses HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        UPGRADE + b"Content-Length: 5\r\n\r\nhello",
+        UPGRADE.replace(b"GET", b"POST") + b"Content-Length: 2\r\n\r\n{}",
+        UPGRADE + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        UPGRADE + b"".join(b"X-%d: v\r\n" % n for n in range(200)) + b"\r\n",
+    ],
+    ids=["body", "post-with-body", "chunked", "200-headers"],
+)
+def test_an_upgrade_the_websocket_library_cannot_read_is_refused(
+    quick_server: RunningServer, request_bytes: bytes
+) -> None:
+    """It was handed to the WebSocket library, which refused it without a word: no answer, no timer, held forever."""
+    with socket.create_connection((quick_server.host, quick_server.port)) as sock:
+        sock.sendall(request_bytes)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"Failed to open a WebSocket connection" in answer
+
+
+def test_requests_sent_before_a_half_close_are_answered(server: RunningServer) -> None:
+    """A client that shuts its side after sending (``shutdown(SHUT_WR)``) still reads every answer, then the end."""
+    plain = orjson.dumps({"model": "echo", "input": "half closed", "store": False})
+    streamed = orjson.dumps({"model": "echo", "input": "half closed too", "store": False, "stream": True})
+    head = b"POST /v1/responses HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    for requests, answers in (
+        ([plain], 1),
+        ([streamed], 1),
+        ([plain, streamed, plain], 3),  # pipelined, then the half-close
+    ):
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(b"".join(head % len(body) + body for body in requests))
+            sock.shutdown(socket.SHUT_WR)
+            answer = read_until_closed(sock)
+        assert answer.count(b"HTTP/1.1 200 ") == answers, answer[:500]
+        assert answer.count(b'"text":"half closed') >= answers
+        if streamed in requests:
+            assert b"data: [DONE]" in answer
+
+
+def test_a_half_close_with_nothing_in_flight_closes_the_connection(server: RunningServer) -> None:
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        sock.shutdown(socket.SHUT_WR)
+        assert read_until_closed(sock) == b""
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: t\r\ncontent-length: 100\r\n\r\n{")  # a body cut short
+        sock.shutdown(socket.SHUT_WR)
+        assert read_until_closed(sock) == b""

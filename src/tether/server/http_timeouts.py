@@ -13,6 +13,15 @@ is uvicorn's h11 protocol with two deadlines, chosen from h11's view of the clie
 
 A missed deadline gets ``408 request_timeout`` (when no response has started) and a close. A WebSocket upgrade
 leaves these timers behind: the socket then has its own ping timeout.
+
+Two more gaps of uvicorn's protocol are closed here, as each let a client hold a socket or lose its answer:
+
+* an upgrade request the WebSocket library cannot parse (a body, a transfer coding, more headers than it reads)
+  was handed over all the same, and the library refused it without a word: no answer, no timer, the socket held
+  for as long as the client liked. It now gets ``400`` and a close;
+* a client that half-closes its side after sending a request (``shutdown(SHUT_WR)``, as ``nc -N`` and some
+  proxies do) had its connection closed at once, unanswered. The requests it sent are now answered, then the
+  connection is closed.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import h11
 import orjson
 import structlog
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from tether.protocol.errors import ProtocolError
 
@@ -50,6 +60,7 @@ class TimedH11Protocol(H11Protocol):
         self._upgraded = False
         self._body_started = 0.0
         self._body_bytes = 0
+        self._client_done = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -65,14 +76,38 @@ class TimedH11Protocol(H11Protocol):
         if self._phase is Phase.BODY:
             self._body_progress(len(data))
 
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio reads a true value as "keep it open"
+        """The client closed its side: keep ours open (True) while a request it sent in full awaits its answer."""
+        self._client_done = True
+        in_flight = self.cycle is not None and not self.cycle.response_complete
+        return in_flight and self.conn.their_state is h11.DONE
+
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # starts the next pipelined request, if one was sent
         self._cancel()
+        idle = self.cycle is None or self.cycle.response_complete
+        if self._client_done and idle and not self.transport.is_closing():
+            self.transport.close()
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         self._upgraded = True
         self._cancel()
         super().handle_websocket_upgrade(event)
+        websocket = self.transport.get_protocol()
+        if isinstance(websocket, WebSocketsSansIOProtocol) and not websocket.handshake_initiated:
+            refused = websocket.conn.handshake_exc
+            if refused is not None and not self.transport.is_closing():
+                self._refuse_upgrade(refused)
+
+    def _refuse_upgrade(self, refused: Exception) -> None:
+        reason = f"{refused} ({refused.__cause__})" if refused.__cause__ else str(refused)
+        _log.warning("http.client_mistake", problem="Invalid WebSocket upgrade request.", reason=reason)
+        body = f"Failed to open a WebSocket connection: {reason}.\n".encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n" % len(body) + body
+        )
+        self.transport.close()
 
     def _track(self) -> None:
         if self._upgraded or self.transport.is_closing():
