@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import httpx2 as httpx
 import orjson
 
 from tether.testing import serve_subprocess
@@ -51,3 +52,25 @@ def test_client_mistakes_are_one_line_warnings(tmp_path: Path) -> None:
         "Invalid HTTP request received.",
     }
     assert all(r["level"] == "warning" for r in mistakes)
+
+
+def test_a_refused_upgrade_is_no_error_in_the_log(tmp_path: Path) -> None:
+    """An upgrade without a valid key gets 401; uvicorn logged an error for it (its handshake flag stayed unset)."""
+    env = {"TETHER_LOG_FORMAT": "json", "TETHER_STORE_URL": "memory://", "TETHER_API_KEYS": '{"sk-t": "t"}'}
+    with serve_subprocess(tmp_path, env) as server:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(
+                    b"GET /v1/responses HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                )
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 401")
+            assert b"invalid_api_key" in answer
+        # A request after them: the log is written in order, so the refusals' lines are in it by now.
+        assert httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=10).status_code == 200
+        log = server.log()
+    records = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert [r for r in records if r["level"] in ("error", "critical")] == []

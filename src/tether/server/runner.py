@@ -15,6 +15,7 @@ from tether.netutil import ThreadedServer, free_port
 from tether.server.app import create_app
 from tether.server.http_timeouts import timed_h11_protocol
 from tether.server.state import ServerState
+from tether.server.ws_protocol import GatewayWebSocketProtocol
 from tether.settings import Settings
 
 
@@ -28,7 +29,7 @@ def uvicorn_config(settings: Settings, *, port: int | None = None, app: Starlett
             settings.http.header_timeout_s, settings.http.body_timeout_s, settings.http.body_min_rate
         ),
         timeout_keep_alive=settings.http.idle_timeout_s,  # type: ignore[arg-type]  # uvicorn passes it to call_later
-        ws="websockets-sansio",
+        ws=GatewayWebSocketProtocol,
         loop="auto",  # uvloop (a dependency): 0.84x the gateway CPU per turn of asyncio's loop in docs/bench-peer.md
         # Twice the message limit, so the gateway itself sees an oversized message and answers it with an error
         # event before closing with 1009; beyond that the WebSocket library closes with 1009 on its own.
