@@ -85,6 +85,16 @@ def test_bad_store_url(tmp_path: Path) -> None:
     assert_one_line_error(result, "unsupported store URL")
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "redis"])
+def test_an_unreachable_cluster_store(tmp_path: Path, scheme: str) -> None:
+    """Was a 30-70 line traceback with exit 1 (and, for PostgreSQL, a warning line every retry for 10 s)."""
+    with socket.socket() as closed:  # bound, never listening: connecting to it is refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"{scheme}://127.0.0.1:{closed.getsockname()[1]}/0"
+        result = run_tether(tmp_path, "serve", "--store-url", url, "--port", "0")
+    assert_one_line_error(result, f"cannot open the store {url}:")
+
+
 def test_port_out_of_range(tmp_path: Path) -> None:
     assert_one_line_error(run_tether(tmp_path, "serve", "--port", "99999"), "out of range")
 

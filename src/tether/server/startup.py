@@ -17,6 +17,7 @@ import sqlite3
 from tether.server.app import open_store, provider_router, unrouted_provider
 from tether.settings import Settings
 from tether.store.sqlite_check import StoreUnusableError
+from tether.store.urls import StoreUnreachableError
 
 
 class StartupError(Exception):
@@ -62,7 +63,7 @@ async def preflight(settings: Settings) -> None:
         raise StartupError(f"store_url: {error}") from None
     except StoreUnusableError as error:
         raise StartupError(str(error)) from None
-    except (OSError, sqlite3.Error, RuntimeError) as error:
+    except (OSError, sqlite3.Error, RuntimeError, StoreUnreachableError) as error:
         raise StartupError(f"cannot open the store {redact_url(settings.store_url)}: {error}") from None
     await store.close()
     try:

@@ -77,6 +77,10 @@ class PostgresStore:
         if not SCHEMA_PATTERN.fullmatch(schema):
             raise ValueError(f"PostgreSQL schema {schema!r} must match {SCHEMA_PATTERN.pattern}")
         set_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
+        # One connection first: a server that is down or refuses us fails here at once, with libpq's reason,
+        # where the pool would retry (a warning line each time) until timeout_s and then say only that it timed out.
+        probe = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=max(1, round(timeout_s)))
+        await probe.close()
 
         async def configure(conn: _Conn) -> None:
             await conn.execute(set_path)

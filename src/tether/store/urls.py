@@ -14,6 +14,10 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
+class StoreUnreachableError(Exception):
+    """The PostgreSQL or Redis server a store URL names cannot be reached, refused us, or its driver is missing."""
+
+
 def is_cluster_url(url: str) -> bool:
     """Whether ``url`` names a PostgreSQL or Redis store."""
     return urlsplit(url).scheme in POSTGRES_SCHEMES + REDIS_SCHEMES
@@ -33,16 +37,41 @@ async def open_cluster_store(url: str) -> Store:
 
     Raises:
         ValueError: for another scheme, or a bad schema or prefix name.
+        StoreUnreachableError: the server cannot be reached or refused the connection, or its driver is missing.
     """
     scheme = urlsplit(url).scheme
     if scheme in POSTGRES_SCHEMES:
-        from tether.store.postgres import PostgresStore  # psycopg loads only for a PostgreSQL store
+        try:  # psycopg loads only for a PostgreSQL store
+            import psycopg
 
+            from tether.store.postgres import PostgresStore
+        except ImportError:
+            raise StoreUnreachableError(_missing_driver("PostgreSQL", "postgres")) from None
         conninfo, schema = split_option(url, "schema")
-        return await PostgresStore.open(conninfo, schema=schema or "tether")
+        try:
+            return await PostgresStore.open(conninfo, schema=schema or "tether")
+        except psycopg.Error as error:
+            raise StoreUnreachableError(_reason(error)) from error
     if scheme in REDIS_SCHEMES:
-        from tether.store.redis import RedisStore  # redis-py loads only for a Redis store
+        try:  # redis-py loads only for a Redis store
+            import redis.exceptions
 
+            from tether.store.redis import RedisStore
+        except ImportError:
+            raise StoreUnreachableError(_missing_driver("Redis", "redis")) from None
         address, prefix = split_option(url, "prefix")
-        return await RedisStore.open(address, prefix=prefix or "tether:")
+        try:
+            return await RedisStore.open(address, prefix=prefix or "tether:")
+        except redis.exceptions.RedisError as error:
+            raise StoreUnreachableError(_reason(error)) from error
     raise ValueError(f"not a PostgreSQL or Redis URL: {url!r}")
+
+
+def _reason(error: Exception) -> str:
+    """The driver's reason on one line (libpq adds a second: 'Is the server running on that host …?')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def _missing_driver(name: str, extra: str) -> str:
+    return f"a {name} store needs its driver: pip install 'tether-gateway[{extra}]'"
