@@ -13,7 +13,7 @@ from tether.engine.lane_driver import CLOSE_NORMAL, Close, LaneDriver
 from tether.engine.stream_log import StreamLog
 from tether.protocol.events import OutgoingEvent, StreamEvent
 from tether.protocol.lanes import LaneLimits
-from tether.protocol.steer import SteerFailedEvent
+from tether.protocol.steer import SteerAnswer, SteerFailedEvent
 
 from .support import TENANT, GatedProvider
 
@@ -35,7 +35,7 @@ async def driver(engine: Engine) -> AsyncIterator[LaneDriver]:
     await driver.aclose()
 
 
-async def next_out(driver: LaneDriver) -> OutgoingEvent | SteerFailedEvent | Close:
+async def next_out(driver: LaneDriver) -> OutgoingEvent | SteerAnswer | Close:
     return await asyncio.wait_for(driver.outbox.get(), BOUND_S)
 
 
@@ -51,6 +51,8 @@ async def until_ends(driver: LaneDriver, count: int) -> list[OutgoingEvent]:
         item = await next_out(driver)
         assert not isinstance(item, Close)
         assert item["type"] != "response.steer.failed"
+        assert item["type"] != "response.steer.accepted"
+        assert item["type"] != "response.steer.pending"
         out.append(item)
         if item["type"] in ("response.completed", "response.failed", "response.incomplete") or (
             item["type"] == "error" and "sequence_number" not in item
@@ -133,7 +135,7 @@ async def test_the_age_limit_refuses_new_turns_lets_running_ones_finish_then_clo
         await asyncio.wait_for(driver.aged_out.wait(), BOUND_S)
         driver.receive(create("b"))
         gated.gate.set()
-        out: list[OutgoingEvent | SteerFailedEvent | Close] = []
+        out: list[OutgoingEvent | SteerAnswer | Close] = []
         while not out or not isinstance(out[-1], Close):
             out.append(await next_out(driver))
     finally:
@@ -190,7 +192,8 @@ async def test_steering_a_response_in_flight_is_not_supported_and_the_turn_goes_
     failed = await steer_answer(driver, {"previous_response_id": target, "input": "go faster"})
     assert failed["error"] == {
         "code": "steering_not_supported",
-        "message": f"Response '{target}' cannot be steered: tether does not relay steering input to its upstream.",
+        "message": f"Response '{target}' cannot be steered: tether relays steering input only to openai-responses "
+        "upstreams in WebSocket mode, for responses generated on this node.",
         "type": "invalid_request_error",
     }
     assert failed["steer"] == {"input": "go faster", "previous_response_id": target}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from tether.engine.context import Context
 from tether.protocol import ids
 from tether.protocol.lanes import Lane
-from tether.types import JSONObject
+from tether.types import Item, JSONObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,9 @@ class ConnectionState:
         self.tenant = tenant
         self.id = ids.new_id("conn")
         self._lanes: dict[Lane, CachedResponse] = {}
+        # Steering input the upstream holds for a response of a lane that stopped for tool output
+        # (``response.steer.pending``): it goes first in that lane's continuation of that response.
+        self._steering: dict[Lane, tuple[str, list[Item]]] = {}
 
     def find(self, response_id: str) -> CachedResponse | None:
         for entry in self._lanes.values():
@@ -97,5 +100,21 @@ class ConnectionState:
             return True
         return False
 
+    def hold_steering(self, lane: Lane, response_id: str, items: list[Item]) -> None:
+        """Keep steering input pending for ``response_id`` (after any held for it already) until it is continued."""
+        held = self._steering.get(lane)
+        before = held[1] if held is not None and held[0] == response_id else []
+        self._steering[lane] = (response_id, [*before, *items])
+
+    def held_steering(self, lane: Lane, response_id: str) -> list[Item]:
+        """The steering input pending for ``response_id`` on ``lane`` (empty when none)."""
+        held = self._steering.get(lane)
+        return list(held[1]) if held is not None and held[0] == response_id else []
+
+    def drop_steering(self, lane: Lane) -> None:
+        """The lane's pending steering input went into a continuation."""
+        self._steering.pop(lane, None)
+
     def clear(self) -> None:
         self._lanes.clear()
+        self._steering.clear()

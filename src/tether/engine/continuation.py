@@ -55,6 +55,7 @@ class Resolved:
     sampled: Context
     new_prints: list[Fingerprint]
     resolution: Resolution  # where the parent was found, or that there is none
+    queued_upstream: int = 0  # leading input items that are steering input the upstream holds for the parent
 
 
 class Continuations:
@@ -81,10 +82,17 @@ class Continuations:
             ProtocolError: ``previous_response_not_found`` or ``function_call_not_found``; either evicts the
                 referenced id from the lane's cache first (rule 3).
         """
+        held: list[Item] = []
         try:
             parent, resolution = await self.parent(request, tenant, connection)
             if parent is not None and request.inherit_params:
                 request = request.inheriting(parent.params)
+            if parent is not None and connection is not None:
+                # Steering input pending for this parent's tool output (response.steer.pending) goes first, as
+                # the upstream prepends it: tether's context is the one the upstream samples from.
+                held = connection.held_steering(lane, parent.response_id)
+                if held:
+                    request = request.model_copy(update={"input": [*held, *request.input]})
             base = parent.context if parent else Context()
             prints = await input_fingerprints(request.input)
             sampled = base.extend(request.input, prints)
@@ -92,7 +100,9 @@ class Continuations:
         except ProtocolError:
             self.evict(request, connection, lane)
             raise
-        return Resolved(request, parent, sampled, prints, resolution)
+        if held and connection is not None:
+            connection.drop_steering(lane)
+        return Resolved(request, parent, sampled, prints, resolution, queued_upstream=len(held))
 
     async def parent(
         self, request: CreateRequest, tenant: str, connection: ConnectionState | None

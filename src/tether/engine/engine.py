@@ -21,23 +21,24 @@ from tether.engine.cache import CachedResponse, ConnectionState, HotCache
 from tether.engine.context import Context
 from tether.engine.continuation import Continuations
 from tether.engine.live import LiveRegistry, LiveResponse
-from tether.engine.observer import TurnObserver, TurnOrigin, TurnTimings
+from tether.engine.observer import Resolution, TurnObserver, TurnOrigin, TurnTimings
 from tether.engine.reads import Reads
 from tether.engine.shared_turns import LeaseLostError, SharedTurns, SharingPolicy
+from tether.engine.steering import SteeringInbox
 from tether.engine.turn import Turn, TurnPlan
 from tether.protocol import ids
 from tether.protocol.errors import ProtocolError
 from tether.protocol.events import ResponseObject, StreamEvent
-from tether.protocol.items import input_item_id
+from tether.protocol.items import fingerprints, input_item_id
 from tether.protocol.lanes import Lane
 from tether.protocol.request import CreateRequest
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream
 from tether.protocol.vocabulary import RESUME_TOKEN
-from tether.providers.base import ProviderResolver
+from tether.providers.base import Continuation, Provider, ProviderResolver
 from tether.store.base import ResponseRecord, Store
 from tether.store.turns import Lease
-from tether.types import JSONObject
+from tether.types import Item, JSONObject
 
 _log = structlog.get_logger("tether.engine")
 
@@ -187,6 +188,8 @@ class Engine:
             idempotency_key=plan.request.idempotency_key,
             background=plan.request.background,
             cancel=turn.request_cancel,
+            steering=plan.steering,
+            successor=asyncio.get_running_loop().create_future() if plan.steering is not None else None,
         )
         publisher = None
         if lease is not None:
@@ -201,13 +204,21 @@ class Engine:
         return live
 
     async def _generate(self, turn: Turn, live: LiveResponse) -> None:
+        successor: LiveResponse | None = None
         try:
             await turn.run()
+            successor = await self._succeed(turn)
         except LeaseLostError:
             _log.warning("turn.fenced_off", response_id=turn.response_id)
         finally:
             if turn.commit_failed:
                 self.live.release_key(live)  # nothing was kept: a retry with the key generates again
+            if turn.plan.continues is not None:
+                turn.plan.continues.abandon()  # a successor that never reached its provider (a no-op if it did)
+            if turn.plan.steering is not None:
+                turn.plan.steering.close()
+            if live.successor is not None and not live.successor.done():
+                live.successor.set_result(successor)
             self.live.finished(live)
 
     async def follow(self, live: LiveResponse, after: int = -1) -> AsyncIterator[StreamEvent]:
@@ -278,11 +289,13 @@ class Engine:
             self.continuations.evict(request, connection, lane)
             self.observer.turn_rejected(request, origin, error, route="none", provider="none")
             raise
+        response_id = ids.response_id()
+        steers = connection is not None and request.generate and self.router.relays_steering(request.model)
         plan = TurnPlan(
             request=request,
             tenant=tenant,
             lane=lane,
-            response_id=ids.response_id(),
+            response_id=response_id,
             parent=resolved.parent,
             sampled=resolved.sampled,
             new_prints=resolved.new_prints,
@@ -293,7 +306,15 @@ class Engine:
             origin=origin,
             resolution=resolved.resolution,
             route=self.router.route_of(request.model),
+            steering=SteeringInbox(response_id, lane, connection) if steers else None,
+            queued_upstream=resolved.queued_upstream,
         )
+        return self._turn(plan, provider, connection, timings)
+
+    def _turn(
+        self, plan: TurnPlan, provider: Provider, connection: ConnectionState | None, timings: TurnTimings
+    ) -> Turn:
+        request = plan.request
         response = response_object(
             response_id=plan.response_id,
             created_at=plan.created_at,
@@ -306,13 +327,78 @@ class Engine:
         )
         resume_token = secrets.token_urlsafe(24)
         response[RESUME_TOKEN] = resume_token
-        stream = ResponseStream(response, stream_id=lane)
+        stream = ResponseStream(response, stream_id=plan.lane)
 
         async def commit(turn: Turn, whole: Context | None) -> None:
             await self._commit(turn, whole, connection)
 
         timings.resolved = time.perf_counter()
         return Turn(plan, provider, stream, commit, resume_token, observer=self.observer, timings=timings)
+
+    # -- successors: the turns steering starts upstream (see tether.engine.steering) ----------------------
+
+    async def _succeed(self, turn: Turn) -> LiveResponse | None:
+        """Run the successor the turn's steering started upstream, as a turn of its own (its parent: this turn)."""
+        steering = turn.plan.steering
+        if steering is None or steering.successor is None:
+            return None
+        parent = turn.kept
+        if parent is None:  # failed, cancelled or not kept: nothing to continue from
+            steering.successor_failed(f"Response '{turn.response_id}' was not kept, so it cannot be continued.")
+            return None
+        if self.shared.draining:
+            steering.successor_failed("The server is shutting down; continue the steered response on a new connection.")
+            return None
+        continuation, steers = steering.successor
+        items = [item for steer in steers for item in steer.items]
+        try:
+            successor = self._successor_turn(turn, parent, continuation, items)
+            lease = None
+            if successor.plan.request.store:
+                lease = (await self.shared.claim(successor.plan.tenant, successor.response_id, None)).lease
+            live = self.launch(successor, lease)
+        except Exception as error:  # the store refused the claim: the upstream's successor is given up
+            _log.error("turn.successor_failed", response_id=turn.response_id, error=repr(error))
+            steering.successor_failed("The successor response could not be created.")
+            return None
+        steering.successor = None  # committed: the successor turn owns the upstream response now
+        _log.info("turn.successor", response_id=live.response_id, parent=turn.response_id, steered_items=len(items))
+        return live
+
+    def _successor_turn(
+        self, turn: Turn, parent: CachedResponse, continuation: Continuation, items: list[Item]
+    ) -> Turn:
+        plan = turn.plan
+        request = plan.request.model_copy(
+            update={
+                "input": items,
+                "previous_response_id": plan.response_id,
+                "idempotency_key": None,
+                "inherit_params": False,
+            }
+        )
+        prints = fingerprints(items)
+        response_id = ids.response_id()
+        connection = plan.steering.connection if plan.steering is not None else None
+        successor = TurnPlan(
+            request=request,
+            tenant=plan.tenant,
+            lane=plan.lane,
+            response_id=response_id,
+            parent=parent,
+            sampled=parent.context.extend(items, prints),
+            new_prints=prints,
+            input_ids=[input_item_id(item) for item in items],
+            created_at=int(self.clock()),
+            params=request.forwarded_params(),
+            lane_key=plan.lane_key,
+            origin=plan.origin,
+            resolution=Resolution.LANE,
+            route=plan.route,
+            steering=SteeringInbox(response_id, plan.lane, connection),
+            continues=continuation,
+        )
+        return self._turn(successor, turn.provider, connection, TurnTimings())
 
     async def _commit(self, turn: Turn, whole: Context | None, connection: ConnectionState | None) -> None:
         plan = turn.plan
@@ -332,6 +418,7 @@ class Engine:
         if whole is not None:  # continuable only once committed (a fenced-off turn never is)
             entry = CachedResponse(plan.response_id, whole, depth, request.store, plan.params)
             self.continuations.remember(plan.tenant, connection, plan.lane, entry)
+            turn.kept = entry
 
     # -- background mode (see tether.engine.background) -----------------------------------------------------
 

@@ -26,7 +26,7 @@ from tether.protocol.errors import ProtocolError, server_error
 from tether.protocol.events import StreamEvent
 from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
 from tether.protocol.request import MAX_INPUT_ITEMS, CreateRequest
-from tether.protocol.steer import SteerFailedEvent, SteerRequest, steer_failed
+from tether.protocol.steer import SteerAnswer, SteerRequest, steer_failed
 from tether.protocol.stream import with_stream_id
 
 _log = structlog.get_logger("tether.websocket")
@@ -77,7 +77,7 @@ class LaneDriver:
         self.max_age_s = max_age_s
         self.max_input_items = max_input_items
         self.drain_timeout_s = drain_timeout_s
-        self.outbox: asyncio.Queue[StreamEvent | SteerFailedEvent | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self.outbox: asyncio.Queue[StreamEvent | SteerAnswer | Close] = asyncio.Queue(maxsize=OUTBOX_SIZE)
         self.tasks: set[asyncio.Task[None]] = set()
         self.aged_out = asyncio.Event()  # set once the connection reached its age limit
         self.closed = False
@@ -87,7 +87,7 @@ class LaneDriver:
         # A resume past its grace period loads the response's whole stored log into memory; one at a time per
         # connection keeps a client that never reads from holding more than one such log.
         self._replays = asyncio.Semaphore(1)
-        self._running: dict[str, Lane] = {}  # this connection's responses in flight, by id: their lanes
+        self._running: dict[str, tuple[Lane, LiveResponse]] = {}  # this connection's responses in flight, by id
         self._finished: dict[str, Lane] = {}  # the last FINISHED_KEPT of them that ended
 
     @property
@@ -139,20 +139,30 @@ class LaneDriver:
             self.outbox.put_nowait(error.ws_event(stream_id=lane))
 
     def _steer(self, request: SteerRequest) -> None:
-        """Answer a ``response.steer``: no provider tether runs takes steering input, so it always fails, with the
-        code that says why (see :mod:`tether.protocol.steer`)."""
+        """Answer a ``response.steer``: relayed to the upstream of the response it names when that upstream takes
+        steering (its answers come later, see :mod:`tether.engine.steering`), else refused now with the code that
+        says why (see :mod:`tether.protocol.steer`)."""
         target = request.previous_response_id
         if request.problem is not None:
-            event = steer_failed(request, "invalid_input", request.problem, lane=None)
+            self._answer(steer_failed(request, "invalid_input", request.problem, lane=None))
         elif target in self._running:
-            message = f"Response '{target}' cannot be steered: tether does not relay steering input to its upstream."
-            event = steer_failed(request, "steering_not_supported", message, lane=self._running[target])
+            lane, live = self._running[target]
+            if live.steering is not None:
+                live.steering.submit(request, self._answer)
+                return
+            message = (
+                f"Response '{target}' cannot be steered: tether relays steering input only to openai-responses "
+                "upstreams in WebSocket mode, for responses generated on this node."
+            )
+            self._answer(steer_failed(request, "steering_not_supported", message, lane=lane))
         elif target in self._finished:
             message = f"Response '{target}' has completed and no longer accepts steering input."
-            event = steer_failed(request, "response_already_completed", message, lane=self._finished[target])
+            self._answer(steer_failed(request, "response_already_completed", message, lane=self._finished[target]))
         else:
             message = f"Response '{target}' is not available on this connection."
-            event = steer_failed(request, "response_not_found", message, lane=None)
+            self._answer(steer_failed(request, "response_not_found", message, lane=None))
+
+    def _answer(self, event: SteerAnswer) -> None:
         with contextlib.suppress(asyncio.QueueFull):
             self.outbox.put_nowait(event)
 
@@ -204,14 +214,21 @@ class LaneDriver:
 
     async def _run_turn(self, lane: Lane, request: CreateRequest, origin: TurnOrigin) -> None:
         try:
-            live = await self.engine.create(
+            live: LiveResponse | None = await self.engine.create(
                 request, tenant=self.tenant, connection=self.connection, lane=lane, origin=origin
             )
-            self._running[live.response_id] = lane
-            try:
-                await self._forward(live, -1, lane)
-            finally:
-                self._ended(live.response_id)
+            # A steered response may be followed by its successor (a turn of its own, on the same lane): the lane
+            # stays busy until the last of them has ended.
+            while live is not None:
+                self._running[live.response_id] = (lane, live)
+                try:
+                    await self._forward(live, -1, lane)
+                    successor = await asyncio.shield(live.successor) if live.successor is not None else None
+                finally:
+                    self._ended(live.response_id)
+                if live.steering is not None:
+                    live.steering.release()
+                live = successor
         except ProtocolError as error:
             await self.outbox.put(error.ws_event(stream_id=lane))
         except Exception:
@@ -221,7 +238,8 @@ class LaneDriver:
             self._start_next(lane)
 
     def _ended(self, response_id: str) -> None:
-        self._finished[response_id] = self._running.pop(response_id, None)
+        running = self._running.pop(response_id, None)
+        self._finished[response_id] = running[0] if running is not None else None
         if len(self._finished) > FINISHED_KEPT:
             del self._finished[next(iter(self._finished))]
 

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tether.engine.steering import SteeringInbox
 from tether.engine.stream_log import StreamLog
 
 # The expiry timer fires at most this often (however many responses finish, one timer is armed at a time).
@@ -34,6 +35,9 @@ class LiveResponse:
     followers: int = 0
     background: bool = False
     cancel: Callable[[], bool] | None = None  # this node generates it: asks the turn to end as cancelled
+    steering: SteeringInbox | None = None  # this node generates it and its provider relays response.steer
+    # With steering: resolved once the turn is over, with the successor turn its steering started (or None).
+    successor: asyncio.Future[LiveResponse | None] | None = None
 
     @property
     def done(self) -> bool:

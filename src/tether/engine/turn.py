@@ -13,6 +13,7 @@ import structlog
 from tether.engine.cache import CachedResponse
 from tether.engine.context import Context
 from tether.engine.observer import Resolution, TurnObserver, TurnOrigin, TurnTimings
+from tether.engine.steering import SteeringInbox
 from tether.engine.stream_log import StreamLog, to_stored
 from tether.protocol.errors import ErrorType, ProtocolError, server_error
 from tether.protocol.events import StreamEvent
@@ -21,7 +22,7 @@ from tether.protocol.lanes import Lane
 from tether.protocol.model_events import Finish, Usage
 from tether.protocol.request import CreateRequest
 from tether.protocol.stream import ResponseStream
-from tether.providers.base import Provider, ProviderRequest
+from tether.providers.base import Continuation, Provider, ProviderRequest
 from tether.store.base import ResponseRecord
 from tether.types import JSONObject
 
@@ -63,6 +64,9 @@ class TurnPlan:
     origin: TurnOrigin = field(default_factory=TurnOrigin)
     resolution: Resolution = Resolution.NEW_CHAIN
     route: str = "default"
+    steering: SteeringInbox | None = None  # a WebSocket-lane turn whose provider relays response.steer
+    continues: Continuation | None = None  # a successor: the upstream response its parent's steering started
+    queued_upstream: int = 0  # leading input items the upstream holds already (pending steering input)
 
     @property
     def depth(self) -> int:
@@ -103,6 +107,7 @@ class Turn:
         self._pending: list[StreamEvent] = []
         self.observer = observer or TurnObserver()
         self.timings = timings or TurnTimings()
+        self.kept: CachedResponse | None = None  # the response as committed, continuable (set by the commit)
 
     @property
     def response_id(self) -> str:
@@ -233,6 +238,9 @@ class Turn:
             lane_key=plan.lane_key,
             trace_headers=self.observer.upstream_headers(self),
             credentials=plan.origin.credentials,
+            steering=plan.steering,
+            continues=plan.continues,
+            queued_upstream=plan.queued_upstream,
         )
 
     def record(self, expires_at: float | None, snapshot: list[str] | None) -> ResponseRecord:

@@ -95,6 +95,23 @@ class SteerRequest:
     problem: str | None = None
 
 
+@dataclass(eq=False, slots=True)
+class Steer:
+    """One steering submission tether holds for a response in flight (its identity is the handle engine and provider
+    share): the event as read, and tether's id for it once the upstream accepted it."""
+
+    request: SteerRequest
+    id: str | None = None
+
+    @property
+    def input(self) -> object:
+        return self.request.input
+
+    @property
+    def items(self) -> list[Item]:
+        return steer_items(self.request.input)
+
+
 def steer_id() -> str:
     """A new steering submission id (tether's: an upstream's steer ids never reach the client)."""
     return ids.new_id("steer")

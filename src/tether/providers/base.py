@@ -10,10 +10,55 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tether.protocol.model_events import ModelEvent
+from tether.protocol.steer import Steer, SteerErrorCode
 from tether.types import Item, JSONObject
+
+
+class Continuation(Protocol):
+    """An upstream response that follows the one a turn just finished, on the same upstream connection: the successor
+    a steer started. The provider that made it reads it as the stream of the successor turn
+    (:attr:`ProviderRequest.continues`)."""
+
+    def abandon(self) -> None:
+        """Give up the upstream connection it is on (no turn will read it); a no-op once a provider took it."""
+
+
+class SteeringPort(Protocol):
+    """What a provider sees of the client's steering of the turn it runs (turns on a client WebSocket lane only).
+
+    Each steer the provider takes gets its answers through these calls: ``accepted`` (at most once), then one of
+    ``failed``, ``pending`` or, for every accepted steer at once, ``succeeded_by``. Anything left unanswered when the
+    turn ends is answered ``response.steer.failed`` by the engine.
+    """
+
+    async def next(self) -> Steer:
+        """The client's next steer (in the order sent); waits for one."""
+
+    def accepted(self, steer: Steer) -> None:
+        """The upstream owns the steer's input now."""
+
+    def failed(self, steer: Steer, code: SteerErrorCode, message: str) -> None:
+        """The upstream refused the steer, or could not commit it."""
+
+    def pending(self, steer: Steer, reason: str, required_input: list[JSONObject]) -> None:
+        """The response stopped for client tool output; the steer's input waits for the continuation that brings it."""
+
+    def upstream_ended(self) -> None:
+        """The upstream's response has ended: later answers follow the turn's terminal event."""
+
+    def succeeded_by(self, continuation: Continuation) -> None:
+        """The upstream started a successor that commits every accepted steer not answered otherwise."""
+
+
+@runtime_checkable
+class SteeringRelay(Protocol):
+    """A provider that can relay ``response.steer`` to its upstream (``relays_steering``), through
+    :attr:`ProviderRequest.steering`."""
+
+    relays_steering: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +80,12 @@ class ProviderRequest:
         credentials: the agent's own credential headers (``authorization``, ``x-api-key``; names in lower case)
             when an edge relayed the turn: a provider with no key configured sends them upstream, one with a key
             ignores them. Never shown in ``repr``, never logged, never stored.
+        steering: the client's steering of this turn (WebSocket lanes, providers that relay steering only).
+        continues: this turn is the successor the previous turn's steering started upstream: read it from there
+            instead of sending a request.
+        queued_upstream: how many of ``new_items`` (the first ones) are steering input the upstream already holds
+            for the parent, waiting for this continuation (``response.steer.pending``): sent as a delta on the same
+            upstream connection, they are not sent again.
     """
 
     model: str
@@ -51,6 +102,9 @@ class ProviderRequest:
     lane_key: str | None = None
     trace_headers: Mapping[str, str] = field(default_factory=dict)
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    steering: SteeringPort | None = None
+    continues: Continuation | None = None
+    queued_upstream: int = 0
 
 
 class Provider(Protocol):
@@ -80,6 +134,9 @@ class ProviderResolver(Protocol):
 
     def route_of(self, model: str) -> str:
         """The name of the route ``model`` takes (for metric labels: bounded by the configuration)."""
+
+    def relays_steering(self, model: str) -> bool:
+        """Whether the provider ``model`` goes to relays ``response.steer`` to its upstream."""
 
     def model_names(self) -> list[str]:
         """Model names worth listing to clients."""

@@ -18,6 +18,7 @@ every turn with the full context and ``store: false``, in one request: no delta 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -39,7 +40,8 @@ from tether.providers.responses_payload import (
     create_body,
     stores_upstream,
 )
-from tether.providers.responses_ws import PoolsByCredential, SocketPool, exchange, websocket_url
+from tether.providers.responses_steering import SteerSender, UpstreamSuccessor
+from tether.providers.responses_ws import PoolsByCredential, SocketPool, UpstreamSocket, exchange, websocket_url
 from tether.providers.retry import Sleep
 from tether.providers.upstream_errors import UpstreamConnectionError, UpstreamReportedError, protocol_error
 from tether.types import JSONObject
@@ -103,6 +105,8 @@ class OpenAIResponsesProvider:
         self.ids = ResponseIdMap(id_map_size if stateful else 1)
         self.secrets = options.secrets
         self.backoff = options.backoff(name, sleep)
+        self.relays_steering = transport == "websocket"
+        """``response.steer`` goes up the socket of the turn it steers (see :mod:`.responses_steering`)."""
         self.keyed = options.api_key is not None or any(name.lower() in CREDENTIAL_HEADERS for name in options.headers)
         """A key is configured: the agent's forwarded credentials are never used."""
         self._http: ResponsesHTTPTransport | None = None
@@ -229,18 +233,32 @@ class OpenAIResponsesProvider:
     ) -> AsyncGenerator[ModelEvent, None]:
         assert self.pool is not None
         assert self.forwarded_pools is not None
-        pool = self.forwarded_pools.pool(forwarded) if forwarded else self.pool
-        parent = self.ids.get(request.previous_response_id) if request.previous_response_id else None
-        socket = await pool.acquire(request.lane_key, prefer=parent.upstream_id if parent else None)
+        successor = request.continues
+        frame: JSONObject | None = None
+        first: JSONObject | None = None
+        if isinstance(successor, UpstreamSuccessor) and successor.owner is self and successor.take():
+            # The upstream started this turn itself (steering): read it from the socket it is on.
+            pool, socket, first = successor.pool, successor.socket, successor.created
+        else:
+            pool = self.forwarded_pools.pool(forwarded) if forwarded else self.pool
+            parent = self.ids.get(request.previous_response_id) if request.previous_response_id else None
+            socket = await pool.acquire(request.lane_key, prefer=parent.upstream_id if parent else None)
         released = False
         reusable = True
         try:
-            held = socket.holds
-            previous = None if attempt.full_context else continuation_of(request, self.ids, held_by_connection=held)
-            attempt.sent_delta = previous is not None
-            frame = {"type": "response.create", **self._body(request, previous)}
+            if first is None:
+                held = socket.holds
+                previous = None if attempt.full_context else continuation_of(request, self.ids, held_by_connection=held)
+                attempt.sent_delta = previous is not None
+                waiting = socket.steering.waiting.pop(previous, 0) if previous is not None else 0
+                sent = request
+                if waiting and request.queued_upstream:  # the upstream prepends the steering it holds for the parent
+                    sent = dataclasses.replace(request, new_items=request.new_items[request.queued_upstream :])
+                frame = {"type": "response.create", **self._body(sent, previous)}
             reader = ResponsesEventReader()
-            async with contextlib.aclosing(exchange(socket, frame, self.options.timeout_s)) as upstream_events:
+            sender = SteerSender(request.steering, socket) if request.steering is not None else None
+            upstream = exchange(socket, frame, self.options.timeout_s, sender=sender, first=first)
+            async with contextlib.aclosing(upstream) as upstream_events:
                 async for raw in upstream_events:
                     try:
                         events = reader.feed(raw)
@@ -253,14 +271,24 @@ class OpenAIResponsesProvider:
                     for event in events:
                         if isinstance(event, Finish):
                             # Released before the Finish leaves: the lane's next turn may start as soon as it does.
-                            socket.holds = reader.upstream_id
                             released = True
-                            pool.release(socket, request.lane_key, reusable=True)
                             self._remember(request, reader)
+                            self._hand_over(request, pool, socket, reader)
                         yield event
         finally:
             if not released:
                 pool.release(socket, request.lane_key, reusable=reusable)
+
+    def _hand_over(
+        self, request: ProviderRequest, pool: SocketPool, socket: UpstreamSocket, reader: ResponsesEventReader
+    ) -> None:
+        """Give the socket back, or, when steering started a successor on it, to the successor turn."""
+        created, socket.successor = socket.successor, None
+        if created is not None and request.steering is not None:
+            request.steering.succeeded_by(UpstreamSuccessor(self, pool, socket, request.lane_key, created))
+            return
+        socket.holds = reader.upstream_id
+        pool.release(socket, request.lane_key, reusable=created is None)
 
     # -- decisions -----------------------------------------------------------------------------------------
 

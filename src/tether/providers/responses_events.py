@@ -250,7 +250,9 @@ class ResponsesEventReader:
         usage = usage_from(response.get("usage"))
         if response.get("status") != "incomplete" and reason is None:
             return Finish(usage)
-        return Finish(usage, "content_filter" if reason == "content_filter" else "max_output_tokens")
+        if reason in ("content_filter", "steered"):
+            return Finish(usage, reason)
+        return Finish(usage, "max_output_tokens")
 
 
 def usage_from(raw: object) -> Usage:

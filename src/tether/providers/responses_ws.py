@@ -18,7 +18,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import structlog
@@ -29,6 +29,7 @@ from websockets.protocol import State
 from tether.protocol.vocabulary import ANSWER_END_EVENTS
 from tether.providers.redaction import sanitise
 from tether.providers.responses_events import decode_event, reported_error
+from tether.providers.responses_steering import SocketSteering, SteerSender
 from tether.providers.upstream_errors import UpstreamConnectionError
 from tether.types import JSONObject
 
@@ -57,6 +58,7 @@ class UpstreamSocket:
         holds: the upstream response its connection-local cache holds (the most recent one), if known.
         busy: a turn is using it.
         in_response: a request was sent and its last event not read yet; such a socket cannot carry another turn.
+        steering: the steers it carries (:mod:`tether.providers.responses_steering`).
     """
 
     connection: ClientConnection
@@ -65,6 +67,8 @@ class UpstreamSocket:
     holds: str | None = None
     busy: bool = False
     in_response: bool = False
+    steering: SocketSteering = field(default_factory=SocketSteering)
+    successor: JSONObject | None = None  # a successor's response.created, read after the steered response ended
 
     @property
     def open(self) -> bool:
@@ -216,6 +220,7 @@ class SocketPool:
         return UpstreamSocket(connection, opened_at=now, last_used=now, busy=True)
 
     def _discard(self, socket: UpstreamSocket, reason: str) -> None:
+        socket.steering.abandon("The upstream connection carrying the steering input was closed.")
         _log.debug("upstream.ws.close", url=self.url, reason=reason, age_s=round(self.clock() - socket.opened_at, 1))
         task = asyncio.get_running_loop().create_task(self._close(socket.connection))
         self._closing.add(task)
@@ -268,13 +273,27 @@ class PoolsByCredential:
 
 
 async def exchange(
-    socket: UpstreamSocket, frame: JSONObject, timeout_s: float, *, error_grace_s: float = 2.0
+    socket: UpstreamSocket,
+    frame: JSONObject | None,
+    timeout_s: float,
+    *,
+    error_grace_s: float = 2.0,
+    sender: SteerSender | None = None,
+    first: JSONObject | None = None,
+    answer_grace_s: float = 10.0,
 ) -> AsyncGenerator[JSONObject, None]:
     """Send one ``response.create`` and yield its events, up to and including the terminal one (or an ``error``).
 
     An ``error`` inside a running response is held back until the ``response.failed`` that follows it (for at most
     ``error_grace_s``), then yielded as the terminal event: it carries the code. A socket whose response was not
     read to its end keeps ``in_response`` set, so the pool closes it rather than hand a stale stream to another turn.
+
+    With a ``sender``, the turn's steers go up while the response streams, and the upstream's answers to them are
+    taken out of the stream (:class:`~tether.providers.responses_steering.SocketSteering`). Once the response has
+    ended, the socket is read on (for at most ``answer_grace_s``) until every steer sent for it has its outcome: a
+    successor's ``response.created`` (kept as ``socket.successor``; the socket then stays in the response chain),
+    ``response.steer.pending`` or ``response.steer.failed``. ``frame=None`` with ``first`` (a successor's
+    ``response.created``, read already) reads a successor instead of creating a response.
 
     Raises:
         UpstreamConnectionError: the socket broke (``mid_turn`` once the frame was sent) or the turn took longer
@@ -283,38 +302,92 @@ async def exchange(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     socket.in_response = True
-    try:
-        await socket.connection.send(orjson.dumps(frame).decode())
-    except ConnectionClosed:
-        raise UpstreamConnectionError("the WebSocket was closed before the request was sent") from None
-    started = False
-    held_error: JSONObject | None = None
-    while True:
+    if frame is not None:
         try:
-            async with asyncio.timeout_at(
-                deadline if held_error is None else min(deadline, loop.time() + error_grace_s)
-            ):
-                message = await socket.connection.recv()
-        except TimeoutError:
-            if held_error is not None:
-                yield held_error
+            await socket.connection.send(orjson.dumps(frame).decode())
+        except ConnectionClosed:
+            raise UpstreamConnectionError("the WebSocket was closed before the request was sent") from None
+    started = False
+    upstream_id: str | None = None
+    held_error: JSONObject | None = None
+    try:
+        while True:
+            if first is not None:
+                event, first = first, None
+            else:
+                try:
+                    async with asyncio.timeout_at(
+                        deadline if held_error is None else min(deadline, loop.time() + error_grace_s)
+                    ):
+                        message = await socket.connection.recv()
+                except TimeoutError:
+                    if held_error is not None:
+                        yield held_error
+                        return
+                    reason = f"the turn took longer than {timeout_s:g} s"
+                    raise UpstreamConnectionError(reason, mid_turn=True, timeout=True) from None
+                except ConnectionClosed as exc:
+                    if held_error is not None:
+                        yield held_error
+                        return
+                    code = exc.rcvd.code if exc.rcvd is not None else 1006
+                    raise UpstreamConnectionError(
+                        f"the WebSocket closed mid-turn (code {code})", mid_turn=True
+                    ) from None
+                event = decode_event(message)
+            if socket.steering.read(event):
+                continue
+            kind = event.get("type")
+            if kind == "response.created" and not started:
+                started = True
+                response = event.get("response")
+                upstream_id = response.get("id") if isinstance(response, dict) else None
+                if sender is not None and isinstance(upstream_id, str):
+                    sender.start(upstream_id)
+            if kind == "error" and started:
+                held_error = event
+                continue
+            if kind in ANSWER_END_EVENTS:
+                if sender is not None:
+                    await sender.stop()
+                    sender.port.upstream_ended()
+                clean = True
+                if kind != "error" and upstream_id is not None:
+                    clean = await _read_steering_outcomes(socket, upstream_id, answer_grace_s)
+                if socket.successor is None and clean:
+                    # A steer still unanswered (the response failed) may yet start something: not reused.
+                    socket.in_response = socket.steering.unresolved(upstream_id or "")
+                yield held_error if held_error is not None else event
                 return
-            reason = f"the turn took longer than {timeout_s:g} s"
-            raise UpstreamConnectionError(reason, mid_turn=True, timeout=True) from None
-        except ConnectionClosed as exc:
-            if held_error is not None:
-                yield held_error
-                return
-            code = exc.rcvd.code if exc.rcvd is not None else 1006
-            raise UpstreamConnectionError(f"the WebSocket closed mid-turn (code {code})", mid_turn=True) from None
-        event = decode_event(message)
-        kind = event.get("type")
-        started = started or kind == "response.created"
-        if kind == "error" and started:
-            held_error = event
+            yield event
+    finally:
+        if sender is not None:
+            sender.cancel()
+
+
+async def _read_steering_outcomes(socket: UpstreamSocket, upstream_id: str, grace_s: float) -> bool:
+    """After a response's end: read until every steer sent for it has its outcome (a successor, pending or failed).
+
+    Returns:
+        ``False`` when the socket said nothing within ``grace_s``, closed, or sent something else: its steers are
+        given up, and the socket is not used again.
+    """
+    while socket.steering.unresolved(upstream_id):
+        try:
+            async with asyncio.timeout(grace_s):
+                event = decode_event(await socket.connection.recv())
+        except (TimeoutError, ConnectionClosed, UpstreamConnectionError):
+            socket.steering.abandon("The upstream did not say what became of the steering input.")
+            socket.in_response = True  # its stream is in an unknown state: the pool closes it
+            return False
+        if socket.steering.read(event):
             continue
-        if kind in ANSWER_END_EVENTS:
-            socket.in_response = False
-            yield held_error if held_error is not None else event
-            return
-        yield event
+        if event.get("type") == "response.created":
+            socket.steering.commit(upstream_id)
+            socket.successor = event
+            return True
+        # Anything else belongs to no response of tether's: the socket cannot be trusted with another turn.
+        socket.steering.abandon("The upstream sent an unexpected event after the steered response.")
+        socket.in_response = True
+        return False
+    return True

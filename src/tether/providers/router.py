@@ -13,7 +13,7 @@ import structlog
 
 from tether.protocol.errors import ProtocolError
 from tether.protocol.model_events import ModelEvent
-from tether.providers.base import Provider, ProviderRequest
+from tether.providers.base import Provider, ProviderRequest, SteeringRelay
 from tether.providers.raw_forward import ForwardedAPI, RawForwarding, RawReply, RawRequest, with_model
 
 _log = structlog.get_logger("tether.providers")
@@ -149,6 +149,10 @@ class ProviderRouter:
         # Which providers check models, decided once: an isinstance against a runtime Protocol walks the
         # Protocol's attributes on every call (about 20 us on Python 3.11), and resolve runs every turn.
         self._checks = {name: _check_model(provider) for name, provider in self.providers.items()}
+        self._steers = {
+            name: isinstance(provider, SteeringRelay) and provider.relays_steering
+            for name, provider in self.providers.items()
+        }
 
     def resolve(self, model: str) -> Provider:
         """The provider for ``model``, checked to have it before the turn starts.
@@ -177,6 +181,13 @@ class ProviderRouter:
             if fnmatchcase(model, route.pattern):
                 return self._routed[index].name
         return self.default or "none"
+
+    def relays_steering(self, model: str) -> bool:
+        """Whether the provider ``model`` goes to first (a route's own, not its fallbacks) relays steering."""
+        for route in self.routes:
+            if fnmatchcase(model, route.pattern):
+                return self._steers[route.provider]
+        return self.default is not None and self._steers[self.default]
 
     def route_of(self, model: str) -> str:
         """The name of the route a model takes, for metrics: its pattern, or ``default``."""

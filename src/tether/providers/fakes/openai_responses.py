@@ -225,6 +225,12 @@ class FakeResponsesUpstream:
         """Every ``response.steer`` frame received so far, oldest first."""
         return [recorded for recorded in self.requests if recorded.body.get("type") == "response.steer"]
 
+    @property
+    def stored_ids(self) -> list[str]:
+        """The ids of the responses it keeps (``store=true``), in the order they were made."""
+        with self._lock:
+            return list(self._stored)
+
     def context_of(self, response_id: str) -> list[Item] | None:
         """The whole context (input and output) of a stored response, as the fake keeps it."""
         with self._lock:

@@ -1,0 +1,294 @@
+"""Steering in process: the inbox's answers, and successor turns through the lane driver and the engine (no socket).
+
+A test provider plays the upstream's side of :class:`~tether.providers.base.SteeringPort`: it takes the client's
+steer, accepts it, and ends its response ``steered`` with a successor (or stops for tool output, ``pending``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Literal
+
+import orjson
+import pytest
+
+from tether.engine.cache import ConnectionState
+from tether.engine.engine import Engine, EngineLimits
+from tether.engine.lane_driver import Close, LaneDriver
+from tether.engine.steering import MAX_OPEN_STEERS, SteeringInbox
+from tether.protocol.lanes import LaneLimits
+from tether.protocol.model_events import Finish, ModelEvent, TextDelta, ToolCallDelta, Usage
+from tether.protocol.steer import SteerAnswer, read_steer
+from tether.providers.base import Provider, ProviderRequest
+from tether.providers.router import ProviderRouter, Route
+from tether.providers.scripted import ScriptedProvider, ScriptedTiming
+from tether.store.memory import MemoryStore
+from tether.types import JSONObject
+
+from .support import TENANT, GatedProvider, texts
+
+BOUND_S = 10.0
+
+
+def steer_of(text: str, target: str = "resp_a") -> object:
+    return read_steer({"type": "response.steer", "previous_response_id": target, "input": text})
+
+
+class Answers:
+    def __init__(self) -> None:
+        self.events: list[SteerAnswer] = []
+
+    def __call__(self, event: SteerAnswer) -> None:
+        self.events.append(event)
+
+    @property
+    def types(self) -> list[str]:
+        return [event["type"] for event in self.events]
+
+
+class Continued:
+    """A stand-in for the upstream response a steer started (the provider's continuation)."""
+
+    def __init__(self) -> None:
+        self.abandoned = False
+        self.taken = False
+
+    def abandon(self) -> None:
+        if not self.taken:
+            self.abandoned = True
+
+
+# -- the inbox ----------------------------------------------------------------------------------------------------
+
+
+async def test_an_accepted_steer_gets_tethers_id_and_the_lane_and_a_failure_after_it_keeps_the_id() -> None:
+    inbox, answers = SteeringInbox("resp_a", "main"), Answers()
+    inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": "x"}), answers)
+    steer = await inbox.next()
+    inbox.accepted(steer)
+    assert answers.events[0]["type"] == "response.steer.accepted"
+    accepted = answers.events[0]
+    assert accepted["steer"]["id"].startswith("steer_")
+    assert accepted["stream_id"] == "main"
+    inbox.failed(steer, "successor_creation_failed", "no")
+    failed = answers.events[1]
+    assert failed["type"] == "response.steer.failed"
+    assert failed["steer"] == {"id": accepted["steer"]["id"], "input": "x", "previous_response_id": "resp_a"}
+    inbox.failed(steer, "response_not_active", "again")  # answered once only
+    assert len(answers.events) == 2
+
+
+async def test_pending_waits_for_the_terminal_event_and_holds_the_input_for_the_continuation() -> None:
+    connection = ConnectionState(TENANT)
+    inbox, answers = SteeringInbox("resp_a", "main", connection), Answers()
+    inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": "x"}), answers)
+    steer = await inbox.next()
+    inbox.accepted(steer)
+    stub: JSONObject = {"type": "function_call_output", "call_id": "call_1", "name": "lookup"}
+    inbox.pending(steer, "waiting_for_required_input", [stub])
+    assert answers.types == ["response.steer.accepted"]  # held: the terminal event goes first
+    assert connection.held_steering("main", "resp_a") == [{"type": "message", "role": "user", "content": "x"}]
+    assert connection.held_steering(None, "resp_a") == []  # another lane's continuation does not get it
+    inbox.release()
+    assert answers.types == ["response.steer.accepted", "response.steer.pending"]
+    assert answers.events[1]["required_input"] == [stub]  # type: ignore[typeddict-item]
+
+
+async def test_what_is_unanswered_at_the_end_fails_with_the_reason() -> None:
+    inbox, answers = SteeringInbox("resp_a", None), Answers()
+    for text in ("taken", "queued"):
+        inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": text}), answers)
+    await inbox.next()
+    inbox.close()
+    inbox.release()
+    codes = {event["steer"]["input"]: event["error"]["code"] for event in answers.events}  # type: ignore[typeddict-item]
+    assert codes == {"taken": "response_not_active", "queued": "response_already_completed"}
+    inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": "late"}), answers)
+    assert answers.events[-1]["error"]["code"] == "response_already_completed"  # type: ignore[typeddict-item]
+
+
+async def test_too_many_open_steers_are_refused() -> None:
+    inbox, answers = SteeringInbox("resp_a", None), Answers()
+    for n in range(MAX_OPEN_STEERS + 1):
+        inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": f"{n}"}), answers)
+    assert [event["error"]["code"] for event in answers.events] == ["too_many_pending_steers"]  # type: ignore[typeddict-item]
+
+
+async def test_a_successor_that_cannot_run_returns_its_steers_and_gives_the_upstream_up() -> None:
+    inbox, answers = SteeringInbox("resp_a", None), Answers()
+    inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": "x"}), answers)
+    steer = await inbox.next()
+    inbox.accepted(steer)
+    continued = Continued()
+    inbox.succeeded_by(continued)
+    inbox.close()
+    inbox.release()
+    assert continued.abandoned
+    assert answers.types == ["response.steer.accepted", "response.steer.failed"]
+    assert answers.events[1]["error"]["code"] == "successor_creation_failed"  # type: ignore[typeddict-item]
+
+
+# -- successors through the engine and the lane driver ---------------------------------------------------------
+
+
+class SteeringModel:
+    """Takes one steer, accepts it, and ends ``steered`` with a successor (or stops for tool output: ``pending``)."""
+
+    name = "steering"
+    relays_steering = True
+
+    def __init__(self, mode: Literal["successor", "pending"] = "successor") -> None:
+        self.mode = mode
+        self.requests: list[ProviderRequest] = []
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
+        self.requests.append(request)
+        usage = Usage(input_tokens=1, output_tokens=1)
+        if isinstance(request.continues, Continued):
+            request.continues.taken = True
+            yield TextDelta("successor")
+            yield Finish(usage)
+            return
+        if request.steering is None or request.previous_response_id is not None:
+            yield TextDelta("plain")
+            yield Finish(usage)
+            return
+        yield TextDelta("working")
+        steer = await request.steering.next()
+        request.steering.accepted(steer)
+        if self.mode == "pending":
+            yield ToolCallDelta("call_1", "lookup", "{}")
+            request.steering.upstream_ended()
+            stub: JSONObject = {"type": "function_call_output", "call_id": "call_1", "name": "lookup"}
+            request.steering.pending(steer, "waiting_for_required_input", [stub])
+            yield Finish(usage)
+            return
+        request.steering.upstream_ended()
+        request.steering.succeeded_by(Continued())
+        yield Finish(usage, "steered")
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+@pytest.fixture
+async def store() -> MemoryStore:
+    return MemoryStore()
+
+
+async def make_engine(store: MemoryStore, model: SteeringModel) -> Engine:
+    providers: dict[str, Provider] = {
+        "scripted": ScriptedProvider(ScriptedTiming()),
+        "gated": GatedProvider(),
+        "steering": model,
+    }
+    router = ProviderRouter(providers, [Route("gated", "gated"), Route("steer*", "steering")])
+    return Engine(store, router, EngineLimits(shutdown_grace_s=0.0))
+
+
+@pytest.fixture
+async def model() -> SteeringModel:
+    return SteeringModel()
+
+
+@pytest.fixture
+async def driver(store: MemoryStore, model: SteeringModel) -> AsyncIterator[LaneDriver]:
+    engine = await make_engine(store, model)
+    driver = LaneDriver(engine, TENANT, LaneLimits(max_in_flight=4, max_named_lanes=4, max_queued=4), 3600.0)
+    driver.start()
+    yield driver
+    await driver.aclose()
+    await engine.aclose()
+
+
+def send(driver: LaneDriver, **event: object) -> None:
+    driver.receive(orjson.dumps(event).decode())
+
+
+async def out_until(driver: LaneDriver, kind: str) -> list[JSONObject]:
+    events: list[JSONObject] = []
+    while True:
+        item = await asyncio.wait_for(driver.outbox.get(), BOUND_S)
+        assert not isinstance(item, Close)
+        events.append(dict(item))
+        if item["type"] == kind:
+            return events
+
+
+async def test_a_steered_turn_is_followed_by_its_successor_on_the_same_lane(
+    driver: LaneDriver, model: SteeringModel, store: MemoryStore
+) -> None:
+    send(driver, type="response.create", model="steer-1", input="hi", stream_id="main", instructions="Be brief.")
+    target = (await out_until(driver, "response.created"))[-1]["response"]["id"]
+    send(driver, type="response.create", model="echo", input="queued behind", stream_id="main")
+    send(driver, type="response.steer", previous_response_id=target, input="change course")
+    steered = await out_until(driver, "response.incomplete")
+    accepted = [event for event in steered if event["type"] == "response.steer.accepted"]
+    assert [event["steer"]["previous_response_id"] for event in accepted] == [target]
+    assert steered[-1]["response"]["incomplete_details"] == {"reason": "steered"}
+    after = await out_until(driver, "response.completed")
+    assert after[0]["type"] == "response.created"  # the successor, before the turn queued on the lane
+    successor = after[-1]["response"]
+    assert successor["previous_response_id"] == target
+    assert successor["instructions"] == "Be brief."
+    assert {event.get("stream_id") for event in [*steered, *after]} == {"main"}
+    queued = await out_until(driver, "response.completed")
+    assert queued[-1]["response"]["previous_response_id"] is None
+
+    successor_request = model.requests[1]
+    assert isinstance(successor_request.continues, Continued)
+    assert [item.get("content") for item in successor_request.new_items] == ["change course"]
+    assert successor_request.previous_response_id == target
+    record = await store.get(TENANT, successor["id"])
+    assert record is not None
+    assert record.parent_id == target
+    assert record.input_items == [{"type": "message", "role": "user", "content": "change course"}]
+    steered_record = await store.get(TENANT, target)
+    assert steered_record is not None
+    assert steered_record.status == "incomplete"
+
+    # The successor is continued like any turn.
+    send(driver, type="response.create", model="steer-1", previous_response_id=successor["id"], input="next")
+    continued = await out_until(driver, "response.completed")
+    assert continued[-1]["response"]["previous_response_id"] == successor["id"]
+    assert texts(model.requests[-1].context) == ["hi", "working", "change course", "successor", "next"]
+
+
+async def test_steering_that_waits_for_tool_output_goes_first_in_the_lanes_continuation(store: MemoryStore) -> None:
+    model = SteeringModel("pending")
+    engine = await make_engine(store, model)
+    driver = LaneDriver(engine, TENANT, LaneLimits(max_in_flight=4, max_named_lanes=4, max_queued=4), 3600.0)
+    driver.start()
+    try:
+        send(driver, type="response.create", model="steer-1", input="hi", stream_id="main")
+        target = (await out_until(driver, "response.created"))[-1]["response"]["id"]
+        send(driver, type="response.steer", previous_response_id=target, input="then stop")
+        events = await out_until(driver, "response.steer.pending")
+        types = [event["type"] for event in events]
+        assert types[-2:] == ["response.completed", "response.steer.pending"]
+        output = {"type": "function_call_output", "call_id": "call_1", "output": "42"}
+        send(
+            driver,
+            type="response.create",
+            model="steer-1",
+            previous_response_id=target,
+            input=[output],
+            stream_id="main",
+        )
+        done = await out_until(driver, "response.completed")
+        continued = await store.get(TENANT, done[-1]["response"]["id"])
+        assert continued is not None
+        assert continued.input_items == [{"type": "message", "role": "user", "content": "then stop"}, output]
+        assert model.requests[-1].queued_upstream == 1  # the upstream holds it: not to be sent again
+    finally:
+        await driver.aclose()
+        await engine.aclose()
+
+
+async def test_a_provider_that_does_not_relay_steering_gets_no_inbox(driver: LaneDriver) -> None:
+    send(driver, type="response.create", model="gated", input="hi")
+    target = (await out_until(driver, "response.created"))[-1]["response"]["id"]
+    send(driver, type="response.steer", previous_response_id=target, input="x")
+    failed = await out_until(driver, "response.steer.failed")
+    assert failed[-1]["error"]["code"] == "steering_not_supported"
