@@ -70,6 +70,21 @@ async def test_a_damaged_database_is_refused_and_check_says_what_would_be_lost(t
     assert f"  would lose {lost} of 300 responses" in lines
 
 
+async def test_the_refusal_is_one_line_when_sqlite_reports_several_problems(tmp_path: Path) -> None:
+    """quick_check reports some damage as several lines in one row; tether serve's error is one line all the same."""
+    path = tmp_path / "tether.db"
+    await make_database(path)
+    data = bytearray(path.read_bytes())
+    page = len(data) // PAGE // 2
+    data[page * PAGE + 8 : page * PAGE + 12] = b"\xff\xff\xff\x7f"  # cell pointers far outside the page
+    path.write_bytes(bytes(data))
+    pattern = r"is damaged \(On tree page \d+ cell \d+: .*; On tree page"
+    with pytest.raises(StoreUnusableError, match=pattern) as refused:
+        await SQLiteStore.open(path)
+    assert "\n" not in str(refused.value)
+    assert "***" not in str(refused.value)
+
+
 async def test_check_of_a_whole_database(tmp_path: Path) -> None:
     path = tmp_path / "tether.db"
     await make_database(path, responses=5)

@@ -52,6 +52,11 @@ def check_before_connect(path: Path) -> None:
         raise StoreUnusableError(f"database {path} is not an SQLite database (its header is wrong): check --store-url")
 
 
+def _one_line(problem: str) -> str:
+    """A quick_check row on one line: it can hold several, under a '*** in database main ***' heading."""
+    return "; ".join(line.strip() for line in problem.splitlines() if line.strip() and not line.startswith("***"))
+
+
 def check_connected(path: Path, conn: sqlite3.Connection, schema_version: int) -> None:
     """Refuse a database that is damaged, or that holds tables but not tether's (a newer schema is not judged).
 
@@ -66,8 +71,8 @@ def check_connected(path: Path, conn: sqlite3.Connection, schema_version: int) -
         problems = [str(error)]
     if problems != ["ok"]:
         raise StoreUnusableError(
-            f"database {path} is damaged ({problems[0]}): run 'tether check --store-url sqlite:///{path}' "
-            "to see what would be lost"
+            f"database {path} is damaged ({_one_line(problems[0])}): run 'tether check --store-url "
+            f"sqlite:///{path}' to see what would be lost"
         )
     if 0 < version <= schema_version and not tables >= TABLES:
         raise StoreUnusableError(
