@@ -101,3 +101,18 @@ async def test_a_second_store_on_the_same_file_is_refused_until_the_first_closes
             await SQLiteStore.open(path)
     async with await SQLiteStore.open(path) as again:
         assert await again.get(TENANT, "resp_1") is not None
+
+
+@pytest.mark.parametrize("name", ["symlink", "relative"])
+async def test_a_second_store_on_the_same_file_by_another_name_is_refused(tmp_path: Path, name: str) -> None:
+    """The lock file was named after the path as given, so a symbolic link to the database took a lock of its own."""
+    path = tmp_path / "tether.db"
+    other = tmp_path / "link.db"
+    if name == "symlink":
+        other.symlink_to(path)
+    else:
+        (tmp_path / "sub").mkdir()
+        other = tmp_path / "sub" / ".." / "tether.db"
+    async with await SQLiteStore.open(path):
+        with pytest.raises(StoreUnusableError, match=r"in use by another tether process"):
+            await SQLiteStore.open(other)

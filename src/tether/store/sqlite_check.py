@@ -91,6 +91,7 @@ class FileLock:
     """
 
     def __init__(self, database: Path) -> None:
+        database = database.resolve()  # a symbolic link, or another spelling of the path, shares the lock
         self.path = database.with_name(database.name + ".lock")
         self._fd: int | None = None
 
