@@ -75,3 +75,37 @@ def test_a_stored_session_continues_after_sigkill_and_restart(tmp_path: Path) ->
         forked = asyncio.run(ws_turn(second.ws_url, fork_body))
         assert forked["previous_response_id"] == ids[1]
         assert forked["output"][0]["arguments"] == json.dumps({"path": "src/m2.py"}, separators=(",", ":"))
+
+
+def test_a_row_damaged_inside_its_page_is_a_500_and_one_log_line_not_a_traceback(tmp_path: Path) -> None:
+    """quick_check at start-up does not read row contents, so a byte flipped inside a stored item is found only
+    when it is read: that read is 500 server_error and one error line naming the file, never a traceback."""
+    database = tmp_path / "tether.db"
+    env = {"TETHER_LOG_FORMAT": "json", "TETHER_STORE_URL": f"sqlite:///{database}"}
+    marker = "damaged-by-the-disk-" * 4
+    with serve_subprocess(tmp_path, env) as server:
+        first = httpx.post(f"{server.base_url}/responses", json={"model": "echo", "input": marker}, timeout=20)
+        assert first.status_code == 200
+        damaged = first.json()["id"]
+        whole = httpx.post(f"{server.base_url}/responses", json={"model": "echo", "input": "intact"}, timeout=20)
+    data = bytearray(database.read_bytes())  # the server closed the store: everything is in the main file
+    at = data.index(marker.encode())
+    data[at] = 0xFF  # not UTF-8, so the item's JSON cannot be read back
+    database.write_bytes(bytes(data))
+
+    with serve_subprocess(tmp_path, env) as server:
+        reads = [
+            httpx.get(f"{server.base_url}/responses/{damaged}", timeout=20),
+            httpx.get(f"{server.base_url}/responses/{damaged}/input_items", timeout=20),
+        ]
+        intact = httpx.get(f"{server.base_url}/responses/{whole.json()['id']}", timeout=20)
+        log = server.log()
+    for read in reads:
+        assert read.status_code == 500
+        assert read.json()["error"]["code"] == "server_error"
+    assert intact.status_code == 200
+    assert "Traceback" not in log
+    records = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    errors = [r for r in records if r["level"] in ("error", "critical") and r["event"] != "http.access"]
+    assert [r["event"] for r in errors] == ["store.damaged", "store.damaged"]  # beside the 500s' access lines
+    assert all(f"database {database} is damaged" in r["problem"] and "tether check" in r["problem"] for r in errors)

@@ -39,6 +39,7 @@ from tether.settings import Settings
 from tether.store.base import Store
 from tether.store.memory import MemoryStore
 from tether.store.sqlite import SQLiteStore
+from tether.store.sqlite_check import StoreDamagedError
 from tether.store.urls import is_cluster_url, open_cluster_store
 
 _log = structlog.get_logger("tether.server")
@@ -162,6 +163,7 @@ def create_app(
         exception_handlers={
             ProtocolError: _protocol_error,
             HTTPException: _http_error,
+            StoreDamagedError: _store_damaged,
             Exception: _unexpected_error,
         },
     )
@@ -201,6 +203,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message.get(exc.status_code, str(exc.detail)),
     )
     return http.error_response(error)
+
+
+async def _store_damaged(request: Request, exc: Exception) -> Response:
+    """The disk's fault, not a bug: one line that names the file and what to run, not a traceback."""
+    _log.error("store.damaged", path=request.url.path, problem=str(exc))
+    return http.error_response(server_error())
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

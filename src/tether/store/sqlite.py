@@ -24,7 +24,13 @@ import orjson
 from tether.store.base import ResponseRecord, StoredContext, StoreStats, check_record
 from tether.store.local_turns import LocalTurns, OneNodeTurns
 from tether.store.record_rows import COLUMNS, item_bodies, item_hashes, record_from_row, record_row
-from tether.store.sqlite_check import FileLock, StoreUnusableError, check_before_connect, check_connected
+from tether.store.sqlite_check import (
+    FileLock,
+    StoreDamagedError,
+    StoreUnusableError,
+    check_before_connect,
+    check_connected,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -260,6 +266,7 @@ class _Database:
 
     def __init__(self, path: Path, stats: StoreStats, *, read_only: bool = False) -> None:
         self._stats = stats
+        self._path = path
         if read_only:
             if not path.is_file():
                 raise StoreUnusableError(f"no database at {path}: check --store-url")
@@ -318,6 +325,10 @@ class _Database:
             return None if row is None else self._decode(row)
 
     def load_context(self, tenant: str, response_id: str, now: float) -> StoredContext | None:
+        with self._reading():
+            return self._load_context(tenant, response_id, now)
+
+    def _load_context(self, tenant: str, response_id: str, now: float) -> StoredContext | None:
         select = "SELECT id, parent_id, input_hashes, output_hashes, snapshot FROM responses"
         segments: list[list[str]] = []
         seen: set[str] = set()
@@ -392,8 +403,19 @@ class _Database:
     def _decode(self, row: _Row) -> ResponseRecord | None:
         self._stats.response_rows_read += 1
         fields = dict(zip(COLUMNS, row, strict=True))
-        bodies = self._item_bodies(item_hashes(fields, orjson.loads))
-        return None if bodies is None else record_from_row(fields, bodies, orjson.loads)
+        with self._reading():
+            bodies = self._item_bodies(item_hashes(fields, orjson.loads))
+            return None if bodies is None else record_from_row(fields, bodies, orjson.loads)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A row that cannot be decoded, or a page SQLite finds corrupt, is :class:`StoreDamagedError`."""
+        try:
+            yield
+        except sqlite3.OperationalError:  # busy, locked, out of memory: not damage
+            raise
+        except (ValueError, sqlite3.DatabaseError) as error:  # orjson's and UTF-8's decode errors are ValueErrors
+            raise StoreDamagedError(self._path, error) from error
 
     def _item_bodies(self, hashes: list[str]) -> dict[str, bytes] | None:
         """The bodies of the given items by hash, or ``None`` if any is missing."""

@@ -84,6 +84,16 @@ def check_connected(path: Path, conn: sqlite3.Connection, schema_version: int) -
         )
 
 
+class StoreDamagedError(Exception):
+    """A stored row cannot be read back: damage inside a page, which quick_check at start-up does not read."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        super().__init__(
+            f"database {path} is damaged: a stored row cannot be read ({error}); run 'tether check --store-url "
+            f"sqlite:///{path}' to see what would be lost"
+        )
+
+
 class FileLock:
     """An exclusive ``flock`` on ``<database>.lock`` for as long as the store is open.
 
