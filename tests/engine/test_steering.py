@@ -138,8 +138,9 @@ class SteeringModel:
     name = "steering"
     relays_steering = True
 
-    def __init__(self, mode: Literal["successor", "pending"] = "successor") -> None:
+    def __init__(self, mode: Literal["successor", "pending"] = "successor", steers: int = 1) -> None:
         self.mode = mode
+        self.steers = steers
         self.requests: list[ProviderRequest] = []
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
@@ -155,8 +156,9 @@ class SteeringModel:
             yield Finish(usage)
             return
         yield TextDelta("working")
-        steer = await request.steering.next()
-        request.steering.accepted(steer)
+        for _ in range(self.steers):
+            steer = await request.steering.next()
+            request.steering.accepted(steer)
         if self.mode == "pending":
             yield ToolCallDelta("call_1", "lookup", "{}")
             request.steering.upstream_ended()
@@ -292,3 +294,25 @@ async def test_a_provider_that_does_not_relay_steering_gets_no_inbox(driver: Lan
     send(driver, type="response.steer", previous_response_id=target, input="x")
     failed = await out_until(driver, "response.steer.failed")
     assert failed[-1]["error"]["code"] == "steering_not_supported"
+
+
+async def test_every_accepted_steer_goes_into_the_successor_in_the_order_sent(store: MemoryStore) -> None:
+    model = SteeringModel(steers=2)
+    engine = await make_engine(store, model)
+    driver = LaneDriver(engine, TENANT, LaneLimits(max_in_flight=4, max_named_lanes=4, max_queued=4), 3600.0)
+    driver.start()
+    try:
+        send(driver, type="response.create", model="steer-1", input="hi")
+        target = (await out_until(driver, "response.created"))[-1]["response"]["id"]
+        send(driver, type="response.steer", previous_response_id=target, input="first")
+        send(driver, type="response.steer", previous_response_id=target, input=[{"role": "user", "content": "second"}])
+        steered = await out_until(driver, "response.incomplete")
+        accepted = [event["steer"]["id"] for event in steered if event["type"] == "response.steer.accepted"]
+        assert len(set(accepted)) == 2
+        successor = (await out_until(driver, "response.completed"))[-1]["response"]
+        record = await store.get(TENANT, successor["id"])
+        assert record is not None
+        assert texts(record.input_items) == ["first", "second"]
+    finally:
+        await driver.aclose()
+        await engine.aclose()

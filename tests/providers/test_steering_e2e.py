@@ -19,6 +19,7 @@ import pytest
 from openai import AsyncOpenAI
 from openai.resources.responses.responses import AsyncResponsesConnection
 
+from tether.audit.log import AuditLog
 from tether.providers.fakes.openai_responses import FakeResponsesUpstream
 from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import Settings
@@ -161,7 +162,9 @@ async def test_a_steer_ends_the_response_and_its_successor_is_a_turn_of_its_own(
         steered_record = http.get(f"/responses/{target}").json()
         assert steered_record["status"] == "incomplete"
         assert steered_record["incomplete_details"] == {"reason": "steered"}
-        assert later
+    # In the audit log like any turn, in order.
+    audited = [e for e in AuditLog(tmp_path / "audit").entries("tenant:default") if e["kind"] == "turn"]
+    assert [entry["response_id"] for entry in audited] == [target, successor.id, later]
 
 
 async def test_the_successor_continues_after_a_restart(fake: FakeResponsesUpstream, tmp_path: Path) -> None:
