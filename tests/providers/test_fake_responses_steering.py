@@ -13,8 +13,8 @@ from tether.providers.fakes.openai_responses import FakeResponsesUpstream
 from tether.types import JSONObject
 
 LONG = " ".join(f"word{n}" for n in range(60))  # echoed 2 characters a delta, 20 ms apart: about 4 s of stream
-TOOL_LOOP: list[dict[str, Any]] = [
-    {"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]},
+TOOL_LOOP: list[dict[str, Any]] = [  # the call's arguments stream for about 4 s
+    {"tool_calls": [{"name": "lookup", "arguments": {"q": "x" * 400}}]},
     {"text": "Looked it up."},
 ]
 
@@ -83,7 +83,7 @@ async def test_a_steer_ends_the_response_as_steered_and_a_successor_continues_it
 
 
 async def test_steering_after_the_last_delta_completes_then_starts_the_successor(ws: ClientConnection) -> None:
-    with FakeResponsesUpstream(chunk_size=50, event_delay_s=0.5) as slow:  # one delta, then a pause
+    with FakeResponsesUpstream(chunk_size=50, event_delay_s=2.0) as slow:  # one delta, then a pause
         async with connect(slow.ws_url) as socket:
             target = await create(socket, input="short")
             await until(socket, "response.output_text.delta")
@@ -97,7 +97,7 @@ async def test_steering_after_the_last_delta_completes_then_starts_the_successor
 
 
 async def test_a_response_that_stops_for_tool_output_keeps_the_steer_pending() -> None:
-    with FakeResponsesUpstream(TOOL_LOOP, chunk_size=1, event_delay_s=0.02) as fake:
+    with FakeResponsesUpstream(TOOL_LOOP, chunk_size=2, event_delay_s=0.02) as fake:
         async with connect(fake.ws_url) as ws:
             target = await create(ws, input="look it up")
             await send(ws, {"type": "response.steer", "previous_response_id": target, "input": "then stop"})

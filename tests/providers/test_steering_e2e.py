@@ -25,7 +25,11 @@ from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import Settings
 
 LONG = " ".join(f"word{n}" for n in range(60))  # echoed 2 characters a delta, 20 ms apart: about 4 s of stream
-TOOL_STEP: list[dict[str, Any]] = [{"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]}, {"text": "Found."}]
+# A call whose arguments stream for about 4 s (2 characters a delta), so the steer reaches it before it completes.
+TOOL_STEP: list[dict[str, Any]] = [
+    {"tool_calls": [{"name": "lookup", "arguments": {"q": "x" * 400}}]},
+    {"text": "Found."},
+]
 TOOL = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}, "strict": False}
 
 
@@ -193,7 +197,7 @@ async def test_the_successor_continues_after_a_restart(fake: FakeResponsesUpstre
 
 
 async def test_steering_that_waits_for_tool_output_goes_first_in_the_continuation(tmp_path: Path) -> None:
-    async with steering(tmp_path, TOOL_STEP, chunk_size=1) as (fake, gateway, connection):
+    async with steering(tmp_path, TOOL_STEP) as (fake, gateway, connection):
         target = await created(connection, model="up-6", input="look it up", tools=[TOOL])
         await connection.response.steer(previous_response_id=target, input="then stop")
         events = await events_until(connection, lambda event: event.type == "response.steer.pending")
