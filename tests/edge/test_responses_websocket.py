@@ -47,3 +47,24 @@ async def test_a_store_false_websocket_tool_loop_through_the_edge(edge: RunningE
             new_input = [{"type": "function_call_output", "call_id": c.call_id, "output": "print(1)"} for c in calls]
             new_input = new_input or [{"role": "user", "content": "and then?"}]
     assert all(upload < 1500 for upload in uploads[1:]), uploads
+
+
+async def test_a_steer_through_the_edge_is_refused_with_the_reason_and_the_connection_goes_on(
+    edge: RunningEdge,
+) -> None:
+    sdk = AsyncOpenAI(api_key="agent-key", base_url=edge.base_url + "/v1", max_retries=0)
+    async with sdk, sdk.responses.connect() as connection:
+        await connection.response.steer(previous_response_id="resp_x", input="faster")
+        failed = await connection.recv()
+        assert failed.type == "response.steer.failed"
+        assert failed.error.code == "steering_not_supported"
+        assert failed.steer.input == "faster"
+        await connection.response.steer(previous_response_id="resp_x", input="")
+        invalid = await connection.recv()
+        assert invalid.type == "response.steer.failed"
+        assert invalid.error.code == "invalid_input"
+        await connection.response.create(model="gpt-test", input="hi")
+        async for event in connection:
+            if event.type in ("response.completed", "response.failed", "error"):
+                assert event.type == "response.completed"
+                break

@@ -24,6 +24,7 @@ from tether.edge.chains import ChainBook
 from tether.edge.journal import EdgeJournal
 from tether.edge.link import KEEPALIVE, GatewayLink, LinkOptions, LinkUnavailableError, Turn
 from tether.protocol.edge_wire import API, Piece
+from tether.protocol.steer import STEER_EVENT, read_steer, steer_failed
 
 _log = structlog.get_logger("tether.edge")
 
@@ -179,6 +180,13 @@ async def _relay_websocket_turn(
         body = None
     if not isinstance(body, dict):
         await websocket.send_text(_ws_error(400, "invalid_json", "A client event must be a JSON object."))
+        return
+    if body.get("type") == STEER_EVENT:  # the edge relays one turn at a time: nothing of it is in flight to steer
+        request = read_steer(body)
+        problem = request.problem
+        message = problem or "tether edge does not relay steering input: send it with the next response.create."
+        failed = steer_failed(request, "invalid_input" if problem else "steering_not_supported", message, lane=None)
+        await websocket.send_text(orjson.dumps(failed).decode())
         return
     turn = runtime.link.submit("responses", "/v1/responses", body, headers, len(text), session=session)
     if runtime.captured is not None:
