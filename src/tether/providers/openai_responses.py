@@ -107,6 +107,8 @@ class OpenAIResponsesProvider:
         self.backoff = options.backoff(name, sleep)
         self.relays_steering = transport == "websocket"
         """``response.steer`` goes up the socket of the turn it steers (see :mod:`.responses_steering`)."""
+        self.steer_answer_grace_s = 10.0
+        """After a steered response's end, how long the upstream may take to say what became of its steers."""
         self.keyed = options.api_key is not None or any(name.lower() in CREDENTIAL_HEADERS for name in options.headers)
         """A key is configured: the agent's forwarded credentials are never used."""
         self._http: ResponsesHTTPTransport | None = None
@@ -257,7 +259,14 @@ class OpenAIResponsesProvider:
                 frame = {"type": "response.create", **self._body(sent, previous)}
             reader = ResponsesEventReader()
             sender = SteerSender(request.steering, socket) if request.steering is not None else None
-            upstream = exchange(socket, frame, self.options.timeout_s, sender=sender, first=first)
+            upstream = exchange(
+                socket,
+                frame,
+                self.options.timeout_s,
+                sender=sender,
+                first=first,
+                answer_grace_s=self.steer_answer_grace_s,
+            )
             async with contextlib.aclosing(upstream) as upstream_events:
                 async for raw in upstream_events:
                     try:
