@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import openai
 import pytest
+import websockets.sync.client
 from openai import OpenAI
 from openai.types.responses import FunctionToolParam, Response
 
@@ -351,3 +353,41 @@ def test_the_sdk_does_not_retry_rejected_upstream_credentials(
     assert caught.value.status_code == 502
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert len(chat_fake.requests) == 1, "x-should-retry: false stops the SDK's two retries"
+
+
+REFUSED_BY_TRANSLATION = [
+    ("claude-x", {"input": "hi", "temperature": 1.5}, "temperature"),
+    ("claude-x", {"input": [{"type": "web_search_call", "id": "ws_1", "status": "completed"}]}, "input"),
+    ("local-x", {"input": [{"type": "x_unknown_item", "id": "x_1"}]}, "input"),
+    ("local-x", {"input": "hi", "tools": [{"type": "web_search"}]}, "tools"),
+]
+
+
+@pytest.mark.parametrize(("model", "fields", "param"), REFUSED_BY_TRANSLATION)
+def test_what_a_stateless_upstream_cannot_take_is_the_same_400_on_every_transport(
+    gateway: RunningServer,
+    chat_fake: FakeChatCompletions,
+    anthropic_fake: FakeAnthropic,
+    model: str,
+    fields: dict[str, Any],
+    param: str,
+) -> None:
+    """Checked before the turn starts, as model_not_found is: JSON got 400 unsupported_value, but SSE got 200 with
+    an error event and response.failed, and WebSocket response.created, then response.failed with server_error."""
+    body = {"model": model, **fields}
+    with httpx.Client(base_url=gateway.base_url, timeout=20) as http:
+        answers = [http.post("/responses", json=body), http.post("/responses", json={**body, "stream": True})]
+    for answer in answers:
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["code"] == "unsupported_value"
+        assert answer.json()["error"]["param"] == param
+    with websockets.sync.client.connect(gateway.ws_url, open_timeout=20) as ws:
+        ws.send(json.dumps({"type": "response.create", **body}))
+        event = json.loads(ws.recv(timeout=20))
+        assert event["type"] == "error", event  # no response.created: the turn never started
+        assert (event["status"], event["error"]["code"], event["error"]["param"]) == (400, "unsupported_value", param)
+        ws.send(json.dumps({"type": "response.create", "model": model, "input": "and now a good one"}))
+        while (event := json.loads(ws.recv(timeout=20)))["type"] not in ("response.completed", "response.failed"):
+            pass
+        assert event["type"] == "response.completed"
+    assert len(chat_fake.requests) + len(anthropic_fake.requests) == 1  # only the good turn went upstream

@@ -11,7 +11,7 @@ import asyncio
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -35,7 +35,7 @@ from tether.protocol.request import CreateRequest
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream
 from tether.protocol.vocabulary import RESUME_TOKEN
-from tether.providers.base import Continuation, Provider, ProviderResolver
+from tether.providers.base import Continuation, Provider, ProviderRequest, ProviderResolver
 from tether.store.base import ResponseRecord, Store
 from tether.store.turns import Lease
 from tether.types import Item, JSONObject
@@ -289,6 +289,14 @@ class Engine:
             self.continuations.evict(request, connection, lane)
             self.observer.turn_rejected(request, origin, error, route="none", provider="none")
             raise
+        if request.generate:
+            try:  # what the upstream's translation refuses is the client's 400 on every transport, not a failed turn
+                self.router.check_request(request.model, _new_part(request, resolved.sampled.items))
+            except ProtocolError as error:
+                self.continuations.evict(request, connection, lane)
+                route, provider_name = self.router.route_of(request.model), self.router.provider_name(request.model)
+                self.observer.turn_rejected(request, origin, error, route=route, provider=provider_name)
+                raise
         response_id = ids.response_id()
         steers = connection is not None and request.generate and self.router.relays_steering(request.model)
         plan = TurnPlan(
@@ -478,3 +486,22 @@ class Engine:
         await self.router.aclose()
         await self.store.close()
         self.live.close()
+
+
+def _new_part(request: CreateRequest, context: Sequence[Item]) -> ProviderRequest:
+    """The request as a provider would get it, with only its new items as context: what a translation checks of a
+    turn (its parameters, tools and each item) is all in it, and checking it costs O(new items), not O(context)."""
+    new_items = context[len(context) - len(request.input) :] if request.input else []
+    return ProviderRequest(
+        model=request.model,
+        instructions=request.instructions,
+        context=new_items,
+        new_items=new_items,
+        tools=request.tools,
+        tool_choice=request.tool_choice,
+        context_tokens=0,
+        cached_tokens=0,
+        previous_response_id=request.previous_response_id,
+        response_id="",
+        params=request.forwarded_params(),
+    )

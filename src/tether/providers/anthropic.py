@@ -76,6 +76,15 @@ class AnthropicProvider:
             name, options, prompt_caching=config.prompt_caching, thinking_budget_tokens=config.thinking_budget_tokens
         )
 
+    def check_request(self, request: ProviderRequest) -> None:
+        """Translate the request (its parameters and new items) once, for what the Messages API cannot express."""
+        anthropic_request(
+            request,
+            prompt_caching=False,
+            default_max_tokens=self.default_max_tokens,
+            thinking_budget_tokens=self.thinking_budget_tokens,
+        )
+
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ModelEvent, None]:
         """Run one turn.
 

@@ -138,6 +138,13 @@ class ProviderResolver(Protocol):
     def relays_steering(self, model: str) -> bool:
         """Whether the provider ``model`` goes to relays ``response.steer`` to its upstream."""
 
+    def check_request(self, model: str, request: ProviderRequest) -> None:
+        """Refuse what the provider ``model`` goes to cannot be sent (its parameters and ``new_items``).
+
+        Raises:
+            ProtocolError: ``unsupported_value`` and the like, before the turn starts.
+        """
+
     def model_names(self) -> list[str]:
         """Model names worth listing to clients."""
 

@@ -49,6 +49,10 @@ class ChatCompletionsProvider:
         """Build from a provider's config (``ProviderSettings``) and its key."""
         return cls(name, upstream_options(config, api_key))
 
+    def check_request(self, request: ProviderRequest) -> None:
+        """Translate the request (its parameters and new items) once, for what Chat Completions cannot express."""
+        chat_request(request)
+
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ModelEvent, None]:
         """Run one turn.
 

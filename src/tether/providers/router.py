@@ -27,8 +27,21 @@ class ModelChecking(Protocol):
         """Raises: ProtocolError: ``model_not_found``."""
 
 
+@runtime_checkable
+class RequestChecking(Protocol):
+    """A provider that can tell before a turn starts that its upstream cannot be sent the request: a parameter
+    or a new input item its translation refuses (``unsupported_value``), as the stateless upstreams' do."""
+
+    def check_request(self, request: ProviderRequest) -> None:
+        """Raises: ProtocolError: what the translation would raise once the turn had started."""
+
+
 def _check_model(provider: Provider) -> Callable[[str], None] | None:
     return provider.check_model if isinstance(provider, ModelChecking) else None
+
+
+def _check_request(provider: Provider) -> Callable[[ProviderRequest], None] | None:
+    return provider.check_request if isinstance(provider, RequestChecking) else None
 
 
 def model_not_found(model: str, reason: str) -> ProtocolError:
@@ -149,6 +162,7 @@ class ProviderRouter:
         # Which providers check models, decided once: an isinstance against a runtime Protocol walks the
         # Protocol's attributes on every call (about 20 us on Python 3.11), and resolve runs every turn.
         self._checks = {name: _check_model(provider) for name, provider in self.providers.items()}
+        self._request_checks = {name: _check_request(provider) for name, provider in self.providers.items()}
         self._steers = {
             name: isinstance(provider, SteeringRelay) and provider.relays_steering
             for name, provider in self.providers.items()
@@ -181,6 +195,21 @@ class ProviderRouter:
             if fnmatchcase(model, route.pattern):
                 return self._routed[index].name
         return self.default or "none"
+
+    def check_request(self, model: str, request: ProviderRequest) -> None:
+        """Refuse, before the turn starts, what the provider ``model`` goes to first would refuse once it had.
+
+        Raises:
+            ProtocolError: ``unsupported_value`` (or the like) for a parameter or new item that upstream cannot take.
+        """
+        for route in self.routes:
+            if fnmatchcase(model, route.pattern):
+                check = self._request_checks[route.provider]
+                break
+        else:
+            check = None if self.default is None else self._request_checks[self.default]
+        if check is not None:
+            check(request)
 
     def relays_steering(self, model: str) -> bool:
         """Whether the provider ``model`` goes to first (a route's own, not its fallbacks) relays steering."""
