@@ -202,6 +202,9 @@ class WebSocketTransport:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                 await ws.close()
+        # A peer that never answers the close (a dead link) leaves the socket open once the timeout above cancels
+        # the close; it would stay open until the event loop ends.
+        ws.transport.abort()
 
     def _refused(self, error: InvalidStatus) -> Exception:
         response = error.response
