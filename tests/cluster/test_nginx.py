@@ -107,30 +107,29 @@ async def assert_no_completed_turn_lost(cluster: Cluster, completed: list[str]) 
 
 @pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_openai_sdk_tool_loop_lands_on_another_node_every_turn(cluster: Cluster) -> None:
-    client = OpenAI(base_url=cluster.base_url, api_key="unused", max_retries=0)
     previous: str | None = None
     items: Any = "Run the cluster loop."
     nodes: list[str] = []
-    for turn in range(TURNS):
-        response = client.responses.create(
-            model=MODEL,
-            input=items,
-            tools=[cast(FunctionToolParam, LOOKUP_TOOL)],
-            previous_response_id=previous,
-            extra_headers={"Idempotency-Key": f"http-turn-{turn}"},
-        )
-        assert response.status == "completed"
-        assert response.output_text == expected_text(turn)
-        nodes.append(cluster.node_of(response.id))
-        calls = [item for item in response.output if item.type == "function_call"]
-        if turn < TURNS - 1:
-            [call] = calls
-            assert json.loads(call.arguments) == {"step": turn + 1}
-            items = [{"type": "function_call_output", "call_id": call.call_id, "output": f"fact {turn + 1}"}]
-        else:
-            assert calls == []
-        previous = response.id
-    client.close()
+    with OpenAI(base_url=cluster.base_url, api_key="unused", max_retries=0) as client:
+        for turn in range(TURNS):
+            response = client.responses.create(
+                model=MODEL,
+                input=items,
+                tools=[cast(FunctionToolParam, LOOKUP_TOOL)],
+                previous_response_id=previous,
+                extra_headers={"Idempotency-Key": f"http-turn-{turn}"},
+            )
+            assert response.status == "completed"
+            assert response.output_text == expected_text(turn)
+            nodes.append(cluster.node_of(response.id))
+            calls = [item for item in response.output if item.type == "function_call"]
+            if turn < TURNS - 1:
+                [call] = calls
+                assert json.loads(call.arguments) == {"step": turn + 1}
+                items = [{"type": "function_call_output", "call_id": call.call_id, "output": f"fact {turn + 1}"}]
+            else:
+                assert calls == []
+            previous = response.id
 
     assert all(before != after for before, after in itertools.pairwise(nodes)), nodes
     assert len(set(nodes)) == 3
