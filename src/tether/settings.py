@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     max_input_items: int = Field(
         default=10_000, ge=1, description="The most input items one request may carry (400 too_many_input_items)."
     )
+    max_json_values: int = Field(
+        default=100_000,
+        ge=1,
+        description="The most JSON values (objects, arrays, strings, numbers, literals; not keys) one request may "
+        "hold (400 too_many_json_values): decoding costs per value, ~0.5 s for 16 MiB of tiny objects.",
+    )
     snapshot_every: int = Field(default=32, ge=1, description="A full-context snapshot every N responses of a chain.")
     purge_interval_s: float = Field(default=600.0, gt=0.0, description="How often expired responses are purged.")
     resume_grace_s: float = Field(

@@ -1,14 +1,28 @@
-"""Per-request and per-connection limits: input items per request, and resumes counted like turns."""
+"""Per-request and per-connection limits: input items and JSON values per request, and resumes counted like turns."""
 
 from __future__ import annotations
 
 import json
+import os
 
+import httpx2 as httpx
 from websockets.asyncio.client import connect
 
-from tether.server.runner import RunningServer
+from tether.server.runner import RunningServer, serve_in_thread
+from tether.server.state import ServerState
+from tether.settings import Settings
 
-from .wire import MODEL, ServerFactory, collect, ends_turn, expect_http_error, expect_ws_error, http_client, receive
+from .wire import (
+    MODEL,
+    ServerFactory,
+    collect,
+    ends_turn,
+    expect_http_error,
+    expect_ws_error,
+    http_client,
+    receive,
+    receive_turn,
+)
 
 
 def many_items(count: int) -> list[dict[str, str]]:
@@ -26,6 +40,71 @@ async def test_too_many_input_items_is_a_400_on_http_and_websocket(make_server: 
     async with connect(server.ws_url) as ws:
         await ws.send(json.dumps({"type": "response.create", "model": MODEL, "input": many_items(6)}))
         expect_ws_error(await receive(ws), "too_many_input_items", 400)
+
+
+def tiny_parts(parts: int) -> list[dict[str, object]]:
+    """One message of ``parts`` tiny content parts: ``3 * parts + 4`` JSON values."""
+    return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a"}] * parts}]
+
+
+def commas_in_strings(count: int) -> list[dict[str, object]]:
+    """Over the cheap bound of commas and brackets (they are all in a string), and 4 values in truth."""
+    return [{"type": "message", "role": "user", "content": "f(a, [b], {c})," * count}]
+
+
+async def test_too_many_json_values_is_a_400_on_http_sse_and_websocket(make_server: ServerFactory) -> None:
+    server = make_server(max_json_values=1000)
+    over = tiny_parts(400)  # 1,204 values in the item, 1,208 in the body (with model, input and stream)
+    async with http_client(server) as client:
+        for path in ("/responses", "/responses/compact", "/responses/input_tokens"):
+            for stream in (False, True):
+                refused = await client.post(path, json={"model": MODEL, "input": over, "stream": stream})
+                error = expect_http_error(refused, 400, "too_many_json_values")
+                assert "1208 JSON values; at most 1000" in error["message"]
+        within = await client.post("/responses", json={"model": MODEL, "input": tiny_parts(300), "stream": True})
+        assert within.status_code == 200
+        assert "response.completed" in within.text
+        counted = await client.post("/responses", json={"model": MODEL, "input": commas_in_strings(1000)})
+        assert counted.status_code == 200, counted.text
+        assert counted.json()["status"] == "completed"
+    async with connect(server.ws_url) as ws:
+        for lane in ("named-1", None):
+            labelled = {"stream_id": lane} if lane else {}
+            await ws.send(json.dumps({"type": "response.create", "model": MODEL, "input": over, **labelled}))
+            error_event = expect_ws_error(await receive(ws), "too_many_json_values", 400)
+            assert error_event.get("stream_id") == lane
+            # The socket stays open, and the lane takes the next turn.
+            await ws.send(json.dumps({"type": "response.create", "model": MODEL, "input": "hi", **labelled}))
+            events = await receive_turn(ws)
+            assert events[-1]["type"] == "response.completed", events[-1]
+            assert events[-1].get("stream_id") == lane
+
+
+async def test_the_default_limit_refuses_a_small_body_of_many_values(server: RunningServer) -> None:
+    async with http_client(server) as client:
+        body = {"model": MODEL, "input": tiny_parts(33_333)}  # 100,006 values in ~1.2 MB
+        refused = await client.post("/responses", json=body)
+        assert "at most 100000 are allowed" in expect_http_error(refused, 400, "too_many_json_values")["message"]
+        body = {"model": MODEL, "input": tiny_parts(33_331)}  # 100,000: the limit itself
+        assert (await client.post("/responses", json=body)).status_code == 200
+
+
+def test_an_in_process_server_stops_its_counting_worker() -> None:
+    settings = Settings(store_url="memory://", log_level="warning", max_json_values=10)
+    with serve_in_thread(settings) as running:
+        state: ServerState = running.app.state.tether
+        assert state.value_counter.pid is None  # started on first need only
+        with httpx.Client(base_url=running.base_url) as client:
+            refused = client.post("/responses", json={"model": MODEL, "input": tiny_parts(4)})
+            assert refused.json()["error"]["code"] == "too_many_json_values"
+        pid = state.value_counter.pid
+        assert pid is not None
+    assert state.value_counter.pid is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    raise AssertionError(f"the counting worker {pid} outlived its server")
 
 
 async def test_resumes_count_against_the_lane_limits(make_server: ServerFactory) -> None:

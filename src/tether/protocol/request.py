@@ -133,6 +133,15 @@ def check_input_items(body: JSONObject, max_items: int = MAX_INPUT_ITEMS) -> Non
         )
 
 
+def too_many_json_values(values: int, limit: int) -> ProtocolError:
+    """The answer to a request holding more than ``limit`` JSON values (see :mod:`tether.protocol.json_values`)."""
+    return invalid(
+        "too_many_json_values",
+        f"The request holds {values} JSON values; at most {limit} are allowed (every object, array, string, number, "
+        "true, false and null counts; keys do not).",
+    )
+
+
 def parse_create(body: JSONObject, transport: Transport) -> CreateRequest:
     """Validate a create request body for the given transport.
 

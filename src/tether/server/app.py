@@ -136,6 +136,7 @@ def create_app(
             await edge_turns.aclose()
             await engine.aclose()
             state.off_loop.close()
+            await state.value_counter.aclose()
             observers.close()
 
     routes = [

@@ -11,14 +11,20 @@ from starlette.responses import Response, StreamingResponse
 
 from tether.protocol.errors import ProtocolError, invalid, sse_error_shape
 from tether.protocol.events import ErrorEvent, StreamEvent, TerminalEvent, is_terminal
-from tether.protocol.request import CreateRequest, Transport, check_input_items, decode_json_object, parse_create
+from tether.protocol.request import (
+    CreateRequest,
+    Transport,
+    check_input_items,
+    decode_json_object,
+    parse_create,
+    too_many_json_values,
+)
 from tether.protocol.retry import retry_headers
 from tether.protocol.sse import encode_done, encode_event
 from tether.protocol.stream import with_stream_id
 from tether.protocol.vocabulary import RESUME_TOKEN
-from tether.server.off_loop import OffLoop
 from tether.server.origin import turn_origin
-from tether.server.state import server_state
+from tether.server.state import ServerState, server_state
 from tether.types import JSONObject
 
 READY_TIMEOUT_S = 3.0
@@ -61,27 +67,29 @@ def _too_large(limit: int) -> ProtocolError:
     return ProtocolError(413, "request_too_large", f"The request body exceeds the limit of {limit} bytes.")
 
 
-async def decode_create(
-    raw: bytes, max_items: int, off_loop: OffLoop, *, default_model: str | None = None
-) -> CreateRequest:
+async def decode_create(raw: bytes, state: ServerState, *, default_model: str | None = None) -> CreateRequest:
     """The create request in ``raw`` (see :func:`~tether.protocol.request.parse_create`), parsed off the event loop
-    when it is large."""
+    when it is large, and never decoded here when it holds more JSON values than the limit."""
+    settings = state.settings
+    excess = await state.value_counter.excess(raw, settings.max_json_values)
+    if excess is not None:
+        raise too_many_json_values(excess.values, settings.max_json_values)
 
     def parse() -> CreateRequest:
         body = decode_json_object(raw)
-        check_input_items(body, max_items)
+        check_input_items(body, settings.max_input_items)
         if default_model is not None:
             body.setdefault("model", default_model)
         return parse_create(body, Transport.HTTP)
 
-    return await off_loop.read(len(raw), parse)
+    return await state.off_loop.read(len(raw), parse)
 
 
 async def create_response(request: Request) -> Response:
     state = server_state(request)
     identity = state.auth.identify(request.headers)
     raw = await read_body(request, state.settings.max_body_bytes)
-    create = await decode_create(raw, state.settings.max_input_items, state.off_loop)
+    create = await decode_create(raw, state)
     if create.idempotency_key is None:
         create.idempotency_key = request.headers.get("idempotency-key")
     origin = turn_origin("sse" if create.stream else "http", len(raw), identity, request.headers)
@@ -173,7 +181,7 @@ async def compact(request: Request) -> Response:
     state = server_state(request)
     tenant = state.auth.tenant(request.headers)
     raw = await read_body(request, state.settings.max_body_bytes)
-    create = await decode_create(raw, state.settings.max_input_items, state.off_loop)
+    create = await decode_create(raw, state)
     return JSONBody(await state.engine.compact(create, tenant=tenant))
 
 
@@ -181,7 +189,7 @@ async def input_tokens(request: Request) -> Response:
     state = server_state(request)
     tenant = state.auth.tenant(request.headers)
     raw = await read_body(request, state.settings.max_body_bytes)
-    create = await decode_create(raw, state.settings.max_input_items, state.off_loop, default_model="tether-count")
+    create = await decode_create(raw, state, default_model="tether-count")
     count = await state.engine.count_input_tokens(create, tenant=tenant)
     return JSONBody({"object": "response.input_tokens", "input_tokens": count})
 

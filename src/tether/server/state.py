@@ -11,6 +11,7 @@ from tether.server.audit import Auditor
 from tether.server.auth import Authenticator
 from tether.server.inspector import Inspector
 from tether.server.off_loop import OffLoop
+from tether.server.value_counter import ValueCounter
 from tether.settings import Settings
 
 
@@ -22,6 +23,7 @@ class ServerState:
     audit: Auditor | None = None
     inspector: Inspector | None = None
     off_loop: OffLoop = field(default_factory=OffLoop)  # large requests are read here
+    value_counter: ValueCounter = field(default_factory=ValueCounter)  # requests over the cheap bound are counted here
 
 
 def server_state(connection: HTTPConnection) -> ServerState:

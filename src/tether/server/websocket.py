@@ -14,9 +14,10 @@ import structlog
 from starlette.websockets import WebSocket
 
 from tether.engine.lane_driver import Close, LaneDriver
-from tether.protocol.client_events import read_client_event
+from tether.protocol.client_events import event_lane, read_client_event
 from tether.protocol.errors import ProtocolError, invalid
 from tether.protocol.lanes import LaneLimits
+from tether.protocol.request import too_many_json_values
 from tether.server.auth import Identity
 from tether.server.http import error_response
 from tether.server.off_loop import OFF_LOOP_BYTES
@@ -46,6 +47,8 @@ class WebSocketSession:
         self.websocket = websocket
         self.max_message_bytes = state.settings.max_body_bytes
         self.off_loop = state.off_loop
+        self.value_counter = state.value_counter
+        self.max_json_values = state.settings.max_json_values
         self.driver = LaneDriver(
             state.engine,
             identity.tenant,
@@ -91,6 +94,15 @@ class WebSocketSession:
                     )
                 )
                 await self.driver.outbox.put(Close(CLOSE_MESSAGE_TOO_BIG, "message too large"))
+                continue
+            try:
+                excess = await self.value_counter.excess(text, self.max_json_values)
+            except ProtocolError as error:  # the counting worker could not run
+                self.driver.refuse(error)
+                continue
+            if excess is not None:  # never decoded: the error goes to the lane the event names, as others do
+                refusal = too_many_json_values(excess.values, self.max_json_values)
+                self.driver.accept(event_lane({"stream_id": excess.stream_id}), refusal, len(text))
                 continue
             if len(text) > OFF_LOOP_BYTES:  # a large message is read on the worker: the loop stays responsive
                 read = functools.partial(read_client_event, text, self.driver.max_input_items)

@@ -1,0 +1,130 @@
+"""The limit on JSON values per request, enforced without decoding an over-limit request in the server process.
+
+Most requests are within ``max_json_values`` by :func:`~tether.protocol.json_values.values_upper_bound` alone (a
+count of commas and brackets, ~15 ms for 16 MiB) and are decoded as before. A request over that bound is counted
+exactly by :func:`~tether.protocol.json_values.survey` in one worker process, and only decoded here if it is within
+the limit. The event loop never waits on that count (it only writes the text into a pipe), and never on the decode
+of a request over the limit: that decode is the stall this limit exists for (~0.5 s of CPU, holding the GIL, for
+16 MiB of tiny objects).
+
+The worker is started on first use, runs one text at a time, and ends with the server (or when the server's process
+ends: it exits when its stdin closes). It runs ``json_values.py`` by path with ``python -P``, so it imports orjson and
+nothing of tether.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from dataclasses import dataclass
+
+import orjson
+import structlog
+
+from tether.protocol import json_values
+from tether.protocol.errors import ErrorType, ProtocolError
+
+_log = structlog.get_logger("tether.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Excess:
+    """A text over the limit: how many values it holds, and its top-level ``stream_id`` string, if any."""
+
+    values: int
+    stream_id: str | None
+
+
+class ValueCounter:
+    """Counts the JSON values of texts over the cheap bound, in a worker process of its own."""
+
+    def __init__(self) -> None:
+        self._worker: _Worker | None = None
+        self._lock = asyncio.Lock()  # one text at a time: each reply is the answer to the text just written
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, while one runs."""
+        return None if self._worker is None else self._worker.process.pid
+
+    async def excess(self, text: bytes | str, limit: int) -> Excess | None:
+        """``None`` when ``text`` holds at most ``limit`` JSON values (if it is valid JSON), else how many it holds.
+
+        Raises:
+            ProtocolError: 503 when the worker cannot be run (or the server is stopping).
+        """
+        if json_values.values_upper_bound(text) <= limit:
+            return None
+        raw = text.encode() if isinstance(text, str) else text
+        values, stream_id = await self._survey(raw)
+        return Excess(values, stream_id) if values > limit else None
+
+    async def aclose(self) -> None:
+        """Stop the worker (a text being counted gets the 503)."""
+        self._closed = True
+        await self._discard()
+
+    async def _survey(self, raw: bytes) -> tuple[int, str | None]:
+        async with self._lock:
+            for attempt in (1, 2):  # a worker that died (killed, out of memory) is replaced once
+                if self._closed:
+                    break
+                try:
+                    return await self._exchange(raw)
+                except (OSError, EOFError, ValueError) as error:
+                    _log.warning("json_values.worker_failed", attempt=attempt, error=type(error).__name__)
+                    await self._discard()
+                except BaseException:  # cancelled mid-exchange: the pipe may hold half a text or a stale reply
+                    await asyncio.shield(self._discard())
+                    raise
+        raise ProtocolError(
+            503,
+            "server_error",
+            "The server could not count the JSON values of this request; try again.",
+            error_type=ErrorType.SERVER,
+        )
+
+    async def _exchange(self, raw: bytes) -> tuple[int, str | None]:
+        worker = self._worker or await self._start()
+        worker.stdin.write(len(raw).to_bytes(json_values.WORKER_HEADER_BYTES, "big"))
+        worker.stdin.write(raw)
+        await worker.stdin.drain()
+        line = await worker.stdout.readline()
+        if not line:
+            raise EOFError("the worker ended")
+        count, found = line.split(b" ", 1)
+        stream_id = orjson.loads(found)
+        return int(count), stream_id if isinstance(stream_id, str) else None
+
+    async def _start(self) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-P",  # the script's folder (tether/protocol) stays off sys.path: its modules must not shadow any
+            json_values.__file__,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,  # a client's text must never put a traceback in the log
+        )
+        if process.stdin is None or process.stdout is None:  # never with PIPE; says so to the type checker
+            raise OSError("the worker has no pipes")
+        self._worker = _Worker(process, process.stdin, process.stdout)
+        _log.debug("json_values.worker_started", pid=process.pid)
+        return self._worker
+
+    async def _discard(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        if worker.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+        await worker.process.wait()
+
+
+@dataclass(frozen=True, slots=True)
+class _Worker:
+    process: asyncio.subprocess.Process
+    stdin: asyncio.StreamWriter
+    stdout: asyncio.StreamReader
