@@ -122,23 +122,43 @@ def test_the_bound_of_strings_full_of_commas_is_high_and_the_count_is_not() -> N
     assert survey(raw)[0] == 7
 
 
+def framed(text: bytes, limit: int, pieces: int = 2) -> bytes:
+    """A text as the worker reads it: the limit, the text in ``pieces`` chunks, each after its length, then 0."""
+
+    def number(value: int) -> bytes:
+        return value.to_bytes(json_values.WORKER_HEADER_BYTES, "big")
+
+    step = max(1, len(text) // pieces)
+    chunks = [text[begin : begin + step] for begin in range(0, len(text), step)]
+    return number(limit) + b"".join(number(len(chunk)) + chunk for chunk in chunks) + number(0)
+
+
 def test_the_worker_loop_answers_each_text_in_order() -> None:
     texts = [b'{"stream_id": "s", "input": [1, 2]}', b"[{}, {}]", b"", b'{"stream_id": "line\\nbreak"}']
-    source = io.BytesIO(b"".join(len(text).to_bytes(json_values.WORKER_HEADER_BYTES, "big") + text for text in texts))
+    source = io.BytesIO(b"".join(framed(text, 1, pieces) for pieces, text in enumerate(texts, 1)))
     sink = io.BytesIO()
     serve(source, sink)
-    assert sink.getvalue().splitlines() == [b'5 "s"', b"3 null", b"1 null", b'2 "line\\nbreak"']
+    assert sink.getvalue().splitlines() == [b'5 "s"', b"3 null", b"0 null", b'2 "line\\nbreak"']
+
+
+def test_the_worker_counts_exactly_only_over_the_cheap_bound() -> None:
+    text = orjson.dumps({"stream_id": "s", "input": "[1, 2, 3]"})
+    source = io.BytesIO(framed(text, 100) + framed(text, 6) + framed(text, 5))
+    sink = io.BytesIO()
+    serve(source, sink)
+    # Within the limit by the bound (6): the bound, unread; over the bound: the exact count (3), and the lane.
+    assert sink.getvalue().splitlines() == [b"6 null", b"6 null", b'3 "s"']
 
 
 def test_the_worker_script_imports_nothing_of_tether() -> None:
     ran = subprocess.run(
         [sys.executable, "-P", "-X", "importtime", json_values.__file__],
-        input=len(b"[1]").to_bytes(json_values.WORKER_HEADER_BYTES, "big") + b"[1]",
+        input=framed(b"[1, 2]", 1),
         capture_output=True,
         timeout=60,
         check=True,
     )
-    assert ran.stdout == b"2 null\n"
+    assert ran.stdout == b"3 null\n"
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in ran.stderr.decode().splitlines()}
     assert "orjson" in imported
     assert not imported & {"tether", "pydantic", "starlette", "structlog"}

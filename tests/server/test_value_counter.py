@@ -35,6 +35,16 @@ async def test_a_text_within_the_cheap_bound_starts_no_worker() -> None:
     await counter.aclose()
 
 
+async def test_a_large_text_is_bounded_in_the_worker_not_on_the_loop() -> None:
+    counter = ValueCounter()
+    try:
+        large = orjson.dumps({"input": "x" * (2 * 1024 * 1024)})  # 3 values: within by the bound, not by its length
+        assert await counter.excess(large, LIMIT) is None
+        assert counter.pid is not None
+    finally:
+        await counter.aclose()
+
+
 async def test_texts_over_the_cheap_bound_are_counted_exactly_by_one_worker() -> None:
     counter = ValueCounter()
     try:

@@ -115,13 +115,24 @@ def _string_at(raw: bytes, text: bytes, at: int) -> str | None:
 
 
 def serve(source: BinaryIO, sink: BinaryIO) -> None:
-    """The worker's loop: a text in (its length in :data:`WORKER_HEADER_BYTES` bytes, big-endian, then the text),
-    one line out (the count, a space, the ``stream_id`` string if any), until ``source`` ends."""
-    while header := source.read(WORKER_HEADER_BYTES):
-        raw = source.read(int.from_bytes(header, "big"))
-        values, lane = survey(raw)
+    """The worker's loop, until ``source`` ends. In: the limit, then the text in chunks, each after its length, then
+    a length of 0 (every number in :data:`WORKER_HEADER_BYTES` bytes, big-endian). Out: one line, the count and the
+    ``stream_id`` string (JSON). The count is exact when it is over the limit; within it, it may be the cheap bound.
+    """
+    while limit := _number(source):
+        chunks: list[bytes] = []
+        while size := _number(source):
+            chunks.append(source.read(size))
+        raw = b"".join(chunks)
+        bound = values_upper_bound(raw)
+        values, lane = (bound, None) if bound <= limit else survey(raw)
         sink.write(b"%d %s\n" % (values, orjson.dumps(lane)))
         sink.flush()
+
+
+def _number(source: BinaryIO) -> int:
+    """The next number of the worker's input; 0 at its end."""
+    return int.from_bytes(source.read(WORKER_HEADER_BYTES), "big")
 
 
 if __name__ == "__main__":

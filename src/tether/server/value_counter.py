@@ -1,15 +1,16 @@
 """The limit on JSON values per request, enforced without decoding an over-limit request in the server process.
 
-Most requests are within ``max_json_values`` by :func:`~tether.protocol.json_values.values_upper_bound` alone (a
-count of commas and brackets, ~15 ms for 16 MiB) and are decoded as before. A request over that bound is counted
-exactly by :func:`~tether.protocol.json_values.survey` in one worker process, and only decoded here if it is within
-the limit. The event loop never waits on that count (it only writes the text into a pipe), and never on the decode
-of a request over the limit: that decode is the stall this limit exists for (~0.5 s of CPU, holding the GIL, for
-16 MiB of tiny objects).
+A small request is within ``max_json_values`` by :func:`~tether.protocol.json_values.values_upper_bound` (a count
+of commas and brackets, at most 1 ms for 1 MiB), or has too few characters to be over it, and is decoded as before.
+Any other is counted in one worker process: the same bound first (~15 ms for 16 MiB, where the event loop would
+wait for it), then, when the bound is over the limit, the exact :func:`~tether.protocol.json_values.survey`. The
+request is decoded here only if it is within the limit. The event loop never waits on that count (it only writes
+the text into a pipe), and never on the decode of a request over the limit: that decode is the stall the limit
+exists for (~0.5 s of CPU, holding the GIL, for 16 MiB of tiny objects).
 
-The worker is started on first use, runs one text at a time, and ends with the server (or when the server's process
-ends: it exits when its stdin closes). It runs ``json_values.py`` by path with ``python -P``, so it imports orjson and
-nothing of tether.
+The worker is started on first use, reads one text at a time, and ends with the server (or when the server's
+process ends: it exits when its stdin closes). It runs ``json_values.py`` by path with ``python -P``, so it imports
+orjson and nothing of tether.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ import structlog
 
 from tether.protocol import json_values
 from tether.protocol.errors import ErrorType, ProtocolError
+from tether.server.off_loop import OFF_LOOP_BYTES
 
 _log = structlog.get_logger("tether.server")
+
+# A WebSocket message is text: it goes to the worker encoded this many characters at a time (~1 ms each).
+_ENCODED_CHARS = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +55,17 @@ class ValueCounter:
         return None if self._worker is None else self._worker.process.pid
 
     async def excess(self, text: bytes | str, limit: int) -> Excess | None:
-        """``None`` when ``text`` holds at most ``limit`` JSON values (if it is valid JSON), else how many it holds.
+        """``None`` when ``text`` holds at most ``limit`` JSON values (if it is valid JSON), else how many it holds
+        (and its top-level ``stream_id`` string, if any).
 
         Raises:
             ProtocolError: 503 when the worker cannot be run (or the server is stopping).
         """
-        if json_values.values_upper_bound(text) <= limit:
+        if (len(text) + 1) // 2 <= limit:  # a text of n characters holds at most (n + 1) / 2 values
             return None
-        raw = text.encode() if isinstance(text, str) else text
-        values, stream_id = await self._survey(raw)
+        if len(text) <= OFF_LOOP_BYTES and json_values.values_upper_bound(text) <= limit:
+            return None
+        values, stream_id = await self._survey(text, limit)
         return Excess(values, stream_id) if values > limit else None
 
     async def aclose(self) -> None:
@@ -66,13 +73,13 @@ class ValueCounter:
         self._closed = True
         await self._discard()
 
-    async def _survey(self, raw: bytes) -> tuple[int, str | None]:
+    async def _survey(self, text: bytes | str, limit: int) -> tuple[int, str | None]:
         async with self._lock:
             for attempt in (1, 2):  # a worker that died (killed, out of memory) is replaced once
                 if self._closed:
                     break
                 try:
-                    return await self._exchange(raw)
+                    return await self._exchange(text, limit)
                 except (OSError, EOFError, ValueError) as error:
                     _log.warning("json_values.worker_failed", attempt=attempt, error=type(error).__name__)
                     await self._discard()
@@ -86,10 +93,17 @@ class ValueCounter:
             error_type=ErrorType.SERVER,
         )
 
-    async def _exchange(self, raw: bytes) -> tuple[int, str | None]:
+    async def _exchange(self, text: bytes | str, limit: int) -> tuple[int, str | None]:
         worker = self._worker or await self._start()
-        worker.stdin.write(len(raw).to_bytes(json_values.WORKER_HEADER_BYTES, "big"))
-        worker.stdin.write(raw)
+        worker.stdin.write(_number(limit))
+        if isinstance(text, bytes):
+            worker.stdin.writelines([_number(len(text)), text])
+        else:  # encoded a piece at a time, so that the loop never spends long on one
+            for begin in range(0, len(text), _ENCODED_CHARS):
+                piece = text[begin : begin + _ENCODED_CHARS].encode()
+                worker.stdin.writelines([_number(len(piece)), piece])
+                await worker.stdin.drain()
+        worker.stdin.write(_number(0))
         await worker.stdin.drain()
         line = await worker.stdout.readline()
         if not line:
@@ -121,6 +135,10 @@ class ValueCounter:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.kill()
         await worker.process.wait()
+
+
+def _number(value: int) -> bytes:
+    return value.to_bytes(json_values.WORKER_HEADER_BYTES, "big")
 
 
 @dataclass(frozen=True, slots=True)
