@@ -109,3 +109,68 @@ def test_a_row_damaged_inside_its_page_is_a_500_and_one_log_line_not_a_traceback
     errors = [r for r in records if r["level"] in ("error", "critical") and r["event"] != "http.access"]
     assert [r["event"] for r in errors] == ["store.damaged", "store.damaged"]  # beside the 500s' access lines
     assert all(f"database {database} is damaged" in r["problem"] and "tether check" in r["problem"] for r in errors)
+
+
+async def ws_exchange(url: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each message's last event (its error or terminal event), all on one socket, which must stay open."""
+    last: list[dict[str, Any]] = []
+    async with connect(url) as ws:
+        for message in messages:
+            await ws.send(orjson.dumps(message).decode())
+            while True:
+                event = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                if event["type"] in TERMINAL_EVENTS or event["type"] == "error":
+                    last.append(event)
+                    break
+    return last
+
+
+def test_a_damaged_row_read_over_websocket_and_in_the_background_is_an_error_and_one_log_line(
+    tmp_path: Path,
+) -> None:
+    """The same damage as above, reached by a WebSocket continuation, a WebSocket resume, and an HTTP background or
+    streamed continuation: each gets server_error, the socket stays open for the next turn, and the log has one
+    store.damaged line per read, never ws.turn.crashed or a traceback."""
+    database = tmp_path / "tether.db"
+    env = {"TETHER_LOG_FORMAT": "json", "TETHER_STORE_URL": f"sqlite:///{database}"}
+    marker = "damaged-by-the-disk-" * 4
+    with serve_subprocess(tmp_path, env) as server:
+        first = httpx.post(f"{server.base_url}/responses", json={"model": "echo", "input": marker}, timeout=20)
+        damaged = first.json()["id"]
+    data = bytearray(database.read_bytes())
+    data[data.index(marker.encode())] = 0xFF
+    database.write_bytes(bytes(data))
+
+    more = [{"type": "message", "role": "user", "content": "and then?"}]
+    with serve_subprocess(tmp_path, env) as server:
+        events = asyncio.run(
+            ws_exchange(
+                server.ws_url,
+                [
+                    {"type": "response.create", "model": "echo", "previous_response_id": damaged, "input": more},
+                    {"type": "tether:response.resume", "response_id": damaged, "starting_after": 0},
+                    {"type": "response.create", "model": "echo", "input": "still here"},
+                ],
+            )
+        )
+        background = httpx.post(
+            f"{server.base_url}/responses",
+            json={"model": "echo", "previous_response_id": damaged, "input": more, "background": True},
+            timeout=20,
+        )
+        streamed = httpx.post(
+            f"{server.base_url}/responses",
+            json={"model": "echo", "previous_response_id": damaged, "input": more, "stream": True},
+            timeout=20,
+        )
+        log = server.log()
+    assert [e["type"] for e in events] == ["error", "error", "response.completed"], events
+    assert [e["error"]["code"] for e in events[:2]] == ["server_error", "server_error"]
+    for answer in (background, streamed):
+        assert answer.status_code == 500, answer.text
+        assert answer.json()["error"]["code"] == "server_error"
+    assert "Traceback" not in log
+    records = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    errors = [r for r in records if r["level"] in ("error", "critical") and r["event"] != "http.access"]
+    assert [r["event"] for r in errors] == ["store.damaged"] * 4, errors
+    assert all(f"database {database} is damaged" in r["problem"] and "tether check" in r["problem"] for r in errors)

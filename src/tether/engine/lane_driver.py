@@ -28,6 +28,7 @@ from tether.protocol.lanes import Lane, LaneLimits, LaneScheduler
 from tether.protocol.request import MAX_INPUT_ITEMS, CreateRequest
 from tether.protocol.steer import SteerAnswer, SteerRequest, steer_failed
 from tether.protocol.stream import with_stream_id
+from tether.store.base import StoreDamagedError
 
 _log = structlog.get_logger("tether.websocket")
 
@@ -201,6 +202,12 @@ class LaneDriver:
                 await self._forward(live, resume.starting_after, lane)
         except ProtocolError as error:
             await self.outbox.put(error.ws_event(stream_id=lane))
+        except StoreDamagedError as error:
+            _log.error("store.damaged", lane=lane, problem=str(error))
+            await self.outbox.put(server_error().ws_event(stream_id=lane))
+        except Exception:
+            _log.exception("ws.resume.crashed", lane=lane)
+            await self.outbox.put(server_error().ws_event(stream_id=lane))
         finally:
             self._start_next(lane)
 
@@ -231,6 +238,9 @@ class LaneDriver:
                 live = successor
         except ProtocolError as error:
             await self.outbox.put(error.ws_event(stream_id=lane))
+        except StoreDamagedError as error:  # the disk's fault, not a bug: one line naming the file, no traceback
+            _log.error("store.damaged", lane=lane, problem=str(error))
+            await self.outbox.put(server_error().ws_event(stream_id=lane))
         except Exception:
             _log.exception("ws.turn.crashed", lane=lane)
             await self.outbox.put(server_error().ws_event(stream_id=lane))

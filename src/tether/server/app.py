@@ -36,10 +36,9 @@ from tether.server.timed_store import TimedStore
 from tether.server.traffic import TrafficMiddleware
 from tether.server.websocket import websocket_endpoint
 from tether.settings import Settings
-from tether.store.base import Store
+from tether.store.base import Store, StoreDamagedError
 from tether.store.memory import MemoryStore
 from tether.store.sqlite import SQLiteStore
-from tether.store.sqlite_check import StoreDamagedError
 from tether.store.urls import is_cluster_url, open_cluster_store
 
 _log = structlog.get_logger("tether.server")

@@ -28,6 +28,13 @@ from tether.store.turns import Claim, InterruptEvents, Lease, Renewal, TurnRead
 from tether.types import Item, JSONObject
 
 
+class StoreDamagedError(Exception):
+    """A stored row cannot be read back: the disk's fault, not a bug. The message names the file and what to run.
+
+    Every transport answers it with ``server_error`` and one ``store.damaged`` log line, never a traceback.
+    """
+
+
 @dataclass(slots=True)
 class ResponseRecord:
     """One stored response.

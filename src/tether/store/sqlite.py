@@ -26,10 +26,10 @@ from tether.store.local_turns import LocalTurns, OneNodeTurns
 from tether.store.record_rows import COLUMNS, item_bodies, item_hashes, record_from_row, record_row
 from tether.store.sqlite_check import (
     FileLock,
-    StoreDamagedError,
     StoreUnusableError,
     check_before_connect,
     check_connected,
+    damaged,
 )
 
 P = ParamSpec("P")
@@ -415,7 +415,7 @@ class _Database:
         except sqlite3.OperationalError:  # busy, locked, out of memory: not damage
             raise
         except (ValueError, sqlite3.DatabaseError) as error:  # orjson's and UTF-8's decode errors are ValueErrors
-            raise StoreDamagedError(self._path, error) from error
+            raise damaged(self._path, error) from error
 
     def _item_bodies(self, hashes: list[str]) -> dict[str, bytes] | None:
         """The bodies of the given items by hash, or ``None`` if any is missing."""

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import orjson
 
+from tether.store.base import StoreDamagedError
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 TABLES = frozenset({"items", "responses"})
 _JSON_COLUMNS = ("params", "input_hashes", "input_ids", "output_hashes", "events")
@@ -84,14 +86,12 @@ def check_connected(path: Path, conn: sqlite3.Connection, schema_version: int) -
         )
 
 
-class StoreDamagedError(Exception):
-    """A stored row cannot be read back: damage inside a page, which quick_check at start-up does not read."""
-
-    def __init__(self, path: Path, error: Exception) -> None:
-        super().__init__(
-            f"database {path} is damaged: a stored row cannot be read ({error}); run 'tether check --store-url "
-            f"sqlite:///{path}' to see what would be lost"
-        )
+def damaged(path: Path, error: Exception) -> StoreDamagedError:
+    """A stored row that cannot be read back: damage inside a page, which quick_check at start-up does not read."""
+    return StoreDamagedError(
+        f"database {path} is damaged: a stored row cannot be read ({error}); run 'tether check --store-url "
+        f"sqlite:///{path}' to see what would be lost"
+    )
 
 
 class FileLock:
