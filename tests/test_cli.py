@@ -177,3 +177,11 @@ def test_check_reports_whole_and_missing_databases(tmp_path: Path) -> None:
     whole = run_tether(tmp_path, "check")
     assert whole.returncode == 0, whole.stderr
     assert whole.stdout.strip() == ".tether/tether.db: 0 responses, 0 items: ok"
+
+
+def test_a_second_server_on_one_sqlite_file_through_a_hard_link_refuses_to_start(tmp_path: Path) -> None:
+    with serve_subprocess(tmp_path, {"TETHER_LOG_LEVEL": "warning"}) as first:
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "link.db").hardlink_to(tmp_path / ".tether" / "tether.db")
+        result = run_tether(tmp_path, "serve", "--store-url", "sqlite:///elsewhere/link.db", "--port", "0")
+    assert_one_line_error(result, f"link.db is in use by another tether process (pid {first.process.pid},", "hard link")

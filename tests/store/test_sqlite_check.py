@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -116,3 +117,16 @@ async def test_a_second_store_on_the_same_file_by_another_name_is_refused(tmp_pa
     async with await SQLiteStore.open(path):
         with pytest.raises(StoreUnusableError, match=r"in use by another tether process"):
             await SQLiteStore.open(other)
+
+
+async def test_a_second_store_on_the_same_file_through_a_hard_link_is_refused(tmp_path: Path) -> None:
+    """A hard link is the same inode under a name the lock file's name cannot know."""
+    path = tmp_path / "tether.db"
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "elsewhere" / "link.db"
+    async with await SQLiteStore.open(path):
+        link.hardlink_to(path)
+        with pytest.raises(StoreUnusableError, match=rf"in use by another tether process \(pid {os.getpid()}, "):
+            await SQLiteStore.open(link)
+    async with await SQLiteStore.open(link) as again:  # the first has closed: the link may be served now
+        assert again.path == link

@@ -172,6 +172,14 @@ class SQLiteStore(OneNodeTurns):
             executor.shutdown(wait=False)
             lock.release()
             raise
+        if not read_only:
+            try:
+                lock.hold_database()  # a new file exists only now
+            except BaseException:
+                await asyncio.get_running_loop().run_in_executor(executor, database.close)
+                executor.shutdown(wait=False)
+                lock.release()
+                raise
         return cls(file, database, executor, stats, clock, lock)
 
     async def __aenter__(self) -> Self:

@@ -95,40 +95,86 @@ def damaged(path: Path, error: Exception) -> StoreDamagedError:
 
 
 class FileLock:
-    """An exclusive ``flock`` on ``<database>.lock`` for as long as the store is open.
+    """An exclusive ``flock`` on ``<database>.lock``, and on the database file itself, for as long as the store is open.
 
-    The lock is the operating system's, so it goes with the process however the process ends.
+    The lock file says which process holds it; the lock on the database file is tied to its inode, so a hard link
+    (another name the lock file's name cannot know) is refused too. The locks are the operating system's, so they go
+    with the process however the process ends. ``flock`` and SQLite's own POSIX locks do not interact on Linux.
     """
 
     def __init__(self, database: Path) -> None:
-        database = database.resolve()  # a symbolic link, or another spelling of the path, shares the lock
-        self.path = database.with_name(database.name + ".lock")
+        self.database = database.resolve()  # a symbolic link, or another spelling of the path, shares the lock
+        self.path = self.database.with_name(self.database.name + ".lock")
         self._fd: int | None = None
+        self._database_fd: int | None = None
 
     def acquire(self) -> None:
-        """Raises: StoreUnusableError: another process (or another store in this one) holds the lock."""
+        """Lock the lock file, and the database file if it exists (call :meth:`hold_database` once it does).
+
+        Raises:
+            StoreUnusableError: another process (or another store in this one) holds the lock.
+        """
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            database = self.path.with_name(self.path.name.removesuffix(".lock"))
-            raise StoreUnusableError(
-                f"database {database} is in use by another tether process (pid {holder}): stop it, "
-                "or give this server its own --store-url (one process per SQLite file)"
-            ) from None
+            raise self._in_use(holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
+        if self.database.exists():
+            try:
+                self.hold_database()
+            except BaseException:
+                self.release()
+                raise
+
+    def hold_database(self) -> None:
+        """Lock the database file's inode (once it exists): a hard link to it is the same inode.
+
+        Raises:
+            StoreUnusableError: another process holds it, through another name.
+        """
+        if self._database_fd is not None:
+            return
+        fd = os.open(self.database, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _flock_holder(os.fstat(fd)) or "unknown"
+            os.close(fd)
+            raise self._in_use(f"{holder}, through another name for this file: a hard link") from None
+        self._database_fd = fd
+
+    def _in_use(self, holder: str) -> StoreUnusableError:
+        return StoreUnusableError(
+            f"database {self.database} is in use by another tether process (pid {holder}): stop it, "
+            "or give this server its own --store-url (one process per SQLite file)"
+        )
 
     def release(self) -> None:
+        if self._database_fd is not None:
+            fd, self._database_fd = self._database_fd, None
+            os.close(fd)
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _flock_holder(stat: os.stat_result) -> str | None:
+    """The pid holding a flock on this inode, from ``/proc/locks`` (Linux), if it can be read."""
+    inode = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == inode:
+                return fields[4]
+    return None
 
 
 @dataclass
