@@ -298,6 +298,15 @@ async def test_small_chunked_body_is_accepted(shared_server: RunningServer) -> N
         ("POST", "/v1/responses/resp_x", 405, "method_not_allowed"),
         ("DELETE", "/health", 405, "method_not_allowed"),
         ("GET", "/v1/responses/input_tokens/x/y", 404, "not_found"),
+        # A trailing slash is an unknown route, never Starlette's 307 with an empty body:
+        ("GET", "/v1/responses/", 404, "not_found"),
+        ("DELETE", "/v1/responses/", 404, "not_found"),
+        ("POST", "/v1/responses/", 404, "not_found"),
+        ("GET", "/v1/responses/resp_x/", 404, "not_found"),
+        ("POST", "/v1/responses/compact/", 404, "not_found"),
+        ("GET", "/v1/models/", 404, "not_found"),
+        ("GET", "/health/", 404, "not_found"),
+        ("GET", "/metrics/", 404, "not_found"),
     ],
 )
 async def test_unknown_routes_and_methods_get_json_envelopes(

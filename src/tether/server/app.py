@@ -167,6 +167,9 @@ def create_app(
             Exception: _unexpected_error,
         },
     )
+    # Starlette answers a path with a trailing slash that no route takes by 307 to the path without it, with an
+    # empty body; the API has no such redirects, so it is an unknown route like any other (404 not_found).
+    app.router.redirect_slashes = False
     app.state.metrics = metrics
     return app
 
