@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from collections.abc import Iterator
 
 import httpx2 as httpx
+import openai
 import orjson
 import pytest
 import websockets.sync.client
@@ -209,3 +212,59 @@ def test_a_half_close_with_nothing_in_flight_closes_the_connection(server: Runni
         sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: t\r\ncontent-length: 100\r\n\r\n{")  # a body cut short
         sock.shutdown(socket.SHUT_WR)
         assert read_until_closed(sock) == b""
+
+
+HUGE = 40 * 1024 * 1024
+
+
+def test_after_a_413_the_rest_of_a_huge_body_is_not_read_and_the_connection_closes(make_server: ServerFactory) -> None:
+    """The server answered 413 at once, then read and discarded all 40 MB the client went on sending, and kept the
+    connection open. Now it reads a bounded amount more (so the client can read the 413) and closes."""
+    server = make_server(max_body_bytes=4096)
+    received: list[bytes] = []
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(
+            b"POST /v1/responses HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % HUGE
+        )
+        reader = threading.Thread(target=lambda: received.append(read_until_closed(sock)))
+        reader.start()
+        sent = 0
+        chunk = b"x" * 65536
+        try:
+            while sent < HUGE:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reader.join()
+    assert sent < HUGE // 2, sent  # the server stopped reading, far short of the body
+    head, _, body = received[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), received[0][:200]
+    assert b"connection: close" in head.lower()
+    assert orjson.loads(body)["error"]["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_an_httpx_client_sending_a_huge_body_reads_the_413(make_server: ServerFactory, chunked: bool) -> None:
+    server = make_server(max_body_bytes=4096)
+    body = b'{"model": "echo", "input": "' + b"x" * HUGE + b'"}'
+
+    def pieces() -> Iterator[bytes]:
+        for at in range(0, len(body), 65536):
+            yield body[at : at + 65536]
+
+    with httpx.Client(base_url=f"http://{server.host}:{server.port}/v1", timeout=30) as client:
+        reply = client.post("/responses", content=pieces() if chunked else body)
+        assert reply.status_code == 413, reply.text
+        assert reply.json()["error"]["code"] == "request_too_large"
+        assert client.post("/responses", json={"model": "echo", "input": "hi"}).status_code == 200
+
+
+def test_the_openai_sdk_sending_a_huge_body_reads_the_413(make_server: ServerFactory) -> None:
+    server = make_server(max_body_bytes=4096)
+    client = openai.OpenAI(base_url=f"http://{server.host}:{server.port}/v1", api_key="k", max_retries=0)
+    with client, pytest.raises(openai.APIStatusError) as refused:
+        client.responses.create(model="echo", input="x" * HUGE)
+    assert refused.value.status_code == 413
+    assert refused.value.code == "request_too_large"

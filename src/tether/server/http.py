@@ -64,7 +64,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> ProtocolError:
-    return ProtocolError(413, "request_too_large", f"The request body exceeds the limit of {limit} bytes.")
+    # The rest of the body is not read: the connection closes after the answer (see server/http_timeouts.py).
+    return ProtocolError(
+        413,
+        "request_too_large",
+        f"The request body exceeds the limit of {limit} bytes.",
+        headers={"connection": "close"},
+    )
 
 
 async def decode_create(raw: bytes, state: ServerState, *, default_model: str | None = None) -> CreateRequest:

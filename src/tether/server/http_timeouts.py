@@ -21,7 +21,13 @@ Two more gaps of uvicorn's protocol are closed here, as each let a client hold a
   for as long as the client liked. It now gets ``400`` and a close;
 * a client that half-closes its side after sending a request (``shutdown(SHUT_WR)``, as ``nc -N`` and some
   proxies do) had its connection closed at once, unanswered. The requests it sent are now answered, then the
-  connection is closed.
+  connection is closed;
+* a response sent before the request's body was read (``413 request_too_large``, ``415``) left uvicorn reading and
+  discarding the rest of the body, however large, on a connection it kept open. Such a response now says
+  ``connection: close`` and the close *lingers* (as nginx's ``lingering_close``): the response is sent and our side
+  shut for writing, then at most ``LINGER_BYTES`` more, or ``LINGER_S`` seconds, of the body are read and dropped,
+  and the connection closes. Closing at once would reset the connection under a client still sending, and clients
+  (httpx, the ``openai`` SDK) then see a connection error instead of the answer.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from tether.protocol.errors import ProtocolError
 
 _log = structlog.get_logger("tether.server")
+
+
+LINGER_BYTES = 1024 * 1024
+LINGER_S = 1.0
 
 
 class Phase(enum.Enum):
@@ -61,6 +71,8 @@ class TimedH11Protocol(H11Protocol):
         self._body_started = 0.0
         self._body_bytes = 0
         self._client_done = False
+        self._lingering: asyncio.TimerHandle | None = None
+        self._lingered = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -68,22 +80,34 @@ class TimedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:  # the rest of a body already answered: dropped, up to a bound
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES:
+                self._close_now()
+            return
         super().data_received(data)
+        self._watch_cycle()
         self._track()
         if self._phase is Phase.BODY:
             self._body_progress(len(data))
 
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio reads a true value as "keep it open"
         """The client closed its side: keep ours open (True) while a request it sent in full awaits its answer."""
+        if self._lingering is not None:
+            self._close_now()
+            return False
         self._client_done = True
         in_flight = self.cycle is not None and not self.cycle.response_complete
         return in_flight and self.conn.their_state is h11.DONE
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # starts the next pipelined request, if one was sent
+        self._watch_cycle()
         self._cancel()
         idle = self.cycle is None or self.cycle.response_complete
         if self._client_done and idle and not self.transport.is_closing():
@@ -98,6 +122,30 @@ class TimedH11Protocol(H11Protocol):
             refused = websocket.conn.handshake_exc
             if refused is not None and not self.transport.is_closing():
                 self._refuse_upgrade(refused)
+
+    def _watch_cycle(self) -> None:
+        """Give the request's cycle a transport whose close lingers while the request's body is still unread."""
+        cycle = self.cycle
+        if cycle is not None and not isinstance(cycle.transport, _LingeringClose):
+            cycle.transport = _LingeringClose(self.transport, self)
+
+    def close_after_unread_body(self) -> None:
+        """Close, or (the client still sending a body no one will read) shut our side and linger a little."""
+        if self.transport.is_closing():
+            return
+        if self._upgraded or self.conn.their_state is not h11.SEND_BODY or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self._cancel()
+        self.transport.write_eof()  # the answer, then our FIN: the client reads it whole while it is still sending
+        self.flow.resume_reading()
+        self._lingering = self.loop.call_later(LINGER_S, self._close_now)
+
+    def _close_now(self) -> None:
+        if self._lingering is not None:
+            self._lingering.cancel()
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def _refuse_upgrade(self, refused: Exception) -> None:
         reason = f"{refused} ({refused.__cause__})" if refused.__cause__ else str(refused)
@@ -155,6 +203,20 @@ class TimedH11Protocol(H11Protocol):
         if self.cycle is not None:
             self.cycle.keep_alive = False
         self.transport.close()
+
+
+class _LingeringClose:
+    """The transport a request's cycle writes to; its ``close`` lingers (see the module's docstring)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: TimedH11Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        self._protocol.close_after_unread_body()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def timed_h11_protocol(
