@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import h11
 import orjson
@@ -127,7 +127,7 @@ class TimedH11Protocol(H11Protocol):
         """Give the request's cycle a transport whose close lingers while the request's body is still unread."""
         cycle = self.cycle
         if cycle is not None and not isinstance(cycle.transport, _LingeringClose):
-            cycle.transport = _LingeringClose(self.transport, self)
+            cycle.transport = cast(asyncio.Transport, _LingeringClose(self.transport, self))  # a duck-typed proxy
 
     def close_after_unread_body(self) -> None:
         """Close, or (the client still sending a body no one will read) shut our side and linger a little."""
