@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -274,6 +275,22 @@ async def test_oversized_chunked_body_is_413(make_server: ServerFactory) -> None
         expect_http_error(reply, 413, "request_too_large")
         # The connection is still usable (or transparently replaced) and the server healthy.
         assert (await client.post("/responses", json={"model": "x", "input": "hi"})).status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "zstd", "br", "gzip, identity", "x-unknown"])
+async def test_a_compressed_body_is_415_naming_the_encoding(shared_server: RunningServer, encoding: str) -> None:
+    """A gzip body was read as JSON and refused as 400 invalid_json, which hid what the client got wrong."""
+    body = gzip.compress(json.dumps({"model": "echo", "input": "hi"}).encode())
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    async with http_client(shared_server) as client:
+        for path in ("/responses", "/responses/compact", "/responses/input_tokens"):
+            reply = await client.post(path, content=body, headers=headers)
+            error = expect_http_error(reply, 415, "unsupported_media_type")
+            assert f"Content-Encoding '{encoding.split(',')[0]}'" in error["message"]
+            assert reply.headers["connection"] == "close"
+        plain = json.dumps({"model": "echo", "input": "hi"}).encode()
+        identity = {"content-type": "application/json", "content-encoding": "identity"}
+        assert (await client.post("/responses", content=plain, headers=identity)).status_code == 200
 
 
 async def test_small_chunked_body_is_accepted(shared_server: RunningServer) -> None:

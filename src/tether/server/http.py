@@ -43,7 +43,14 @@ def error_response(error: ProtocolError) -> Response:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes (checked while reading, not after)."""
+    """The request body, refused with 413 past ``limit`` bytes (checked while reading, not after), and with 415
+    when it is compressed: bodies are read as sent, and a decoded size could not be bounded before decoding."""
+    encoding = request.headers.get("content-encoding")
+    if encoding is not None:
+        codings = [coding.strip().lower() for coding in encoding.split(",")]
+        unsupported = [coding for coding in codings if coding not in ("", "identity")]
+        if unsupported:
+            raise _compressed(", ".join(unsupported))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -61,6 +68,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             400, "client_disconnected", "The client disconnected before sending its whole body."
         ) from None
     return b"".join(chunks)
+
+
+def _compressed(encoding: str) -> ProtocolError:
+    return ProtocolError(
+        415,
+        "unsupported_media_type",
+        f"Content-Encoding '{encoding}' is not supported: send the request body uncompressed "
+        "(tether does not decode request bodies).",
+        headers={"connection": "close"},  # the body is not read
+    )
 
 
 def _too_large(limit: int) -> ProtocolError:
