@@ -185,3 +185,9 @@ def test_a_second_server_on_one_sqlite_file_through_a_hard_link_refuses_to_start
         (tmp_path / "elsewhere" / "link.db").hardlink_to(tmp_path / ".tether" / "tether.db")
         result = run_tether(tmp_path, "serve", "--store-url", "sqlite:///elsewhere/link.db", "--port", "0")
     assert_one_line_error(result, f"link.db is in use by another tether process (pid {first.process.pid},", "hard link")
+
+
+def test_a_negative_response_ttl_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A negative TTL stored every response already expired: each became a 404 as soon as it was written."""
+    result = run_tether(tmp_path, "serve", "--port", "0", env={"TETHER_RESPONSE_TTL_S": "-1"})
+    assert_one_line_error(result, "response_ttl_s")

@@ -142,7 +142,11 @@ class Settings(BaseSettings):
         default_factory=dict, description="API key -> tenant name. None configured means open access."
     )
     max_body_bytes: int = Field(default=16 * MIB, ge=1024, description="Largest HTTP body or WebSocket message.")
-    response_ttl_s: float | None = Field(default=30 * 24 * 3600.0, description="Stored responses expire after this.")
+    response_ttl_s: float | None = Field(
+        default=30 * 24 * 3600.0,
+        ge=0.0,
+        description="Stored responses expire after this; 0 means they never expire (a negative value is refused).",
+    )
     hot_cache_size: int = Field(default=10_000, ge=0, description="Contexts of stored responses kept in memory.")
     hot_cache_bytes: int = Field(
         default=512 * MIB, ge=0, description="At most this much context JSON in the hot cache (each entry counted)."

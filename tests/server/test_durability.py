@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from tether.testing import serve_subprocess
 
-from .wire import TERMINAL_EVENTS
+from .wire import TERMINAL_EVENTS, ServerFactory
 
 SCRIPT = [{"tool_calls": [{"name": "read_file", "arguments": {"path": f"src/m{i}.py"}}]} for i in range(6)] + [
     {"text": "All files read."}
@@ -174,3 +175,11 @@ def test_a_damaged_row_read_over_websocket_and_in_the_background_is_an_error_and
     errors = [r for r in records if r["level"] in ("error", "critical") and r["event"] != "http.access"]
     assert [r["event"] for r in errors] == ["store.damaged"] * 4, errors
     assert all(f"database {database} is damaged" in r["problem"] and "tether check" in r["problem"] for r in errors)
+
+
+def test_a_response_ttl_of_zero_means_stored_responses_never_expire(make_server: ServerFactory, tmp_path: Path) -> None:
+    server = make_server(response_ttl_s=0)
+    created = httpx.post(f"{server.base_url}/responses", json={"model": "echo", "input": "keep me"}, timeout=20)
+    assert httpx.get(f"{server.base_url}/responses/{created.json()['id']}", timeout=20).status_code == 200
+    with sqlite3.connect(tmp_path / "tether.db") as conn:
+        assert conn.execute("SELECT expires_at FROM responses").fetchall() == [(None,)]
