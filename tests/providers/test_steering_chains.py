@@ -1,0 +1,328 @@
+"""Steering chains through a real tether server, the fake Responses upstream over WebSocket and the official
+``openai`` SDK: a successor steered again, several steers before one boundary, a client that leaves between the
+steered response's end and its successor's, the ordering the SDK's lanes rely on, and that steering costs ordinary
+turns nothing (no task left behind)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx2 as httpx
+import pytest
+from openai import AsyncOpenAI
+
+from tether.audit.log import AuditLog
+from tether.providers.fakes.openai_responses import FakeResponsesUpstream
+from tether.server.runner import RunningServer, serve_in_thread
+from tether.settings import Settings
+
+LONG = " ".join(f"word{n}" for n in range(60))  # echoed 2 characters a delta, 20 ms apart: about 4 s of stream
+# A second long text (the fake echoes the latest user message): a successor that streams long enough to be steered.
+LONG_B = " ".join(f"again{n}" for n in range(50))
+TERMINALS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def settings(fake: FakeResponsesUpstream, tmp_path: Path) -> Settings:
+    return Settings.model_validate(
+        {
+            "store_url": f"sqlite:///{tmp_path / 'tether.db'}",
+            "log_level": "warning",
+            "providers": {"up": {"kind": "openai-responses", "base_url": fake.base_url, "transport": "websocket"}},
+            "routes": [{"model": "up-*", "provider": "up"}],
+        }
+    )
+
+
+async def events_until(connection: Any, done: Any) -> list[Any]:
+    """The connection's events up to the first one ``done`` says ends the wait (included)."""
+    events: list[Any] = []
+    async for event in connection:
+        events.append(event)
+        if done(event):
+            return events
+    raise AssertionError(f"the connection closed after {[event.type for event in events]}")
+
+
+def is_terminal(event: Any) -> bool:
+    return event.type in (*TERMINALS, "error")
+
+
+async def created(connection: Any, **fields: Any) -> str:
+    await connection.response.create(**fields)
+    events = await events_until(connection, lambda event: event.type in ("response.created", "error"))
+    assert events[-1].type == "response.created", events[-1]
+    response_id: str = events[-1].response.id
+    return response_id
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeResponsesUpstream]:
+    with FakeResponsesUpstream(chunk_size=2, event_delay_s=0.02) as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def gateway(fake: FakeResponsesUpstream, tmp_path: Path) -> Iterator[RunningServer]:
+    with serve_in_thread(settings(fake, tmp_path)) as server:
+        yield server
+
+
+def check_order(events: list[Any], current: str | None = None) -> None:
+    """One created and one terminal per response, and each response's sequence numbers strictly increasing
+    (``current``: the response streaming before the first event)."""
+    seen: dict[str, list[int]] = {}
+    for event in events:
+        if event.type.startswith("response.steer"):
+            continue
+        response: Any = getattr(event, "response", None)
+        if event.type == "response.created":
+            assert current is None, f"{response.id} created while {current} streams"
+            current = response.id
+        assert current is not None, event.type
+        seen.setdefault(current, []).append(event.sequence_number)
+        if event.type in TERMINALS:
+            assert response.id == current
+            current = None
+    for numbers in seen.values():
+        assert numbers == sorted(set(numbers)), numbers
+
+
+async def test_a_successor_steered_again_is_followed_by_another(
+    gateway: RunningServer, fake: FakeResponsesUpstream, tmp_path: Path
+) -> None:
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        first = await created(connection, model="up-6", input=LONG, stream_id="main")
+        await connection.response.steer(previous_response_id=first, input=LONG_B)
+        events = await events_until(connection, lambda event: event.type == "response.incomplete")
+        more = await events_until(connection, lambda event: event.type == "response.created")
+        events += more
+        second = more[-1].response.id
+        assert more[-1].response.previous_response_id == first
+        await connection.response.steer(previous_response_id=second, input="the end")
+        tail = await events_until(connection, lambda event: event.type == "response.incomplete")
+        tail += await events_until(connection, lambda event: event.type in ("response.completed", "response.failed"))
+        events += tail
+        third = tail[-1].response
+        assert tail[-1].type == "response.completed"
+        assert third.previous_response_id == second
+        assert third.output_text == "the end"
+        assert {event.stream_id for event in events} == {"main"}
+        check_order(events, first)
+        accepted = [event for event in events if event.type == "response.steer.accepted"]
+        assert [event.steer.previous_response_id for event in accepted] == [first, second]
+
+        # The chain goes on from the last successor, on the same socket.
+        later = await created(connection, model="up-6", previous_response_id=third.id, input="more")
+        assert (await events_until(connection, is_terminal))[-1].response.output_text == "more"
+
+    with httpx.Client(base_url=gateway.base_url) as http:
+        records = {rid: http.get(f"/responses/{rid}").json() for rid in (first, second, third.id, later)}
+        assert [records[rid]["status"] for rid in (first, second, third.id, later)] == [
+            "incomplete",
+            "incomplete",
+            "completed",
+            "completed",
+        ]
+        assert records[second]["incomplete_details"] == {"reason": "steered"}
+        assert records[second]["previous_response_id"] == first
+        items = http.get(f"/responses/{third.id}/input_items").json()["data"]
+        assert [item["content"][0]["text"] for item in items] == ["the end"]
+        # Continued over HTTP too: its context is the whole chain.
+        answer = http.post("/responses", json={"model": "up-6", "previous_response_id": third.id, "input": "http"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["output"][0]["content"][0]["text"] == "http"
+    audited = [e for e in AuditLog(tmp_path / "audit").entries("tenant:default") if e["kind"] == "turn"]
+    assert [entry["response_id"] for entry in audited] == [first, second, third.id, later, answer.json()["id"]]
+    creates = [r for r in fake.requests if r.body.get("type") == "response.create"]
+    assert len(creates) == 3  # first, later and the HTTP turn: both successors were the upstream's own
+
+
+async def test_several_steers_before_one_boundary_go_into_one_successor_in_order(gateway: RunningServer) -> None:
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        first = await created(connection, model="up-6", input=LONG)
+        for text in ("one", "two", "three"):
+            await connection.response.steer(previous_response_id=first, input=text)
+        events = await events_until(connection, lambda event: event.type == "response.completed")
+        check_order(events, first)
+        answers = [event for event in events if event.type.startswith("response.steer")]
+        # Each steer is either in the successor (accepted, and committed by its response.created) or failed.
+        assert all(event.type == "response.steer.accepted" for event in answers), [e.type for e in answers]
+        successor = events[-1].response
+        assert successor.previous_response_id == first
+    with httpx.Client(base_url=gateway.base_url) as http:
+        items = http.get(f"/responses/{successor.id}/input_items", params={"order": "asc"}).json()["data"]
+    assert [item["content"][0]["text"] for item in items] == ["one", "two", "three"][: len(answers)]
+    assert len(answers) >= 1
+
+
+async def test_a_client_that_leaves_before_the_successor_ends_still_gets_it_generated_once_and_stored(
+    gateway: RunningServer, fake: FakeResponsesUpstream
+) -> None:
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        first = await created(connection, model="up-6", input=LONG)
+        await connection.response.steer(previous_response_id=first, input=LONG_B)
+        await events_until(connection, lambda event: event.type == "response.incomplete")
+        successor = (await events_until(connection, lambda event: event.type == "response.created"))[-1].response.id
+    # The client has gone while its successor streams; it is generated to its end and kept.
+    with httpx.Client(base_url=gateway.base_url) as http:
+        for _ in range(300):
+            record = http.get(f"/responses/{successor}").json()
+            if record.get("status") == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert record["status"] == "completed", record
+        assert record["output"][0]["content"][0]["text"] == LONG_B
+    assert len(fake.stored_ids) == 2
+
+
+def server_tasks(gateway: RunningServer) -> set[str]:
+    async def names() -> set[str]:
+        return {f"{task.get_name()} {task.get_coro()!r}" for task in asyncio.all_tasks()}
+
+    assert gateway.loop is not None
+    future: concurrent.futures.Future[set[str]] = asyncio.run_coroutine_threadsafe(names(), gateway.loop)
+    return future.result(timeout=10)
+
+
+async def test_ordinary_turns_on_a_steering_lane_leave_no_task_behind(gateway: RunningServer) -> None:
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        await created(connection, model="up-6", input="warm")
+        await events_until(connection, is_terminal)
+        await asyncio.sleep(0.2)
+        baseline = server_tasks(gateway)
+        previous = None
+        for n in range(20):
+            previous = await created(connection, model="up-6", input=f"turn {n}", previous_response_id=previous)
+            assert (await events_until(connection, is_terminal))[-1].type == "response.completed"
+        after = set()
+        for _ in range(50):
+            after = server_tasks(gateway)
+            if len(after) <= len(baseline):
+                break
+            await asyncio.sleep(0.1)
+        assert len(after) <= len(baseline), sorted(after - baseline)
+
+
+@pytest.mark.parametrize("after", [1, 12])
+async def test_an_upstream_socket_that_dies_mid_successor_ends_it_and_the_lane_goes_on(
+    gateway: RunningServer, fake: FakeResponsesUpstream, after: int
+) -> None:
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        first = await created(connection, model="up-6", input=LONG, stream_id="main")
+        # The upstream streams the first response (its drop decided): the next one, the successor, breaks.
+        events = await events_until(connection, lambda event: event.type == "response.output_text.delta")
+        fake.drop_after(after)
+        await connection.response.steer(previous_response_id=first, input=LONG_B)
+        events += await events_until(connection, lambda event: event.type == "response.incomplete")
+        events += await events_until(connection, lambda event: event.type in ("response.completed", "response.failed"))
+        check_order(events, first)
+        successor = events[-1].response
+        assert successor.previous_response_id == first
+        assert {event.stream_id for event in events} == {"main"}
+        if after == 1:  # nothing of it reached the client: generated again, from the steered response
+            assert events[-1].type == "response.completed", events[-1]
+            assert successor.output_text == LONG_B
+        else:
+            assert events[-1].type == "response.failed", events[-1]
+        # The lane goes on from the steered response.
+        await created(connection, model="up-6", previous_response_id=first, input="again", stream_id="main")
+        done = await events_until(connection, is_terminal)
+        assert done[-1].type == "response.completed", done[-1]
+        assert done[-1].response.output_text == "again"
+
+
+async def test_a_store_false_steered_chain_is_continuable_on_its_socket_only(gateway: RunningServer) -> None:
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        first = await created(connection, model="up-6", input=LONG, store=False)
+        await connection.response.steer(previous_response_id=first, input="short")
+        await events_until(connection, lambda event: event.type == "response.incomplete")
+        successor = (await events_until(connection, is_terminal))[-1].response
+        assert successor.previous_response_id == first
+        assert successor.store is False
+        await created(connection, model="up-6", previous_response_id=successor.id, input="on", store=False)
+        assert (await events_until(connection, is_terminal))[-1].response.output_text == "on"
+        with httpx.Client(base_url=gateway.base_url) as http:
+            for rid in (first, successor.id):
+                assert http.get(f"/responses/{rid}").status_code == 404
+            answer = http.post("/responses", json={"model": "up-6", "previous_response_id": successor.id, "input": "x"})
+        assert answer.status_code == 400
+        assert answer.json()["error"]["code"] == "previous_response_not_found"
+        async with sdk.responses.connect() as other:
+            await other.response.create(model="up-6", previous_response_id=successor.id, input="x", store=False)
+            events = await events_until(other, is_terminal)
+            assert events[-1].type == "error"
+            assert events[-1].error.code == "previous_response_not_found"
+
+
+async def test_a_retried_steered_create_replays_the_steered_response_and_generates_nothing(
+    gateway: RunningServer, fake: FakeResponsesUpstream
+) -> None:
+    key = {"tether:idempotency_key": "steer-key-1"}
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        await connection.send(cast(Any, {"type": "response.create", "model": "up-6", "input": LONG, **key}))
+        first = (await events_until(connection, lambda event: event.type == "response.created"))[-1].response.id
+        await connection.response.steer(previous_response_id=first, input="short")
+        await events_until(connection, lambda event: event.type == "response.incomplete")
+        successor = (await events_until(connection, is_terminal))[-1].response
+        creates = len(fake.requests)
+        await connection.send(cast(Any, {"type": "response.create", "model": "up-6", "input": LONG, **key}))
+        replay = await events_until(connection, is_terminal)
+        assert replay[0].type == "response.created"
+        assert replay[0].response.id == first
+        assert replay[-1].type == "response.incomplete"
+        ids = {event.response.id for event in replay if getattr(event, "response", None) is not None}
+        assert ids == {first}
+        assert successor.id not in ids
+        check_order(replay)
+    assert len(fake.requests) == creates  # nothing generated again
+
+
+@pytest.mark.parametrize("text", ["a", "tiny", "a few words"])
+async def test_a_steer_racing_the_natural_end_gets_one_final_answer_and_the_lane_goes_on(
+    gateway: RunningServer, text: str
+) -> None:
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        first = await created(connection, model="up-6", input=text)  # a few deltas: the steer meets its end
+        await connection.response.steer(previous_response_id=first, input="late")
+        events = await events_until(connection, lambda event: event.type in TERMINALS)
+        rest = await events_until(
+            connection, lambda event: event.type in ("response.steer.failed", "response.steer.pending", *TERMINALS)
+        )
+        events += rest
+        # Exactly one final answer: failed (the upstream had ended), or committed by a successor's response.created.
+        finals = [event for event in events if event.type in ("response.steer.failed", "response.steer.pending")]
+        finals += [event for event in events[1:] if event.type == "response.created"]
+        assert len(finals) == 1, [event.type for event in events]
+        if finals[0].type == "response.steer.failed":
+            assert finals[0].error.code == "response_already_completed"
+        check_order(events, first)
+        await created(connection, model="up-6", previous_response_id=first, input="go")
+        assert (await events_until(connection, is_terminal))[-1].response.output_text == "go"
