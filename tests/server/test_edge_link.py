@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from tether.engine.engine import Engine, EngineLimits
 from tether.protocol import edge_wire as wire
@@ -19,6 +20,7 @@ from tether.server.edge_content import EdgeContent
 from tether.server.edge_link import EdgeGateway
 from tether.server.edge_pieces import INTERRUPTED_END
 from tether.server.edge_turns import EdgeTurns, TurnLog
+from tether.store.base import StoreDamagedError
 from tether.store.memory import MemoryStore
 
 BASE = {"model": "scripted", "instructions": "i" * 600, "input": [{"role": "user", "content": "hello"}]}
@@ -172,3 +174,29 @@ async def test_a_turn_whose_node_died_ends_interrupted_so_the_edge_retries_it(
     answer = await pieces(log)
     assert answer[-1] == INTERRUPTED_END  # not the agent's error: the edge sends the turn again under a new key
     assert all("body" not in piece and "event" not in piece for piece in answer)
+
+
+class DamagedStore(MemoryStore):
+    """A store whose every stored context is a row the disk damaged."""
+
+    async def load_context(self, tenant: str, response_id: str) -> Any:
+        raise StoreDamagedError(f"database /x/tether.db is damaged ({response_id}); run 'tether check'")
+
+    async def get(self, tenant: str, response_id: str) -> Any:
+        raise StoreDamagedError(f"database /x/tether.db is damaged ({response_id}); run 'tether check'")
+
+
+async def test_a_damaged_stored_row_ends_the_edge_turn_with_one_store_damaged_line() -> None:
+    """The edge's path to a damaged row logged edge.turn.failed, as for a bug; it is the disk's fault, said as on
+    every other transport: one store.damaged line naming the file, and the turn ends with the gateway's error."""
+    continued = {**NEXT, "previous_response_id": "resp_" + "0" * 32}
+    async with node(DamagedStore()) as gateway:
+        with structlog.testing.capture_logs() as logs:
+            log = await gateway.open_turn("t", frame("one", MISSING, continued), {})
+            assert isinstance(log, TurnLog)
+            ended = await pieces(log)
+    assert ended[-1]["end"] is True
+    assert "error" in ended[-1], ended
+    errors = [entry for entry in logs if entry["log_level"] in ("error", "critical")]
+    assert [entry["event"] for entry in errors] == ["store.damaged"], errors
+    assert "/x/tether.db" in errors[0]["problem"]

@@ -85,7 +85,15 @@ class EdgeContent:
                 return
             wanted = set()
             for digest, body in found.items():
-                nodes[digest] = orjson.loads(body)
+                try:
+                    nodes[digest] = orjson.loads(body)
+                except orjson.JSONDecodeError as error:  # the disk's fault: missing, so the edge heals by re-sending
+                    _log.error(
+                        "store.damaged",
+                        problem=f"a stored edge content part ({digest}) cannot be read ({error}): it is treated as "
+                        "missing; run 'tether check' on the store",
+                    )
+                    continue
                 for child in references(nodes[digest]):
                     if child not in nodes and (tenant, child) not in self._values:
                         wanted.add(child)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 
 from tether.protocol.edge_wire import Piece
+from tether.store.base import StoreDamagedError
 
 _log = structlog.get_logger("tether.server.edge")
 
@@ -87,6 +88,9 @@ class EdgeTurns:
         try:
             async for piece in produce():
                 await log.append(piece)
+        except StoreDamagedError as error:  # the disk's fault, not a bug: one line naming the file
+            _log.error("store.damaged", turn=key[1], problem=str(error))
+            await log.append({"end": True, "error": "the gateway failed while answering"})
         except Exception as error:  # the producer renders its own errors; this is a bug, reported as a 502 end
             _log.error("edge.turn.failed", turn=key[1], error=repr(error))
             await log.append({"end": True, "error": "the gateway failed while answering"})
