@@ -129,9 +129,9 @@ async def ws_exchange(url: str, messages: list[dict[str, Any]]) -> list[dict[str
 def test_a_damaged_row_read_over_websocket_and_in_the_background_is_an_error_and_one_log_line(
     tmp_path: Path,
 ) -> None:
-    """The same damage as above, reached by a WebSocket continuation, a WebSocket resume, and an HTTP background or
-    streamed continuation: each gets server_error, the socket stays open for the next turn, and the log has one
-    store.damaged line per read, never ws.turn.crashed or a traceback."""
+    """The same damage as above, reached by a WebSocket continuation, a WebSocket resume, an HTTP background or
+    streamed continuation, and a stored stream's replay: each gets server_error, the socket stays open for the next
+    turn, and the log has one store.damaged line per read, never ws.turn.crashed or a traceback."""
     database = tmp_path / "tether.db"
     env = {"TETHER_LOG_FORMAT": "json", "TETHER_STORE_URL": f"sqlite:///{database}"}
     marker = "damaged-by-the-disk-" * 4
@@ -164,16 +164,17 @@ def test_a_damaged_row_read_over_websocket_and_in_the_background_is_an_error_and
             json={"model": "echo", "previous_response_id": damaged, "input": more, "stream": True},
             timeout=20,
         )
+        replayed = httpx.get(f"{server.base_url}/responses/{damaged}?stream=true&starting_after=0", timeout=20)
         log = server.log()
     assert [e["type"] for e in events] == ["error", "error", "response.completed"], events
     assert [e["error"]["code"] for e in events[:2]] == ["server_error", "server_error"]
-    for answer in (background, streamed):
+    for answer in (background, streamed, replayed):
         assert answer.status_code == 500, answer.text
         assert answer.json()["error"]["code"] == "server_error"
     assert "Traceback" not in log
     records = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
     errors = [r for r in records if r["level"] in ("error", "critical") and r["event"] != "http.access"]
-    assert [r["event"] for r in errors] == ["store.damaged"] * 4, errors
+    assert [r["event"] for r in errors] == ["store.damaged"] * 5, errors
     assert all(f"database {database} is damaged" in r["problem"] and "tether check" in r["problem"] for r in errors)
 
 
