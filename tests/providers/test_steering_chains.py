@@ -17,6 +17,8 @@ from openai import AsyncOpenAI
 
 from tether.audit.log import AuditLog
 from tether.providers.fakes.openai_responses import FakeResponsesUpstream
+from tether.providers.openai_responses import OpenAIResponsesProvider
+from tether.providers.router import RoutedProvider
 from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import Settings
 
@@ -197,7 +199,7 @@ def server_tasks(gateway: RunningServer) -> set[str]:
     return future.result(timeout=10)
 
 
-async def test_ordinary_turns_on_a_steering_lane_leave_no_task_behind(gateway: RunningServer) -> None:
+async def test_turns_on_a_steering_lane_leave_no_task_behind(gateway: RunningServer) -> None:
     async with (
         AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
         sdk.responses.connect() as connection,
@@ -210,6 +212,11 @@ async def test_ordinary_turns_on_a_steering_lane_leave_no_task_behind(gateway: R
         for n in range(20):
             previous = await created(connection, model="up-6", input=f"turn {n}", previous_response_id=previous)
             assert (await events_until(connection, is_terminal))[-1].type == "response.completed"
+        for _ in range(3):  # and steered ones, each followed by its successor
+            previous = await created(connection, model="up-6", input=LONG, previous_response_id=previous)
+            await connection.response.steer(previous_response_id=previous, input="short")
+            await events_until(connection, lambda event: event.type == "response.incomplete")
+            previous = (await events_until(connection, is_terminal))[-1].response.id
         after = set()
         for _ in range(50):
             after = server_tasks(gateway)
@@ -217,6 +224,12 @@ async def test_ordinary_turns_on_a_steering_lane_leave_no_task_behind(gateway: R
                 break
             await asyncio.sleep(0.1)
         assert len(after) <= len(baseline), sorted(after - baseline)
+        routed = gateway.engine.router.resolve("up-6")
+        assert isinstance(routed, RoutedProvider)
+        provider = routed.chain[0]
+        assert isinstance(provider, OpenAIResponsesProvider)
+        assert provider.pool is not None
+        assert provider.pool.borrowed == 0  # every successor gave its upstream socket back
 
 
 @pytest.mark.parametrize("after", [1, 12])
@@ -326,3 +339,31 @@ async def test_a_steer_racing_the_natural_end_gets_one_final_answer_and_the_lane
         check_order(events, first)
         await created(connection, model="up-6", previous_response_id=first, input="go")
         assert (await events_until(connection, is_terminal))[-1].response.output_text == "go"
+
+
+async def test_a_client_that_leaves_once_its_steer_is_accepted_still_gets_the_successor_stored(
+    gateway: RunningServer, fake: FakeResponsesUpstream, tmp_path: Path
+) -> None:
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        first = await created(connection, model="up-6", input=LONG)
+        await connection.response.steer(previous_response_id=first, input="short")
+        await events_until(connection, lambda event: event.type == "response.steer.accepted")
+    audited: list[Any] = []
+    for _ in range(300):
+        audited = [e for e in AuditLog(tmp_path / "audit").entries("tenant:default") if e["kind"] == "turn"]
+        if len(audited) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [entry["response_id"] for entry in audited][:1] == [first]
+    assert len(audited) == 2, audited
+    with httpx.Client(base_url=gateway.base_url) as http:
+        steered = http.get(f"/responses/{first}").json()
+        successor = http.get(f"/responses/{audited[1]['response_id']}").json()
+    assert steered["incomplete_details"] == {"reason": "steered"}
+    assert successor["status"] == "completed", successor
+    assert successor["previous_response_id"] == first
+    assert successor["output"][0]["content"][0]["text"] == "short"
+    assert len(fake.stored_ids) == 2
