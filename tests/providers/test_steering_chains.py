@@ -312,7 +312,11 @@ async def test_a_retried_steered_create_replays_the_steered_response_and_generat
         assert ids == {first}
         assert successor.id not in ids
         check_order(replay)
-    assert len(fake.requests) == creates  # nothing generated again
+        # One response per create: the next create's answer is its own, not the successor replayed.
+        after = await created(connection, model="up-6", input="next")
+        assert after != successor.id
+        assert (await events_until(connection, is_terminal))[-1].response.id == after
+    assert len(fake.requests) == creates + 1  # nothing generated again (but the new create)
 
 
 @pytest.mark.parametrize("text", ["a", "tiny", "a few words"])

@@ -137,28 +137,46 @@ class Engine:
         Raises:
             ProtocolError: as :meth:`open_turn`.
         """
+        live, _ = await self.start(request, tenant=tenant, connection=connection, lane=lane, origin=origin)
+        return live
+
+    async def start(
+        self,
+        request: CreateRequest,
+        *,
+        tenant: str,
+        connection: ConnectionState | None = None,
+        lane: Lane = None,
+        origin: TurnOrigin | None = None,
+    ) -> tuple[LiveResponse, bool]:
+        """:meth:`create`, also saying whether this call started the turn (``False``: an idempotent replay, which
+        answers with the key's response alone, never the successors its steering started).
+
+        Raises:
+            ProtocolError: as :meth:`open_turn`.
+        """
         key = request.idempotency_key
         if key is not None:
             existing = await self._by_idempotency_key(tenant, key)
             if existing is not None:
-                return existing
+                return existing, False
         turn = await self.open_turn(request, tenant=tenant, connection=connection, lane=lane, origin=origin)
         if key is not None:  # another request with the key may have started while this one was resolving
             raced = self.live.by_idempotency_key(tenant, key)
             if raced is not None:
                 self.stats.idempotent_replays += 1
                 self.observer.idempotent_replay("live")
-                return raced
+                return raced, False
         if not request.store:  # store=false never reaches the shared store
-            return self.launch(turn)
+            return self.launch(turn), True
         claim = await self.shared.claim(tenant, turn.response_id, key)
         if claim.lease is not None:
-            return self.launch(turn, claim.lease)
+            return self.launch(turn, claim.lease), True
         assert claim.holder is not None  # another node runs (or ran) this key's turn: follow it there
         self.stats.idempotent_replays += 1
         self.observer.idempotent_replay("store")
         _log.info("turn.idempotent_replay", response_id=claim.holder, source="cluster")
-        return await self._follow_holder(tenant, claim.holder)
+        return await self._follow_holder(tenant, claim.holder), False
 
     async def _follow_holder(self, tenant: str, holder: str) -> LiveResponse:
         followed = await self.shared.follow(tenant, holder)

@@ -221,16 +221,19 @@ class LaneDriver:
 
     async def _run_turn(self, lane: Lane, request: CreateRequest, origin: TurnOrigin) -> None:
         try:
-            live: LiveResponse | None = await self.engine.create(
+            started, generated = await self.engine.start(
                 request, tenant=self.tenant, connection=self.connection, lane=lane, origin=origin
             )
+            live: LiveResponse | None = started
             # A steered response may be followed by its successor (a turn of its own, on the same lane): the lane
-            # stays busy until the last of them has ended.
+            # stays busy until the last of them has ended. An idempotent replay is the key's response alone: its
+            # successors answered the create that started it, and a client retrying reads one response per create.
             while live is not None:
                 self._running[live.response_id] = (lane, live)
                 try:
                     await self._forward(live, -1, lane)
-                    successor = await asyncio.shield(live.successor) if live.successor is not None else None
+                    follows = generated and live.successor is not None
+                    successor = await asyncio.shield(live.successor) if follows and live.successor else None
                 finally:
                     self._ended(live.response_id)
                 if live.steering is not None:
