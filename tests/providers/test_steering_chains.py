@@ -371,3 +371,32 @@ async def test_a_client_that_leaves_once_its_steer_is_accepted_still_gets_the_su
     assert successor["previous_response_id"] == first
     assert successor["output"][0]["content"][0]["text"] == "short"
     assert len(fake.stored_ids) == 2
+
+
+async def test_a_connection_following_another_ones_turn_after_a_retry_cannot_steer_it(
+    gateway: RunningServer, fake: FakeResponsesUpstream
+) -> None:
+    key = {"tether:idempotency_key": "steer-key-2"}
+    create = cast(Any, {"type": "response.create", "model": "up-6", "input": LONG, "stream_id": "a", **key})
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as original,
+        sdk.responses.connect() as retry,
+    ):
+        await original.send(create)
+        target = (await events_until(original, lambda event: event.type == "response.created"))[-1].response.id
+        await retry.send(cast(Any, {**create, "stream_id": "b"}))
+        assert (await events_until(retry, lambda event: event.type == "response.created"))[-1].response.id == target
+        # The retrying connection follows the turn but does not run it: its successor would be read elsewhere.
+        await retry.response.steer(previous_response_id=target, input="from the retry")
+        events = await events_until(retry, is_terminal)
+        failed = [event for event in events if event.type == "response.steer.failed"]
+        assert [event.error.code for event in failed] == ["steering_not_supported"]
+        assert failed[0].stream_id == "b"
+        assert events[-1].type == "response.completed"
+        assert events[-1].response.output_text == LONG
+        # The original connection's response was not steered.
+        done = await events_until(original, is_terminal)
+        assert done[-1].type == "response.completed"
+        assert [event.type for event in done if event.type.startswith("response.steer")] == []
+    assert fake.steers == []

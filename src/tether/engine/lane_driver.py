@@ -148,12 +148,14 @@ class LaneDriver:
             self._answer(steer_failed(request, "invalid_input", request.problem, lane=None))
         elif target in self._running:
             lane, live = self._running[target]
-            if live.steering is not None:
+            # Only the connection that runs the turn steers it: its successor and pending input are read there (a
+            # connection following it after an idempotent retry would never see what its steer started).
+            if live.steering is not None and live.steering.connection is self.connection:
                 live.steering.submit(request, self._answer)
                 return
             message = (
                 f"Response '{target}' cannot be steered: tether relays steering input only to openai-responses "
-                "upstreams in WebSocket mode, for responses generated on this node."
+                "upstreams in WebSocket mode, for responses generated on this node for this connection."
             )
             self._answer(steer_failed(request, "steering_not_supported", message, lane=lane))
         elif target in self._finished:
