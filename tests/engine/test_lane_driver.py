@@ -193,7 +193,7 @@ async def test_steering_a_response_in_flight_is_not_supported_and_the_turn_goes_
     assert failed["error"] == {
         "code": "steering_not_supported",
         "message": f"Response '{target}' cannot be steered: tether relays steering input only to openai-responses "
-        "upstreams in WebSocket mode, for responses generated on this node.",
+        "upstreams in WebSocket mode, for responses generated on this node for this connection.",
         "type": "invalid_request_error",
     }
     assert failed["steer"] == {"input": "go faster", "previous_response_id": target}
