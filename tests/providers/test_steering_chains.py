@@ -400,3 +400,36 @@ async def test_a_connection_following_another_ones_turn_after_a_retry_cannot_ste
         assert done[-1].type == "response.completed"
         assert [event.type for event in done if event.type.startswith("response.steer")] == []
     assert fake.steers == []
+
+
+async def test_a_chain_of_successors_continues_over_websocket_after_a_restart(
+    fake: FakeResponsesUpstream, tmp_path: Path
+) -> None:
+    with serve_in_thread(settings(fake, tmp_path)) as first_server:
+        async with (
+            AsyncOpenAI(api_key="unused", base_url=first_server.base_url, max_retries=0) as sdk,
+            sdk.responses.connect() as connection,
+        ):
+            first = await created(connection, model="up-6", input=LONG)
+            await connection.response.steer(previous_response_id=first, input=LONG_B)
+            await events_until(connection, lambda event: event.type == "response.incomplete")
+            second = (await events_until(connection, lambda event: event.type == "response.created"))[-1].response.id
+            await connection.response.steer(previous_response_id=second, input="the end")
+            await events_until(connection, lambda event: event.type == "response.incomplete")
+            third = (await events_until(connection, is_terminal))[-1].response
+            assert third.previous_response_id == second
+    fake.forget_all()  # a new upstream connection: only tether's store can rebuild the context
+    with serve_in_thread(settings(fake, tmp_path)) as second_server:
+        async with (
+            AsyncOpenAI(api_key="unused", base_url=second_server.base_url, max_retries=0) as sdk,
+            sdk.responses.connect() as connection,
+        ):
+            await created(connection, model="up-6", previous_response_id=third.id, input="go on")
+            done = (await events_until(connection, is_terminal))[-1]
+    assert done.type == "response.completed", done
+    assert done.response.output_text == "go on"
+    assert done.response.previous_response_id == third.id
+    resent = fake.requests[-1]
+    assert resent.previous_response_id is None  # sent whole, from tether's store
+    users = [item["content"] for item in resent.input if item.get("role") == "user"]
+    assert users == [LONG, LONG_B, "the end", "go on"]
