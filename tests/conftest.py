@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,6 +22,18 @@ settings.register_profile(
     "tether", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors]
 )
 settings.load_profile("tether")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_the_test() -> Iterator[None]:
+    """Collect garbage once the test's other fixtures (its event loop among them) are torn down.
+
+    A socket, transport or event loop a test leaves unclosed in a reference cycle is otherwise finalized whenever the
+    collector next runs, and its ResourceWarning (an error here: ``filterwarnings = error``) fails an innocent later
+    test. Collected here, it fails the teardown of the test that leaked it.
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture
