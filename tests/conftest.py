@@ -53,3 +53,10 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
 def server(make_server: ServerFactory) -> RunningServer:
     """A server with default settings."""
     return make_server()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Exempt what collection built (modules, strategies, parameters) from the collections after each test below:
+    without it each full collection walks them all again, which doubled the time of tests/engine and tests/store."""
+    gc.collect()
+    gc.freeze()
