@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import orjson
 import pytest
 
 from tether.engine.engine import Engine
-from tether.engine.lane_driver import CLOSE_NORMAL, Close, LaneDriver
+from tether.engine.lane_driver import CLOSE_NORMAL, OUTBOX_SIZE, Close, LaneDriver
 from tether.engine.stream_log import StreamLog
 from tether.protocol.events import OutgoingEvent, StreamEvent
 from tether.protocol.lanes import LaneLimits
@@ -241,3 +242,43 @@ async def test_an_invalid_steer_is_invalid_input(driver: LaneDriver, event: dict
     assert failed["error"]["code"] == "invalid_input"
     assert failed["steer"]["input"] == event.get("input")
     assert driver.outbox.empty()
+
+
+async def test_a_steer_answer_is_not_lost_to_a_full_outbox(driver: LaneDriver) -> None:
+    """A client on a slow link has the outbox full while a response streams: its steer still gets its one answer,
+    after what was queued before it."""
+    filler = cast(OutgoingEvent, {"type": "response.output_text.delta", "delta": "x"})
+    for _ in range(OUTBOX_SIZE):
+        driver.outbox.put_nowait(filler)
+    driver.receive(orjson.dumps({"type": "response.steer", "previous_response_id": "resp_x", "input": "x"}).decode())
+    for _ in range(OUTBOX_SIZE):
+        assert await next_out(driver) == filler
+    answer = await next_out(driver)
+    assert not isinstance(answer, Close)
+    assert answer["type"] == "response.steer.failed"
+    assert answer["error"]["code"] == "response_not_found"
+
+
+async def test_steer_answers_waiting_for_room_keep_their_order_and_go_with_the_connection(driver: LaneDriver) -> None:
+    filler = cast(OutgoingEvent, {"type": "response.output_text.delta", "delta": "x"})
+    for _ in range(OUTBOX_SIZE):
+        driver.outbox.put_nowait(filler)
+    for n in range(3):
+        steer = {"type": "response.steer", "previous_response_id": f"resp_{n}", "input": "x"}
+        driver.receive(orjson.dumps(steer).decode())
+    await next_out(driver)  # room for one: the first answer waiting, not a later one, takes it
+    driver.receive(orjson.dumps({"type": "response.steer", "previous_response_id": "resp_3", "input": "x"}).decode())
+    for _ in range(OUTBOX_SIZE - 1):
+        assert await next_out(driver) == filler
+    answers: list[Any] = [await next_out(driver) for _ in range(4)]
+    assert [answer["steer"]["previous_response_id"] for answer in answers if not isinstance(answer, Close)] == [
+        "resp_0",
+        "resp_1",
+        "resp_2",
+        "resp_3",
+    ]
+    for _ in range(OUTBOX_SIZE):
+        driver.outbox.put_nowait(filler)
+    driver.receive(orjson.dumps({"type": "response.steer", "previous_response_id": "resp_4", "input": "x"}).decode())
+    await driver.aclose()  # the answer waiting for room is given up with the connection, not left as a task
+    assert not driver._answering

@@ -34,6 +34,7 @@ _log = structlog.get_logger("tether.websocket")
 
 CLOSE_NORMAL = 1000
 OUTBOX_SIZE = 1024
+MAX_WAITING_ANSWERS = 64  # steer answers waiting for room in a full outbox, per connection
 FINISHED_KEPT = 256  # responses this connection ran that a response.steer is told are already completed
 
 # A lane's work: a turn (its request and who sent it), or a resume. Both count against the same lane limits, so a
@@ -90,6 +91,7 @@ class LaneDriver:
         self._replays = asyncio.Semaphore(1)
         self._running: dict[str, tuple[Lane, LiveResponse]] = {}  # this connection's responses in flight, by id
         self._finished: dict[str, Lane] = {}  # the last FINISHED_KEPT of them that ended
+        self._answering: set[asyncio.Task[None]] = set()  # steer answers waiting for room in the outbox
 
     @property
     def tenant(self) -> str:
@@ -103,7 +105,7 @@ class LaneDriver:
         """Stop everything this connection started and forget its lanes (``store=false`` state dies here)."""
         self.closed = True
         self.lanes.drain()
-        tasks = [*self.tasks, *([self._age_limit] if self._age_limit is not None else [])]
+        tasks = [*self.tasks, *self._answering, *([self._age_limit] if self._age_limit is not None else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -166,8 +168,17 @@ class LaneDriver:
             self._answer(steer_failed(request, "response_not_found", message, lane=None))
 
     def _answer(self, event: SteerAnswer) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
+        """Queue a steer's answer: every steer gets its one final answer, also while the outbox is full (a slow
+        link with a response streaming), then after what is queued before it. Only past MAX_WAITING_ANSWERS
+        answers waiting for room (a client that steers and never reads) is one dropped."""
+        if self.closed:
+            return
+        if not self._answering and not self.outbox.full():
             self.outbox.put_nowait(event)
+        elif len(self._answering) < MAX_WAITING_ANSWERS:  # after the answers already waiting: in order
+            task = asyncio.get_running_loop().create_task(self.outbox.put(event))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
 
     # -- turns ---------------------------------------------------------------------------------------------
 
