@@ -433,3 +433,36 @@ async def test_a_chain_of_successors_continues_over_websocket_after_a_restart(
     assert resent.previous_response_id is None  # sent whole, from tether's store
     users = [item["content"] for item in resent.input if item.get("role") == "user"]
     assert users == [LONG, LONG_B, "the end", "go on"]
+
+
+async def test_two_lanes_steered_at_once_each_get_their_own_answers_and_successor(gateway: RunningServer) -> None:
+    async with (
+        AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+        sdk.responses.connect() as connection,
+    ):
+        await connection.response.create(model="up-6", input=LONG, stream_id="a")
+        await connection.response.create(model="up-6", input=LONG_B, stream_id="b")
+        targets: dict[str, str] = {}
+        events: list[Any] = []
+        async for event in connection:
+            events.append(event)
+            if event.type == "response.created":
+                targets.setdefault(str(event.stream_id), event.response.id)
+            if len(targets) == 2:
+                break
+        for lane, text in (("a", "for a"), ("b", "for b")):
+            await connection.response.steer(previous_response_id=targets[lane], input=text)
+        completed: dict[str, Any] = {}
+        async for event in connection:
+            events.append(event)
+            if event.type == "response.completed":
+                completed[str(event.stream_id)] = event.response
+            if len(completed) == 2:
+                break
+    for lane in ("a", "b"):
+        mine = [event for event in events if event.stream_id == lane]
+        check_order(mine)
+        accepted = [event for event in mine if event.type == "response.steer.accepted"]
+        assert [event.steer.previous_response_id for event in accepted] == [targets[lane]]
+        assert completed[lane].previous_response_id == targets[lane]
+        assert completed[lane].output_text == f"for {lane}"
