@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tether.engine.engine import Engine
-from tether.engine.lane_driver import CLOSE_NORMAL, OUTBOX_SIZE, Close, LaneDriver
+from tether.engine.lane_driver import CLOSE_NORMAL, MAX_WAITING_ANSWERS, OUTBOX_SIZE, Close, LaneDriver
 from tether.engine.stream_log import StreamLog
 from tether.protocol.events import OutgoingEvent, StreamEvent
 from tether.protocol.lanes import LaneLimits
@@ -281,4 +281,36 @@ async def test_steer_answers_waiting_for_room_keep_their_order_and_go_with_the_c
         driver.outbox.put_nowait(filler)
     driver.receive(orjson.dumps({"type": "response.steer", "previous_response_id": "resp_4", "input": "x"}).decode())
     await driver.aclose()  # the answer waiting for room is given up with the connection, not left as a task
+    assert not driver._answering
+
+
+async def test_a_refused_create_is_answered_also_when_the_outbox_is_full(driver: LaneDriver) -> None:
+    """A create refused while the outbox is full (a response streams faster than the client reads) still gets its
+    one error, after what was queued before it and in order with the other answers waiting."""
+    filler = cast(OutgoingEvent, {"type": "response.output_text.delta", "delta": "x"})
+    for _ in range(OUTBOX_SIZE):
+        driver.outbox.put_nowait(filler)
+    for n in range(3):
+        driver.receive(orjson.dumps({"type": "response.create", "model": 5, "stream_id": f"lane_{n}"}).decode())
+    driver.receive(orjson.dumps({"type": "response.steer", "previous_response_id": "resp_x", "input": "x"}).decode())
+    for _ in range(OUTBOX_SIZE):
+        assert await next_out(driver) == filler
+    answers: list[Any] = [await next_out(driver) for _ in range(4)]
+    assert [answer["type"] for answer in answers] == ["error", "error", "error", "response.steer.failed"]
+    assert [answer.get("stream_id") for answer in answers[:3]] == ["lane_0", "lane_1", "lane_2"]
+    assert all(answer["error"]["code"] == "invalid_type" for answer in answers[:3])
+    assert driver.outbox.empty()
+    assert not driver.overflowed.is_set()
+
+
+async def test_past_the_bound_of_waiting_answers_the_connection_is_to_close(driver: LaneDriver) -> None:
+    filler = cast(OutgoingEvent, {"type": "response.output_text.delta", "delta": "x"})
+    for _ in range(OUTBOX_SIZE):
+        driver.outbox.put_nowait(filler)
+    for n in range(MAX_WAITING_ANSWERS):
+        driver.receive(orjson.dumps({"type": "response.create", "model": 5, "stream_id": f"lane_{n}"}).decode())
+    assert not driver.overflowed.is_set()
+    driver.receive(orjson.dumps({"type": "response.create", "model": 5, "stream_id": "one_too_many"}).decode())
+    assert driver.overflowed.is_set()
+    await driver.aclose()
     assert not driver._answering

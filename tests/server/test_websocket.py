@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
+import struct
 import time
 from typing import Any
 
@@ -24,6 +26,7 @@ from .wire import (
     RECEIVE_TIMEOUT_S,
     RESPONSE_KEYS,
     WEATHER_TOOL,
+    RawFrame,
     ServerFactory,
     collect,
     completed,
@@ -888,3 +891,62 @@ async def test_concurrent_forks_of_one_parent_keep_separate_contexts(make_server
             await turn(ws, model="echo", store=False, previous_response_id=parent["id"], input=[], stream_id="main")
         )
         assert output_text(main) == "parent says hi"
+
+
+# -- a client that sends and does not read --------------------------------------------------------------------------
+
+
+async def test_a_client_flooding_refused_events_unread_gets_every_answer_or_a_close_1008(
+    shared_server: RunningServer,
+) -> None:
+    """Each refused create gets its one error, in order, also once the connection's outbox is full (the client is
+    not reading); past the bound of answers waiting for room the connection is closed with 1008 after the answers
+    already queued, never left open with a create unanswered (docs/resilience.md)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader: little room on its side
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (shared_server.host, shared_server.port))
+    reader, writer = await raw_upgrade(shared_server, sock=sock)
+    count = 6000
+    lanes = [f"s{n}" for n in range(count)]
+    events = [
+        {"type": "response.create", "model": "m", "input": 5, "stream_id": lane}
+        if n % 2
+        else {"type": "x" * 3000, "stream_id": lane}  # a large error each: the buffers fill with few of them
+        for n, lane in enumerate(lanes)
+    ]
+
+    async def flood() -> None:
+        for event in events:
+            writer.write(masked_frame(OP_TEXT, json.dumps(event).encode()))
+            await writer.drain()
+
+    flooding = asyncio.create_task(flood())
+    # Not reading while the flood goes out: it ends, or stalls once the server stops reading (the close).
+    await asyncio.wait({flooding}, timeout=RECEIVE_TIMEOUT_S)
+    answered: list[str] = []
+    close: RawFrame | None = None
+    try:
+        while len(answered) < count:
+            try:
+                async with asyncio.timeout(RECEIVE_TIMEOUT_S):
+                    frame = await read_frame(reader)
+            except TimeoutError:
+                pytest.fail(f"{count - len(answered)} events left unanswered on a connection left open")
+            if frame.opcode == OP_CLOSE:
+                close = frame
+                break
+            assert frame.opcode == OP_TEXT
+            answer = json.loads(frame.payload)
+            assert answer["type"] == "error", answer
+            answered.append(answer["stream_id"])
+    finally:
+        flooding.cancel()
+        await asyncio.gather(flooding, return_exceptions=True)
+        writer.close()
+    assert answered == lanes[: len(answered)]  # each once, in order, none skipped
+    if close is not None:
+        assert struct.unpack("!H", close.payload[:2])[0] == 1008
+        assert b"not reading" in close.payload[2:]
+    else:
+        assert len(answered) == count

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -259,10 +260,14 @@ class RawFrame:
 
 
 async def raw_upgrade(
-    server: RunningServer, extra_headers: str = ""
+    server: RunningServer, extra_headers: str = "", sock: socket.socket | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open a TCP connection and perform the WebSocket opening handshake by hand (no extensions)."""
-    reader, writer = await asyncio.open_connection(server.host, server.port)
+    """Open a TCP connection (or use ``sock``, connected) and perform the WebSocket opening handshake by hand (no
+    extensions)."""
+    if sock is None:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+    else:
+        reader, writer = await asyncio.open_connection(sock=sock)
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
         (

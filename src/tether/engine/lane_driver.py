@@ -33,8 +33,9 @@ from tether.store.base import StoreDamagedError
 _log = structlog.get_logger("tether.websocket")
 
 CLOSE_NORMAL = 1000
+CLOSE_NOT_READING = 1008  # policy violation: more answers waiting for room than MAX_WAITING_ANSWERS
 OUTBOX_SIZE = 1024
-MAX_WAITING_ANSWERS = 64  # steer answers waiting for room in a full outbox, per connection
+MAX_WAITING_ANSWERS = 64  # answers (refusals, steer answers) waiting for room in a full outbox, per connection
 FINISHED_KEPT = 256  # responses this connection ran that a response.steer is told are already completed
 
 # A lane's work: a turn (its request and who sent it), or a resume. Both count against the same lane limits, so a
@@ -91,7 +92,10 @@ class LaneDriver:
         self._replays = asyncio.Semaphore(1)
         self._running: dict[str, tuple[Lane, LiveResponse]] = {}  # this connection's responses in flight, by id
         self._finished: dict[str, Lane] = {}  # the last FINISHED_KEPT of them that ended
-        self._answering: set[asyncio.Task[None]] = set()  # steer answers waiting for room in the outbox
+        self._answering: set[asyncio.Task[None]] = set()  # answers waiting for room in the outbox
+        # Set once an answer found MAX_WAITING_ANSWERS already waiting: the front-end closes the connection with
+        # CLOSE_NOT_READING rather than leave a create or a steer unanswered.
+        self.overflowed = asyncio.Event()
 
     @property
     def tenant(self) -> str:
@@ -137,9 +141,8 @@ class LaneDriver:
             self.refuse(error, lane)
 
     def refuse(self, error: ProtocolError, lane: Lane = None) -> None:
-        """Answer with an error event now; dropped if the outbox is full (the client is not reading)."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self.outbox.put_nowait(error.ws_event(stream_id=lane))
+        """Answer a client event with an error event (see :meth:`answer`)."""
+        self.answer(error.ws_event(stream_id=lane))
 
     def _steer(self, request: SteerRequest) -> None:
         """Answer a ``response.steer``: relayed to the upstream of the response it names when that upstream takes
@@ -147,30 +150,32 @@ class LaneDriver:
         says why (see :mod:`tether.protocol.steer`)."""
         target = request.previous_response_id
         if request.problem is not None:
-            self._answer(steer_failed(request, "invalid_input", request.problem, lane=None))
+            self.answer(steer_failed(request, "invalid_input", request.problem, lane=None))
         elif target in self._running:
             lane, live = self._running[target]
             # Only the connection that runs the turn steers it: its successor and pending input are read there (a
             # connection following it after an idempotent retry would never see what its steer started).
             if live.steering is not None and live.steering.connection is self.connection:
-                live.steering.submit(request, self._answer)
+                live.steering.submit(request, self.answer)
                 return
             message = (
                 f"Response '{target}' cannot be steered: tether relays steering input only to openai-responses "
                 "upstreams in WebSocket mode, for responses generated on this node for this connection."
             )
-            self._answer(steer_failed(request, "steering_not_supported", message, lane=lane))
+            self.answer(steer_failed(request, "steering_not_supported", message, lane=lane))
         elif target in self._finished:
             message = f"Response '{target}' has completed and no longer accepts steering input."
-            self._answer(steer_failed(request, "response_already_completed", message, lane=self._finished[target]))
+            self.answer(steer_failed(request, "response_already_completed", message, lane=self._finished[target]))
         else:
             message = f"Response '{target}' is not available on this connection."
-            self._answer(steer_failed(request, "response_not_found", message, lane=None))
+            self.answer(steer_failed(request, "response_not_found", message, lane=None))
 
-    def _answer(self, event: SteerAnswer) -> None:
-        """Queue a steer's answer: every steer gets its one final answer, also while the outbox is full (a slow
-        link with a response streaming), then after what is queued before it. Only past MAX_WAITING_ANSWERS
-        answers waiting for room (a client that steers and never reads) is one dropped."""
+    def answer(self, event: StreamEvent | SteerAnswer | Close) -> None:
+        """Queue an answer to a client event (a refusal, a steer's answer, a close) without waiting: every
+        ``response.create`` and every steer gets its one answer, also while the outbox is full (a slow link with a
+        response streaming), after what is queued before it and in the order given. Past MAX_WAITING_ANSWERS
+        answers waiting for room (a client that sends and never reads) the answer is not queued and
+        :attr:`overflowed` is set: the connection is to be closed with CLOSE_NOT_READING."""
         if self.closed:
             return
         if not self._answering and not self.outbox.full():
@@ -179,6 +184,9 @@ class LaneDriver:
             task = asyncio.get_running_loop().create_task(self.outbox.put(event))
             self._answering.add(task)
             task.add_done_callback(self._answering.discard)
+        elif not self.overflowed.is_set():
+            _log.warning("ws.not_reading", tenant=self.tenant, waiting=len(self._answering))
+            self.overflowed.set()
 
     # -- turns ---------------------------------------------------------------------------------------------
 

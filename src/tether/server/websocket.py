@@ -7,13 +7,14 @@ its outbox goes out as one JSON text frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 
 import orjson
 import structlog
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 
-from tether.engine.lane_driver import Close, LaneDriver
+from tether.engine.lane_driver import CLOSE_NOT_READING, Close, LaneDriver
 from tether.protocol.client_events import event_lane, read_client_event
 from tether.protocol.errors import ProtocolError, invalid
 from tether.protocol.lanes import LaneLimits
@@ -27,6 +28,7 @@ from tether.server.state import ServerState, server_state
 _log = structlog.get_logger("tether.websocket")
 
 CLOSE_MESSAGE_TOO_BIG = 1009
+NOT_READING_REASON = "too many events waiting: the client is not reading its messages"
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -63,13 +65,23 @@ class WebSocketSession:
         _log.info("ws.open", tenant=self.driver.tenant)
         writer = asyncio.create_task(self._write())
         self.driver.start()
+        reader = asyncio.create_task(self._read())
+        overflowed = asyncio.create_task(self.driver.overflowed.wait())
         try:
-            await self._read()
+            await asyncio.wait({reader, overflowed}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()  # its exception, if it had one
         finally:
-            writer.cancel()
+            for task in (reader, overflowed, writer):
+                task.cancel()
             await self.driver.aclose()
-            await asyncio.gather(writer, return_exceptions=True)
+            await asyncio.gather(reader, overflowed, writer, return_exceptions=True)
             _log.info("ws.closed", tenant=self.driver.tenant)
+        if self.driver.overflowed.is_set() and self.websocket.application_state == WebSocketState.CONNECTED:
+            # Too many answers waiting for a client that does not read: close (after what is already written)
+            # rather than leave a create unanswered; the close frame goes out once the client reads again.
+            with contextlib.suppress(OSError, RuntimeError):  # the client may be gone by now
+                await self.websocket.close(CLOSE_NOT_READING, NOT_READING_REASON)
 
     async def _read(self) -> None:
         while True:
@@ -93,7 +105,7 @@ class WebSocketSession:
                         f"The message exceeds the limit of {self.max_message_bytes} bytes; the connection is closed.",
                     )
                 )
-                await self.driver.outbox.put(Close(CLOSE_MESSAGE_TOO_BIG, "message too large"))
+                self.driver.answer(Close(CLOSE_MESSAGE_TOO_BIG, "message too large"))  # after the error, in order
                 continue
             try:
                 excess = await self.value_counter.excess(text, self.max_json_values)
