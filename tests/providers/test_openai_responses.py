@@ -548,3 +548,24 @@ async def test_a_configured_key_wins_over_the_agents_forwarded_one(
         await provider.aclose()
     assert isinstance(events[-1], Finish)
     assert [record.headers["authorization"] for record in fake.requests] == [f"Bearer {KEY}"]
+
+
+@pytest.mark.parametrize("lane", [None, "conn-1/"], ids=["shared", "lane"])
+async def test_closing_the_provider_closes_a_socket_lent_to_a_turn_in_flight(lane: str | None) -> None:
+    """A gateway shutdown with a turn still streaming on an upstream socket closes that socket too (the fake sees
+    it go), and the turn ends with a clean error rather than a socket left open behind a closed pool."""
+    long_text = " ".join(f"word{n}" for n in range(100))  # many deltas, each followed by the fake's pause (5 s)
+    with FakeResponsesUpstream([{"text": long_text}], api_key=KEY, event_delay_s=0.05) as fake:
+        provider = provider_for(fake.base_url, "websocket", max_retries=0)
+        chat = Chat(provider, lane=lane, store=False)
+        stream = provider.stream(_request(chat, [user("Say a lot.")]))
+        first = await anext(stream)
+        assert isinstance(first, TextDelta)
+        assert fake.open_connections == 1
+        await provider.aclose()
+        rest: list[ModelEvent] = []
+        with pytest.raises(ProtocolError) as failed:
+            await _collect(stream, rest)
+        assert not any(isinstance(event, Finish) for event in rest), "the turn went on over a closed provider"
+        assert failed.value.status == 502, failed.value.message  # the socket closed mid-turn, not a timeout
+        assert await asyncio.to_thread(fake.wait_all_closed, 10.0)  # the fake's side saw it go

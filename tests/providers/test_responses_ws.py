@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tether.providers.responses_ws import PoolsByCredential, SocketPool
+from typing import cast
+
+from tether.providers.responses_ws import PoolsByCredential, SocketPool, UpstreamSocket
 
 A = {"authorization": "Bearer sk-agent-a-0123456789"}
 B = {"authorization": "Bearer sk-agent-b-0123456789"}
@@ -30,10 +32,10 @@ async def test_each_credential_has_its_own_pool_and_keeps_it() -> None:
 async def test_past_the_limit_the_oldest_idle_pool_goes_but_never_one_in_use() -> None:
     by_credential = pools(1)
     a = by_credential.pool(A)
-    a.borrowed = 1  # a turn holds one of its sockets
+    a.lent.append(cast(UpstreamSocket, object()))  # a turn holds one of its sockets (none is opened here)
     b = by_credential.pool(B)
     assert list(by_credential.pools.values()) == [a, b]  # over the limit rather than close a socket in use
-    a.borrowed = 0
+    a.lent.clear()
     by_credential.pool(C)
     assert a not in by_credential.pools.values()
     assert b not in by_credential.pools.values()

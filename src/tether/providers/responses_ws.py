@@ -119,19 +119,30 @@ class SocketPool:
         self.clock = clock
         self.lanes: dict[str, UpstreamSocket] = {}
         self.shared: list[UpstreamSocket] = []
-        self.borrowed = 0
-        """Sockets handed out by :meth:`acquire` and not released yet."""
+        self.lent: list[UpstreamSocket] = []
+        """Sockets handed out by :meth:`acquire` and not released yet (closed too by :meth:`aclose`)."""
+        self.closed = False
         self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def borrowed(self) -> int:
+        """How many sockets are out (see :attr:`lent`)."""
+        return len(self.lent)
 
     async def acquire(self, lane_key: str | None, prefer: str | None = None) -> UpstreamSocket:
         """A socket for one turn: the lane's own, or an idle shared one (the one holding ``prefer`` first).
 
         Raises:
             UpstreamReportedError: the upstream refused the upgrade (e.g. 401, 429).
-            UpstreamConnectionError: the upstream could not be reached.
+            UpstreamConnectionError: the upstream could not be reached, or the pool is closed.
         """
+        if self.closed:
+            raise UpstreamConnectionError("the provider is shutting down")
         socket = await self._acquire(lane_key, prefer)
-        self.borrowed += 1
+        if self.closed:  # closed while this socket was opening: it goes too
+            self._discard(socket, "shutdown")
+            raise UpstreamConnectionError("the provider is shutting down")
+        self.lent.append(socket)
         return socket
 
     async def _acquire(self, lane_key: str | None, prefer: str | None) -> UpstreamSocket:
@@ -157,9 +168,15 @@ class SocketPool:
         return await self._open()
 
     def release(self, socket: UpstreamSocket, lane_key: str | None, *, reusable: bool) -> None:
-        """Give a socket back after a turn; one that is broken, or has a response still running, is closed."""
-        self.borrowed -= 1
+        """Give a socket back after a turn; one that is broken, or has a response still running, is closed (and
+        every one, once the pool is closed)."""
+        with contextlib.suppress(ValueError):  # released twice: harmless
+            self.lent.remove(socket)
         socket.busy = False
+        if self.closed:
+            if socket.open:
+                self._discard(socket, "shutdown")
+            return
         socket.last_used = self.clock()
         owned = lane_key is not None and self.lanes.get(lane_key) is socket
         if not reusable or socket.in_response or not socket.open:
@@ -172,7 +189,11 @@ class SocketPool:
                 self._discard(self.shared.pop(0), "surplus")
 
     async def aclose(self) -> None:
-        for socket in [*self.lanes.values(), *self.shared]:
+        """Close every socket, the idle ones and those lent to turns still running (those turns then fail with
+        the socket closed mid-turn, a clean 502, rather than keep a socket open behind a closed pool)."""
+        self.closed = True
+        lane_sockets = list(self.lanes.values())  # a lane's socket stays in ``lanes`` while it is lent
+        for socket in [*lane_sockets, *self.shared, *(s for s in self.lent if not any(s is o for o in lane_sockets))]:
             self._discard(socket, "shutdown")
         self.lanes.clear()
         self.shared.clear()

@@ -191,6 +191,7 @@ class FakeResponsesUpstream:
         self.max_connection_age_s = max_connection_age_s
         self.stateful = stateful
         self._lock = threading.Lock()
+        self._socket_closed = threading.Condition(self._lock)
         self._requests: list[RecordedCreate] = []
         self._stored: dict[str, list[Item]] = {}
         self._forgotten: set[str] = set()
@@ -199,6 +200,7 @@ class FakeResponsesUpstream:
         self._failures: deque[_Failure] = deque()
         self._drops: deque[int] = deque()
         self._connections = 0
+        self._open_connections = 0
         self._clients: set[tuple[str, int]] = set()
         self._port = 0
         self._server: ThreadedServer | None = None
@@ -242,6 +244,17 @@ class FakeResponsesUpstream:
         """WebSocket connections accepted so far."""
         with self._lock:
             return self._connections
+
+    @property
+    def open_connections(self) -> int:
+        """WebSocket connections accepted and not closed yet (by either side)."""
+        with self._lock:
+            return self._open_connections
+
+    def wait_all_closed(self, timeout_s: float) -> bool:
+        """Block until no WebSocket connection is open (``False`` if one still is after ``timeout_s``)."""
+        with self._socket_closed:
+            return self._socket_closed.wait_for(lambda: self._open_connections == 0, timeout_s)
 
     @property
     def http_connections(self) -> int:
@@ -336,8 +349,14 @@ class FakeResponsesUpstream:
         await websocket.accept()
         with self._lock:
             self._connections += 1
+            self._open_connections += 1
             number = self._connections
-        await FakeSocket(self, websocket, number, headers).run()
+        try:
+            await FakeSocket(self, websocket, number, headers).run()
+        finally:
+            with self._lock:
+                self._open_connections -= 1
+                self._socket_closed.notify_all()
 
     # -- the model -----------------------------------------------------------------------------------------
 
