@@ -16,7 +16,7 @@ they are not in a stream log, are not resumable, and carry ``sequence_number: 0`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict, get_args
 
 from tether.protocol import ids
 from tether.types import Item, JSONObject
@@ -37,6 +37,7 @@ SteerErrorCode = Literal[
     "successor_creation_failed",
 ]
 
+_KNOWN_CODES: tuple[SteerErrorCode, ...] = get_args(SteerErrorCode)
 _FIELDS = frozenset({"type", "previous_response_id", "input"})
 _MESSAGE_FIELDS = frozenset({"type", "role", "content"})
 _PART_TYPES = frozenset({"input_text", "input_image", "input_file"})
@@ -225,14 +226,3 @@ def known_error_code(code: object) -> SteerErrorCode:
         if code == known:
             return known
     return "steering_not_supported"
-
-
-_KNOWN_CODES: tuple[SteerErrorCode, ...] = (
-    "response_not_found",
-    "invalid_input",
-    "steering_not_supported",
-    "too_many_pending_steers",
-    "response_already_completed",
-    "response_not_active",
-    "successor_creation_failed",
-)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -158,12 +159,9 @@ class FakeSocket:
                     steered = True
                     break
                 events += play.feed(delta)
-                for event in events:
-                    if sent == drop:
-                        await self.websocket.close(1011)
-                        return
-                    await self._send(event)
-                    sent += 1
+                if not await self._send_all(events, sent, drop):
+                    return
+                sent += len(events)
                 events = []
                 if self.fake.event_delay_s:
                     await asyncio.sleep(self.fake.event_delay_s)
@@ -171,12 +169,8 @@ class FakeSocket:
             answer = play.answer(events)
             if drop is None or drop >= sent + len(events):
                 self.fake._keep(body, answer)  # kept before the terminal event goes out, as the real API commits
-            for event in events:
-                if sent == drop:
-                    await self.websocket.close(1011)
-                    return
-                await self._send(event)
-                sent += 1
+            if not await self._send_all(events, sent, drop):
+                return
             self.local = answer
             self.active = None
             if not active.steers:
@@ -202,6 +196,16 @@ class FakeSocket:
             except ProtocolError as error:
                 await self._send(error.ws_event())
                 return
+
+    async def _send_all(self, events: Sequence[object], sent: int, drop: int | None) -> bool:
+        """Send ``events`` (``sent`` of this response's events went before them); at the event numbered ``drop``
+        the socket is closed instead (1011), and the answer is ``False``."""
+        for number, event in enumerate(events, start=sent):
+            if number == drop:
+                await self.websocket.close(1011)
+                return False
+            await self._send(event)
+        return True
 
     # -- steering ------------------------------------------------------------------------------------------
 
