@@ -14,6 +14,7 @@ from typing import Any, cast
 import httpx2 as httpx
 import pytest
 from openai import AsyncOpenAI
+from steering_support import LONG, TERMINALS, created, events_until, is_terminal
 
 from tether.audit.log import AuditLog
 from tether.providers.fakes.openai_responses import FakeResponsesUpstream
@@ -22,10 +23,8 @@ from tether.providers.router import RoutedProvider
 from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import Settings
 
-LONG = " ".join(f"word{n}" for n in range(60))  # echoed 2 characters a delta, 20 ms apart: about 4 s of stream
 # A second long text (the fake echoes the latest user message): a successor that streams long enough to be steered.
 LONG_B = " ".join(f"again{n}" for n in range(50))
-TERMINALS = ("response.completed", "response.incomplete", "response.failed")
 
 
 def settings(fake: FakeResponsesUpstream, tmp_path: Path) -> Settings:
@@ -37,28 +36,6 @@ def settings(fake: FakeResponsesUpstream, tmp_path: Path) -> Settings:
             "routes": [{"model": "up-*", "provider": "up"}],
         }
     )
-
-
-async def events_until(connection: Any, done: Any) -> list[Any]:
-    """The connection's events up to the first one ``done`` says ends the wait (included)."""
-    events: list[Any] = []
-    async for event in connection:
-        events.append(event)
-        if done(event):
-            return events
-    raise AssertionError(f"the connection closed after {[event.type for event in events]}")
-
-
-def is_terminal(event: Any) -> bool:
-    return event.type in (*TERMINALS, "error")
-
-
-async def created(connection: Any, **fields: Any) -> str:
-    await connection.response.create(**fields)
-    events = await events_until(connection, lambda event: event.type in ("response.created", "error"))
-    assert events[-1].type == "response.created", events[-1]
-    response_id: str = events[-1].response.id
-    return response_id
 
 
 @pytest.fixture

@@ -18,13 +18,13 @@ import httpx2 as httpx
 import pytest
 from openai import AsyncOpenAI
 from openai.resources.responses.responses import AsyncResponsesConnection
+from steering_support import LONG, created, events_until, is_terminal
 
 from tether.audit.log import AuditLog
 from tether.providers.fakes.openai_responses import FakeResponsesUpstream
 from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import Settings
 
-LONG = " ".join(f"word{n}" for n in range(60))  # echoed 2 characters a delta, 20 ms apart: about 4 s of stream
 # A call whose arguments stream for about 4 s (2 characters a delta), so the steer reaches it before it completes.
 TOOL_STEP: list[dict[str, Any]] = [
     {"tool_calls": [{"name": "lookup", "arguments": {"q": "x" * 400}}]},
@@ -78,28 +78,6 @@ def fake() -> Iterator[FakeResponsesUpstream]:
 def gateway(fake: FakeResponsesUpstream, tmp_path: Path) -> Iterator[RunningServer]:
     with serve_in_thread(settings(fake, tmp_path)) as server:
         yield server
-
-
-async def events_until(connection: AsyncResponsesConnection, done: Any) -> list[Any]:
-    """The connection's events up to the first one ``done`` says ends the wait (included)."""
-    events: list[Any] = []
-    async for event in connection:
-        events.append(event)
-        if done(event):
-            return events
-    raise AssertionError(f"the connection closed after {[event.type for event in events]}")
-
-
-def is_terminal(event: Any) -> bool:
-    return event.type in ("response.completed", "response.incomplete", "response.failed", "error")
-
-
-async def created(connection: AsyncResponsesConnection, **fields: Any) -> str:
-    await connection.response.create(**fields)
-    events = await events_until(connection, lambda event: event.type in ("response.created", "error"))
-    assert events[-1].type == "response.created", events[-1]
-    response_id: str = events[-1].response.id
-    return response_id
 
 
 async def test_a_steer_ends_the_response_and_its_successor_is_a_turn_of_its_own(
