@@ -22,18 +22,21 @@ from tether.providers.openai_responses import OpenAIResponsesProvider
 from tether.providers.router import RoutedProvider
 from tether.server.runner import RunningServer, serve_in_thread
 from tether.settings import Settings
+from tether.testing import settled
 
 # A second long text (the fake echoes the latest user message): a successor that streams long enough to be steered.
 LONG_B = " ".join(f"again{n}" for n in range(50))
+LONGER = " ".join(f"more{n}" for n in range(150))  # about 10 s of stream
 
 
-def settings(fake: FakeResponsesUpstream, tmp_path: Path) -> Settings:
+def settings(fake: FakeResponsesUpstream, tmp_path: Path, **extra: Any) -> Settings:
     return Settings.model_validate(
         {
             "store_url": f"sqlite:///{tmp_path / 'tether.db'}",
             "log_level": "warning",
             "providers": {"up": {"kind": "openai-responses", "base_url": fake.base_url, "transport": "websocket"}},
             "routes": [{"model": "up-*", "provider": "up"}],
+            **extra,
         }
     )
 
@@ -165,6 +168,37 @@ async def test_a_client_that_leaves_before_the_successor_ends_still_gets_it_gene
         assert record["status"] == "completed", record
         assert record["output"][0]["content"][0]["text"] == LONG_B
     assert len(fake.stored_ids) == 2
+
+
+async def test_without_continue_on_disconnect_a_successor_whose_client_has_left_is_cancelled(
+    fake: FakeResponsesUpstream, tmp_path: Path
+) -> None:
+    # The steering connection leaves once its steer is accepted; a second one (an idempotent retry) keeps following
+    # the steered response, so it is generated to its end, and its successor starts with nobody left to read it.
+    key = {"tether:idempotency_key": "steer-key-3"}
+    create = cast(Any, {"type": "response.create", "model": "up-6", "input": LONG, **key})
+    with serve_in_thread(settings(fake, tmp_path, continue_on_disconnect=False)) as gateway:
+        async with (
+            AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
+            sdk.responses.connect() as retry,
+        ):
+            async with sdk.responses.connect() as original:
+                await original.send(create)
+                target = (await events_until(original, lambda event: event.type == "response.created"))[-1].response.id
+                await retry.send(create)
+                assert (await events_until(retry, lambda event: event.type == "response.created"))[
+                    -1
+                ].response.id == target
+                await original.response.steer(previous_response_id=target, input=LONGER)
+                await events_until(original, lambda event: event.type == "response.steer.accepted")
+            steered = (await events_until(retry, is_terminal))[-1]
+            assert steered.type == "response.incomplete"
+            assert steered.response.incomplete_details.reason == "steered"
+        await settled(gateway)  # the successor's turn too
+        audited = [e for e in AuditLog(tmp_path / "audit").entries("tenant:default") if e["kind"] == "turn"]
+        assert [entry["response_id"] for entry in audited] == [target]  # the successor was not kept...
+        assert len(fake.stored_ids) == 1  # ...nor generated to its end upstream
+        assert fake.wait_all_closed(30.0)  # the socket it streamed on was closed: the upstream stops too
 
 
 def server_tasks(gateway: RunningServer) -> set[str]:

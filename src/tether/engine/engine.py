@@ -253,11 +253,29 @@ class Engine:
                 yield event
         finally:
             live.followers -= 1
-            orphaned = not live.done and live.followers == 0 and not live.background
-            if orphaned and not self.limits.continue_on_disconnect and live.task:
-                live.task.cancel()
+            self._left(live)
         if not followed and after >= 0:
             resume.check_after(live, after)
+
+    def forgo_successor(self, live: LiveResponse) -> None:
+        """The caller that was to follow ``live``'s successor (the client of the turn that started it) has gone
+        before following it: the successor, once there, is left as any response whose last follower has gone
+        (cancelled, unless ``continue_on_disconnect``)."""
+        if live.successor is None or self.limits.continue_on_disconnect:
+            return
+
+        def left(future: asyncio.Future[LiveResponse | None]) -> None:
+            successor = None if future.cancelled() else future.result()
+            if successor is not None:
+                self._left(successor)
+
+        live.successor.add_done_callback(left)
+
+    def _left(self, live: LiveResponse) -> None:
+        """A follower has gone: a response nobody follows any more stops, unless ``continue_on_disconnect``."""
+        orphaned = not live.done and live.followers == 0 and not live.background
+        if orphaned and not self.limits.continue_on_disconnect and live.task:
+            live.task.cancel()
 
     async def attach(
         self, tenant: str, response_id: str, *, after: int | None, resume_token: str | None = None

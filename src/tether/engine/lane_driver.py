@@ -251,12 +251,16 @@ class LaneDriver:
             # successors answered the create that started it, and a client retrying reads one response per create.
             while live is not None:
                 self._running[live.response_id] = (lane, live)
+                follows = generated and live.successor is not None
+                successor = None
                 try:
                     await self._forward(live, -1, lane)
-                    follows = generated and live.successor is not None
                     successor = await asyncio.shield(live.successor) if follows and live.successor else None
+                    follows = False  # taken: followed from here (or there is none)
                 finally:
                     self._ended(live.response_id)
+                    if follows:  # the connection goes before following the successor: it is left like any turn
+                        self.engine.forgo_successor(live)
                 if live.steering is not None:
                     live.steering.release()
                 live = successor

@@ -131,4 +131,8 @@ class LiveRegistry:
         self.release_key(live)
 
     def running(self) -> list[LiveResponse]:
-        return [live for live in self._by_id.values() if not live.done]
+        """The responses still being generated: their log is open, or their task has not ended (a steered turn
+        starts its successor after its own log has closed)."""
+        return [
+            live for live in self._by_id.values() if not live.done or (live.task is not None and not live.task.done())
+        ]
