@@ -113,6 +113,12 @@ class LiveRegistry:
         self._sweep()
         self._arm()
 
+    def forget(self, response_id: str) -> None:
+        """Stop answering ``response_id`` and its idempotency key now (it was deleted)."""
+        live = self._by_id.get(response_id)
+        if live is not None:
+            self._forget(live)
+
     def release_key(self, live: LiveResponse) -> None:
         """Stop answering ``live``'s idempotency key with it (it was interrupted: a retry must generate anew)."""
         if live.idempotency_key is not None and self._by_key.get((live.tenant, live.idempotency_key)) == (

@@ -75,6 +75,8 @@ class Reads:
     async def delete(self, tenant: str, response_id: str) -> JSONObject:
         if not await self.store.delete(tenant, response_id):
             raise response_not_found(response_id)
+        # Its finished log stays in memory for the resume grace: neither a resume nor a retry may read it now.
+        self.shared.live.forget(response_id)
         self.hot.discard(tenant, response_id)
         for connection in list(self.connections):
             if connection.tenant == tenant:
