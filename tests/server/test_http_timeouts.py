@@ -268,3 +268,45 @@ def test_the_openai_sdk_sending_a_huge_body_reads_the_413(make_server: ServerFac
         client.responses.create(model="echo", input="x" * HUGE)
     assert refused.value.status_code == 413
     assert refused.value.code == "request_too_large"
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/tether/edge"])
+def test_a_401_before_the_body_is_read_closes_the_connection(make_server: ServerFactory, path: str) -> None:
+    """Authentication is decided before the body is read, but the 401 kept the connection open: the server then
+    read and discarded all of the body the unauthenticated client went on sending, however large (past the body
+    limit too, which only reading it checks). Now the 401 says connection: close and the close lingers, as a 413's."""
+    server = make_server(api_keys={"sk-right": "tenant"})
+    received: list[bytes] = []
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(
+            b"POST %s HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\nauthorization: Bearer sk-wrong\r\n"
+            b"content-length: %d\r\n\r\n" % (path.encode(), HUGE)
+        )
+        reader = threading.Thread(target=lambda: received.append(read_until_closed(sock)))
+        reader.start()
+        sent = 0
+        chunk = b"x" * 65536
+        try:
+            while sent < HUGE:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reader.join()
+    assert sent < HUGE // 2, sent
+    head, _, body = received[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), received[0][:200]
+    assert b"connection: close" in head.lower()
+    assert orjson.loads(body)["error"]["code"] == "invalid_api_key"
+
+
+def test_an_httpx_client_sending_a_huge_body_without_a_key_reads_the_401(make_server: ServerFactory) -> None:
+    server = make_server(api_keys={"sk-right": "tenant"})
+    body = b'{"model": "echo", "input": "' + b"x" * HUGE + b'"}'
+    with httpx.Client(base_url=f"http://{server.host}:{server.port}/v1", timeout=30) as client:
+        reply = client.post("/responses", content=body)
+        assert reply.status_code == 401, reply.text
+        assert reply.json()["error"]["code"] == "invalid_api_key"
+        authorized = {"authorization": "Bearer sk-right"}
+        ok = client.post("/responses", json={"model": "echo", "input": "hi"}, headers=authorized)
+        assert ok.status_code == 200

@@ -34,6 +34,7 @@ from tether.server.observers import build_observers
 from tether.server.state import ServerState
 from tether.server.timed_store import TimedStore
 from tether.server.traffic import TrafficMiddleware
+from tether.server.unread_body import CloseAfterUnreadBody
 from tether.server.websocket import websocket_endpoint
 from tether.settings import Settings
 from tether.store.base import Store, StoreDamagedError
@@ -159,7 +160,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(TrafficMiddleware, metrics=metrics)],
+        middleware=[Middleware(TrafficMiddleware, metrics=metrics), Middleware(CloseAfterUnreadBody)],
         exception_handlers={
             ProtocolError: _protocol_error,
             HTTPException: _http_error,

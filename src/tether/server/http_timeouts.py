@@ -22,7 +22,8 @@ Two more gaps of uvicorn's protocol are closed here, as each let a client hold a
 * a client that half-closes its side after sending a request (``shutdown(SHUT_WR)``, as ``nc -N`` and some
   proxies do) had its connection closed at once, unanswered. The requests it sent are now answered, then the
   connection is closed;
-* a response sent before the request's body was read (``413 request_too_large``, ``415``) left uvicorn reading and
+* a response sent before the request's body was read (``413 request_too_large``, ``415``, a ``401`` decided on the
+  headers: ``server/unread_body.py`` marks every such answer) left uvicorn reading and
   discarding the rest of the body, however large, on a connection it kept open. Such a response now says
   ``connection: close`` and the close *lingers* (as nginx's ``lingering_close``): the response is sent and our side
   shut for writing, then at most ``LINGER_BYTES`` more, or ``LINGER_S`` seconds, of the body are read and dropped,
