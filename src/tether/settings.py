@@ -39,6 +39,13 @@ class ProviderSettings(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
     max_connections: int = Field(default=1024, ge=1, description="HTTP connections open to the upstream at once.")
     max_idle_connections: int = Field(default=256, ge=0, description="HTTP connections kept open between turns.")
+    steer_answer_grace_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="openai-responses over WebSocket only: once a steered response has ended, how long the upstream"
+        " may take to say what became of its steers (a successor, pending or failed) before they fail"
+        " response_not_active and its socket is closed.",
+    )
     stateful: bool = Field(
         default=True,
         description="openai-responses only: false for an upstream that keeps no responses (vLLM, SGLang): every"

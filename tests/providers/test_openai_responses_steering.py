@@ -52,9 +52,11 @@ async def test_an_upstream_silent_about_an_accepted_steer_costs_the_socket_not_t
     async with serve(upstream.handle, "127.0.0.1", 0) as server:
         port = server.sockets[0].getsockname()[1]
         provider = OpenAIResponsesProvider(
-            "up", UpstreamOptions(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0), transport="websocket"
+            "up",
+            UpstreamOptions(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0),
+            transport="websocket",
+            steer_answer_grace_s=0.2,
         )
-        provider.steer_answer_grace_s = 0.2
         inbox = SteeringInbox("resp_t", "main")
         answers: list[SteerAnswer] = []
         inbox.submit(

@@ -33,14 +33,18 @@ TOOL_STEP: list[dict[str, Any]] = [
 TOOL = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}, "strict": False}
 
 
-def settings(fake: FakeResponsesUpstream, tmp_path: Path) -> Settings:
-    """up-* over WebSocket, http-* to the same upstream over HTTP, echo to the (slow) scripted model."""
+def settings(fake: FakeResponsesUpstream, tmp_path: Path, **up: Any) -> Settings:
+    """up-* over WebSocket (its provider's settings ``up``), http-* to the same upstream over HTTP, echo to the (slow)
+    scripted model."""
     upstream = {"kind": "openai-responses", "base_url": fake.base_url}
     return Settings.model_validate(
         {
             "store_url": f"sqlite:///{tmp_path / 'tether.db'}",
             "log_level": "warning",
-            "providers": {"up": {**upstream, "transport": "websocket"}, "uphttp": {**upstream, "transport": "http"}},
+            "providers": {
+                "up": {**upstream, "transport": "websocket", **up},
+                "uphttp": {**upstream, "transport": "http"},
+            },
             "routes": [
                 {"model": "up-*", "provider": "up"},
                 {"model": "http-*", "provider": "uphttp"},
@@ -53,13 +57,14 @@ def settings(fake: FakeResponsesUpstream, tmp_path: Path) -> Settings:
 
 @contextlib.asynccontextmanager
 async def steering(
-    tmp_path: Path, script: list[dict[str, Any]] | None = None, **knobs: Any
+    tmp_path: Path, script: list[dict[str, Any]] | None = None, up: dict[str, Any] | None = None, **knobs: Any
 ) -> AsyncIterator[tuple[FakeResponsesUpstream, RunningServer, AsyncResponsesConnection]]:
-    """A slow fake upstream (with ``knobs``), tether in front of it, and an SDK WebSocket connection to tether."""
+    """A slow fake upstream (with ``knobs``), tether in front of it (``up``: its provider's settings), and an SDK
+    WebSocket connection to tether."""
     knobs.setdefault("chunk_size", 2)
     with (
         FakeResponsesUpstream(script, event_delay_s=0.02, **knobs) as fake,
-        serve_in_thread(settings(fake, tmp_path)) as gateway,
+        serve_in_thread(settings(fake, tmp_path, **(up or {}))) as gateway,
     ):
         async with (
             AsyncOpenAI(api_key="unused", base_url=gateway.base_url, max_retries=0) as sdk,
@@ -260,3 +265,46 @@ async def test_a_successor_the_upstream_cannot_create_returns_the_input(tmp_path
         # The steered response is kept (incomplete) and the connection goes on from it.
         await created(connection, model="up-6", previous_response_id=target, input="x")
         assert (await events_until(connection, is_terminal))[-1].type == "response.completed"
+
+
+async def test_a_successor_the_upstream_never_starts_fails_the_steer_and_the_lane_goes_on(tmp_path: Path) -> None:
+    # Nothing is coming after the steered response's end: a short wait for the upstream's word (as configured).
+    async with steering(tmp_path, withhold_successors=True, up={"steer_answer_grace_s": 0.5}) as (
+        fake,
+        gateway,
+        connection,
+    ):
+        target = await created(connection, model="up-6", input=LONG, stream_id="main")
+        await connection.response.steer(previous_response_id=target, input="x")
+        events = await events_until(connection, lambda event: event.type == "response.steer.failed")
+        types = [event.type for event in events]
+        assert types.count("response.steer.accepted") == 1
+        assert types.index("response.steer.accepted") < types.index("response.incomplete") == len(types) - 2
+        assert "response.created" not in types  # no successor
+        accepted = events[types.index("response.steer.accepted")]
+        incomplete = events[-2].response
+        assert incomplete.id == target
+        assert incomplete.incomplete_details is not None
+        assert incomplete.incomplete_details.reason == "steered"
+        failed = events[-1]
+        assert failed.error.code == "response_not_active"
+        assert failed.error.message == "The upstream did not say what became of the steering input."
+        assert failed.steer.id == accepted.steer.id
+        assert failed.steer.input == "x"  # returned, to go into the next response.create
+        assert failed.stream_id == "main"
+        # The lane takes the next create at once, continuing the steered response (kept as it ended).
+        later = await created(connection, model="up-6", previous_response_id=target, input="x", stream_id="main")
+        done = await events_until(connection, is_terminal)
+        assert done[-1].type == "response.completed", done[-1]
+        assert done[-1].response.output_text == "x"
+        assert done[-1].response.previous_response_id == target
+        assert {event.stream_id for event in done} == {"main"}
+        with httpx.Client(base_url=gateway.base_url) as http:
+            steered = http.get(f"/responses/{target}").json()
+        assert steered["status"] == "incomplete"
+        assert steered["incomplete_details"] == {"reason": "steered"}
+    creates = [r for r in fake.requests if r.body.get("type") == "response.create"]
+    assert len(creates) == 2
+    assert creates[1].connection != creates[0].connection  # the silent socket was given up, not reused
+    assert creates[1].previous_response_id == fake.stored_ids[0]  # a delta from the steered response all the same
+    assert later != target

@@ -62,6 +62,8 @@ class ResponsesFields(UpstreamFields, Protocol):
     def max_connection_age_s(self) -> float: ...
     @property
     def stateful(self) -> bool: ...
+    @property
+    def steer_answer_grace_s(self) -> float: ...
 
 
 @dataclass(slots=True)
@@ -83,6 +85,8 @@ class OpenAIResponsesProvider:
         max_connection_age_s: WebSocket rotation age, below the upstream's cap (OpenAI: 60 min, xAI: 25 min).
         id_map_size: how many tether → upstream response ids are remembered.
         stateful: ``False`` for an upstream that keeps no responses: every turn goes up whole, ``store: false``.
+        steer_answer_grace_s: after a steered response's end, how long the upstream may take to say what became of
+            its steers (a successor, pending or failed); past it they fail and the socket is closed.
         http_transport: an httpx transport, for tests.
         sleep: the retry sleep, for tests.
     """
@@ -96,6 +100,7 @@ class OpenAIResponsesProvider:
         max_connection_age_s: float = 3300.0,
         id_map_size: int = 100_000,
         stateful: bool = True,
+        steer_answer_grace_s: float = 10.0,
         http_transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep | None = None,
     ) -> None:
@@ -107,8 +112,7 @@ class OpenAIResponsesProvider:
         self.backoff = options.backoff(name, sleep)
         self.relays_steering = transport == "websocket"
         """``response.steer`` goes up the socket of the turn it steers (see :mod:`.responses_steering`)."""
-        self.steer_answer_grace_s = 10.0
-        """After a steered response's end, how long the upstream may take to say what became of its steers."""
+        self.steer_answer_grace_s = steer_answer_grace_s
         self.keyed = options.api_key is not None or any(name.lower() in CREDENTIAL_HEADERS for name in options.headers)
         """A key is configured: the agent's forwarded credentials are never used."""
         self._http: ResponsesHTTPTransport | None = None
@@ -143,6 +147,7 @@ class OpenAIResponsesProvider:
             transport=config.transport,
             max_connection_age_s=config.max_connection_age_s,
             stateful=config.stateful,
+            steer_answer_grace_s=config.steer_answer_grace_s,
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:

@@ -166,6 +166,8 @@ class FakeResponsesUpstream:
             not know the event: an ``error`` answers it, ``invalid_event_type``).
         fail_successors: steering accepted for a response is ``response.steer.failed``
             (``successor_creation_failed``, with its id and input) instead of a successor.
+        withhold_successors: steering accepted for a response ends it (``steered``), and then the socket says
+            nothing more of it: no successor and no answer (an upstream that never starts the successor).
     """
 
     def __init__(
@@ -180,10 +182,12 @@ class FakeResponsesUpstream:
         event_delay_s: float = 0.0,
         steering: Literal["supported", "unsupported", "unknown_event"] = "supported",
         fail_successors: bool = False,
+        withhold_successors: bool = False,
     ) -> None:
         self.event_delay_s = event_delay_s
         self.steering = steering
         self.fail_successors = fail_successors
+        self.withhold_successors = withhold_successors
         self.script: Script | None = None if script is None else _as_script(script)
         self.api_key = api_key
         self.more_api_keys = tuple(more_api_keys)

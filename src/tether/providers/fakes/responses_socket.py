@@ -189,6 +189,8 @@ class FakeSocket:
                         )
                     )
                 return
+            if self.fake.withhold_successors:
+                return
             # The successor: the same settings, continuing the steered response with the queued input.
             body = {**body, "previous_response_id": play.response_id, "input": _items_of(active.steers)}
             try:
