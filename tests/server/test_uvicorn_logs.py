@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 from pathlib import Path
 
 import httpx2 as httpx
 import orjson
+import structlog
 
+from tether.server.uvicorn_logs import UvicornLogHandler
 from tether.testing import serve_subprocess
 
 
@@ -74,3 +77,26 @@ def test_a_refused_upgrade_is_no_error_in_the_log(tmp_path: Path) -> None:
         log = server.log()
     records = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert [r for r in records if r["level"] in ("error", "critical")] == []
+
+
+def test_an_invalid_utf8_frame_is_logged_without_its_bytes() -> None:
+    """uvicorn hands over the UnicodeDecodeError, whose repr holds the whole frame (a client's message content, up
+    to the size limit): the line says what was wrong and where, never the payload."""
+    frame = b'{"type": "response.create", "input": "my secret \xff plan"}'
+    try:
+        frame.decode()
+    except UnicodeDecodeError as error:
+        record = logging.LogRecord(
+            "uvicorn.error",
+            logging.ERROR,
+            __file__,
+            0,
+            "Invalid UTF-8 sequence received from client.",
+            None,
+            (type(error), error, error.__traceback__),
+        )
+    with structlog.testing.capture_logs() as logs:
+        UvicornLogHandler().emit(record)
+    assert [(line["event"], line["log_level"]) for line in logs] == [("http.client_mistake", "warning")]
+    assert "secret" not in repr(logs)
+    assert logs[0]["error"] == "UnicodeDecodeError: invalid start byte at position 48"

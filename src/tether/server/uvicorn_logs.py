@@ -33,7 +33,7 @@ class UvicornLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         error = record.exc_info[1] if record.exc_info else None
-        details = {"problem": message} if error is None else {"problem": message, "error": repr(error)}
+        details = {"problem": message} if error is None else {"problem": message, "error": _described(error)}
         if message in CLIENT_MISTAKES:
             self._log.warning("http.client_mistake", **details)
         elif record.levelno >= logging.ERROR:
@@ -42,6 +42,13 @@ class UvicornLogHandler(logging.Handler):
             self._log.warning("server.uvicorn_warning", **details)
         else:
             self._log.debug("server.uvicorn", **details)
+
+
+def _described(error: BaseException) -> str:
+    """The error without the bytes it carries: a UnicodeError's repr holds the whole frame, a client's payload."""
+    if isinstance(error, UnicodeError) and hasattr(error, "reason") and hasattr(error, "start"):
+        return f"{type(error).__name__}: {error.reason} at position {error.start}"
+    return repr(error)
 
 
 def route_uvicorn_logs(level: int) -> None:
