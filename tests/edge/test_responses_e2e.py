@@ -3,6 +3,7 @@ answer the engine logged, event for event, and each continuation crosses the lin
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,6 +89,12 @@ def test_a_refusal_reaches_the_agent_in_its_api(edge: RunningEdge) -> None:
     broken = httpx.post(edge.base_url + "/v1/responses", content=b"{not json", timeout=30)
     assert broken.status_code == 400
     assert broken.json()["error"]["code"] == "invalid_json"
+    compressed = httpx.post(edge.base_url + "/v1/responses", content=gzip.compress(b'{"model": "scripted"}'),
+                            headers={"content-encoding": "gzip"}, timeout=30)  # fmt: skip
+    assert compressed.status_code == 415
+    error = compressed.json()["error"]
+    assert (error["code"], error["type"]) == ("unsupported_media_type", "invalid_request_error")
+    assert "Content-Encoding 'gzip'" in error["message"]
 
 
 def test_other_paths_pass_through_to_the_gateway(edge: RunningEdge) -> None:

@@ -4,10 +4,12 @@ the link as its new content only."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from typing import Any
 
 import httpx2 as httpx
+import orjson
 import pytest
 from openai import OpenAI
 
@@ -140,3 +142,35 @@ def test_a_streamed_chat_completion_is_a_valid_chunk_stream(edge: RunningEdge) -
     completion = checker.close()
     assert checker.chunks[-1]["usage"] is not None
     assert completion["message"]["role"] == "assistant"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/messages", messages_request([{"role": "user", "content": "hello"}])),
+        ("/v1/messages/count_tokens", messages_request([{"role": "user", "content": "hello"}])),
+        ("/v1/chat/completions", {"model": "scripted", "messages": [{"role": "user", "content": "hello"}]}),
+    ],
+)
+def test_a_compressed_body_gets_a_415_in_the_agents_api(edge: RunningEdge, path: str, body: dict[str, Any]) -> None:
+    """A gzip body was parsed as JSON as it came and refused as 'not valid JSON' (Anthropic's with type api_error);
+    the edge reads bodies as sent, as the gateway does, and says so in the agent's own API, naming the coding."""
+    turns = status(edge)["turns"]
+    with httpx.Client(base_url=edge.base_url, timeout=30) as client:
+        refused = client.post(
+            path, content=gzip.compress(orjson.dumps(body)), headers={"content-encoding": "gzip, identity"}
+        )
+        assert refused.status_code == 415, refused.text
+        error = refused.json()
+        if path.startswith("/v1/messages"):
+            assert error["type"] == "error"
+            assert error["error"]["type"] == "invalid_request_error"
+            message = error["error"]["message"]
+        else:
+            assert error["error"]["code"] == "unsupported_media_type"
+            assert error["error"]["type"] == "invalid_request_error"
+            message = error["error"]["message"]
+        assert "Content-Encoding 'gzip'" in message
+        assert status(edge)["turns"] == turns  # never relayed
+        plain = client.post(path, json={**body, "stream": False}, headers={"content-encoding": "identity"})
+        assert plain.status_code == 200, plain.text  # the same connection, and an identity coding is no coding

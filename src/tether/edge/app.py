@@ -24,6 +24,7 @@ from tether.edge.chains import ChainBook
 from tether.edge.journal import EdgeJournal
 from tether.edge.link import KEEPALIVE, GatewayLink, LinkOptions, LinkUnavailableError, Turn
 from tether.protocol.edge_wire import API, Piece
+from tether.protocol.request import unsupported_content_encoding
 from tether.protocol.steer import STEER_EVENT, read_steer, steer_failed
 
 _log = structlog.get_logger("tether.edge")
@@ -210,6 +211,9 @@ def _refusal(api: API, status: int, code: str, message: str) -> Response:
 
 
 async def _relay(request: Request, api: API, limit: int) -> Response:
+    compressed = unsupported_content_encoding(request.headers.get("content-encoding"))
+    if compressed is not None:  # refused unread, as the gateway does; on loopback the connection goes on
+        return _refusal(api, compressed.status, compressed.code, compressed.message)
     raw = await request.body()
     if len(raw) > limit:
         return _refusal(api, 413, "request_too_large", f"The request body exceeds the edge's limit of {limit} bytes.")

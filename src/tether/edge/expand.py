@@ -12,8 +12,10 @@ from typing import Any
 
 import orjson
 
+from tether.protocol.agent_apis.anthropic_body import anthropic_error
 from tether.protocol.delta import MISSING, apply
 from tether.protocol.edge_wire import API, Piece
+from tether.protocol.errors import ErrorType, ProtocolError
 from tether.protocol.sse import encode_event
 
 _ANTHROPIC_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
@@ -68,11 +70,18 @@ def keepalive(api: API, started: bool) -> bytes:
 
 
 def error_body(api: API, status: int, code: str, message: str) -> bytes:
-    """A refusal as the agent's API words it, for a response not yet started."""
+    """A refusal as the agent's API words it, for a response not yet started: its error type follows the status
+    (a 4xx is the agent's request at fault, as each API says; a 503 is the gateway out of reach, which Anthropic's
+    clients retry as an overload)."""
+    error = ProtocolError(
+        status, code, message, error_type=ErrorType.INVALID_REQUEST if status < 500 else ErrorType.SERVER
+    )
     if api == "anthropic-messages":
-        kind = "overloaded_error" if status in (503, 529) else "api_error"
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
-    return orjson.dumps({"error": {"message": message, "type": "server_error", "param": None, "code": code}})
+        body = anthropic_error(error)
+        if status == 503:
+            body["error"]["type"] = "overloaded_error"
+        return orjson.dumps(body)
+    return orjson.dumps(error.http_body())
 
 
 def stream_error(api: API, code: str, message: str) -> bytes:

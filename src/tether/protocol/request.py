@@ -133,6 +133,25 @@ def check_input_items(body: JSONObject, max_items: int = MAX_INPUT_ITEMS) -> Non
         )
 
 
+def unsupported_content_encoding(header: str | None, headers: dict[str, str] | None = None) -> ProtocolError | None:
+    """The ``415 unsupported_media_type`` for a body sent with a ``Content-Encoding`` other than ``identity`` (its
+    ``headers``, if any), else ``None``. Bodies are read as sent: a decoded size could not be bounded before
+    decoding, and a refusal must not cost a decompression."""
+    if header is None:
+        return None
+    codings = [coding.strip().lower() for coding in header.split(",")]
+    unsupported = [coding for coding in codings if coding not in ("", "identity")]
+    if not unsupported:
+        return None
+    return ProtocolError(
+        415,
+        "unsupported_media_type",
+        f"Content-Encoding '{', '.join(unsupported)}' is not supported: send the request body uncompressed "
+        "(tether does not decode request bodies).",
+        headers=headers,
+    )
+
+
 def too_many_json_values(values: int, limit: int) -> ProtocolError:
     """The answer to a request holding more than ``limit`` JSON values (see :mod:`tether.protocol.json_values`)."""
     return invalid(

@@ -18,6 +18,7 @@ from tether.protocol.request import (
     decode_json_object,
     parse_create,
     too_many_json_values,
+    unsupported_content_encoding,
 )
 from tether.protocol.retry import retry_headers
 from tether.protocol.sse import encode_done, encode_event
@@ -45,12 +46,12 @@ def error_response(error: ProtocolError) -> Response:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 past ``limit`` bytes (checked while reading, not after), and with 415
     when it is compressed: bodies are read as sent, and a decoded size could not be bounded before decoding."""
-    encoding = request.headers.get("content-encoding")
-    if encoding is not None:
-        codings = [coding.strip().lower() for coding in encoding.split(",")]
-        unsupported = [coding for coding in codings if coding not in ("", "identity")]
-        if unsupported:
-            raise _compressed(", ".join(unsupported))
+    compressed = unsupported_content_encoding(
+        request.headers.get("content-encoding"),
+        headers={"connection": "close"},  # the body is not read
+    )
+    if compressed is not None:
+        raise compressed
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -68,16 +69,6 @@ async def read_body(request: Request, limit: int) -> bytes:
             400, "client_disconnected", "The client disconnected before sending its whole body."
         ) from None
     return b"".join(chunks)
-
-
-def _compressed(encoding: str) -> ProtocolError:
-    return ProtocolError(
-        415,
-        "unsupported_media_type",
-        f"Content-Encoding '{encoding}' is not supported: send the request body uncompressed "
-        "(tether does not decode request bodies).",
-        headers={"connection": "close"},  # the body is not read
-    )
 
 
 def _too_large(limit: int) -> ProtocolError:

@@ -61,10 +61,11 @@ def ping_frame() -> bytes:
 def anthropic_error(error: ProtocolError) -> JSONObject:
     """A protocol error in the Messages API's error shape: ``{"type": "error", "error": {"type", "message"}}``.
 
-    The HTTP status stays ``error.status``; the error type follows it (``invalid_request_error`` for 400,
-    ``rate_limit_error`` for 429, ``api_error`` for 5xx, ...).
+    The HTTP status stays ``error.status``; the error type follows it (``invalid_request_error`` for 400 and any
+    4xx the API names no type of, ``rate_limit_error`` for 429, ``api_error`` for 5xx, ...).
     """
-    return {"type": "error", "error": {"type": _ERROR_TYPES.get(error.status, "api_error"), "message": error.message}}
+    kind = _ERROR_TYPES.get(error.status, "invalid_request_error" if 400 <= error.status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
 def messages_failure(response: JSONObject) -> tuple[int, JSONObject]:
