@@ -105,3 +105,15 @@ def test_find_line_follows_array_tables() -> None:
     assert find_line(text, ("routes", 1, "model")) == 4
     assert find_line(text, ("websocket", "ping_interval_s")) == 6
     assert find_line(text, ("absent",)) is None
+
+
+@pytest.mark.parametrize("variable", ["TETHER_API_KEYS", "TETHER_WEBSOCKET", "TETHER_ROUTES"])
+def test_an_environment_variable_that_is_not_json_is_one_line(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table or list setting from the environment must be JSON; pydantic-settings raised its own error, which
+    reached the user as a traceback."""
+    monkeypatch.setenv(variable, "{bad")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, {variable: "{bad"})
+    message = str(raised.value)
+    assert message.startswith(f"environment variable {variable} is not valid JSON")
+    assert "\n" not in message

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsError
 
 from tether.settings import Settings
 
@@ -64,6 +65,8 @@ def load_settings(config_file: Path | None, environ: Mapping[str, str]) -> Setti
         return Settings.load(config_file)
     except ValidationError as error:
         raise ConfigError(_validation_message(config_file, text, error)) from None
+    except SettingsError as error:  # a TETHER_* variable of a table or list setting that is not JSON
+        raise ConfigError(_environment_message(error)) from None
 
 
 def unknown_keys(model: type[BaseModel], data: Mapping[str, Any], path: KeyPath = ()) -> Iterator[UnknownKey]:
@@ -158,6 +161,15 @@ def _validation_message(config_file: Path | None, text: str | None, error: Valid
         where = "configuration (environment or defaults)" if config_file is None else f"{config_file} or environment"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{where}: {_dotted(path)}: {first['msg']}{more}"
+
+
+def _environment_message(error: SettingsError) -> str:
+    field = re.search(r'field "([^"]+)"', str(error))
+    if field is None:
+        return f"configuration (environment): {error}"
+    name = ENV_PREFIX + field.group(1).upper()
+    example = f"{name}='{{...}}'"
+    return f"environment variable {name} is not valid JSON: a table or list setting is given as JSON, e.g. {example}"
 
 
 def _table_name(path: KeyPath) -> str:
