@@ -19,8 +19,8 @@ from tether.engine.lane_driver import Close, LaneDriver
 from tether.engine.steering import MAX_OPEN_STEERS, SteeringInbox
 from tether.protocol.lanes import LaneLimits
 from tether.protocol.model_events import Finish, ModelEvent, TextDelta, ToolCallDelta, Usage
-from tether.protocol.steer import SteerAnswer, read_steer
-from tether.providers.base import Provider, ProviderRequest
+from tether.protocol.steer import Steer, SteerAnswer, read_steer
+from tether.providers.base import Provider, ProviderRequest, SteeringPort
 from tether.providers.router import ProviderRouter, Route
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming
 from tether.store.memory import MemoryStore
@@ -33,6 +33,22 @@ BOUND_S = 10.0
 
 def steer_of(text: str, target: str = "resp_a") -> object:
     return read_steer({"type": "response.steer", "previous_response_id": target, "input": text})
+
+
+def taken(inbox: SteeringInbox) -> Steer:
+    steer = inbox.take()
+    assert steer is not None
+    return steer
+
+
+async def next_steer(port: SteeringPort) -> Steer:
+    """The client's next steer, once it comes (as a provider's sender is woken for it)."""
+    while (steer := port.take()) is None:
+        arrived = asyncio.Event()
+        port.notify(arrived.set)
+        await arrived.wait()
+    port.notify(None)
+    return steer
 
 
 class Answers:
@@ -65,7 +81,7 @@ class Continued:
 async def test_an_accepted_steer_gets_tethers_id_and_the_lane_and_a_failure_after_it_keeps_the_id() -> None:
     inbox, answers = SteeringInbox("resp_a", "main"), Answers()
     inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": "x"}), answers)
-    steer = await inbox.next()
+    steer = taken(inbox)
     inbox.accepted(steer)
     assert answers.events[0]["type"] == "response.steer.accepted"
     accepted = answers.events[0]
@@ -83,7 +99,7 @@ async def test_pending_waits_for_the_terminal_event_and_holds_the_input_for_the_
     connection = ConnectionState(TENANT)
     inbox, answers = SteeringInbox("resp_a", "main", connection), Answers()
     inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": "x"}), answers)
-    steer = await inbox.next()
+    steer = taken(inbox)
     inbox.accepted(steer)
     stub: JSONObject = {"type": "function_call_output", "call_id": "call_1", "name": "lookup"}
     inbox.pending(steer, "waiting_for_required_input", [stub])
@@ -99,7 +115,7 @@ async def test_what_is_unanswered_at_the_end_fails_with_the_reason() -> None:
     inbox, answers = SteeringInbox("resp_a", None), Answers()
     for text in ("taken", "queued"):
         inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": text}), answers)
-    await inbox.next()
+    taken(inbox)
     inbox.close()
     inbox.release()
     codes = {event["steer"]["input"]: event["error"]["code"] for event in answers.events}  # type: ignore[typeddict-item]
@@ -118,7 +134,7 @@ async def test_too_many_open_steers_are_refused() -> None:
 async def test_a_successor_that_cannot_run_returns_its_steers_and_gives_the_upstream_up() -> None:
     inbox, answers = SteeringInbox("resp_a", None), Answers()
     inbox.submit(read_steer({"type": "response.steer", "previous_response_id": "resp_a", "input": "x"}), answers)
-    steer = await inbox.next()
+    steer = taken(inbox)
     inbox.accepted(steer)
     continued = Continued()
     inbox.succeeded_by(continued)
@@ -157,7 +173,7 @@ class SteeringModel:
             return
         yield TextDelta("working")
         for _ in range(self.steers):
-            steer = await request.steering.next()
+            steer = await next_steer(request.steering)
             request.steering.accepted(steer)
         if self.mode == "pending":
             yield ToolCallDelta("call_1", "lookup", "{}")

@@ -1,16 +1,20 @@
 """The openai-responses provider relays a turn's steering over its upstream socket (a scripted WebSocket upstream on
 127.0.0.1, no engine): the steer goes up under the upstream's id, and an upstream that never says what became of an
-accepted steer costs the socket, not the turn, and the steer fails ``response_not_active``."""
+accepted steer costs the socket, not the turn, and the steer fails ``response_not_active``. A turn that could be
+steered but is not costs no task (the steers are pushed to the provider as they arrive)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
 
 from tether.engine.steering import SteeringInbox
-from tether.protocol.model_events import Finish, ModelEvent
+from tether.protocol.model_events import Finish, ModelEvent, TextDelta
 from tether.protocol.steer import SteerAnswer, read_steer
 from tether.providers.base import ProviderRequest
+from tether.providers.fakes.openai_responses import FakeResponsesUpstream
 from tether.providers.http_upstream import UpstreamOptions
 from tether.providers.openai_responses import OpenAIResponsesProvider
 from tether.types import JSONObject
@@ -88,3 +92,48 @@ async def test_an_upstream_silent_about_an_accepted_steer_costs_the_socket_not_t
         assert provider.pool is not None
         assert provider.pool.lanes == {}  # the socket was not kept for the lane's next turn
         await provider.aclose()
+
+
+def turn(response_id: str, steering: SteeringInbox | None) -> ProviderRequest:
+    hello: list[JSONObject] = [{"type": "message", "role": "user", "content": "a few words to stream"}]
+    return ProviderRequest(
+        model="m",
+        instructions=None,
+        context=hello,
+        new_items=hello,
+        tools=[],
+        tool_choice="auto",
+        context_tokens=1,
+        cached_tokens=0,
+        previous_response_id=None,
+        response_id=response_id,
+        lane_key="conn/main",
+        steering=steering,
+    )
+
+
+async def tasks_mid_stream(provider: OpenAIResponsesProvider, request: ProviderRequest) -> int:
+    """How many tasks the loop runs while the turn streams (at its first delta); the turn is then read to its end."""
+    count = None
+    async for model_event in provider.stream(request):
+        if count is None and isinstance(model_event, TextDelta):
+            count = len(asyncio.all_tasks())
+    assert count is not None
+    return count
+
+
+async def test_a_turn_that_can_be_steered_costs_no_task_until_a_steer_arrives() -> None:
+    with FakeResponsesUpstream(chunk_size=2, event_delay_s=0.005) as fake:
+        provider = OpenAIResponsesProvider(
+            "up", UpstreamOptions(base_url=fake.base_url, max_retries=0), transport="websocket"
+        )
+        try:
+            await tasks_mid_stream(provider, turn("resp_warm", None))  # the lane's socket is open from here on
+            plain = await tasks_mid_stream(provider, turn("resp_plain", None))
+            for n in range(20):
+                inbox = SteeringInbox(f"resp_{n}", "main")
+                assert await tasks_mid_stream(provider, turn(f"resp_{n}", inbox)) == plain
+                inbox.close()
+        finally:
+            await provider.aclose()
+        assert fake.connections == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 
 from tether.protocol.steer import Steer, SteerErrorCode, read_steer
@@ -16,7 +18,10 @@ class Port:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Steer, object]] = []
 
-    async def next(self) -> Steer:
+    def take(self) -> Steer | None:
+        raise AssertionError("not used here")
+
+    def notify(self, wake: Callable[[], None] | None) -> None:
         raise AssertionError("not used here")
 
     def accepted(self, steer: Steer) -> None:

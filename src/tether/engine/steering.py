@@ -1,11 +1,13 @@
 """The steering of one turn in flight: ``response.steer`` from the client, relayed by the provider, answered once.
 
 A turn on a client WebSocket lane whose provider relays steering (an openai-responses upstream in WebSocket mode)
-gets a :class:`SteeringInbox`. The lane driver submits the client's steers to it; the provider takes them
-(:meth:`SteeringInbox.next`), sends them upstream and reports what the upstream answered. The inbox turns that into
-the client's ``response.steer.*`` events with tether's ids and the turn's lane, and makes sure each submission gets
-exactly one final answer: ``pending``, ``failed``, or its commit into a successor (whose ``response.created`` is the
-commit point, so it has no event of its own). Whatever is unanswered when the turn ends is failed then.
+gets a :class:`SteeringInbox`. The lane driver submits the client's steers to it, which wakes the provider (it
+registered with :meth:`SteeringInbox.notify`); the provider takes them (:meth:`SteeringInbox.take`), sends them
+upstream and reports what the upstream answered. Nothing waits for a steer: a turn never steered costs no task. The
+inbox turns the upstream's answers into the client's ``response.steer.*`` events with tether's ids and the turn's
+lane, and makes sure each submission gets exactly one final answer: ``pending``, ``failed``, or its commit into a
+successor (whose ``response.created`` is the commit point, so it has no event of its own). Whatever is unanswered
+when the turn ends is failed then.
 
 Answers that come once the upstream response has ended (``pending`` always does) are held until the lane driver has
 sent the turn's terminal event (:meth:`SteeringInbox.release`), so the client reads them in the API's order.
@@ -13,7 +15,7 @@ sent the turn's terminal event (:meth:`SteeringInbox.release`), so the client re
 
 from __future__ import annotations
 
-import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -66,7 +68,8 @@ class SteeringInbox:
         self.closed = False
         self.successor: tuple[Continuation, list[Steer]] | None = None
         """Set when the upstream started a successor: it and the steers it commits, for the engine to run."""
-        self._queue: asyncio.Queue[Steer] = asyncio.Queue()
+        self._queue: deque[Steer] = deque()
+        self._wake: Callable[[], None] | None = None
         self._open: dict[Steer, _Entry] = {}
         self._answers: dict[Steer, Answer] = {}  # every submission's (committed ones may still fail)
         self._held: list[tuple[Answer, SteerAnswer]] = []
@@ -88,7 +91,9 @@ class SteeringInbox:
         steer = Steer(request)
         self._open[steer] = _Entry(answer)
         self._answers[steer] = answer
-        self._queue.put_nowait(steer)
+        self._queue.append(steer)
+        if self._wake is not None:
+            self._wake()
 
     def release(self) -> None:
         """Send the answers held for after the turn's terminal event (the lane driver has sent it)."""
@@ -99,13 +104,19 @@ class SteeringInbox:
 
     # -- the provider's side (SteeringPort) ------------------------------------------------------------------
 
-    async def next(self) -> Steer:
-        while True:
-            steer = await self._queue.get()
+    def take(self) -> Steer | None:
+        while self._queue:
+            steer = self._queue.popleft()
             entry = self._open.get(steer)
             if entry is not None and entry.state is _State.QUEUED:
                 entry.state = _State.TAKEN
                 return steer
+        return None
+
+    def notify(self, wake: Callable[[], None] | None) -> None:
+        self._wake = wake
+        if wake is not None and self._queue:
+            wake()
 
     def accepted(self, steer: Steer) -> None:
         entry = self._open.get(steer)
@@ -165,6 +176,7 @@ class SteeringInbox:
     def close(self) -> None:
         """The turn has ended: every steer not answered yet fails, and a successor nobody took is given up."""
         self.closed = True
+        self._wake = None
         if self.successor is not None:
             self.successor_failed("The response ended before its successor could start.")
         for steer, entry in list(self._open.items()):

@@ -8,7 +8,7 @@ Failures are raised as :class:`~tether.protocol.errors.ProtocolError` (e.g. ``up
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -34,8 +34,12 @@ class SteeringPort(Protocol):
     turn ends is answered ``response.steer.failed`` by the engine.
     """
 
-    async def next(self) -> Steer:
-        """The client's next steer (in the order sent); waits for one."""
+    def take(self) -> Steer | None:
+        """The client's next steer not taken yet (in the order sent), or ``None``: nothing waits."""
+
+    def notify(self, wake: Callable[[], None] | None) -> None:
+        """Call ``wake`` whenever the client submits a steer (``None``: no longer), and at once if steers wait
+        already, so the provider takes them then: nothing waits for steers that may never come."""
 
     def accepted(self, steer: Steer) -> None:
         """The upstream owns the steer's input now."""

@@ -1,7 +1,8 @@
 """Steering relayed to an OpenAI Responses upstream in WebSocket mode.
 
 A turn's steers go up the socket carrying its response, as ``response.steer`` naming the upstream's response id
-(sent by :class:`SteerSender` once the upstream's ``response.created`` said it). The upstream's answers come back on
+(sent by :class:`SteerSender` once the upstream's ``response.created`` said it, as they arrive: a task runs only
+while steers are being sent, none for a turn that is never steered). The upstream's answers come back on
 the same socket, between the response's events: :class:`SocketSteering` matches them to the steers sent (an accepted
 one by its order, anything later by the upstream's steer id) and reports them to the turn's
 :class:`~tether.providers.base.SteeringPort`, which speaks to the client with tether's ids. An upstream that does not
@@ -127,47 +128,64 @@ class SocketSteering:
 
 
 class SteerSender:
-    """Sends a turn's steers up its socket while its response streams (a task of its own, so reading never waits)."""
+    """Sends a turn's steers up its socket while its response streams, as the client submits them: the port wakes
+    it, and a task sends what has arrived, in order, then ends (so reading never waits, and a turn never steered
+    has no task)."""
 
     def __init__(self, port: SteeringPort, socket: UpstreamSocket) -> None:
         self.port = port
         self.socket = socket
+        self._target: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._sending = False
         self._stopping = False
 
     def start(self, target: str) -> None:
         """Start sending, for upstream response ``target`` (its ``response.created`` has been read)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(target))
+        if self._target is None and not self._stopping:
+            self._target = target
+            self.port.notify(self._wake)  # which wakes it at once for steers submitted before
 
     async def stop(self) -> None:
         """Send nothing more (a steer being sent is sent whole first)."""
+        self._stopping = True
+        self.port.notify(None)
         task, self._task = self._task, None
         if task is None:
             return
-        self._stopping = True
-        if not self._sending:
+        if not self._sending:  # not started yet: it has taken nothing
             task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     def cancel(self) -> None:
         """Stop now (the socket is being given up)."""
+        self._stopping = True
+        self.port.notify(None)
         if self._task is not None:
             self._task.cancel()
             self._task = None
 
-    async def _run(self, target: str) -> None:
-        while not self._stopping:
-            steer = await self.port.next()
-            frame = self.socket.steering.frame(steer, self.port, target)
-            self._sending = True
-            try:
-                await self.socket.connection.send(frame)
-            except ConnectionClosed:
-                return  # the steer fails with the socket (SocketSteering.abandon)
-            finally:
-                self._sending = False
+    def _wake(self) -> None:
+        if self._task is None and not self._stopping:
+            self._task = asyncio.get_running_loop().create_task(self._send_arrived())
+
+    async def _send_arrived(self) -> None:
+        try:
+            while not self._stopping and self._target is not None:
+                steer = self.port.take()
+                if steer is None:
+                    return
+                frame = self.socket.steering.frame(steer, self.port, self._target)
+                self._sending = True
+                try:
+                    await self.socket.connection.send(frame)
+                except ConnectionClosed:
+                    return  # the steer fails with the socket (SocketSteering.abandon)
+                finally:
+                    self._sending = False
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
 
 
 @dataclass(eq=False, slots=True)
