@@ -781,6 +781,23 @@ async def test_permessage_deflate_can_be_disabled(make_server: ServerFactory) ->
         assert await completed_turn(ws, input="plain")
 
 
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/responses/", "/v1/responses/resp_x", "/responses", "/nope"])
+async def test_an_upgrade_on_a_route_without_websocket_mode_is_404_not_found(
+    shared_server: RunningServer, path: str
+) -> None:
+    """Starlette refused it with 403 and an empty body: the protocol's 404, in its error shape, says where to go."""
+    url = f"ws://{shared_server.host}:{shared_server.port}{path}"
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, open_timeout=RECEIVE_TIMEOUT_S):
+            pass  # pragma: no cover - the upgrade must fail
+    response = refused.value.response
+    assert response.status_code == 404
+    error = json.loads(response.body)["error"]
+    assert (error["code"], error["type"], error["param"]) == ("not_found", "invalid_request_error", None)
+    assert path in error["message"]
+    assert "/v1/responses" in error["message"]
+
+
 async def test_plain_get_without_upgrade_is_426(shared_server: RunningServer) -> None:
     async with http_client(shared_server) as client:
         reply = await client.get("/responses")

@@ -15,6 +15,8 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from tether.engine.engine import Engine, EngineLimits
 from tether.protocol import edge_wire
@@ -35,7 +37,7 @@ from tether.server.state import ServerState
 from tether.server.timed_store import TimedStore
 from tether.server.traffic import TrafficMiddleware
 from tether.server.unread_body import CloseAfterUnreadBody
-from tether.server.websocket import websocket_endpoint
+from tether.server.websocket import websocket_endpoint, websocket_route_not_found
 from tether.settings import Settings
 from tether.store.base import Store, StoreDamagedError
 from tether.store.memory import MemoryStore
@@ -171,6 +173,15 @@ def create_app(
     # Starlette answers a path with a trailing slash that no route takes by 307 to the path without it, with an
     # empty body; the API has no such redirects, so it is an unknown route like any other (404 not_found).
     app.router.redirect_slashes = False
+    http_not_found = app.router.not_found
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await websocket_route_not_found(WebSocket(scope, receive, send))
+        else:
+            await http_not_found(scope, receive, send)
+
+    app.router.default = not_found
     app.state.metrics = metrics
     return app
 

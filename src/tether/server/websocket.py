@@ -41,6 +41,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await WebSocketSession(websocket, state, identity).run()
 
 
+async def websocket_route_not_found(websocket: WebSocket) -> None:
+    """An upgrade on a path without WebSocket mode: the protocol's 404 (Starlette's refusal is a 403, no body)."""
+    path = websocket.url.path
+    error = ProtocolError(404, "not_found", f"No WebSocket route for {path}: WebSocket mode is at /v1/responses.")
+    await websocket.send_denial_response(error_response(error))
+
+
 class WebSocketSession:
     """One client connection: reads frames into the lane driver, writes its outbox as frames."""
 
