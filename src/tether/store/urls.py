@@ -60,11 +60,24 @@ async def open_cluster_store(url: str) -> Store:
         except ImportError:
             raise StoreUnreachableError(_missing_driver("Redis", "redis")) from None
         address, prefix = split_option(url, "prefix")
+        check_redis_database(address)
         try:
             return await RedisStore.open(address, prefix=prefix or "tether:")
         except redis.exceptions.RedisError as error:
             raise StoreUnreachableError(_reason(error)) from error
     raise ValueError(f"not a PostgreSQL or Redis URL: {url!r}")
+
+
+def check_redis_database(url: str) -> None:
+    """Refuse a Redis URL whose database is not a number: redis-py ignores such a path and uses database 0.
+
+    Raises:
+        ValueError: naming the path.
+    """
+    parts = urlsplit(url)
+    database = parts.path.strip("/")
+    if parts.scheme != "unix" and database and not (database.isascii() and database.isdigit()):
+        raise ValueError(f"Redis database {database!r} is not a number: use redis://HOST:PORT/N (N = 0, 1, ...)")
 
 
 def _reason(error: Exception) -> str:
