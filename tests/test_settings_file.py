@@ -117,3 +117,14 @@ def test_an_environment_variable_that_is_not_json_is_one_line(variable: str, mon
     message = str(raised.value)
     assert message.startswith(f"environment variable {variable} is not valid JSON")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("base_url", ["not a url", "ftp://127.0.0.1/v1", "127.0.0.1:8001/v1", "http://", "ws://h/v1"])
+def test_a_provider_base_url_that_is_not_http_is_one_line_naming_its_line(tmp_path: Path, base_url: str) -> None:
+    """It used to start, and then fail every turn (with transport = "websocket", as a 500 and a crash in the log)."""
+    path = write(tmp_path, f'[providers.x]\nkind = "openai-responses"\nbase_url = "{base_url}"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, {})
+    message = str(raised.value)
+    assert message.startswith(f"{path}:3: providers.x.base_url: ")
+    assert "is not an http:// or https:// URL" in message

@@ -9,8 +9,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -58,6 +59,16 @@ class ProviderSettings(BaseModel):
         description="anthropic only: extended thinking with this budget for requests that set no reasoning.effort"
         " (or thinking) of their own.",
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _an_http_url(cls, base_url: str) -> str:
+        # Checked at start-up: a bad one failed every turn (one with transport = "websocket" as a 500, a crash).
+        if base_url:
+            parts = urlsplit(base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{base_url!r} is not an http:// or https:// URL")
+        return base_url
 
 
 class RouteSettings(BaseModel):

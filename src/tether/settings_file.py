@@ -160,7 +160,7 @@ def _validation_message(config_file: Path | None, text: str | None, error: Valid
     else:
         where = "configuration (environment or defaults)" if config_file is None else f"{config_file} or environment"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{where}: {_dotted(path)}: {first['msg']}{more}"
+    return f"{where}: {_dotted(path)}: {first['msg'].removeprefix('Value error, ')}{more}"
 
 
 def _environment_message(error: SettingsError) -> str:
