@@ -100,3 +100,20 @@ async def test_a_new_generation_replaces_one_the_agent_has_seen_nothing_of() -> 
     edge._receive(out(turn, 1, **sse("x")))
     edge._receive(out(turn, 2, end=True))
     assert queued(turn) == [{"head": HEAD}, {"head": HEAD}, sse("x"), {"end": True}]
+
+
+async def test_an_error_naming_a_turn_ends_that_turn_only() -> None:
+    """An error frame ended every turn in flight, so one agent's request over the gateway's limits failed every
+    other agent's on the same edge; naming its turn, it ends that one, with the gateway's status and code."""
+    edge = link()
+    over = edge.submit("anthropic-messages", "/v1/messages", REQUEST, {}, 10)
+    other = edge.submit("anthropic-messages", "/v1/messages", {**REQUEST, "model": "other"}, {}, 10)
+    body = {"code": "too_many_json_values", "message": "too many", "type": "invalid_request_error"}
+    error = {"type": "error", "status": 400, "turn": over.key, "error": body}
+    edge._receive(orjson.dumps(error))
+    [failure] = queued(over)
+    assert isinstance(failure, LinkUnavailableError)
+    assert (failure.status, failure.code, failure.message) == (400, "too_many_json_values", "too many")
+    assert queued(other) == []
+    edge._receive(orjson.dumps({key: value for key, value in error.items() if key != "turn"}))  # the link's
+    assert isinstance(queued(other)[0], LinkUnavailableError)

@@ -95,6 +95,17 @@ def test_a_refusal_reaches_the_agent_in_its_api(edge: RunningEdge) -> None:
     error = compressed.json()["error"]
     assert (error["code"], error["type"]) == ("unsupported_media_type", "invalid_request_error")
     assert "Content-Encoding 'gzip'" in error["message"]
+    many = [{"role": "user", "content": "a"}] * 33_400  # 100,200 JSON values: over the gateway's 100,000
+    over = httpx.post(edge.base_url + "/v1/responses", json={"model": "scripted", "input": many}, timeout=60)
+    assert over.status_code == 400, over.text
+    assert over.json()["error"]["code"] == "too_many_json_values"
+    deep: Any = []
+    for _ in range(199):
+        deep = [deep]
+    nested = httpx.post(edge.base_url + "/v1/responses", json={"model": "scripted", "input": "hi", "x": deep},
+                        timeout=30)  # fmt: skip
+    assert nested.status_code == 400, nested.text
+    assert nested.json()["error"]["code"] == "json_too_deep"
 
 
 def test_other_paths_pass_through_to_the_gateway(edge: RunningEdge) -> None:

@@ -174,3 +174,36 @@ def test_a_compressed_body_gets_a_415_in_the_agents_api(edge: RunningEdge, path:
         assert status(edge)["turns"] == turns  # never relayed
         plain = client.post(path, json={**body, "stream": False}, headers={"content-encoding": "identity"})
         assert plain.status_code == 200, plain.text  # the same connection, and an identity coding is no coding
+
+
+def with_nested(body: dict[str, Any], depth: int) -> bytes:
+    """``body`` with a field of arrays ``depth`` levels deep (as text: orjson writes at most 254 levels)."""
+    return orjson.dumps(body)[:-1] + b', "x_extra": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("api", ["anthropic-messages", "chat-completions"])
+def test_the_gateways_json_limits_reach_the_agent_in_its_api(edge: RunningEdge, api: str) -> None:
+    """The edge link applied neither the gateway's value limit nor its depth limit: a request over either ran, one
+    nested past orjson's writer failed with a 500 and a traceback on the edge. Each now gets the gateway's 400, in
+    the agent's own API, and the link goes on."""
+    path, hello = ("/v1/messages", messages_request([{"role": "user", "content": "hello"}]))
+    if api == "chat-completions":
+        path, hello = "/v1/chat/completions", {"model": "scripted", "messages": [{"role": "user", "content": "hello"}]}
+    many = [{"role": "user", "content": "a"}] * 33_400  # 100,200 JSON values: over the default 100,000
+    drops = status(edge)["drops"]
+    with httpx.Client(base_url=edge.base_url, timeout=60) as client:
+        for body, code in (
+            (orjson.dumps({**hello, "messages": many, "stream": False}), "too_many_json_values"),
+            (with_nested(hello, 200), "json_too_deep"),
+            (with_nested(hello, 300), "json_too_deep"),
+        ):
+            refused = client.post(path, content=body, headers={"content-type": "application/json"})
+            assert refused.status_code == 400, refused.text
+            error = refused.json()
+            if api == "anthropic-messages":
+                assert error["type"] == "error"
+                assert error["error"]["type"] == "invalid_request_error"
+            else:
+                assert error["error"]["code"] == code, error
+        assert client.post(path, json={**hello, "stream": False}).status_code == 200
+    assert status(edge)["drops"] == drops

@@ -17,10 +17,11 @@ from tether.protocol.delta import (
     diff,
     dumps,
     large_values,
+    limit_passed,
     references,
     shallow,
-    size_at_least,
 )
+from tether.protocol.json_values import survey
 
 scalars: st.SearchStrategy[Any] = st.one_of(
     st.none(),
@@ -194,8 +195,30 @@ def test_deeply_nested_deltas_are_refused() -> None:
 
 @settings(max_examples=200)
 @given(json_values)
-def test_the_size_bound_never_exceeds_the_serialised_size(value: Any) -> None:
-    assert size_at_least(value, 1 << 30) <= len(dumps(value))
+def test_the_limits_passed_are_the_serialised_values(value: Any) -> None:
+    size, values, depth = len(dumps(value)), survey(dumps(value))[0], json_depth(value)
+    assert limit_passed(value, max_bytes=size, max_values=values, max_depth=depth) is None
+    assert limit_passed(value, max_bytes=1 << 30, max_values=values - 1, max_depth=depth) == "values"
+    if depth > 0:
+        assert limit_passed(value, max_bytes=1 << 30, max_values=values, max_depth=depth - 1) == "depth"
+
+
+def json_depth(value: Any) -> int:
+    if isinstance(value, dict | list):
+        children = value.values() if isinstance(value, dict) else value
+        return 1 + max((json_depth(child) for child in children), default=0)
+    return 0
+
+
+def test_a_shared_subtree_is_counted_each_time_and_walked_once() -> None:
+    blob = [{"k": "v" * 100}] * 1000  # one object a thousand times
+    shared = [blob] * 1000  # serialised, about 100 MB
+    assert limit_passed(shared, max_bytes=16 << 20, max_values=1 << 30, max_depth=128) == "bytes"
+    assert limit_passed(shared, max_bytes=1 << 40, max_values=100_000, max_depth=128) == "values"
+    deep: Any = []
+    for _ in range(999):
+        deep = [deep, deep]  # 2**999 paths, 1,000 levels
+    assert limit_passed(deep, max_bytes=1 << 40, max_values=1 << 40, max_depth=128) == "depth"
 
 
 @settings(max_examples=300, deadline=None)

@@ -122,15 +122,17 @@ def test_the_bound_of_strings_full_of_commas_is_high_and_the_count_is_not() -> N
     assert survey(raw)[0] == 7
 
 
-def framed(text: bytes, limit: int, pieces: int = 2) -> bytes:
-    """A text as the worker reads it: the limit, the text in ``pieces`` chunks, each after its length, then 0."""
+def framed(text: bytes, limit: int, pieces: int = 2, key: bytes = b"stream_id") -> bytes:
+    """A text as the worker reads it: the limit, the key after its length, the text in ``pieces`` chunks, each after
+    its length, then 0."""
 
     def number(value: int) -> bytes:
         return value.to_bytes(json_values.WORKER_HEADER_BYTES, "big")
 
     step = max(1, len(text) // pieces)
     chunks = [text[begin : begin + step] for begin in range(0, len(text), step)]
-    return number(limit) + b"".join(number(len(chunk)) + chunk for chunk in chunks) + number(0)
+    head = number(limit) + number(len(key)) + key
+    return head + b"".join(number(len(chunk)) + chunk for chunk in chunks) + number(0)
 
 
 def test_the_worker_loop_answers_each_text_in_order() -> None:
@@ -139,6 +141,14 @@ def test_the_worker_loop_answers_each_text_in_order() -> None:
     sink = io.BytesIO()
     serve(source, sink)
     assert sink.getvalue().splitlines() == [b'5 "s"', b"3 null", b"0 null", b'2 "line\\nbreak"']
+
+
+def test_the_worker_finds_the_key_it_is_asked_for() -> None:
+    text = b'{"type": "tether:edge.turn", "turn": "t-1", "patch": ["v", {"stream_id": "s", "turn": "inner"}]}'
+    source = io.BytesIO(framed(text, 1, key=b"turn") + framed(text, 1))
+    sink = io.BytesIO()
+    serve(source, sink)
+    assert sink.getvalue().splitlines() == [b'8 "t-1"', b"8 null"]
 
 
 def test_the_worker_counts_exactly_only_over_the_cheap_bound() -> None:

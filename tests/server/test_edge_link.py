@@ -124,9 +124,9 @@ async def test_a_delta_that_expands_past_the_limit_is_refused(gateway: EdgeGatew
     patch = ["f", {"input": ["a", [["n", ["r", blob]]] * 400]}]
     bomb: dict[str, Any] = {"type": wire.TURN, "turn": "two", "api": "responses", "path": "/v1/responses",
                             "id": "0" * 32, "base": None, "patch": patch}  # fmt: skip
-    refused = await gateway.open_turn("t", bomb, {})  # type: ignore[arg-type]
-    assert not isinstance(refused, TurnLog)
-    assert refused["code"] == "request_too_large"
+    with pytest.raises(ProtocolError) as refused:  # the agent's error (413), not a refusal to heal from
+        await gateway.open_turn("t", bomb, {})  # type: ignore[arg-type]
+    assert (refused.value.status, refused.value.code) == (413, "request_too_large")
 
 
 async def test_another_node_on_the_store_continues_the_chain_with_its_references() -> None:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import httpx2 as httpx
 import pytest
 from websockets.asyncio.client import connect
 
 from tether.protocol.json_depth import MAX_JSON_DEPTH
 from tether.server.runner import RunningServer
 
-from .wire import MODEL, expect_http_error, expect_ws_error, http_client, receive, receive_turn
+from .wire import (
+    MODEL,
+    edge_link_url,
+    edge_turn_frame,
+    expect_edge_turn_answered,
+    expect_edge_turn_error,
+    expect_http_error,
+    expect_ws_error,
+    http_client,
+    receive,
+    receive_turn,
+)
 
 # body (1) > input (2) > item (3) > content (4) > part (5) > "extra": the nested arrays.
 ITEM_OVERHEAD = 5
@@ -67,3 +79,18 @@ async def test_websocket_refuses_deep_json_and_keeps_answering(server: RunningSe
         await ws.send(deep_item_body(MAX_JSON_DEPTH, ws=True))
         events = await receive_turn(ws)
         assert events[-1]["type"] == "response.completed", events[-1]
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 300, 1000])
+async def test_the_edge_link_refuses_deep_json_and_keeps_answering(server: RunningServer, depth: int) -> None:
+    """An edge's rebuilt request was never checked: 129 levels ran as a turn, and past orjson's writer (254) hashing
+    it raised and closed the link, which the edge re-opened to send the same turn again, for ever."""
+    request = deep_item_body(depth)
+    async with connect(edge_link_url(server)) as ws:
+        await ws.send(edge_turn_frame("deep", request))
+        expect_edge_turn_error(await receive(ws), "deep", "json_too_deep", 400)
+        await ws.send(edge_turn_frame("deepest", deep_item_body(MAX_JSON_DEPTH)))
+        await expect_edge_turn_answered(ws, "deepest")
+    async with httpx.AsyncClient(base_url=f"http://{server.host}:{server.port}", timeout=10) as client:
+        refused = await client.post("/v1/tether/edge", content=edge_turn_frame("http-deep", request))
+        expect_http_error(refused, 400, "json_too_deep")

@@ -16,7 +16,11 @@ from .wire import (
     MODEL,
     ServerFactory,
     collect,
+    edge_link_url,
+    edge_turn_frame,
     ends_turn,
+    expect_edge_turn_answered,
+    expect_edge_turn_error,
     expect_http_error,
     expect_ws_error,
     http_client,
@@ -139,3 +143,25 @@ async def test_large_websocket_messages_are_read_off_the_loop_with_the_same_answ
         expect_ws_error(await receive(ws), "invalid_json", 400)
         await ws.send(json.dumps({"type": "response.create", "model": MODEL, "input": many_items(10_001)}))
         expect_ws_error(await receive(ws), "too_many_input_items", 400)
+
+
+async def test_too_many_json_values_on_the_edge_link_ends_that_turn_only(make_server: ServerFactory) -> None:
+    """The edge link decoded every frame on the event loop, however many values it held, and ran the turn: the limit
+    of every other transport did not apply to an edge's requests. Now a frame over it is refused undecoded, a
+    rebuilt request over it (a small delta on a large base) too, each as an error naming its turn; the link goes on."""
+    server = make_server(max_json_values=1000)
+    base = {"model": MODEL, "input": tiny_parts(250)}  # 760 values
+    grown = {**base, "input": [*base["input"], *tiny_parts(100)]}  # 1,067 values, from a delta of about 310
+    async with connect(edge_link_url(server)) as ws:
+        await ws.send(edge_turn_frame("over", {"model": MODEL, "input": tiny_parts(400)}))
+        expect_edge_turn_error(await receive(ws), "over", "too_many_json_values", 400)
+        await ws.send(edge_turn_frame("base", base))
+        await expect_edge_turn_answered(ws, "base")
+        await ws.send(edge_turn_frame("grown", grown, base))
+        error = expect_edge_turn_error(await receive(ws), "grown", "too_many_json_values", 400)
+        assert "at most 1000" in error["error"]["message"]
+        await ws.send(edge_turn_frame("after", {"model": MODEL, "input": "hi"}))
+        await expect_edge_turn_answered(ws, "after")
+    async with httpx.AsyncClient(base_url=f"http://{server.host}:{server.port}", timeout=10) as client:
+        refused = await client.post("/v1/tether/edge", content=edge_turn_frame("http-over", grown))
+        expect_http_error(refused, 400, "too_many_json_values")

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
+import orjson
 from websockets.asyncio.client import ClientConnection
 
+from tether.protocol.delta import MISSING, diff, value_hash
 from tether.server.runner import GatewayAddress, RunningServer
 from tether.types import JSONObject
 
@@ -305,3 +307,45 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
     return header + mask + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+
+
+# -- The edge link (a raw edge: frames as ``tether edge`` sends them, or as a hostile one could) -----------------
+
+
+def edge_link_url(server: GatewayAddress) -> str:
+    return f"ws://{server.host}:{server.port}/v1/tether/edge"
+
+
+def edge_turn_frame(turn: str, request: str | JSONObject, base: JSONObject | None = None) -> str:
+    """A turn frame for a Responses request: whole (``["v", request]``, the JSON text itself when ``request`` is a
+    string), or a delta against ``base`` when given."""
+    if isinstance(request, str):
+        try:
+            digest = value_hash(orjson.loads(request))
+        except orjson.JSONEncodeError:  # deeper than orjson writes: a hash no edge could have made
+            digest = "0" * 32
+        patch = f'["v",{request}]'
+    else:
+        digest, patch = value_hash(request), json.dumps(diff(MISSING if base is None else base, request))
+    head = {"type": "tether:edge.turn", "turn": turn, "api": "responses", "path": "/v1/responses", "id": digest,
+            "base": None if base is None else value_hash(base)}  # fmt: skip
+    return json.dumps(head)[:-1] + f', "patch": {patch}}}'
+
+
+async def expect_edge_turn_answered(ws: ClientConnection, turn: str) -> None:
+    """The link answers ``turn``: its head, with a status of 200, and every piece up to its end."""
+    frame = await receive(ws)
+    assert frame["type"] == "tether:edge.out", frame
+    assert frame["turn"] == turn
+    assert frame["head"]["status"] == 200, frame
+    while not frame.get("end"):
+        frame = await receive(ws)
+        assert frame["type"] == "tether:edge.out", frame
+        assert frame["turn"] == turn, frame
+
+
+def expect_edge_turn_error(frame: JSONObject, turn: str, code: str, status: int) -> JSONObject:
+    """An error frame ending one turn of the link (the WebSocket error shape, naming the turn)."""
+    expect_ws_error(frame, code, status)
+    assert frame.get("turn") == turn, frame
+    return frame

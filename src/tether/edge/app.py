@@ -24,7 +24,8 @@ from tether.edge.chains import ChainBook
 from tether.edge.journal import EdgeJournal
 from tether.edge.link import KEEPALIVE, GatewayLink, LinkOptions, LinkUnavailableError, Turn
 from tether.protocol.edge_wire import API, Piece
-from tether.protocol.request import unsupported_content_encoding
+from tether.protocol.json_depth import too_deep
+from tether.protocol.request import too_deep_json, unsupported_content_encoding
 from tether.protocol.steer import STEER_EVENT, read_steer, steer_failed
 
 _log = structlog.get_logger("tether.edge")
@@ -182,6 +183,9 @@ async def _relay_websocket_turn(
     if not isinstance(body, dict):
         await websocket.send_text(_ws_error(400, "invalid_json", "A client event must be a JSON object."))
         return
+    if too_deep(body):
+        await websocket.send_text(orjson.dumps(too_deep_json().ws_event()).decode())
+        return
     if body.get("type") == STEER_EVENT:  # the edge relays one turn at a time: nothing of it is in flight to steer
         request = read_steer(body)
         problem = request.problem
@@ -223,6 +227,9 @@ async def _relay(request: Request, api: API, limit: int) -> Response:
         return _refusal(api, 400, "invalid_json", "The request body is not valid JSON.")
     if not isinstance(body, dict):
         return _refusal(api, 400, "invalid_request", "The request body must be a JSON object.")
+    if too_deep(body):  # the gateway's limit, said here: deeper than orjson writes, the delta could not be made
+        deep = too_deep_json()
+        return _refusal(api, deep.status, deep.code, deep.message)
     runtime = _runtime(request)
     link = runtime.link
     turn = link.submit(api, request.url.path, body, forwardable(request.headers), len(raw))

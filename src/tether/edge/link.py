@@ -408,14 +408,17 @@ class GatewayLink:
         if not isinstance(frame, dict):
             return
         kind = frame.get("type")
-        if kind == "error":  # the gateway refused the link or a frame outright: nothing on it can proceed
+        if kind == "error":
             error = frame.get("error") or {}
-            failure = LinkUnavailableError(
-                int(frame.get("status") or 502), str(error.get("code")), str(error.get("message"))
-            )
-            for waiting in list(self._turns.values()):
+            status, code, message = int(frame.get("status") or 502), str(error.get("code")), str(error.get("message"))
+            if "turn" in frame:  # one request refused (over the gateway's limits): the agent's error, not retried
+                refused = self._turns.get(str(frame["turn"]))
+                if refused is not None:
+                    self._fail(refused, status, code, message)
+                return
+            for waiting in list(self._turns.values()):  # the link refused, or a frame: nothing on it can proceed
                 waiting.finished = True
-                waiting.queue.put_nowait(failure)
+                waiting.queue.put_nowait(LinkUnavailableError(status, code, message))
             return
         turn = self._turns.get(str(frame.get("turn")))
         if turn is None:

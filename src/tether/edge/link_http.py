@@ -46,7 +46,8 @@ class HTTPCarrier:
         """Post ``frame()`` and feed every answering frame to ``receive`` until ``done()``, retrying drops."""
         backoff = Backoff(self.retry, random.Random())
         while not done():
-            body = orjson.dumps(frame())
+            posted = frame()
+            body = orjson.dumps(posted)
             try:
                 async with self._client.stream("POST", self.url, content=body, headers=self._headers) as response:
                     sent(len(body))
@@ -54,7 +55,7 @@ class HTTPCarrier:
                         receive(await response.aread())
                         continue
                     if response.status_code != 200:
-                        receive(_error_frame(response.status_code, await response.aread()))
+                        receive(_error_frame(response.status_code, await response.aread(), posted["turn"]))
                         return
                     decoder = SSEDecoder()
                     async for chunk in response.aiter_bytes():
@@ -72,10 +73,11 @@ class HTTPCarrier:
         await self._client.aclose()
 
 
-def _error_frame(status: int, body: bytes) -> bytes:
+def _error_frame(status: int, body: bytes, turn: str) -> bytes:
+    """The link's error frame for an HTTP answer: it ends the turn posted (each ``POST`` carries one)."""
     try:
         error = orjson.loads(body).get("error") or {}
     except (orjson.JSONDecodeError, AttributeError):
         error = {}
-    return orjson.dumps({"type": "error", "status": status, "error": error or {"code": "gateway_error",
+    return orjson.dumps({"type": "error", "status": status, "turn": turn, "error": error or {"code": "gateway_error",
                          "message": f"The gateway answered HTTP {status}."}})  # fmt: skip

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Container, Iterator
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 
@@ -77,31 +77,56 @@ def large_values(value: JSONValue, min_bytes: int = MIN_REF_BYTES) -> Iterator[t
         yield from large_values(child, min_bytes)
 
 
-def size_at_least(value: JSONValue, limit: int) -> int:
-    """A lower bound of ``len(dumps(value))``, found without serialising, that stops counting past ``limit``.
+Limit: TypeAlias = Literal["bytes", "values", "depth"]
+
+
+class _PastLimitError(Exception):
+    def __init__(self, limit: Limit) -> None:
+        self.limit = limit
+
+
+def limit_passed(value: JSONValue, *, max_bytes: int, max_values: int, max_depth: int) -> Limit | None:
+    """Which limit ``value`` passes, if any: its serialised size (a lower bound, counted without serialising), its
+    JSON values (every object, array, string, number and literal; keys do not count) or its nesting depth (the value
+    itself is level 1).
 
     A delta can name one held value many times (references, copies of base elements); the rebuilt tree shares those
-    subtrees, so it is small in memory while its serialisation may be enormous. This walks each shared subtree once.
+    subtrees, so it is small in memory while its serialisation may be enormous. This walks each shared subtree once
+    and stops as soon as a count passes its limit, so its cost is bounded by the limits, never by the serialisation,
+    and it recurses at most ``max_depth`` levels.
     """
-    memo: dict[int, int] = {}
+    memo: dict[int, tuple[int, int, int]] = {}
 
-    def walk(node: JSONValue) -> int:
-        key = id(node)
-        if key in memo:
-            return memo[key]
+    def walk(node: JSONValue, level: int) -> tuple[int, int, int]:
+        """(size, values, height) of ``node``, found ``level`` containers deep."""
         if isinstance(node, str):
-            size = len(node) + 2
-        elif isinstance(node, dict):
-            size = 2 + sum(len(k) + 3 + walk(v) for k, v in node.items()) + max(0, len(node) - 1)
-            memo[key] = size
-        elif isinstance(node, list):
-            size = 2 + sum(walk(v) for v in node) + max(0, len(node) - 1)
-            memo[key] = size
-        else:
-            size = 1
-        return min(size, limit + 1)
+            return len(node) + 2, 1, 0
+        if not isinstance(node, dict | list):
+            return 1, 1, 0
+        known = memo.get(id(node))
+        if known is None:
+            if level >= max_depth:  # this container is one level deeper than the limit
+                raise _PastLimitError("depth")
+            size, values, height = 2 + max(0, len(node) - 1), 1, 0
+            if isinstance(node, dict):
+                size += sum(len(key) + 3 for key in node)
+            for child in node.values() if isinstance(node, dict) else node:
+                child_size, child_values, child_height = walk(child, level + 1)
+                size, values, height = size + child_size, values + child_values, max(height, child_height)
+                if size > max_bytes:
+                    raise _PastLimitError("bytes")
+                if values > max_values:
+                    raise _PastLimitError("values")
+            known = memo[id(node)] = (size, values, height + 1)
+        if level + known[2] > max_depth:
+            raise _PastLimitError("depth")
+        return known
 
-    return walk(value)
+    try:
+        size, values, _ = walk(value, 0)
+    except _PastLimitError as past:
+        return past.limit
+    return "bytes" if size > max_bytes else "values" if values > max_values else None
 
 
 class _Differ:

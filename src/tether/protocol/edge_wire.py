@@ -19,6 +19,10 @@ Downlink (gateway → edge):
 - ``tether:edge.refused``: a turn or resume the gateway cannot serve, with a ``code`` the edge acts on
   (``unknown_base``/``unknown_reference``/``delta_mismatch`` → resend the whole request; ``turn_not_found`` → send
   the turn again).
+- ``error``: the WebSocket error event (``status``, ``error`` with ``code``, ``message``, ``param``). With ``turn``
+  it ends that turn with the agent's error (a request over a client's limits: ``too_many_json_values``,
+  ``json_too_deep``, ``request_too_large``); without, the link's (a refused key, a frame that cannot be read),
+  which ends every turn in flight.
 """
 
 from __future__ import annotations
@@ -96,6 +100,15 @@ Piece: TypeAlias = dict[str, Any]
 
 def out_frame(turn: str, seq: int, piece: Piece) -> JSONObject:
     return {"type": OUT, "turn": turn, "seq": seq, **piece}
+
+
+def error_frame(error: ProtocolError, turn: str | None) -> JSONObject:
+    """The WebSocket error event of ``error``, naming the turn it ends (``None``: the link's, which ends every turn
+    in flight, as a refused link does)."""
+    frame: JSONObject = {**error.ws_event()}
+    if turn is not None:
+        frame["turn"] = turn
+    return frame
 
 
 def refused_frame(turn: str, code: str, message: str, missing: tuple[str, ...] = ()) -> RefusedFrame:

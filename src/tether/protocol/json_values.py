@@ -11,8 +11,8 @@ Two counts, both at C speed over the raw text:
   comma; commas and brackets inside strings only add), and never more than half the length. About 15 ms for 16 MiB.
   Real requests carry most of their bytes in strings and stay far under the limit by this bound alone.
 * :func:`survey`: the exact count of a valid JSON text, from its bytes outside strings, and the top-level string field
-  a WebSocket event's lane is read from. Up to ~0.35 s for 16 MiB of tiny strings (that many string objects are
-  made and dropped again, 1 MiB at a time), so the server runs it in a worker process
+  a WebSocket event's lane (or an edge frame's turn) is read from. Up to ~0.35 s for 16 MiB of tiny strings (that
+  many string objects are made and dropped again, 1 MiB at a time), so the server runs it in a worker process
   (:mod:`tether.server.value_counter`), which runs this file as a script: it imports nothing of tether, so the worker
   starts without the server's imports.
 
@@ -115,18 +115,20 @@ def _string_at(raw: bytes, text: bytes, at: int) -> str | None:
 
 
 def serve(source: BinaryIO, sink: BinaryIO) -> None:
-    """The worker's loop, until ``source`` ends. In: the limit, then the text in chunks, each after its length, then
-    a length of 0 (every number in :data:`WORKER_HEADER_BYTES` bytes, big-endian). Out: one line, the count and the
-    ``stream_id`` string (JSON). The count is exact when it is over the limit; within it, it may be the cheap bound.
+    """The worker's loop, until ``source`` ends. In: the limit, the key to find (its length, then its UTF-8), then
+    the text in chunks, each after its length, then a length of 0 (every number in :data:`WORKER_HEADER_BYTES`
+    bytes, big-endian). Out: one line, the count and the string found at the key (JSON). The count is exact when it
+    is over the limit; within it, it may be the cheap bound (and no string is looked for).
     """
     while limit := _number(source):
+        key = source.read(_number(source)).decode()
         chunks: list[bytes] = []
         while size := _number(source):
             chunks.append(source.read(size))
         raw = b"".join(chunks)
         bound = values_upper_bound(raw)
-        values, lane = (bound, None) if bound <= limit else survey(raw)
-        sink.write(b"%d %s\n" % (values, orjson.dumps(lane)))
+        values, found = (bound, None) if bound <= limit else survey(raw, key)
+        sink.write(b"%d %s\n" % (values, orjson.dumps(found)))
         sink.flush()
 
 

@@ -113,7 +113,7 @@ def decode_json_object(raw: bytes | str) -> JSONObject:
     if not isinstance(value, dict):
         raise invalid("invalid_json", f"The body must be a JSON object, not {_json_kind(value)}.")
     if too_deep(value):
-        raise invalid("json_too_deep", f"The body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels.")
+        raise too_deep_json()
     return value
 
 
@@ -152,13 +152,20 @@ def unsupported_content_encoding(header: str | None, headers: dict[str, str] | N
     )
 
 
-def too_many_json_values(values: int, limit: int) -> ProtocolError:
-    """The answer to a request holding more than ``limit`` JSON values (see :mod:`tether.protocol.json_values`)."""
+def too_many_json_values(values: int | None, limit: int) -> ProtocolError:
+    """The answer to a request holding more than ``limit`` JSON values (see :mod:`tether.protocol.json_values`):
+    ``values`` of them, or ``None`` when counting stopped past the limit."""
+    held = f"more than {limit}" if values is None else str(values)
     return invalid(
         "too_many_json_values",
-        f"The request holds {values} JSON values; at most {limit} are allowed (every object, array, string, number, "
+        f"The request holds {held} JSON values; at most {limit} are allowed (every object, array, string, number, "
         "true, false and null counts; keys do not).",
     )
+
+
+def too_deep_json() -> ProtocolError:
+    """The answer to a request nested deeper than :data:`~tether.protocol.json_depth.MAX_JSON_DEPTH` levels."""
+    return invalid("json_too_deep", f"The body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels.")
 
 
 def parse_create(body: JSONObject, transport: Transport) -> CreateRequest:

@@ -127,6 +127,9 @@ def create_app(
             EdgeContent(settings.edge.content_max_bytes, timed, settings.edge.content_ttl_s),
             edge_turns,
             settings.max_body_bytes,
+            max_json_values=settings.max_json_values,
+            value_counter=state.value_counter,
+            off_loop=state.off_loop,
         )
         purger = asyncio.create_task(_purge_periodically(store, settings.purge_interval_s, observers.audit))
         _log.info("server.ready", store=settings.store_url.split(":", 1)[0], auth=bool(settings.api_keys))

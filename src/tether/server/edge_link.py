@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -23,26 +24,34 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from tether.engine.cache import ConnectionState
 from tether.engine.engine import Engine
 from tether.protocol import edge_wire as wire
-from tether.protocol.delta import MISSING, DeltaError, apply, references, size_at_least, value_hash
+from tether.protocol.delta import MISSING, DeltaError, apply, limit_passed, references, value_hash
 from tether.protocol.errors import ProtocolError
+from tether.protocol.json_depth import MAX_JSON_DEPTH
+from tether.protocol.request import too_deep_json, too_many_json_values
 from tether.server.auth import Authenticator
 from tether.server.edge_content import EdgeContent
 from tether.server.edge_dispatch import dispatch
 from tether.server.edge_turns import EdgeTurns, TurnLog
 from tether.server.http import read_body
+from tether.server.off_loop import OffLoop
+from tether.server.value_counter import ValueCounter
 
 _log = structlog.get_logger("tether.server.edge")
 
 
 @dataclass(frozen=True, slots=True)
 class EdgeGateway:
-    """What the edge endpoints share: the held content, the turn logs, the engine they run Responses turns on."""
+    """What the edge endpoints share: the held content, the turn logs, the engine they run Responses turns on, and
+    the limits a client's request has (``max_frame_bytes`` for a frame and for the request it rebuilds)."""
 
     engine: Engine
     auth: Authenticator
     content: EdgeContent
     turns: EdgeTurns
     max_frame_bytes: int
+    max_json_values: int = 100_000
+    value_counter: ValueCounter = field(default_factory=ValueCounter)
+    off_loop: OffLoop = field(default_factory=OffLoop)
     sessions: OrderedDict[tuple[str, str], ConnectionState] = field(default_factory=OrderedDict)
     max_sessions: int = 1024
 
@@ -59,12 +68,30 @@ class EdgeGateway:
         self.sessions.move_to_end(key)
         return state
 
+    async def read_frame(self, raw: str | bytes) -> wire.TurnFrame | wire.ResumeFrame:
+        """An uplink frame, read as a client's request is: never decoded when it holds more JSON values than the
+        limit, and decoded off the event loop when it is large.
+
+        Raises:
+            TurnRefusedError: over the value limit (naming the frame's turn, when the count found it).
+            ProtocolError: not a frame (``invalid_json``, ``invalid_edge_frame``), or the count could not run (503).
+        """
+        excess = await self.value_counter.excess(raw, self.max_json_values, key="turn")
+        if excess is not None:
+            raise TurnRefusedError(excess.found, too_many_json_values(excess.values, self.max_json_values))
+        return await self.off_loop.read(len(raw), functools.partial(_decode_frame, raw))
+
     async def open_turn(
         self, tenant: str, frame: wire.TurnFrame, headers: Mapping[str, str] | None
     ) -> TurnLog | wire.RefusedFrame:
         """The log answering a turn frame: the existing one for a repeated turn, else a new turn on the rebuilt
         request, or the refusal the edge heals from. The base and references come from this node's memory or,
-        failing that, the store (another node, or this one before a restart, held them)."""
+        failing that, the store (another node, or this one before a restart, held them).
+
+        Raises:
+            ProtocolError: the rebuilt request is over a client's limits (``request_too_large``,
+                ``too_many_json_values``, ``json_too_deep``): the agent's error, not one to heal from.
+        """
         turn = frame["turn"]
         existing = self.turns.get(tenant, turn)
         if existing is not None:
@@ -81,8 +108,16 @@ class EdgeGateway:
         except DeltaError as error:
             code = wire.UNKNOWN_REFERENCE if error.missing else wire.DELTA_MISMATCH
             return wire.refused_frame(turn, code, str(error), error.missing)
-        if size_at_least(request, self.max_frame_bytes) > self.max_frame_bytes:
-            return wire.refused_frame(turn, "request_too_large", "The rebuilt request exceeds the gateway's limit.")
+        passed = limit_passed(
+            request, max_bytes=self.max_frame_bytes, max_values=self.max_json_values, max_depth=MAX_JSON_DEPTH
+        )
+        if passed == "bytes":
+            message = f"The rebuilt request exceeds the limit of {self.max_frame_bytes} bytes."
+            raise ProtocolError(413, "request_too_large", message)
+        if passed == "values":
+            raise too_many_json_values(None, self.max_json_values)
+        if passed == "depth":
+            raise too_deep_json()
         if not isinstance(request, dict) or value_hash(request) != frame["id"]:
             return wire.refused_frame(turn, wire.DELTA_MISMATCH, "The rebuilt request does not match its hash.")
         # A request the agent asked not to be stored (Responses' store=false) stays in this node's memory.
@@ -102,6 +137,15 @@ class EdgeGateway:
 def edge_gateway(connection: Request | WebSocket) -> EdgeGateway:
     gateway: EdgeGateway = connection.app.state.tether_edge
     return gateway
+
+
+class TurnRefusedError(Exception):
+    """A protocol error that answers one turn (``turn``), or the frame alone when its turn could not be read."""
+
+    def __init__(self, turn: str | None, error: ProtocolError) -> None:
+        super().__init__(error.message)
+        self.turn = turn
+        self.error = error
 
 
 def _decode_frame(raw: str | bytes) -> wire.TurnFrame | wire.ResumeFrame:
@@ -150,7 +194,10 @@ class _LinkConnection:
             try:
                 if len(raw) > self.gateway.max_frame_bytes:
                     raise ProtocolError(413, "frame_too_large", "The edge frame exceeds the gateway's limit.")
-                frame = _decode_frame(raw)
+                frame = await self.gateway.read_frame(raw)
+            except TurnRefusedError as refused:
+                await self._send(wire.error_frame(refused.error, refused.turn))
+                continue
             except ProtocolError as error:
                 await self._send(error.ws_event())
                 continue
@@ -168,9 +215,13 @@ class _LinkConnection:
                 try:
                     self.headers = wire.headers_of(self.headers, frame["headers"])
                 except ProtocolError as error:
-                    self._followers[turn] = asyncio.create_task(self._send(error.ws_event()))
+                    self._followers[turn] = asyncio.create_task(self._send(wire.error_frame(error, turn)))
                     return
-            log = await self.gateway.open_turn(self.tenant, frame, self.headers)
+            try:
+                log = await self.gateway.open_turn(self.tenant, frame, self.headers)
+            except ProtocolError as error:
+                self._followers[turn] = asyncio.create_task(self._send(wire.error_frame(error, turn)))
+                return
             after = -1
         if isinstance(log, TurnLog):
             previous = self._followers.pop(turn, None)
@@ -199,7 +250,10 @@ async def edge_http(request: Request) -> Response:
     """One uplink frame in, the frames that answer it out as SSE (``data: <frame>``)."""
     gateway = edge_gateway(request)
     tenant = gateway.auth.tenant(request.headers)
-    frame = _decode_frame(await read_body(request, gateway.max_frame_bytes))
+    try:
+        frame = await gateway.read_frame(await read_body(request, gateway.max_frame_bytes))
+    except TurnRefusedError as refused:  # this request is the turn: its answer is the error
+        raise refused.error from None
     headers = wire.headers_of(None, frame["headers"]) if frame["type"] == wire.TURN and "headers" in frame else {}
     turn = frame["turn"]
     if frame["type"] == wire.RESUME:

@@ -35,10 +35,11 @@ _ENCODED_CHARS = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Excess:
-    """A text over the limit: how many values it holds, and its top-level ``stream_id`` string, if any."""
+    """A text over the limit: how many values it holds, and the string its top-level object holds at the key asked
+    for (a WebSocket event's ``stream_id``, an edge frame's ``turn``), if any."""
 
     values: int
-    stream_id: str | None
+    found: str | None
 
 
 class ValueCounter:
@@ -54,9 +55,9 @@ class ValueCounter:
         """The worker's process id, while one runs."""
         return None if self._worker is None else self._worker.process.pid
 
-    async def excess(self, text: bytes | str, limit: int) -> Excess | None:
+    async def excess(self, text: bytes | str, limit: int, key: str = "stream_id") -> Excess | None:
         """``None`` when ``text`` holds at most ``limit`` JSON values (if it is valid JSON), else how many it holds
-        (and its top-level ``stream_id`` string, if any).
+        (and its top-level ``key`` string, if any).
 
         Raises:
             ProtocolError: 503 when the worker cannot be run (or the server is stopping).
@@ -65,21 +66,21 @@ class ValueCounter:
             return None
         if len(text) <= OFF_LOOP_BYTES and json_values.values_upper_bound(text) <= limit:
             return None
-        values, stream_id = await self._survey(text, limit)
-        return Excess(values, stream_id) if values > limit else None
+        values, found = await self._survey(text, limit, key)
+        return Excess(values, found) if values > limit else None
 
     async def aclose(self) -> None:
         """Stop the worker (a text being counted gets the 503)."""
         self._closed = True
         await self._discard()
 
-    async def _survey(self, text: bytes | str, limit: int) -> tuple[int, str | None]:
+    async def _survey(self, text: bytes | str, limit: int, key: str) -> tuple[int, str | None]:
         async with self._lock:
             for attempt in (1, 2):  # a worker that died (killed, out of memory) is replaced once
                 if self._closed:
                     break
                 try:
-                    return await self._exchange(text, limit)
+                    return await self._exchange(text, limit, key)
                 except (OSError, EOFError, ValueError) as error:
                     _log.warning("json_values.worker_failed", attempt=attempt, error=type(error).__name__)
                     await self._discard()
@@ -93,9 +94,10 @@ class ValueCounter:
             error_type=ErrorType.SERVER,
         )
 
-    async def _exchange(self, text: bytes | str, limit: int) -> tuple[int, str | None]:
+    async def _exchange(self, text: bytes | str, limit: int, key: str) -> tuple[int, str | None]:
         worker = self._worker or await self._start()
-        worker.stdin.write(_number(limit))
+        encoded_key = key.encode()
+        worker.stdin.writelines([_number(limit), _number(len(encoded_key)), encoded_key])
         if isinstance(text, bytes):
             worker.stdin.writelines([_number(len(text)), text])
         else:  # encoded a piece at a time, so that the loop never spends long on one
@@ -108,9 +110,9 @@ class ValueCounter:
         line = await worker.stdout.readline()
         if not line:
             raise EOFError("the worker ended")
-        count, found = line.split(b" ", 1)
-        stream_id = orjson.loads(found)
-        return int(count), stream_id if isinstance(stream_id, str) else None
+        count, answer = line.split(b" ", 1)
+        found = orjson.loads(answer)
+        return int(count), found if isinstance(found, str) else None
 
     async def _start(self) -> _Worker:
         process = await asyncio.create_subprocess_exec(

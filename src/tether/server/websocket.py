@@ -121,7 +121,7 @@ class WebSocketSession:
                 continue
             if excess is not None:  # never decoded: the error goes to the lane the event names, as others do
                 refusal = too_many_json_values(excess.values, self.max_json_values)
-                self.driver.accept(event_lane({"stream_id": excess.stream_id}), refusal, len(text))
+                self.driver.accept(event_lane({"stream_id": excess.found}), refusal, len(text))
                 continue
             if len(text) > OFF_LOOP_BYTES:  # a large message is read on the worker: the loop stays responsive
                 read = functools.partial(read_client_event, text, self.driver.max_input_items)
