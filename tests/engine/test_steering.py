@@ -16,14 +16,17 @@ import pytest
 from tether.engine.cache import ConnectionState
 from tether.engine.engine import Engine, EngineLimits
 from tether.engine.lane_driver import Close, LaneDriver
+from tether.engine.live import LiveResponse
 from tether.engine.steering import MAX_OPEN_STEERS, SteeringInbox
 from tether.protocol.lanes import LaneLimits
 from tether.protocol.model_events import Finish, ModelEvent, TextDelta, ToolCallDelta, Usage
+from tether.protocol.request import Transport, parse_create
 from tether.protocol.steer import Steer, SteerAnswer, read_steer
 from tether.providers.base import Provider, ProviderRequest, SteeringPort
 from tether.providers.router import ProviderRouter, Route
 from tether.providers.scripted import ScriptedProvider, ScriptedTiming
 from tether.store.memory import MemoryStore
+from tether.store.turns import Claim
 from tether.types import JSONObject
 
 from .support import TENANT, GatedProvider, texts
@@ -332,3 +335,95 @@ async def test_every_accepted_steer_goes_into_the_successor_in_the_order_sent(st
     finally:
         await driver.aclose()
         await engine.aclose()
+
+
+class SlowSuccessorClaims(MemoryStore):
+    """A store whose claim of a successor turn (the second claim) waits for ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+        self.claiming = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def claim_turn(self, tenant: str, response_id: str, *, key: str | None, node: str, lease_s: float) -> Claim:
+        self.claims += 1
+        if self.claims == 2:
+            self.claiming.set()
+            await self.release.wait()
+        return await super().claim_turn(tenant, response_id, key=key, node=node, lease_s=lease_s)
+
+
+class HeldSuccessorModel(SteeringModel):
+    """A :class:`SteeringModel` whose successor generates until ``finish`` is set; it notes being closed (the
+    router's shutdown) while a successor was still generating."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.successor_started = asyncio.Event()
+        self.finish = asyncio.Event()
+        self.generating = False
+        self.closed = asyncio.Event()
+        self.closed_while_generating = False
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
+        if not isinstance(request.continues, Continued):
+            async for event in super().stream(request):
+                yield event
+            return
+        self.generating = True
+        self.successor_started.set()
+        try:
+            await self.finish.wait()
+            async for event in super().stream(request):
+                yield event
+        finally:
+            self.generating = False
+
+    async def aclose(self) -> None:
+        self.closed_while_generating = self.generating
+        self.closed.set()
+        self.finish.set()  # nothing is left waiting
+
+
+async def test_shutdown_waits_for_a_successor_that_started_while_it_was_draining() -> None:
+    # The steered turn's log has closed and it is claiming its successor in the store when shutdown begins: the
+    # successor it then launches is a generation in flight like any other, waited for before the providers close.
+    store, model = SlowSuccessorClaims(), HeldSuccessorModel()
+    router = ProviderRouter({"steering": model}, [Route("steer*", "steering")], default=None)
+    engine = Engine(store, router, EngineLimits(shutdown_grace_s=BOUND_S))
+    looked = [asyncio.Event(), asyncio.Event()]  # shutdown took stock of the turns in flight: once, and again
+    running = engine.live.running
+
+    def watched() -> list[LiveResponse]:
+        looked[0 if not looked[0].is_set() else 1].set()
+        return running()
+
+    engine.live.running = watched  # type: ignore[method-assign]
+    connection = engine.connect(TENANT)
+    request = parse_create({"model": "steer-1", "input": "hi"}, Transport.WEBSOCKET)
+    steered = await engine.create(request, tenant=TENANT, connection=connection, lane="main")
+    assert steered.steering is not None
+    steer = read_steer({"type": "response.steer", "previous_response_id": steered.response_id, "input": "again"})
+    steered.steering.submit(steer, Answers())
+    await asyncio.wait_for(store.claiming.wait(), BOUND_S)
+    closing = asyncio.create_task(engine.aclose())
+    await asyncio.wait_for(looked[0].wait(), BOUND_S)
+    store.release.set()
+    await asyncio.wait_for(model.successor_started.wait(), BOUND_S)
+    # Shutdown either looks again and waits for the successor, or goes on to close the providers under it.
+    waits = [asyncio.create_task(looked[1].wait()), asyncio.create_task(model.closed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED, timeout=3 * BOUND_S)
+    model.finish.set()
+    await asyncio.wait_for(closing, 3 * BOUND_S)
+    for task in waits:
+        task.cancel()
+    assert not model.closed_while_generating
+    assert steered.successor is not None
+    successor = steered.successor.result()
+    assert successor is not None
+    assert successor.task is not None
+    assert successor.task.done()
+    record = await store.get(TENANT, successor.response_id)
+    assert record is not None
+    assert record.status == "completed"  # generated to its end within the grace

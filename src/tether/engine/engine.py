@@ -509,11 +509,13 @@ class Engine:
     async def aclose(self) -> None:
         """Let in-flight generations finish (up to the shutdown grace), then close providers and the store."""
         self.shared.draining = True
-        tasks = [live.task for live in self.live.running() if live.task is not None]
-        tasks = [task for task in tasks if not task.get_name().startswith("mirror-")]
-        if tasks:
+        deadline = asyncio.get_running_loop().time() + self.limits.shutdown_grace_s
+        # Looked at again once those end: a steered turn that was claiming its successor when draining began
+        # launches it then, a generation in flight like any other.
+        while tasks := self._in_flight():
             _log.info("engine.draining", in_flight=len(tasks))
-            _, pending = await asyncio.wait(tasks, timeout=self.limits.shutdown_grace_s)
+            timeout = max(deadline - asyncio.get_running_loop().time(), 0.0)
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -522,6 +524,11 @@ class Engine:
         await self.router.aclose()
         await self.store.close()
         self.live.close()
+
+    def _in_flight(self) -> list[asyncio.Task[None]]:
+        """The tasks of this node's generations still running (a mirror of another node's turn is not one)."""
+        tasks = [live.task for live in self.live.running() if live.task is not None and not live.task.done()]
+        return [task for task in tasks if not task.get_name().startswith("mirror-")]
 
 
 def _new_part(request: CreateRequest, context: Sequence[Item]) -> ProviderRequest:
