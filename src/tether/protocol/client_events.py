@@ -20,8 +20,9 @@ from tether.protocol.request import (
     CreateRequest,
     Transport,
     check_input_items,
+    check_json_depth,
     check_stream_id,
-    decode_json_object,
+    decode_any_json_object,
     parse_create,
     validation_error,
 )
@@ -95,8 +96,9 @@ def read_client_event(text: str, max_input_items: int) -> tuple[Lane, ClientEven
     """
     lane: Lane = None
     try:
-        body = decode_json_object(text)
-        lane = event_lane(body)
+        body = decode_any_json_object(text)
+        lane = event_lane(body)  # a message too deep is answered on its lane too
+        check_json_depth(body)
         check_input_items(body, max_input_items)
         event = parse_client_event(client_event_type(body), body)
     except ProtocolError as error:

@@ -106,15 +106,26 @@ class CreateRequest(BaseModel):
 
 def decode_json_object(raw: bytes | str) -> JSONObject:
     """Decode one JSON object or raise the protocol's ``invalid_json`` (or ``json_too_deep``) error."""
+    value = decode_any_json_object(raw)
+    check_json_depth(value)
+    return value
+
+
+def decode_any_json_object(raw: bytes | str) -> JSONObject:
+    """Decode one JSON object, however deep (:func:`check_json_depth` is the caller's), or raise ``invalid_json``."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise invalid("invalid_json", f"The body is not valid JSON: {exc.msg} (at position {exc.pos}).") from exc
     if not isinstance(value, dict):
         raise invalid("invalid_json", f"The body must be a JSON object, not {_json_kind(value)}.")
+    return value
+
+
+def check_json_depth(value: JSONObject) -> None:
+    """Raises: ProtocolError: ``json_too_deep`` for a value nested deeper than :data:`MAX_JSON_DEPTH`."""
     if too_deep(value):
         raise too_deep_json()
-    return value
 
 
 MAX_INPUT_ITEMS = 10_000
