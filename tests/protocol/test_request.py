@@ -277,3 +277,15 @@ def test_a_message_role_of_any_json_type_is_a_400_not_a_crash(role: object) -> N
     with pytest.raises(ProtocolError) as raised:
         parse_create({"model": "m", "input": [{"type": "message", "role": role, "content": "hi"}]}, Transport.HTTP)
     assert (raised.value.status, raised.value.param) == (400, "input[0].role")
+
+
+@pytest.mark.parametrize("transport", list(Transport))
+def test_an_empty_idempotency_key_is_a_400(transport: Transport) -> None:
+    """An empty key was a key like any other: every request sending it was answered with the first one's response."""
+    with pytest.raises(ProtocolError) as raised:
+        parse_create({"model": "m", "input": "hi", "tether:idempotency_key": ""}, transport)
+    assert (raised.value.status, raised.value.code, raised.value.param) == (
+        400,
+        "invalid_value",
+        "tether:idempotency_key",
+    )

@@ -74,6 +74,18 @@ async def test_json_turn(shared_server: RunningServer) -> None:
         assert fetched.json() == without_extensions(response)
 
 
+async def test_a_blank_idempotency_key_header_is_no_key(shared_server: RunningServer) -> None:
+    """It was a key like any other: every request with a blank header was answered with the first one's response."""
+    async with http_client(shared_server) as client:
+        first = await client.post("/responses", json={"model": "echo", "input": "one"}, headers={"Idempotency-Key": ""})
+        second = await client.post(
+            "/responses", json={"model": "echo", "input": "two"}, headers={"Idempotency-Key": ""}
+        )
+    assert first.status_code == second.status_code == 200
+    assert first.json()["id"] != second.json()["id"]
+    assert output_text(second.json()) == "two"
+
+
 async def test_json_tool_loop(shared_server: RunningServer) -> None:
     async with http_client(shared_server) as client:
         first = await create(client, input="Weather in Paris?", tools=[WEATHER_TOOL])

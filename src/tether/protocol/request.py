@@ -78,7 +78,7 @@ class CreateRequest(BaseModel):
     prompt_cache_key: StrictStr | None = None
     safety_identifier: StrictStr | None = None
     user: StrictStr | None = None
-    idempotency_key: StrictStr | None = Field(default=None, alias=IDEMPOTENCY_KEY)
+    idempotency_key: StrictStr | None = Field(default=None, alias=IDEMPOTENCY_KEY, min_length=1)  # "" is no key
     inherit_params: StrictBool = Field(default=False, alias=INHERIT_PARAMS)
 
     def inheriting(self, parent_params: JSONObject) -> CreateRequest:

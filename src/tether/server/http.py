@@ -104,8 +104,8 @@ async def create_response(request: Request) -> Response:
     identity = state.auth.identify(request.headers)
     raw = await read_body(request, state.settings.max_body_bytes)
     create = await decode_create(raw, state)
-    if create.idempotency_key is None:
-        create.idempotency_key = request.headers.get("idempotency-key")
+    if create.idempotency_key is None:  # a blank header is no key: every blank one would answer with one response
+        create.idempotency_key = request.headers.get("idempotency-key", "").strip() or None
     origin = turn_origin("sse" if create.stream else "http", len(raw), identity, request.headers)
     live = await state.engine.create(create, tenant=identity.tenant, origin=origin)
     if create.background and not create.stream:  # answered at once; the generation goes on by itself
