@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Literal, cast
 
 import orjson
 import pytest
 
 from tether.engine.cache import ConnectionState
 from tether.engine.engine import Engine, EngineLimits
-from tether.engine.lane_driver import Close, LaneDriver
+from tether.engine.lane_driver import OUTBOX_SIZE, Close, LaneDriver
 from tether.engine.live import LiveResponse
 from tether.engine.steering import MAX_OPEN_STEERS, SteeringInbox
+from tether.protocol.events import OutgoingEvent
 from tether.protocol.lanes import LaneLimits
 from tether.protocol.model_events import Finish, ModelEvent, TextDelta, ToolCallDelta, Usage
 from tether.protocol.request import Transport, parse_create
@@ -427,3 +428,52 @@ async def test_shutdown_waits_for_a_successor_that_started_while_it_was_draining
     record = await store.get(TENANT, successor.response_id)
     assert record is not None
     assert record.status == "completed"  # generated to its end within the grace
+
+
+class SteerableModel:
+    """Relays steering, and is never steered: ``"ok"``, then the end."""
+
+    name = "steerable"
+    relays_steering = True
+
+    def __init__(self) -> None:
+        self.requests: list[ProviderRequest] = []
+        self.arrived = asyncio.Event()
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ModelEvent]:
+        self.requests.append(request)
+        self.arrived.set()
+        yield TextDelta("ok")
+        yield Finish(Usage(input_tokens=1, output_tokens=1))
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+async def test_a_steer_that_comes_as_the_response_ends_is_answered_after_its_terminal_event() -> None:
+    # A slow link: the outbox is full, so the client has not read the response's end when its steer arrives.
+    model = SteerableModel()
+    router = ProviderRouter({"steerable": model}, [Route("steer*", "steerable")], default=None)
+    engine = Engine(MemoryStore(), router, EngineLimits(shutdown_grace_s=0.0))
+    driver = LaneDriver(engine, TENANT, LaneLimits(max_in_flight=4, max_named_lanes=4, max_queued=4), 3600.0)
+    filler = cast(OutgoingEvent, {"type": "response.output_text.delta", "delta": "x"})
+    try:
+        for _ in range(OUTBOX_SIZE):
+            driver.outbox.put_nowait(filler)
+        send(driver, type="response.create", model="steer-1", input="hi", stream_id="main")
+        await asyncio.wait_for(model.arrived.wait(), BOUND_S)
+        live = engine.live.get(model.requests[0].response_id)
+        assert live is not None
+        assert live.successor is not None
+        assert await asyncio.wait_for(asyncio.shield(live.successor), BOUND_S) is None  # the turn is over
+        send(driver, type="response.steer", previous_response_id=live.response_id, input="too late")
+        for _ in range(OUTBOX_SIZE):
+            assert await asyncio.wait_for(driver.outbox.get(), BOUND_S) == filler
+        events = await out_until(driver, "response.steer.failed")
+        types = [event["type"] for event in events]
+        assert types[-2:] == ["response.completed", "response.steer.failed"], events
+        assert events[-1]["error"]["code"] == "response_already_completed"
+        assert events[-1]["stream_id"] == "main"
+    finally:
+        await driver.aclose()
+        await engine.aclose()

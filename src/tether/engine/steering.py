@@ -82,7 +82,11 @@ class SteeringInbox:
         """Queue a valid steer for the provider; ``answer`` receives every event about it."""
         if self.closed:
             message = f"Response '{self.response_id}' has completed and no longer accepts steering input."
-            answer(steer_failed(request, "response_already_completed", message, lane=self.lane))
+            event = steer_failed(request, "response_already_completed", message, lane=self.lane)
+            if self._released:
+                answer(event)
+            else:  # the client may not have read the response's end yet (a slow link): after it, in order
+                self._held.append((answer, event))
             return
         if len(self._open) >= MAX_OPEN_STEERS:
             message = f"Response '{self.response_id}' has {MAX_OPEN_STEERS} steering submissions pending already."
