@@ -126,3 +126,21 @@ def test_a_passed_through_path_carries_the_gateway_key_not_the_agents() -> None:
     assert models.status_code == 200
     assert answer.status_code == 200
     assert answer.json()["output"][0]["content"][0]["text"] == "hi"
+
+
+@pytest.mark.parametrize("size", [6_000, 20_000])
+def test_a_request_over_the_gateways_body_limit_gets_a_413_and_the_link_goes_on(size: int) -> None:
+    """Over twice the gateway's limit the gateway's WebSocket library closes the link (1009) before the gateway sees
+    the frame: the edge re-opened it and sent the same frame again, for ever, and the agent waited. Below that the
+    gateway answered with an error naming no turn, which ended every turn in flight."""
+    small = Settings(store_url="memory://", log_level="warning", max_body_bytes=4096)
+    with (
+        serve_in_thread(small) as gateway,
+        edge_in_thread(edge_config(gateway.base_url), port=free_port()) as edge,
+        httpx.Client(base_url=edge.base_url, timeout=30) as client,
+    ):
+        refused = client.post("/v1/responses", json={"model": "echo", "input": "x" * size})
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["code"] in ("frame_too_large", "request_too_large")
+        answer = client.post("/v1/responses", json={"model": "echo", "input": "hi"})
+        assert answer.status_code == 200, answer.text

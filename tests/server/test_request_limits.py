@@ -165,3 +165,12 @@ async def test_too_many_json_values_on_the_edge_link_ends_that_turn_only(make_se
     async with httpx.AsyncClient(base_url=f"http://{server.host}:{server.port}", timeout=10) as client:
         refused = await client.post("/v1/tether/edge", content=edge_turn_frame("http-over", grown))
         expect_http_error(refused, 400, "too_many_json_values")
+
+
+async def test_a_frame_over_the_size_limit_ends_its_turn_only(make_server: ServerFactory) -> None:
+    server = make_server(max_body_bytes=4096)
+    async with connect(edge_link_url(server)) as ws:
+        await ws.send(edge_turn_frame("big", {"model": MODEL, "input": "x" * 6000}))
+        expect_edge_turn_error(await receive(ws), "big", "frame_too_large", 413)
+        await ws.send(edge_turn_frame("after", {"model": MODEL, "input": "hi"}))
+        await expect_edge_turn_answered(ws, "after")

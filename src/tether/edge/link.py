@@ -36,6 +36,8 @@ from tether.protocol.edge_wire import API, Piece
 
 _log = structlog.get_logger("tether.edge")
 
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+
 KEEPALIVE: Final[Piece] = {"keepalive": True}
 """Yielded by :meth:`GatewayLink.pieces` when nothing arrived for a keep-alive interval."""
 
@@ -127,6 +129,8 @@ class Turn:
     """The gateway lost the turn's log: send the turn again rather than a resume."""
     uploaded: int = 0
     """The bytes of the frames sent for this turn (before compression)."""
+    last_frame: int = 0
+    """The bytes of the last frame sent for it."""
     frames: list[bytes] = field(default_factory=list)
     """Those frames without the agent's headers, kept only when the link captures (tests)."""
     queue: asyncio.Queue[Piece | LinkUnavailableError] = field(default_factory=asyncio.Queue)
@@ -305,6 +309,10 @@ class GatewayLink:
                     self._fall_back()
                     continue
                 self._log_down(error, backoff)
+            except websockets.exceptions.ConnectionClosedError as error:
+                if error.rcvd is not None and error.rcvd.code == CLOSE_MESSAGE_TOO_BIG:
+                    self._too_big()
+                self._log_down(error, backoff)
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as error:
                 self._log_down(error, backoff)
             self._disconnected()
@@ -314,6 +322,17 @@ class GatewayLink:
     def _log_down(self, error: Exception, backoff: Backoff) -> None:
         if self._ws is not None or (self.stats.connects == 0 and backoff.attempt == 0):
             _log.info("edge.link.down", error=type(error).__name__)
+
+    def _too_big(self) -> None:
+        """The gateway closed the link on a frame above what its WebSocket reads (twice its limit) before it could
+        answer it: the largest frame of a turn still unanswered was that one. Sent again, it would close the link
+        again, for ever; the agent gets a 413 instead."""
+        waiting = [turn for turn in self._turns.values() if turn.last_seq < 0 and not turn.finished]
+        if waiting:
+            turn = max(waiting, key=lambda turn: turn.last_frame)
+            _log.info("edge.turn.too_large", frame_bytes=turn.last_frame)
+            message = "The request is larger than the gateway accepts (it closed the link on it: message too big)."
+            self._fail(turn, 413, "request_too_large", message)
 
     def _fall_back(self) -> None:
         self._over_http = True
@@ -387,12 +406,13 @@ class GatewayLink:
     async def _send_turn(self, turn: Turn) -> None:
         async with self._send_lock:
             ws = self._ws
-            if ws is None or turn.key not in self._turns:
+            if ws is None or turn.key not in self._turns or turn.finished:
                 return
             frame = self._frame(turn, self._sent_headers)
             if "headers" in frame:
                 self._sent_headers = turn.headers
             data = orjson.dumps(frame)
+            turn.last_frame = len(data)
             with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
                 await ws.send(data.decode())
                 self.stats.uplink_bytes += len(data)

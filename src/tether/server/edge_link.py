@@ -73,9 +73,12 @@ class EdgeGateway:
         limit, and decoded off the event loop when it is large.
 
         Raises:
-            TurnRefusedError: over the value limit (naming the frame's turn, when the count found it).
+            TurnRefusedError: over the size or value limit (naming the frame's turn, when the count found it).
             ProtocolError: not a frame (``invalid_json``, ``invalid_edge_frame``), or the count could not run (503).
         """
+        if len(raw) > self.max_frame_bytes:  # a WebSocket message (an HTTP body is bounded as it is read)
+            too_large = ProtocolError(413, "frame_too_large", "The edge frame exceeds the gateway's limit.")
+            raise TurnRefusedError(await self.value_counter.find(raw, "turn"), too_large)
         excess = await self.value_counter.excess(raw, self.max_json_values, key="turn")
         if excess is not None:
             raise TurnRefusedError(excess.found, too_many_json_values(excess.values, self.max_json_values))
@@ -192,8 +195,6 @@ class _LinkConnection:
                 return
             raw = message.get("text") or message.get("bytes") or b""
             try:
-                if len(raw) > self.gateway.max_frame_bytes:
-                    raise ProtocolError(413, "frame_too_large", "The edge frame exceeds the gateway's limit.")
                 frame = await self.gateway.read_frame(raw)
             except TurnRefusedError as refused:
                 await self._send(wire.error_frame(refused.error, refused.turn))

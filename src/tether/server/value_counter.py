@@ -69,6 +69,16 @@ class ValueCounter:
         values, found = await self._survey(text, limit, key)
         return Excess(values, found) if values > limit else None
 
+    async def find(self, text: bytes | str, key: str) -> str | None:
+        """The string ``text``'s top-level object holds at ``key``, read without decoding ``text`` (for a text
+        refused unread, such as one over the size limit, to say whose it was).
+
+        Raises:
+            ProtocolError: 503 when the worker cannot be run (or the server is stopping).
+        """
+        excess = await self.excess(text, 1, key)  # any text over one value is surveyed, and its key found
+        return None if excess is None else excess.found
+
     async def aclose(self) -> None:
         """Stop the worker (a text being counted gets the 503)."""
         self._closed = True
