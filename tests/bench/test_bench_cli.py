@@ -49,3 +49,25 @@ def test_the_report_says_where_its_charts_went(tmp_path: Path, capsys: pytest.Ca
 def test_the_table_fits_the_terminal_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "100")
     assert bench_console().width == 100
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--repeats", "0"], ["--repeats", "-1"], ["--repeats", "x"], ["--long-session", "1"], ["--long-session", "-5"]],
+)
+def test_a_count_out_of_range_is_a_usage_error_before_anything_runs(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--repeats 0 ran the full matrix (0 read as 'not given'), -1 ran and failed drawing its charts, and a long
+    session of 1 turn failed building its task: each with a traceback, after the run."""
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--out", "unused"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argv[0]}:" in err
+    assert "Traceback" not in err
+
+
+def test_no_task_at_all_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--tasks", "none", "--out", "unused"]) == 2
+    assert "--tasks none needs --long-session" in capsys.readouterr().out

@@ -10,6 +10,7 @@ import json
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,24 @@ QUICK_PROFILES = ["loopback", "mobile-4g"]
 STANDARD_ARMS = ["stateless-http", "http-previous-id", "ws", "ws-deflate"]
 
 
+def _whole_number(minimum: int, *, or_zero: bool = False) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum`` (or 0, meaning none): a smaller one ran the bench and
+    then failed with a traceback drawing its charts (or building a task), or ran the full matrix for 0 repeats."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum and not (or_zero and value == 0):
+            raise argparse.ArgumentTypeError(
+                f"{value} is too small: at least {minimum}" + (" (or 0)" if or_zero else "")
+            )
+        return value
+
+    return parse
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tether bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short run (2 profiles, fast model, 1 repeat)")
@@ -48,9 +67,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--arms", default=",".join(STANDARD_ARMS),
                         help=f"comma list of {', '.join([*ARMS, *AGENT_ARMS])}; 'agents' for every agent-API arm "
                              "(direct-<api>, edge-<api>, edge-<api>-cold: the proxy tier only)")  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--repeats", type=_whole_number(1), default=None)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--long-session", type=int, default=0, metavar="TURNS", help="add a long task (≥ 50 turns)")
+    parser.add_argument("--long-session", type=_whole_number(2, or_zero=True), default=0, metavar="TURNS",
+                        help="add a long task (≥ 50 turns)")  # fmt: skip
     parser.add_argument("--tasks", default=None, help="comma list of fix-failing-test, add-feature, refactor; none")
     parser.add_argument("--ttft", type=float, default=None, help="model time to first token, seconds")
     parser.add_argument("--tps", type=float, default=None, help="model output tokens per second")
@@ -88,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         tasks = [make_task(kind, args.seed) for kind in kinds]
     if args.long_session:
         tasks.append(long_session(args.seed, args.long_session))
+    if not tasks:
+        console.print("[red]no task to run: --tasks none needs --long-session TURNS", soft_wrap=True)
+        return 2
     config = BenchConfig(
         profiles=profiles,
         arms=[name for arm in args.arms.split(",") for name in (list(AGENT_ARMS) if arm == "agents" else [arm])],
