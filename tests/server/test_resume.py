@@ -249,6 +249,31 @@ async def test_a_resume_past_the_end_is_the_same_error_over_http(make_server: Se
             assert answer.json()["error"]["param"] == "starting_after"
 
 
+async def test_a_starting_after_below_minus_one_is_the_same_error_on_both_transports(
+    make_server: ServerFactory,
+) -> None:
+    """HTTP read it with int(): -2 replayed everything where WebSocket refused it, and '1_0', '+3' or ' 3' (or
+    Arabic-Indic digits) were numbers; the query parameter is now the JSON integer the WebSocket event carries."""
+    server = make_server()
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        response = (await client.post("/responses", json={"model": "echo", "input": "short"})).json()
+        path = f"/responses/{response['id']}"
+        http_answer = await client.get(path, params={"stream": "true", "starting_after": "-2"})
+        not_numbers = [
+            await client.get(path, params={"stream": "true", "starting_after": text})
+            for text in ("1_0", "+3", " 3", "\u0663", "3.0")
+        ]
+    async with connect(server.ws_url) as ws:
+        await send_json(ws, {"type": "tether:response.resume", "response_id": response["id"], "starting_after": -2})
+        ws_answer = await receive(ws)
+    assert http_answer.status_code == ws_answer["status"] == 400
+    assert http_answer.json()["error"] == {key: ws_answer["error"][key] for key in ("message", "type", "param", "code")}
+    assert http_answer.json()["error"]["code"] == "invalid_value"
+    for answer in not_numbers:
+        assert answer.status_code == 400
+        assert (answer.json()["error"]["code"], answer.json()["error"]["param"]) == ("invalid_type", "starting_after")
+
+
 async def test_a_resume_past_the_end_of_a_live_response_ends_in_the_error(make_server: ServerFactory) -> None:
     server = make_server(scripted=SLOW)
     async with connect(server.ws_url) as ws:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import orjson
@@ -155,7 +156,7 @@ async def get_response(request: Request) -> Response:
     tenant = state.auth.tenant(request.headers)
     response_id = request.path_params["response_id"]
     if _flag(request, "stream"):
-        after = _int_param(request, "starting_after")
+        after = _int_param(request, "starting_after", minimum=-1)
         token = request.query_params.get(RESUME_TOKEN)
         live = await state.engine.attach(tenant, response_id, after=after, resume_token=token)
         return _event_stream(state.engine.follow(live, -1 if after is None else after))
@@ -243,15 +244,23 @@ async def list_models(request: Request) -> Response:
     return JSONBody({"object": "list", "data": data})
 
 
+_JSON_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
 def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "false").lower() in ("1", "true", "yes")
 
 
-def _int_param(request: Request, name: str) -> int | None:
+def _int_param(request: Request, name: str, minimum: int | None = None) -> int | None:
+    """A query parameter that is an integer as JSON writes one (int() also reads '1_0', '+3', ' 3', other scripts'
+    digits), and at least ``minimum``, with the answer the same field gets in a WebSocket event."""
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise invalid("invalid_type", f"'{name}' must be an integer.", name) from None
+    if not _JSON_INTEGER.fullmatch(raw):
+        raise invalid("invalid_type", f"'{name}' must be an integer.", name)
+    value = int(raw)
+    if minimum is not None and value < minimum:
+        message = f"Invalid value for '{name}': Input should be greater than or equal to {minimum}."
+        raise invalid("invalid_value", message, name)
+    return value
