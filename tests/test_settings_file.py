@@ -128,3 +128,42 @@ def test_a_provider_base_url_that_is_not_http_is_one_line_naming_its_line(tmp_pa
     message = str(raised.value)
     assert message.startswith(f"{path}:3: providers.x.base_url: ")
     assert "is not an http:// or https:// URL" in message
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "value", "wanted"),
+    [
+        ("anthropic", "transport", '"websocket"', "openai-responses"),
+        ("chat-completions", "stateful", "false", "openai-responses"),
+        ("anthropic", "steer_answer_grace_s", "2.0", "openai-responses"),
+        ("chat-completions", "max_connection_age_s", "60.0", "openai-responses"),
+        ("openai-responses", "prompt_caching", "false", "anthropic"),
+        ("chat-completions", "thinking_budget_tokens", "4096", "anthropic"),
+    ],
+)
+def test_a_key_of_another_kind_of_provider_is_one_line_naming_its_line(
+    tmp_path: Path, kind: str, key: str, value: str, wanted: str
+) -> None:
+    """Such a key was accepted and did nothing: prompt_caching = false on openai-responses, a websocket transport on
+    anthropic (which still spoke HTTP)."""
+    path = write(tmp_path, f'[providers.x]\nkind = "{kind}"\nbase_url = "http://127.0.0.1:9/v1"\n{key} = {value}\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, {})
+    message = str(raised.value)
+    assert message.startswith(f"{path}:4: providers.x.{key}: ")
+    assert f"applies to {wanted} providers only, and this one is {kind}: remove it" in message
+    assert "\n" not in message
+
+
+def test_the_keys_of_its_own_kind_are_taken(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[providers.a]\nkind = "anthropic"\nprompt_caching = false\nthinking_budget_tokens = 2048\n'
+        '[providers.o]\nkind = "openai-responses"\ntransport = "websocket"\nstateful = false\n'
+        "steer_answer_grace_s = 2.5\nmax_connection_age_s = 60.0\n",
+    )
+    settings = load_settings(path, {})
+    assert settings.providers["a"].prompt_caching is False
+    assert settings.providers["a"].thinking_budget_tokens == 2048
+    assert settings.providers["o"].transport == "websocket"
+    assert settings.providers["o"].steer_answer_grace_s == 2.5

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -23,6 +23,17 @@ class ScriptedSettings(BaseModel):
     ttft_s: float = Field(default=0.0, ge=0.0, description="Time to first token, in seconds.")
     tokens_per_second: float = Field(default=0.0, ge=0.0, description="Output pace; 0 means as fast as possible.")
     scripts_file: Path | None = Field(default=None, description="JSON file of named scripts (model 'script:NAME').")
+
+
+KIND_ONLY: dict[str, str] = {
+    "transport": "openai-responses",
+    "max_connection_age_s": "openai-responses",
+    "steer_answer_grace_s": "openai-responses",
+    "stateful": "openai-responses",
+    "prompt_caching": "anthropic",
+    "thinking_budget_tokens": "anthropic",
+}
+"""The provider settings that one kind of provider reads, by the kind."""
 
 
 class ProviderSettings(BaseModel):
@@ -59,6 +70,18 @@ class ProviderSettings(BaseModel):
         description="anthropic only: extended thinking with this budget for requests that set no reasoning.effort"
         " (or thinking) of their own.",
     )
+
+    @field_validator(*KIND_ONLY)
+    @classmethod
+    def _for_its_kind(cls, value: object, info: ValidationInfo) -> object:
+        # Set explicitly on another kind, such a key did nothing, silently: prompt_caching = false on an
+        # openai-responses provider still cached nothing differently, transport = "websocket" on an anthropic one
+        # still spoke HTTP. Defaults are not validated, so only keys the config names are judged.
+        kind = info.data.get("kind")
+        wanted = KIND_ONLY[str(info.field_name)]
+        if kind is not None and kind != wanted:
+            raise ValueError(f"applies to {wanted} providers only, and this one is {kind}: remove it")
+        return value
 
     @field_validator("base_url")
     @classmethod
