@@ -21,14 +21,18 @@ async def test_a_deleted_response_cannot_be_resumed(engine: Engine) -> None:
         assert raised.value.code == "response_not_found"
 
 
-async def test_a_retry_after_a_delete_does_not_replay_the_deleted_response(engine: Engine) -> None:
-    """The idempotency key of a deleted response no longer answers with the deleted one's events: the store's claim
-    still names the deleted response as the key's holder, so the retry is refused as that response is."""
+async def test_a_retry_after_a_delete_is_told_its_key_is_spent(engine: Engine) -> None:
+    """The idempotency key of a deleted response no longer answers with the deleted one's events, nor with a 404
+    naming a response id the request never mentioned: the key is spent, and the error says so."""
     first = await run(engine, input="hi", **{"tether:idempotency_key": "key-1"})
     await engine.delete_response(TENANT, first[0]["response"]["id"])
     with pytest.raises(ProtocolError) as refused:
         await run(engine, input="hi", **{"tether:idempotency_key": "key-1"})
-    assert refused.value.code == "response_not_found"
+    error = refused.value
+    assert (error.status, error.code, error.param) == (400, "invalid_value", "tether:idempotency_key")
+    assert "no longer exists" in error.message
+    again = await run(engine, input="hi", **{"tether:idempotency_key": "key-2"})
+    assert again[-1]["type"] == "response.completed"
 
 
 async def test_another_tenants_delete_leaves_the_response_resumable(engine: Engine) -> None:

@@ -27,14 +27,14 @@ from tether.engine.shared_turns import LeaseLostError, SharedTurns, SharingPolic
 from tether.engine.steering import SteeringInbox
 from tether.engine.turn import Turn, TurnPlan
 from tether.protocol import ids
-from tether.protocol.errors import ProtocolError
+from tether.protocol.errors import ProtocolError, invalid
 from tether.protocol.events import ResponseObject, StreamEvent
 from tether.protocol.items import fingerprints, input_item_id
 from tether.protocol.lanes import Lane
 from tether.protocol.request import CreateRequest
 from tether.protocol.response import response_object
 from tether.protocol.stream import ResponseStream
-from tether.protocol.vocabulary import RESUME_TOKEN
+from tether.protocol.vocabulary import IDEMPOTENCY_KEY, RESUME_TOKEN
 from tether.providers.base import Continuation, Provider, ProviderRequest, ProviderResolver
 from tether.store.base import ResponseRecord, Store
 from tether.store.turns import Lease
@@ -176,7 +176,17 @@ class Engine:
         self.stats.idempotent_replays += 1
         self.observer.idempotent_replay("store")
         _log.info("turn.idempotent_replay", response_id=claim.holder, source="cluster")
-        return await self._follow_holder(tenant, claim.holder), False
+        try:
+            return await self._follow_holder(tenant, claim.holder), False
+        except ProtocolError as missing:  # the key's response was deleted (or has expired): the key is spent
+            if missing.code != "response_not_found" or key is None:
+                raise
+            raise invalid(
+                "invalid_value",
+                f"The idempotency key {key!r} belongs to a response that no longer exists (it was deleted or has "
+                "expired): send this turn with a new key.",
+                IDEMPOTENCY_KEY,
+            ) from None
 
     async def _follow_holder(self, tenant: str, holder: str) -> LiveResponse:
         followed = await self.shared.follow(tenant, holder)
