@@ -104,6 +104,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# libpq and redis-py also read a password from the query string (postgresql://host/db?password=...).
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL without its password (store URLs may carry one)."""
-    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+    """The URL without its password (store URLs may carry one, in the user part or the query)."""
+    return _QUERY_PASSWORD.sub(r"\1***", re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url))
