@@ -3,12 +3,16 @@ piece reaches the agent once, a new generation never joins one the agent has see
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import orjson
+from websockets.asyncio.server import ServerConnection, serve
 
+from tether.client.retry import RetryPolicy
 from tether.edge.chains import ChainBook
-from tether.edge.link import GatewayLink, LinkOptions, LinkUnavailableError, Turn
+from tether.edge.link import CLOSE_MESSAGE_TOO_BIG, KEEPALIVE, GatewayLink, LinkOptions, LinkUnavailableError, Turn
 from tether.protocol import edge_wire as wire
 from tether.protocol.edge_wire import Piece
 
@@ -117,3 +121,61 @@ async def test_an_error_naming_a_turn_ends_that_turn_only() -> None:
     assert queued(other) == []
     edge._receive(orjson.dumps({key: value for key, value in error.items() if key != "turn"}))  # the link's
     assert isinstance(queued(other)[0], LinkUnavailableError)
+
+
+async def test_a_1009_close_ends_the_turn_that_sent_the_large_frame_never_another() -> None:
+    """The gateway closes the link with 1009 on a frame above what its WebSocket reads. The edge ended the
+    unanswered turn whose last frame was largest, among the turns still in flight: when the turn that sent the
+    large frame was gone (its agent gave up while the frame was on its way), that was another agent's turn, which
+    the gateway had accepted and was generating, and its agent got a 413."""
+    frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    close_now = asyncio.Event()
+    connections = 0
+
+    async def gateway(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        received = 0
+        async for message in ws:
+            frame = orjson.loads(message)
+            received += 1
+            await frames.put(frame)
+            if connections == 1 and received == 2:  # the large frame
+                await close_now.wait()
+                await ws.close(CLOSE_MESSAGE_TOO_BIG, "message too big")
+                return
+            elif connections == 2:
+                await ws.send(out_for(frame["turn"], 0, head=HEAD, gen="resp_a").decode())
+                await ws.send(out_for(frame["turn"], 1, end=True).decode())
+
+    async with serve(gateway, "127.0.0.1", 0, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        retry = RetryPolicy(initial_delay_s=0.01, max_delay_s=0.05, max_attempts=1_000_000, max_elapsed_s=1e9)
+        edge = GatewayLink(LinkOptions(f"ws://127.0.0.1:{port}/v1/tether/edge", retry=retry), ChainBook())
+        await edge.start()
+        try:
+            accepted = edge.submit("chat-completions", "/v1/chat/completions", REQUEST, {}, 10)
+            assert (await frames.get())["turn"] == accepted.key
+            large = edge.submit("chat-completions", "/v1/chat/completions", {**REQUEST, "big": "x" * 50_000}, {}, 1)
+            assert (await frames.get())["turn"] == large.key
+
+            async def agent_gives_up() -> None:
+                async for _ in edge.pieces(large):
+                    pass
+
+            abandoned = asyncio.create_task(agent_gives_up())
+            await asyncio.sleep(0)  # the agent's read starts (one step of the loop), then the agent goes
+            abandoned.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await abandoned
+            assert edge.stats.connects == 1
+            assert large.key not in edge._turns
+            close_now.set()
+            answer = [piece async for piece in edge.pieces(accepted) if piece is not KEEPALIVE]
+        finally:
+            await edge.aclose()
+    assert answer == [{"head": HEAD}, {"end": True}]
+
+
+def out_for(turn: str, seq: int, **piece: Any) -> bytes:
+    return orjson.dumps({"type": wire.OUT, "turn": turn, "seq": seq, **piece})

@@ -129,8 +129,6 @@ class Turn:
     """The gateway lost the turn's log: send the turn again rather than a resume."""
     uploaded: int = 0
     """The bytes of the frames sent for this turn (before compression)."""
-    last_frame: int = 0
-    """The bytes of the last frame sent for it."""
     frames: list[bytes] = field(default_factory=list)
     """Those frames without the agent's headers, kept only when the link captures (tests)."""
     queue: asyncio.Queue[Piece | LinkUnavailableError] = field(default_factory=asyncio.Queue)
@@ -204,6 +202,8 @@ class GatewayLink:
         self._turns: dict[str, Turn] = {}
         self._ws: ClientConnection | None = None
         self._sent_headers: dict[str, str] | None = None
+        self._largest: tuple[int, Turn] | None = None
+        """The largest frame sent on this WebSocket (its bytes) and its turn."""
         self._down_since: float | None = clock()
         self._runner: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
@@ -325,14 +325,18 @@ class GatewayLink:
 
     def _too_big(self) -> None:
         """The gateway closed the link on a frame above what its WebSocket reads (twice its limit) before it could
-        answer it: the largest frame of a turn still unanswered was that one. Sent again, it would close the link
+        answer it: the largest frame sent on the link was that one (every frame it read is within its limit), and its
+        turn is ended, if its agent still waits. Never the largest of the turns in flight: the turn that sent it may be
+        gone, and another, accepted and generating, would end with a 413. Sent again, it would close the link
         again, for ever; the agent gets a 413 instead."""
-        waiting = [turn for turn in self._turns.values() if turn.last_seq < 0 and not turn.finished]
-        if waiting:
-            turn = max(waiting, key=lambda turn: turn.last_frame)
-            _log.info("edge.turn.too_large", frame_bytes=turn.last_frame)
-            message = "The request is larger than the gateway accepts (it closed the link on it: message too big)."
-            self._fail(turn, 413, "request_too_large", message)
+        if self._largest is None:
+            return
+        size, turn = self._largest
+        if turn.finished or self._turns.get(turn.key) is not turn:
+            return  # its agent is gone: it is not sent again, and no other turn sent that frame
+        _log.info("edge.turn.too_large", frame_bytes=size)
+        message = "The request is larger than the gateway accepts (it closed the link on it: message too big)."
+        self._fail(turn, 413, "request_too_large", message)
 
     def _fall_back(self) -> None:
         self._over_http = True
@@ -347,6 +351,7 @@ class GatewayLink:
         self._over_http = False
         self._ws = ws
         self._sent_headers = None
+        self._largest = None
         self._down_since = None
         self.stats.connects += 1
         self.stats.state = LinkState.UP
@@ -412,7 +417,8 @@ class GatewayLink:
             if "headers" in frame:
                 self._sent_headers = turn.headers
             data = orjson.dumps(frame)
-            turn.last_frame = len(data)
+            if self._largest is None or len(data) > self._largest[0]:
+                self._largest = (len(data), turn)
             with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
                 await ws.send(data.decode())
                 self.stats.uplink_bytes += len(data)
