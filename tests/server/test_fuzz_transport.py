@@ -94,7 +94,7 @@ CORPUS: list[tuple[str, bytes, bool, list[int]]] = [
     ("upgrade, 200 headers", get(headers=UPGRADE + WS_KEY + b"X-A: v\r\n" * 200), False, [400]),
     ("upgrade without a key", get(headers=UPGRADE), False, [400]),
     ("upgrade without an API key", get(headers=UPGRADE + WS_KEY, auth=False), False, [401]),
-    ("upgrade elsewhere", get(b"/v1/models", UPGRADE + WS_KEY), False, [403]),
+    ("upgrade elsewhere", get(b"/v1/models", UPGRADE + WS_KEY), False, [404]),
     ("pipelined", request() + request(body=STREAMED) + HEALTH, False, [200, 200, 200]),
     ("pipelined, then half-closed", request() + request(body=STREAMED) + HEALTH, True, [200, 200, 200]),
     ("pipelined, a bad one between", request() + request(body=b"{bad") + HEALTH, True, [200, 400, 200]),
