@@ -52,6 +52,7 @@ def get(path: bytes = b"/v1/responses", headers: bytes = b"", **options: bool) -
 
 
 HEALTH = get(b"/health")
+BAD_CHUNK = b"f" * 24 + b"\r\nabc\r\n"  # a chunk size past any integer h11 reads
 
 # (name, bytes sent, half-close after sending, statuses expected in order)
 CORPUS: list[tuple[str, bytes, bool, list[int]]] = [
@@ -65,6 +66,10 @@ CORPUS: list[tuple[str, bytes, bool, list[int]]] = [
     ("chunk without its CRLF", chunked_post(b"%x\r\n" % len(BODY) + BODY + b"0\r\n\r\n"), False, [400]),
     ("chunked and a length", request(headers=TE, body=chunked(BODY)), False, [200]),
     ("gzip transfer coding", chunked_post(chunked(BODY), b"Transfer-Encoding: gzip, chunked\r\n"), False, [400]),
+    # answered on the headers (an unknown path, no API key) while the body's bad chunk size is already in: uvicorn's
+    # 400 goes out, and the app's own answer, which h11 then refused, was a traceback in the log
+    ("bad chunk size, unknown path", request(path=b"/v1/nope", headers=TE, body=BAD_CHUNK, length=False), False, [400]),
+    ("bad chunk size, no API key", request(headers=TE, body=BAD_CHUNK, length=False, auth=False), False, [400]),
     ("length too short", request(headers=b"Content-Length: 5\r\n", length=False), False, [400]),
     ("length too long, then half-closed", request(headers=b"Content-Length: 500\r\n", length=False), True, []),
     ("negative length", request(headers=b"Content-Length: -1\r\n", length=False), False, [400]),

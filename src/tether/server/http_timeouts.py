@@ -114,6 +114,20 @@ class TimedH11Protocol(H11Protocol):
         if self._client_done and idle and not self.transport.is_closing():
             self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """Answer a malformed request (a bad chunk size, say) with uvicorn's 400 and close, as uvicorn does, except
+        for a request already in flight: one answered on its headers before its body was read (a 401, a 404) has its
+        cycle told that the client is gone, so the app's answer is dropped instead of failing in h11 (a 500 attempt
+        and a traceback in the log), and a response already started is cut rather than followed by a second one."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if self.conn.our_state is h11.SEND_RESPONSE or self.conn.our_state is h11.IDLE:
+            super().send_400_response(msg)
+        elif not self.transport.is_closing():
+            self.transport.close()
+
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         self._upgraded = True
         self._cancel()
