@@ -210,6 +210,14 @@ def json_depth(value: Any) -> int:
     return 0
 
 
+def test_the_size_is_counted_in_utf8_bytes_not_characters() -> None:
+    """The limit is max_body_bytes: a request of 3,000 'é' (6,000 bytes) is over 4,096, as over HTTP."""
+    request = {"model": "m", "input": "\u00e9" * 3000, "\u00e9" * 1000: 1}
+    assert len(dumps(request)) > 8000
+    assert limit_passed(request, max_bytes=8000, max_values=1 << 30, max_depth=128) == "bytes"
+    assert limit_passed(request, max_bytes=len(dumps(request)), max_values=1 << 30, max_depth=128) is None
+
+
 def test_a_shared_subtree_is_counted_each_time_and_walked_once() -> None:
     blob = [{"k": "v" * 100}] * 1000  # one object a thousand times
     shared = [blob] * 1000  # serialised, about 100 MB

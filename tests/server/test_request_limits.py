@@ -6,6 +6,7 @@ import json
 import os
 
 import httpx2 as httpx
+import orjson
 from websockets.asyncio.client import connect
 
 from tether.server.runner import RunningServer, serve_in_thread
@@ -172,5 +173,25 @@ async def test_a_frame_over_the_size_limit_ends_its_turn_only(make_server: Serve
     async with connect(edge_link_url(server)) as ws:
         await ws.send(edge_turn_frame("big", {"model": MODEL, "input": "x" * 6000}))
         expect_edge_turn_error(await receive(ws), "big", "frame_too_large", 413)
+        await ws.send(edge_turn_frame("after", {"model": MODEL, "input": "hi"}))
+        await expect_edge_turn_answered(ws, "after")
+
+
+async def test_the_edge_links_size_limit_counts_utf8_bytes(make_server: ServerFactory) -> None:
+    """The limit is in bytes, as on HTTP and the agent's WebSocket, but the edge link counted a frame's characters
+    and a rebuilt request's too: a request of 'é' (two bytes each) up to twice the limit ran as a turn, and one
+    rebuilt from a delta up to four times (at most 4 bytes a character)."""
+    server = make_server(max_body_bytes=4096)
+    async with connect(edge_link_url(server)) as ws:
+        big = orjson.dumps({"model": MODEL, "input": "\u00e9" * 3000}).decode()  # 6 KB as the edge sends it
+        assert len(big) < 4096 < len(big.encode())
+        await ws.send(edge_turn_frame("big", big))
+        expect_edge_turn_error(await receive(ws), "big", "frame_too_large", 413)
+        base = {"model": MODEL, "input": "\u00e9" * 1500}
+        await ws.send(edge_turn_frame("base", orjson.dumps(base).decode()))
+        await expect_edge_turn_answered(ws, "base")
+        grown = {**base, "instructions": "\u00e9" * 1500}  # the delta holds the new text only
+        await ws.send(orjson.dumps(orjson.loads(edge_turn_frame("grown", grown, base))).decode())
+        expect_edge_turn_error(await receive(ws), "grown", "request_too_large", 413)
         await ws.send(edge_turn_frame("after", {"model": MODEL, "input": "hi"}))
         await expect_edge_turn_answered(ws, "after")

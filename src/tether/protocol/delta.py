@@ -86,9 +86,9 @@ class _PastLimitError(Exception):
 
 
 def limit_passed(value: JSONValue, *, max_bytes: int, max_values: int, max_depth: int) -> Limit | None:
-    """Which limit ``value`` passes, if any: its serialised size (a lower bound, counted without serialising), its
-    JSON values (every object, array, string, number and literal; keys do not count) or its nesting depth (the value
-    itself is level 1).
+    """Which limit ``value`` passes, if any: its serialised size in UTF-8 bytes (a lower bound, counted without
+    serialising), its JSON values (every object, array, string, number and literal; keys do not count) or its
+    nesting depth (the value itself is level 1).
 
     A delta can name one held value many times (references, copies of base elements); the rebuilt tree shares those
     subtrees, so it is small in memory while its serialisation may be enormous. This walks each shared subtree once
@@ -100,7 +100,7 @@ def limit_passed(value: JSONValue, *, max_bytes: int, max_values: int, max_depth
     def walk(node: JSONValue, level: int) -> tuple[int, int, int]:
         """(size, values, height) of ``node``, found ``level`` containers deep."""
         if isinstance(node, str):
-            return len(node) + 2, 1, 0
+            return _utf8_size(node) + 2, 1, 0
         if not isinstance(node, dict | list):
             return 1, 1, 0
         known = memo.get(id(node))
@@ -109,7 +109,7 @@ def limit_passed(value: JSONValue, *, max_bytes: int, max_values: int, max_depth
                 raise _PastLimitError("depth")
             size, values, height = 2 + max(0, len(node) - 1), 1, 0
             if isinstance(node, dict):
-                size += sum(len(key) + 3 for key in node)
+                size += sum(_utf8_size(key) + 3 for key in node)
             for child in node.values() if isinstance(node, dict) else node:
                 child_size, child_values, child_height = walk(child, level + 1)
                 size, values, height = size + child_size, values + child_values, max(height, child_height)
@@ -127,6 +127,11 @@ def limit_passed(value: JSONValue, *, max_bytes: int, max_values: int, max_depth
     except _PastLimitError as past:
         return past.limit
     return "bytes" if size > max_bytes else "values" if values > max_values else None
+
+
+def _utf8_size(text: str) -> int:
+    """The bytes of ``text`` in UTF-8, as the limit counts them (without encoding it when it is ASCII)."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 class _Differ:

@@ -35,6 +35,7 @@ from tether.server.edge_turns import EdgeTurns, TurnLog
 from tether.server.http import read_body
 from tether.server.off_loop import OffLoop
 from tether.server.value_counter import ValueCounter
+from tether.server.websocket import utf8_size
 
 _log = structlog.get_logger("tether.server.edge")
 
@@ -76,7 +77,7 @@ class EdgeGateway:
             TurnRefusedError: over the size or value limit (naming the frame's turn, when the count found it).
             ProtocolError: not a frame (``invalid_json``, ``invalid_edge_frame``), or the count could not run (503).
         """
-        if len(raw) > self.max_frame_bytes:  # a WebSocket message (an HTTP body is bounded as it is read)
+        if _over(raw, self.max_frame_bytes):  # a WebSocket message (an HTTP body is bounded as it is read)
             too_large = ProtocolError(413, "frame_too_large", "The edge frame exceeds the gateway's limit.")
             raise TurnRefusedError(await self.value_counter.find(raw, "turn"), too_large)
         excess = await self.value_counter.excess(raw, self.max_json_values, key="turn")
@@ -149,6 +150,14 @@ class TurnRefusedError(Exception):
         super().__init__(error.message)
         self.turn = turn
         self.error = error
+
+
+def _over(raw: str | bytes, limit: int) -> bool:
+    """Whether a frame is above ``limit`` bytes, a text frame's counted in UTF-8 as the agent's WebSocket does (a
+    character is 1 to 4 bytes: encoded only when that decides it)."""
+    if len(raw) > limit:
+        return True
+    return isinstance(raw, str) and len(raw) * 4 > limit and utf8_size(raw) > limit
 
 
 def _decode_frame(raw: str | bytes) -> wire.TurnFrame | wire.ResumeFrame:
