@@ -148,3 +148,26 @@ async def test_a_retried_background_create_answers_the_original_as_it_stands(
     answer = await engine.started(retried)
     assert (answer["id"], answer["status"]) == (original.response_id, "completed")
     assert engine.stats.generations == 1
+
+
+async def test_a_background_response_in_flight_is_not_deleted_but_said_to_be_in_progress(
+    engine: Engine, gated: GatedProvider, store: MemoryStore
+) -> None:
+    """DELETE answered 404 while GET showed it in_progress, and the response was stored when it ended all the same."""
+    live = await engine.create(background(), tenant=TENANT)
+    await gated.arrived(1)
+    with pytest.raises(ProtocolError) as refused:
+        await engine.delete_response(TENANT, live.response_id)
+    error = refused.value
+    assert (error.status, error.code, error.param) == (409, "response_in_progress", "response_id")
+    assert f"/v1/responses/{live.response_id}/cancel" in error.message
+    with pytest.raises(ProtocolError) as theirs:  # another tenant's is unknown, as everywhere
+        await engine.delete_response("mallory", live.response_id)
+    assert (theirs.value.status, theirs.value.code) == (404, "response_not_found")
+
+    await engine.cancel(TENANT, live.response_id)
+    await asyncio.wait_for(live.log.ended(), BOUND_S)
+    assert (await engine.delete_response(TENANT, live.response_id))["deleted"] is True
+    assert await store.get(TENANT, live.response_id) is None
+    with pytest.raises(ProtocolError, match="not found"):
+        await engine.get_response(TENANT, live.response_id)

@@ -10,7 +10,7 @@ from tether.engine.continuation import Continuations
 from tether.engine.shared_turns import SharedTurns
 from tether.protocol import ids
 from tether.protocol.compaction import compaction_item
-from tether.protocol.errors import invalid, response_not_found
+from tether.protocol.errors import ProtocolError, invalid, response_in_progress, response_not_found
 from tether.protocol.events import ResponseObject
 from tether.protocol.items import estimate_tokens, listed_input_item
 from tether.protocol.model_events import Usage
@@ -19,6 +19,8 @@ from tether.protocol.request import CreateRequest
 from tether.protocol.response import response_object
 from tether.store.base import ResponseRecord, Store
 from tether.types import JSONObject
+
+IN_FLIGHT = ("queued", "in_progress")
 
 
 class Reads:
@@ -73,8 +75,17 @@ class Reads:
         return snapshot
 
     async def delete(self, tenant: str, response_id: str) -> JSONObject:
+        """Delete a stored response. One that ``GET`` shows still in flight (a background response, on any node) is
+        refused with ``409 response_in_progress``, not ``404``: it would be stored when it ends, deleted or not."""
         if not await self.store.delete(tenant, response_id):
-            raise response_not_found(response_id)
+            try:
+                shown = await self.response(tenant, response_id)
+            except ProtocolError:
+                raise response_not_found(response_id) from None
+            if shown.get("status") in IN_FLIGHT:
+                raise response_in_progress(response_id)
+            if not await self.store.delete(tenant, response_id):  # it ended, and was committed, in between
+                raise response_not_found(response_id)
         # Its finished log stays in memory for the resume grace: neither a resume nor a retry may read it now.
         self.shared.live.forget(response_id)
         self.hot.discard(tenant, response_id)

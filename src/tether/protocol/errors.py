@@ -104,6 +104,17 @@ def response_not_found(response_id: str) -> ProtocolError:
     )
 
 
+def response_in_progress(response_id: str) -> ProtocolError:
+    return ProtocolError(
+        409,
+        "response_in_progress",
+        f"Response '{response_id}' is still in progress: cancel it (POST /v1/responses/{response_id}/cancel) or "
+        "wait for it to end, then delete it.",
+        param="response_id",
+        error_type=ErrorType.INVALID_REQUEST,
+    )
+
+
 def nothing_to_resume(response_id: str, last: int, after: int) -> ProtocolError:
     return invalid(
         "nothing_to_resume",
