@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 import structlog
 from openai import AsyncOpenAI, OpenAI
@@ -140,3 +141,31 @@ async def test_the_agents_key_is_never_logged_stored_or_journaled(
 def written(directory: Path, database: str) -> bytes:
     """The bytes of a SQLite database and its sidecar files (``-wal``, ``-shm``, ``-journal``)."""
     return b"".join(path.read_bytes() for path in sorted(directory.glob(database + "*")))
+
+
+def test_a_refused_frame_never_lends_another_agents_key(upstream: FakeResponsesUpstream, state_dir: Path) -> None:
+    """A frame the gateway refuses unread (over max_json_values, over the size limit) carried its agent's headers
+    as a delta the gateway never applied, while the edge counted them sent: the next turn with those headers went
+    without them, and ran with the headers of the turn before, another agent's key among them."""
+    provider = {"kind": "openai-responses", "base_url": upstream.base_url}
+    settings = responses_settings(state_dir / "refused.db", provider).model_copy(update={"max_json_values": 2000})
+    with (
+        serve_in_thread(settings) as gateway,
+        edge_in_thread(edge_config(gateway.base_url), port=free_port()) as edge,
+        httpx.Client(base_url=edge.base_url + "/v1", timeout=30) as client,
+    ):
+
+        def turn(key: str, text: str | list[Any]) -> httpx.Response:
+            body = {"model": "http-model", "input": text}
+            return client.post("/responses", json=body, headers={"authorization": f"Bearer {key}"})
+
+        assert turn(KEY_A, "A first.").status_code == 200
+        many = [{"type": "message", "role": "user", "content": "x"} for _ in range(1000)]
+        refused = turn(KEY_B, many)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "too_many_json_values"
+        before = len(upstream.requests)
+        answer = turn(KEY_B, "B after its refusal.")
+        assert answer.status_code == 200, answer.text
+    (record,) = since(upstream, before)
+    assert record.headers["authorization"] == f"Bearer {KEY_B}"

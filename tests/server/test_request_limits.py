@@ -156,7 +156,7 @@ async def test_too_many_json_values_on_the_edge_link_ends_that_turn_only(make_se
     async with connect(edge_link_url(server)) as ws:
         await ws.send(edge_turn_frame("over", {"model": MODEL, "input": tiny_parts(400)}))
         expect_edge_turn_error(await receive(ws), "over", "too_many_json_values", 400)
-        await ws.send(edge_turn_frame("base", base))
+        await ws.send(edge_turn_frame("base", base, headers={}))  # whole headers: the refused frame's were not read
         await expect_edge_turn_answered(ws, "base")
         await ws.send(edge_turn_frame("grown", grown, base))
         error = expect_edge_turn_error(await receive(ws), "grown", "too_many_json_values", 400)
@@ -173,7 +173,7 @@ async def test_a_frame_over_the_size_limit_ends_its_turn_only(make_server: Serve
     async with connect(edge_link_url(server)) as ws:
         await ws.send(edge_turn_frame("big", {"model": MODEL, "input": "x" * 6000}))
         expect_edge_turn_error(await receive(ws), "big", "frame_too_large", 413)
-        await ws.send(edge_turn_frame("after", {"model": MODEL, "input": "hi"}))
+        await ws.send(edge_turn_frame("after", {"model": MODEL, "input": "hi"}, headers={}))
         await expect_edge_turn_answered(ws, "after")
 
 
@@ -188,10 +188,27 @@ async def test_the_edge_links_size_limit_counts_utf8_bytes(make_server: ServerFa
         await ws.send(edge_turn_frame("big", big))
         expect_edge_turn_error(await receive(ws), "big", "frame_too_large", 413)
         base = {"model": MODEL, "input": "\u00e9" * 1500}
-        await ws.send(edge_turn_frame("base", orjson.dumps(base).decode()))
+        await ws.send(edge_turn_frame("base", orjson.dumps(base).decode(), headers={}))
         await expect_edge_turn_answered(ws, "base")
         grown = {**base, "instructions": "\u00e9" * 1500}  # the delta holds the new text only
         await ws.send(orjson.dumps(orjson.loads(edge_turn_frame("grown", grown, base))).decode())
         expect_edge_turn_error(await receive(ws), "grown", "request_too_large", 413)
         await ws.send(edge_turn_frame("after", {"model": MODEL, "input": "hi"}))
         await expect_edge_turn_answered(ws, "after")
+
+
+async def test_after_a_frame_refused_unread_a_turn_must_bring_whole_headers(make_server: ServerFactory) -> None:
+    """The refused frame's headers delta was never applied, but the edge counted it sent: a turn relying on it would
+    run with the headers of the turn before (another agent's key). It is refused until whole headers come."""
+    server = make_server(max_body_bytes=4096)
+    async with connect(edge_link_url(server)) as ws:
+        await ws.send(edge_turn_frame("first", {"model": MODEL, "input": "a"}, headers={"x-api-key": "key-a"}))
+        await expect_edge_turn_answered(ws, "first")
+        big = {"model": MODEL, "input": "x" * 6000}
+        await ws.send(edge_turn_frame("big", big, headers={"x-api-key": "key-b"}))
+        expect_edge_turn_error(await receive(ws), "big", "frame_too_large", 413)
+        await ws.send(edge_turn_frame("next", {"model": MODEL, "input": "b"}))  # the headers the edge believes sent
+        refused = await receive(ws)
+        assert (refused["type"], refused["turn"], refused["code"]) == ("tether:edge.refused", "next", "headers_unknown")
+        await ws.send(edge_turn_frame("next", {"model": MODEL, "input": "b"}, headers={"x-api-key": "key-b"}))
+        await expect_edge_turn_answered(ws, "next")

@@ -316,9 +316,12 @@ def edge_link_url(server: GatewayAddress) -> str:
     return f"ws://{server.host}:{server.port}/v1/tether/edge"
 
 
-def edge_turn_frame(turn: str, request: str | JSONObject, base: JSONObject | None = None) -> str:
+def edge_turn_frame(
+    turn: str, request: str | JSONObject, base: JSONObject | None = None, headers: dict[str, str] | None = None
+) -> str:
     """A turn frame for a Responses request: whole (``["v", request]``, the JSON text itself when ``request`` is a
-    string), or a delta against ``base`` when given."""
+    string), or a delta against ``base`` when given; with ``headers``, whole (as the first frame after a frame the
+    gateway refused unread must bring them)."""
     if isinstance(request, str):
         try:
             digest = value_hash(orjson.loads(request))
@@ -327,8 +330,10 @@ def edge_turn_frame(turn: str, request: str | JSONObject, base: JSONObject | Non
         patch = f'["v",{request}]'
     else:
         digest, patch = value_hash(request), json.dumps(diff(MISSING if base is None else base, request))
-    head = {"type": "tether:edge.turn", "turn": turn, "api": "responses", "path": "/v1/responses", "id": digest,
-            "base": None if base is None else value_hash(base)}  # fmt: skip
+    head: JSONObject = {"type": "tether:edge.turn", "turn": turn, "api": "responses", "path": "/v1/responses",
+                        "id": digest, "base": None if base is None else value_hash(base)}  # fmt: skip
+    if headers is not None:
+        head["headers"] = ["v", headers]
     return json.dumps(head)[:-1] + f', "patch": {patch}}}'
 
 

@@ -533,6 +533,9 @@ class GatewayLink:
                 self._on_forget()
             turn.delta = self.book.whole(turn.request)
             self._spawn_send(turn)
+        elif code == wire.HEADERS_UNKNOWN:  # the gateway never applied headers we counted sent: send them whole
+            self._sent_headers = None
+            self._spawn_send(turn)
         elif code == wire.TURN_NOT_FOUND:
             self.stats.lost_turns += 1  # the gateway lost the turn's log (it restarted): send the turn itself again
             turn.resend = True

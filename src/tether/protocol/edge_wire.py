@@ -18,7 +18,8 @@ Downlink (gateway → edge):
   (``json`` with ``x``), or the ``end``.
 - ``tether:edge.refused``: a turn or resume the gateway cannot serve, with a ``code`` the edge acts on
   (``unknown_base``/``unknown_reference``/``delta_mismatch`` → resend the whole request; ``turn_not_found`` → send
-  the turn again).
+  the turn again; ``headers_unknown`` → send the turn again with its whole headers: a frame refused unread may
+  have carried a headers delta the gateway never applied).
 - ``error``: the WebSocket error event (``status``, ``error`` with ``code``, ``message``, ``param``). With ``turn``
   it ends that turn with the agent's error (a request over a client's limits: ``too_many_json_values``,
   ``json_too_deep``, ``request_too_large``); without, the link's (a refused key, a frame that cannot be read),
@@ -47,6 +48,7 @@ UNKNOWN_BASE: Final = "unknown_base"
 UNKNOWN_REFERENCE: Final = "unknown_reference"
 DELTA_MISMATCH: Final = "delta_mismatch"
 TURN_NOT_FOUND: Final = "turn_not_found"
+HEADERS_UNKNOWN: Final = "headers_unknown"
 HEAL_CODES: Final[frozenset[str]] = frozenset({UNKNOWN_BASE, UNKNOWN_REFERENCE, DELTA_MISMATCH})
 
 
@@ -166,6 +168,11 @@ def parse_uplink(frame: Any) -> TurnFrame | ResumeFrame:
             raise _bad("'session' must be a string of 1 to 128 characters, on a responses turn.", "session")
         parsed["session"] = session
     return parsed
+
+
+def whole_headers(node: object) -> bool:
+    """Whether a turn frame's ``headers`` rebuild the headers from nothing (``["v", ...]``), whatever the previous."""
+    return isinstance(node, list) and len(node) == 2 and node[0] == "v"
 
 
 def headers_of(previous: dict[str, str] | None, node: list[Any]) -> dict[str, str]:

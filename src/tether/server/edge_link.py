@@ -191,6 +191,9 @@ class _LinkConnection:
         self.gateway = gateway
         self.tenant = tenant
         self.headers: dict[str, str] | None = None
+        self._headers_known = True
+        """The edge's view of ``headers`` is ours: false once a turn frame was refused before its headers delta was
+        applied (the edge counts it sent), until a frame brings whole headers."""
         self._send_lock = asyncio.Lock()
         self._followers: dict[str, asyncio.Task[None]] = {}
 
@@ -206,9 +209,11 @@ class _LinkConnection:
             try:
                 frame = await self.gateway.read_frame(raw)
             except TurnRefusedError as refused:
+                self._headers_known = False
                 await self._send(wire.error_frame(refused.error, refused.turn))
                 continue
             except ProtocolError as error:
+                self._headers_known = False
                 await self._send(error.ws_event())
                 continue
             await self._handle(frame)
@@ -221,12 +226,20 @@ class _LinkConnection:
             if log is None:
                 log = wire.refused_frame(turn, wire.TURN_NOT_FOUND, "The gateway has no log of this turn.")
         else:
+            if not self._headers_known and not wire.whole_headers(frame.get("headers")):
+                message = "A frame was refused before its headers were read: send this turn with its whole headers."
+                self._followers[turn] = asyncio.create_task(
+                    self._send(dict(wire.refused_frame(turn, wire.HEADERS_UNKNOWN, message)))
+                )
+                return
             if "headers" in frame:
                 try:
                     self.headers = wire.headers_of(self.headers, frame["headers"])
                 except ProtocolError as error:
+                    self._headers_known = False
                     self._followers[turn] = asyncio.create_task(self._send(wire.error_frame(error, turn)))
                     return
+                self._headers_known = True
             try:
                 log = await self.gateway.open_turn(self.tenant, frame, self.headers)
             except ProtocolError as error:
