@@ -202,8 +202,9 @@ class GatewayLink:
         self._turns: dict[str, Turn] = {}
         self._ws: ClientConnection | None = None
         self._sent_headers: dict[str, str] | None = None
-        self._largest: tuple[int, Turn] | None = None
-        """The largest frame sent on this WebSocket (its bytes) and its turn."""
+        self._largest: tuple[int, str] | None = None
+        """The largest frame sent on this WebSocket: its bytes and its turn's key (a key, so that a finished turn's
+        request is not kept)."""
         self._down_since: float | None = clock()
         self._runner: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
@@ -331,8 +332,9 @@ class GatewayLink:
         again, for ever; the agent gets a 413 instead."""
         if self._largest is None:
             return
-        size, turn = self._largest
-        if turn.finished or self._turns.get(turn.key) is not turn:
+        size, key = self._largest
+        turn = self._turns.get(key)
+        if turn is None or turn.finished:
             return  # its agent is gone: it is not sent again, and no other turn sent that frame
         _log.info("edge.turn.too_large", frame_bytes=size)
         message = "The request is larger than the gateway accepts (it closed the link on it: message too big)."
@@ -417,8 +419,8 @@ class GatewayLink:
             if "headers" in frame:
                 self._sent_headers = turn.headers
             data = orjson.dumps(frame)
-            if self._largest is None or len(data) > self._largest[0]:
-                self._largest = (len(data), turn)
+            if self._largest is None or len(data) >= self._largest[0]:
+                self._largest = (len(data), turn.key)
             with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
                 await ws.send(data.decode())
                 self.stats.uplink_bytes += len(data)
