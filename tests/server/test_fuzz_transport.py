@@ -64,7 +64,8 @@ CORPUS: list[tuple[str, bytes, bool, list[int]]] = [
     ("huge chunk size", chunked_post(b"f" * 20 + b"\r\n" + BODY), False, [408]),
     ("no last chunk", chunked_post(b"%x\r\n" % len(BODY) + BODY + b"\r\n"), False, [408]),
     ("chunk without its CRLF", chunked_post(b"%x\r\n" % len(BODY) + BODY + b"0\r\n\r\n"), False, [400]),
-    ("chunked and a length", request(headers=TE, body=chunked(BODY)), False, [200]),
+    ("chunked and a length", request(headers=TE, body=chunked(BODY)), False, [400]),  # RFC 9112 6.3: refused, closed
+    ("chunked and a length, then more", request(headers=TE, body=chunked(BODY)) + HEALTH, False, [400]),
     ("gzip transfer coding", chunked_post(chunked(BODY), b"Transfer-Encoding: gzip, chunked\r\n"), False, [400]),
     # answered on the headers (an unknown path, no API key) while the body's bad chunk size is already in: uvicorn's
     # 400 goes out, and the app's own answer, which h11 then refused, was a traceback in the log

@@ -33,6 +33,7 @@ from tether.server.edge_turns import EdgeTurns
 from tether.server.inspect_page import inspect_endpoint
 from tether.server.metrics import Metrics, metrics_endpoint
 from tether.server.observers import build_observers
+from tether.server.request_framing import RefuseAmbiguousLength
 from tether.server.state import ServerState
 from tether.server.timed_store import TimedStore
 from tether.server.traffic import TrafficMiddleware
@@ -165,7 +166,11 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(TrafficMiddleware, metrics=metrics), Middleware(CloseAfterUnreadBody)],
+        middleware=[
+            Middleware(TrafficMiddleware, metrics=metrics),
+            Middleware(CloseAfterUnreadBody),
+            Middleware(RefuseAmbiguousLength),
+        ],
         exception_handlers={
             ProtocolError: _protocol_error,
             HTTPException: _http_error,
