@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx2 as httpx
+import orjson
 from openai import AsyncOpenAI, Omit, omit
 from openai.types.responses import ResponseCompletedEvent
+from websockets.asyncio.client import connect
 
 from tether.edge.run import RunningEdge
 
@@ -68,3 +70,15 @@ async def test_a_steer_through_the_edge_is_refused_with_the_reason_and_the_conne
             if event.type in ("response.completed", "response.failed", "error"):
                 assert event.type == "response.completed"
                 break
+
+
+async def test_a_refused_turn_in_websocket_mode_has_the_error_type_its_status_means(edge: RunningEdge) -> None:
+    """Over the gateway's limits the turn ends with the gateway's 4xx, which is the agent's request at fault
+    (invalid_request_error, as the edge's HTTP refusals say): WebSocket mode called every refusal server_error."""
+    many = [{"role": "user", "content": "a"}] * 33_400  # 100,200 JSON values: over the gateway's 100,000
+    async with connect(edge.base_url.replace("http://", "ws://") + "/v1/responses", max_size=None) as ws:
+        await ws.send(orjson.dumps({"type": "response.create", "model": "gpt-test", "input": many}).decode())
+        event = orjson.loads(await ws.recv())
+    assert event["type"] == "error", event
+    assert event["status"] == 400
+    assert (event["error"]["code"], event["error"]["type"]) == ("too_many_json_values", "invalid_request_error")

@@ -206,8 +206,8 @@ async def _relay_websocket_turn(
 
 
 def _ws_error(status: int, code: str, message: str) -> str:
-    error = {"message": message, "type": "server_error", "param": None, "code": code}
-    return orjson.dumps({"type": "error", "status": status, "error": error}).decode()
+    """A refusal as a WebSocket error event, its error type following the status (as :func:`expand.error_body`)."""
+    return orjson.dumps(expand.refusal(status, code, message).ws_event()).decode()
 
 
 def _refusal(api: API, status: int, code: str, message: str) -> Response:

@@ -69,13 +69,18 @@ def keepalive(api: API, started: bool) -> bytes:
     return _ANTHROPIC_PING if api == "anthropic-messages" and started else _SSE_COMMENT
 
 
+def refusal(status: int, code: str, message: str) -> ProtocolError:
+    """A refusal of the edge or the gateway as a protocol error: a 4xx is the agent's request at fault."""
+    return ProtocolError(
+        status, code, message, error_type=ErrorType.INVALID_REQUEST if status < 500 else ErrorType.SERVER
+    )
+
+
 def error_body(api: API, status: int, code: str, message: str) -> bytes:
     """A refusal as the agent's API words it, for a response not yet started: its error type follows the status
     (a 4xx is the agent's request at fault, as each API says; a 503 is the gateway out of reach, which Anthropic's
     clients retry as an overload)."""
-    error = ProtocolError(
-        status, code, message, error_type=ErrorType.INVALID_REQUEST if status < 500 else ErrorType.SERVER
-    )
+    error = refusal(status, code, message)
     if api == "anthropic-messages":
         body = anthropic_error(error)
         if status == 503:
