@@ -11,7 +11,7 @@ from typing import Any
 import httpx2 as httpx
 from websockets.asyncio.client import connect
 
-from tether.server.logs import wants_json
+from tether.server.logs import MAX_VALUE_CHARS, clip_long_values, wants_json
 from tether.testing import ServeProcess, serve_subprocess
 
 API_KEY = "sk-observe-secret-0123456789"
@@ -97,3 +97,26 @@ def test_auto_format_is_json_off_a_terminal_and_console_on_one() -> None:
     assert not wants_json("auto", _Terminal())
     assert wants_json("json", _Terminal())
     assert not wants_json("console", io.StringIO())
+
+
+async def test_a_megabyte_model_name_or_path_makes_no_megabyte_log_line(tmp_path: Path) -> None:
+    """Each was logged whole, once per request: a client could write a megabyte into the log with every call."""
+    with serve_subprocess(tmp_path, ENV) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30, headers=AUTH) as client:
+            answered = await client.post("/responses", json={"model": "m" * 1_000_000, "input": "hi"})
+            assert answered.status_code == 200
+            assert (await client.get("/" + "p" * 30_000)).status_code == 404
+    lines = server.log().splitlines()
+    assert max(len(line) for line in lines) < 4 * MAX_VALUE_CHARS
+    (done,) = events(lines_of(server), "turn.done", outcome="completed")
+    assert done["model"] == "m" * MAX_VALUE_CHARS + "... (1,000,000 characters)"
+    (missing,) = events(lines_of(server), "http.access", status=404)
+    assert missing["path"].endswith("... (30,004 characters)")
+
+
+def test_tracebacks_and_opted_in_content_are_not_clipped() -> None:
+    long = "x" * (MAX_VALUE_CHARS * 3)
+    event = clip_long_values(None, "info", {"exception": long, "input_items": [long], "model": long})
+    assert event["exception"] == long
+    assert event["input_items"] == [long]
+    assert len(event["model"]) < len(long)

@@ -7,7 +7,8 @@ same renderer, so a log file holds one format, one event per line, and no ANSI c
 from __future__ import annotations
 
 import logging
-from typing import Literal, TextIO
+from collections.abc import MutableMapping
+from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
@@ -29,6 +30,7 @@ def configure_logging(level: str, log_format: LogFormat, stream: TextIO) -> None
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        clip_long_values,
     ]
     renderer: structlog.typing.Processor
     if wants_json(log_format, stream):
@@ -53,6 +55,21 @@ def configure_logging(level: str, log_format: LogFormat, stream: TextIO) -> None
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(numeric)
+
+
+MAX_VALUE_CHARS = 1024
+"""A log field's string past this many characters is cut: a client can put a megabyte in a model name or a path."""
+
+UNCLIPPED = frozenset({"exception", "stack"})
+
+
+def clip_long_values(_logger: object, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Cut each top-level string field past :data:`MAX_VALUE_CHARS`, saying how long it was (a 1 MB model name made
+    a 1 MB log line per request). Tracebacks stay whole, and so does content an operator opted into (a list)."""
+    for key, value in event.items():
+        if isinstance(value, str) and len(value) > MAX_VALUE_CHARS and key not in UNCLIPPED:
+            event[key] = f"{value[:MAX_VALUE_CHARS]}... ({len(value):,} characters)"
+    return event
 
 
 def _dumps(value: object, **_: object) -> str:
