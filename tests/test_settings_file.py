@@ -167,3 +167,24 @@ def test_the_keys_of_its_own_kind_are_taken(tmp_path: Path) -> None:
     assert settings.providers["a"].thinking_budget_tokens == 2048
     assert settings.providers["o"].transport == "websocket"
     assert settings.providers["o"].steer_answer_grace_s == 2.5
+
+
+@pytest.mark.parametrize(
+    ("keys", "says"),
+    [
+        ('{"" = "t"}', "an API key is empty"),
+        ('{" " = "t"}', "an API key is empty"),
+        ('{" sk-a" = "t"}', "starts or ends with white space"),
+        ('{"sk-a" = ""}', "tenant is empty"),
+    ],
+)
+def test_an_api_key_that_cannot_work_is_one_line(tmp_path: Path, keys: str, says: str) -> None:
+    """An empty key let in any request with a blank x-api-key header; a padded one could never match."""
+    path = write(tmp_path, f"api_keys = {keys}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, {})
+    message = str(raised.value)
+    assert message.startswith(f"{path}:1: api_keys: ")
+    assert says in message
+    assert "sk-a" not in message  # a key is never printed
+    assert "\n" not in message

@@ -247,6 +247,20 @@ class Settings(BaseSettings):
     routes: list[RouteSettings] = Field(default_factory=list, description="First match wins.")
     default_provider: str = "scripted"
 
+    @field_validator("api_keys")
+    @classmethod
+    def _usable_keys(cls, api_keys: dict[str, str]) -> dict[str, str]:
+        # A key of "" authenticated any request whose x-api-key header was blank; one with spaces around it could
+        # never match (a presented key is read stripped); a tenant of "" names no one in logs and the audit.
+        for key, tenant in api_keys.items():
+            if not key.strip():
+                raise ValueError("an API key is empty: give each key some characters, or remove it")
+            if key != key.strip():
+                raise ValueError(f"the API key of tenant {tenant!r} starts or ends with white space, so none can match")
+            if not tenant.strip():
+                raise ValueError("an API key's tenant is empty: name the tenant")
+        return api_keys
+
     @classmethod
     def load(cls, config_file: Path | None = None) -> Settings:
         """Read the config file (if any), then let ``TETHER_*`` environment variables override it."""

@@ -173,3 +173,8 @@ async def test_health_is_open(make_server: ServerFactory) -> None:
     async with http_client(server) as client:
         reply = await client.get(f"http://{server.host}:{server.port}/health")
     assert reply.status_code == 200
+
+
+def test_a_blank_x_api_key_presents_no_key_even_to_an_empty_configured_one() -> None:
+    """Authenticator takes what it is given (Settings refuses an empty key); a blank header still matches nothing."""
+    assert refused(Authenticator({"": "nobody"}), **{"x-api-key": "  "}).code == "invalid_api_key"

@@ -78,5 +78,5 @@ def _presented_key(headers: Mapping[str, str]) -> str | None:
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             return credentials.strip()
-    api_key = headers.get("x-api-key") or headers.get("api-key")
-    return api_key.strip() if api_key else None
+    api_key = (headers.get("x-api-key") or headers.get("api-key") or "").strip()
+    return api_key or None  # a blank header presents no key
