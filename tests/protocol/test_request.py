@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from tether.protocol.errors import ProtocolError
 from tether.protocol.request import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
     CreateRequest,
     Transport,
     check_stream_id,
@@ -284,6 +285,19 @@ def test_an_empty_idempotency_key_is_a_400(transport: Transport) -> None:
     """An empty key was a key like any other: every request sending it was answered with the first one's response."""
     with pytest.raises(ProtocolError) as raised:
         parse_create({"model": "m", "input": "hi", "tether:idempotency_key": ""}, transport)
+    assert (raised.value.status, raised.value.code, raised.value.param) == (
+        400,
+        "invalid_value",
+        "tether:idempotency_key",
+    )
+
+
+@pytest.mark.parametrize("transport", list(Transport))
+def test_an_idempotency_key_past_256_characters_is_a_400(transport: Transport) -> None:
+    """A 100 KB key was taken, kept with its response and looked up on every retry."""
+    parse_create({"model": "m", "input": "hi", "tether:idempotency_key": "k" * MAX_IDEMPOTENCY_KEY_CHARS}, transport)
+    with pytest.raises(ProtocolError) as raised:
+        parse_create({"model": "m", "input": "hi", "tether:idempotency_key": "k" * 100_000}, transport)
     assert (raised.value.status, raised.value.code, raised.value.param) == (
         400,
         "invalid_value",

@@ -86,6 +86,17 @@ async def test_a_blank_idempotency_key_header_is_no_key(shared_server: RunningSe
     assert output_text(second.json()) == "two"
 
 
+async def test_an_idempotency_key_header_past_256_characters_is_a_400(shared_server: RunningServer) -> None:
+    async with http_client(shared_server) as client:
+        refused = await client.post(
+            "/responses", json={"model": "echo", "input": "one"}, headers={"Idempotency-Key": "k" * 100_000}
+        )
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_value", "Idempotency-Key")
+    assert "100,000 characters" in error["message"]
+
+
 async def test_json_tool_loop(shared_server: RunningServer) -> None:
     async with http_client(shared_server) as client:
         first = await create(client, input="Weather in Paris?", tools=[WEATHER_TOOL])

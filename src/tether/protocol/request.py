@@ -47,6 +47,27 @@ class Transport(StrEnum):
     WEBSOCKET = "websocket"
 
 
+MAX_IDEMPOTENCY_KEY_CHARS = 256
+"""The longest idempotency key (a UUID is 36): each is kept with its response and looked up on every retry."""
+
+
+def header_idempotency_key(value: str) -> str | None:
+    """The ``Idempotency-Key`` header's key: ``None`` when blank (no key).
+
+    Raises:
+        ProtocolError: ``invalid_value`` past :data:`MAX_IDEMPOTENCY_KEY_CHARS`, as for the body's key.
+    """
+    key = value.strip()
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise invalid(
+            "invalid_value",
+            f"The Idempotency-Key header is {len(key):,} characters long; "
+            f"at most {MAX_IDEMPOTENCY_KEY_CHARS} are allowed.",
+            "Idempotency-Key",
+        )
+    return key or None
+
+
 class CreateRequest(BaseModel):
     """The fields of a create request that tether reads. Unknown fields are kept in ``model_extra``."""
 
@@ -78,7 +99,9 @@ class CreateRequest(BaseModel):
     prompt_cache_key: StrictStr | None = None
     safety_identifier: StrictStr | None = None
     user: StrictStr | None = None
-    idempotency_key: StrictStr | None = Field(default=None, alias=IDEMPOTENCY_KEY, min_length=1)  # "" is no key
+    idempotency_key: StrictStr | None = Field(
+        default=None, alias=IDEMPOTENCY_KEY, min_length=1, max_length=MAX_IDEMPOTENCY_KEY_CHARS
+    )  # "" is no key
     inherit_params: StrictBool = Field(default=False, alias=INHERIT_PARAMS)
 
     def inheriting(self, parent_params: JSONObject) -> CreateRequest:

@@ -17,6 +17,7 @@ from tether.protocol.request import (
     Transport,
     check_input_items,
     decode_json_object,
+    header_idempotency_key,
     parse_create,
     too_many_json_values,
     unsupported_content_encoding,
@@ -106,7 +107,7 @@ async def create_response(request: Request) -> Response:
     raw = await read_body(request, state.settings.max_body_bytes)
     create = await decode_create(raw, state)
     if create.idempotency_key is None:  # a blank header is no key: every blank one would answer with one response
-        create.idempotency_key = request.headers.get("idempotency-key", "").strip() or None
+        create.idempotency_key = header_idempotency_key(request.headers.get("idempotency-key", ""))
     origin = turn_origin("sse" if create.stream else "http", len(raw), identity, request.headers)
     live = await state.engine.create(create, tenant=identity.tenant, origin=origin)
     if create.background and not create.stream:  # answered at once; the generation goes on by itself
