@@ -303,3 +303,38 @@ def test_an_idempotency_key_past_256_characters_is_a_400(transport: Transport) -
         "invalid_value",
         "tether:idempotency_key",
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "accepted"),
+    [
+        ("temperature", -0.5, False),
+        ("temperature", 2.5, False),
+        ("temperature", 2, True),
+        ("temperature", 0, True),
+        ("top_p", 1.5, False),
+        ("top_p", -1, False),
+        ("top_p", 1, True),
+        ("top_logprobs", -1, False),
+        ("top_logprobs", 21, False),
+        ("top_logprobs", 20, True),
+    ],
+)
+def test_sampling_parameters_are_held_to_the_apis_ranges(field: str, value: float, accepted: bool) -> None:
+    """They were passed on whatever they were (a negative temperature to the scripted model, a 500 or an upstream's
+    own wording elsewhere); the Responses API takes temperature 0-2, top_p 0-1 and top_logprobs 0-20."""
+    body: JSONObject = {"model": "m", "input": "hi", field: value}
+    if accepted:
+        assert getattr(parse_create(body, Transport.HTTP), field) == value
+        return
+    with pytest.raises(ProtocolError) as raised:
+        parse_create(body, Transport.HTTP)
+    assert (raised.value.status, raised.value.code, raised.value.param) == (400, "invalid_value", field)
+
+
+@pytest.mark.parametrize("kind", ["input_text", "output_text"])
+def test_a_text_part_whose_text_is_not_a_string_is_a_400(kind: str) -> None:
+    content = [{"type": "input_text", "text": "fine"}, {"type": kind, "text": 5}]
+    with pytest.raises(ProtocolError) as raised:
+        parse_create({"model": "m", "input": [{"role": "user", "content": content}]}, Transport.HTTP)
+    assert (raised.value.code, raised.value.param) == ("invalid_type", "input[0].content[1].text")

@@ -88,9 +88,9 @@ class CreateRequest(BaseModel):
     metadata: dict[str, StrictStr] | None = None
     max_output_tokens: StrictInt | None = Field(default=None, ge=1)
     max_tool_calls: StrictInt | None = Field(default=None, ge=1)
-    temperature: StrictFloat | StrictInt | None = None
-    top_p: StrictFloat | StrictInt | None = None
-    top_logprobs: StrictInt | None = None
+    temperature: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=2)
+    top_p: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=1)
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
     reasoning: JSONObject | None = None
     text: JSONObject | None = None
     truncation: Literal["auto", "disabled"] | None = None
@@ -269,6 +269,9 @@ def normalise_input(value: object) -> list[Item]:
     return items
 
 
+TEXT_PARTS = frozenset({"input_text", "output_text"})
+
+
 def _check_item(value: object, param: str) -> Item:
     if not isinstance(value, dict):
         raise invalid("invalid_type", f"'{param}' must be an object, not {_json_kind(value)}.", param)
@@ -294,6 +297,8 @@ def _check_item(value: object, param: str) -> Item:
                         f"'{param}.content[{part_index}]' must be a typed object.",
                         f"{param}.content[{part_index}]",
                     )
+                if part["type"] in TEXT_PARTS:  # every provider reads their text as a string
+                    _require_str(part, "text", f"{param}.content[{part_index}]")
     elif kind == "function_call_output":
         _require_str(item, "call_id", param)
         if not isinstance(item.get("output"), (str, list)):
