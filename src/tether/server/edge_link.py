@@ -196,6 +196,9 @@ class _LinkConnection:
         applied (the edge counts it sent), until a frame brings whole headers."""
         self._send_lock = asyncio.Lock()
         self._followers: dict[str, asyncio.Task[None]] = {}
+        """The one task following each turn's log; a repeated turn or a resume replaces it."""
+        self._replies: set[asyncio.Task[None]] = set()
+        """Refusals and errors on their way out: they never take a follower's place."""
 
     async def run(self) -> None:
         while True:
@@ -228,31 +231,43 @@ class _LinkConnection:
         else:
             if not self._headers_known and not wire.whole_headers(frame.get("headers")):
                 message = "A frame was refused before its headers were read: send this turn with its whole headers."
-                self._followers[turn] = asyncio.create_task(
-                    self._send(dict(wire.refused_frame(turn, wire.HEADERS_UNKNOWN, message)))
-                )
+                self._reply(dict(wire.refused_frame(turn, wire.HEADERS_UNKNOWN, message)))
                 return
             if "headers" in frame:
                 try:
                     self.headers = wire.headers_of(self.headers, frame["headers"])
                 except ProtocolError as error:
                     self._headers_known = False
-                    self._followers[turn] = asyncio.create_task(self._send(wire.error_frame(error, turn)))
+                    self._reply(wire.error_frame(error, turn))
                     return
                 self._headers_known = True
             try:
                 log = await self.gateway.open_turn(self.tenant, frame, self.headers)
             except ProtocolError as error:
-                self._followers[turn] = asyncio.create_task(self._send(wire.error_frame(error, turn)))
+                self._reply(wire.error_frame(error, turn))
                 return
             after = -1
         if isinstance(log, TurnLog):
-            previous = self._followers.pop(turn, None)
-            if previous is not None:
-                previous.cancel()
-            self._followers[turn] = asyncio.create_task(self._follow(turn, log, after))
+            self._start_following(turn, log, after)
         else:
-            self._followers[turn] = asyncio.create_task(self._send(dict(log)))
+            self._reply(dict(log))
+
+    def _start_following(self, turn: str, log: TurnLog, after: int) -> None:
+        previous = self._followers.pop(turn, None)
+        if previous is not None:
+            previous.cancel()
+        follower = asyncio.create_task(self._follow(turn, log, after))
+        self._followers[turn] = follower
+        follower.add_done_callback(functools.partial(self._followed, turn))
+
+    def _followed(self, turn: str, follower: asyncio.Task[None]) -> None:
+        if self._followers.get(turn) is follower:  # a finished turn's follower is not kept for the link's life
+            del self._followers[turn]
+
+    def _reply(self, frame: Mapping[str, object]) -> None:
+        task = asyncio.create_task(self._send(frame))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
 
     async def _follow(self, turn: str, log: TurnLog, after: int) -> None:
         async for seq, piece in log.follow(after):
@@ -264,9 +279,10 @@ class _LinkConnection:
                 await self.websocket.send_text(orjson.dumps(frame).decode())
 
     async def aclose(self) -> None:
-        for task in self._followers.values():
+        tasks = [*self._followers.values(), *self._replies]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._followers.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def edge_http(request: Request) -> Response:
