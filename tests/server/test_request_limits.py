@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -9,6 +10,7 @@ import httpx2 as httpx
 import orjson
 from websockets.asyncio.client import connect
 
+from tether.server.edge_link import EdgeGateway
 from tether.server.runner import RunningServer, serve_in_thread
 from tether.server.state import ServerState
 from tether.settings import Settings
@@ -212,3 +214,20 @@ async def test_after_a_frame_refused_unread_a_turn_must_bring_whole_headers(make
         assert (refused["type"], refused["turn"], refused["code"]) == ("tether:edge.refused", "next", "headers_unknown")
         await ws.send(edge_turn_frame("next", {"model": MODEL, "input": "b"}, headers={"x-api-key": "key-b"}))
         await expect_edge_turn_answered(ws, "next")
+
+
+async def test_a_frame_the_gateway_could_not_count_ends_its_own_turn_only(make_server: ServerFactory) -> None:
+    """A 503 from the counting worker (it could not run) went out without a turn, which ends every turn in flight on
+    the edge: one frame's transient fault failed every other agent's turn. The frame's turn, as the edge writes its
+    frames (``type`` then ``turn`` first), is now named, and the error ends that turn only."""
+    server = make_server(max_json_values=1000)
+    edge: EdgeGateway = server.app.state.tether_edge
+    assert server.loop is not None
+    asyncio.run_coroutine_threadsafe(edge.value_counter.aclose(), server.loop).result(timeout=10)
+    async with connect(edge_link_url(server)) as ws:
+        counted = {"model": MODEL, "input": tiny_parts(400)}  # over the cheap bound: the worker must count it
+        await ws.send(orjson.dumps(orjson.loads(edge_turn_frame("counted", counted))).decode())  # as the edge writes
+        error = expect_edge_turn_error(await receive(ws), "counted", "server_error", 503)
+        assert "try again" in error["error"]["message"]
+        await ws.send(edge_turn_frame("after", {"model": MODEL, "input": "hi"}, headers={}))
+        await expect_edge_turn_answered(ws, "after")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -74,13 +75,21 @@ class EdgeGateway:
         limit, and decoded off the event loop when it is large.
 
         Raises:
-            TurnRefusedError: over the size or value limit (naming the frame's turn, when the count found it).
-            ProtocolError: not a frame (``invalid_json``, ``invalid_edge_frame``), or the count could not run (503).
+            TurnRefusedError: over the size or value limit (naming the frame's turn, when the count found it), or
+                the count could not run (503, naming the turn when the frame begins as an edge writes it).
+            ProtocolError: not a frame (``invalid_json``, ``invalid_edge_frame``).
         """
         if _over(raw, self.max_frame_bytes):  # a WebSocket message (an HTTP body is bounded as it is read)
             too_large = ProtocolError(413, "frame_too_large", "The edge frame exceeds the gateway's limit.")
-            raise TurnRefusedError(await self.value_counter.find(raw, "turn"), too_large)
-        excess = await self.value_counter.excess(raw, self.max_json_values, key="turn")
+            try:
+                turn = await self.value_counter.find(raw, "turn")
+            except ProtocolError:
+                turn = _leading_turn(raw)
+            raise TurnRefusedError(turn, too_large)
+        try:
+            excess = await self.value_counter.excess(raw, self.max_json_values, key="turn")
+        except ProtocolError as error:  # the count could not run: a fault of this frame's, never the link's
+            raise TurnRefusedError(_leading_turn(raw), error) from None
         if excess is not None:
             raise TurnRefusedError(excess.found, too_many_json_values(excess.values, self.max_json_values))
         return await self.off_loop.read(len(raw), functools.partial(_decode_frame, raw))
@@ -158,6 +167,19 @@ def _over(raw: str | bytes, limit: int) -> bool:
     if len(raw) > limit:
         return True
     return isinstance(raw, str) and len(raw) * 4 > limit and utf8_size(raw) > limit
+
+
+_LEADING_TURN = re.compile(
+    rb'\A\s*\{\s*"type"\s*:\s*"tether:edge\.(?:turn|resume)"\s*,\s*"turn"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"'
+)
+
+
+def _leading_turn(raw: str | bytes) -> str | None:
+    """The turn of a frame that could not be counted, read from its first bytes without decoding it: an edge writes
+    ``type`` and then ``turn`` first (``None`` for a frame written otherwise)."""
+    head = raw[:256]
+    found = _LEADING_TURN.match(head.encode() if isinstance(head, str) else head)
+    return None if found is None else found.group(1).decode()
 
 
 def _decode_frame(raw: str | bytes) -> wire.TurnFrame | wire.ResumeFrame:
