@@ -1,43 +1,88 @@
-"""The upstream socket's steering bookkeeping in process: frames up, the upstream's answers matched to the steers."""
+"""The upstream socket's steering bookkeeping in process: frames up, the upstream's answers matched to the steers, and
+the sender that sends them up a socket (an in-process stand-in for the connection, whose send can fail or stall)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, cast
 
 import orjson
+import structlog
+from websockets.asyncio.client import ClientConnection
 
 from tether.protocol.steer import Steer, SteerErrorCode, read_steer
 from tether.providers.base import Continuation
-from tether.providers.responses_steering import SocketSteering
+from tether.providers.responses_steering import SocketSteering, SteerSender
+from tether.providers.responses_ws import UpstreamSocket, exchange
 from tether.types import JSONObject
 
 
 class Port:
-    """Records what the provider reports (a SteeringPort without an engine)."""
+    """Records what the provider reports (a SteeringPort without an engine); ``queued`` are the client's steers."""
 
-    def __init__(self) -> None:
+    def __init__(self, *queued: Steer) -> None:
         self.calls: list[tuple[str, Steer, object]] = []
+        self.messages: list[str] = []
+        self.queued = list(queued)
+        self.ended = False
 
     def take(self) -> Steer | None:
-        raise AssertionError("not used here")
+        return self.queued.pop(0) if self.queued else None
 
     def notify(self, wake: Callable[[], None] | None) -> None:
-        raise AssertionError("not used here")
+        if wake is not None and self.queued:
+            wake()
 
     def accepted(self, steer: Steer) -> None:
         self.calls.append(("accepted", steer, None))
 
     def failed(self, steer: Steer, code: SteerErrorCode, message: str) -> None:
         self.calls.append(("failed", steer, code))
+        self.messages.append(message)
 
     def pending(self, steer: Steer, reason: str, required_input: list[JSONObject]) -> None:
         self.calls.append(("pending", steer, required_input))
 
     def upstream_ended(self) -> None:
-        """Not reported by the bookkeeping."""
+        self.ended = True
 
     def succeeded_by(self, continuation: Continuation) -> None:
         raise AssertionError("not reported by the bookkeeping")
+
+
+class Connection:
+    """An upstream WebSocket in process: ``recv`` gives what ``events`` holds, ``send`` records each frame and does
+    what ``on_steer`` does with a ``response.steer`` (once ``steering`` is set)."""
+
+    def __init__(self, on_steer: Callable[[], Awaitable[None]]) -> None:
+        self.on_steer = on_steer
+        self.frames: list[JSONObject] = []
+        self.events: asyncio.Queue[str] = asyncio.Queue()
+        self.steering = asyncio.Event()
+
+    async def send(self, message: str) -> None:
+        self.frames.append(orjson.loads(message))
+        if self.frames[-1]["type"] == "response.steer":
+            self.steering.set()
+            await self.on_steer()
+
+    async def recv(self) -> str:
+        return await self.events.get()
+
+
+def upstream_socket(connection: Connection) -> UpstreamSocket:
+    return UpstreamSocket(cast(ClientConnection, connection), opened_at=0.0, last_used=0.0)
+
+
+def upstream_event(kind: str, status: str) -> str:
+    response = {"id": "resp_up_1", "object": "response", "status": status, "output": []}
+    return orjson.dumps({"type": kind, "sequence_number": 0, "response": response}).decode()
+
+
+async def refuse() -> None:
+    raise RuntimeError("boom")  # not a closed connection: a bug somewhere below the sender
 
 
 def steer(text: object) -> Steer:
@@ -115,3 +160,55 @@ def test_events_of_the_response_are_not_taken() -> None:
     steering = SocketSteering()
     for event in ({"type": "response.output_text.delta", "delta": "x"}, {"type": "response.created"}):
         assert not steering.read(event)
+
+
+def crash_logs(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [entry for entry in logs if entry["log_level"] == "error"]
+
+
+async def test_a_send_that_fails_unexpectedly_is_logged_once_and_its_steer_fails_at_once() -> None:
+    sent, later = steer("a"), steer("b")
+    port, connection = Port(sent, later), Connection(refuse)
+    socket = upstream_socket(connection)
+    sender = SteerSender(port, socket)
+    with structlog.testing.capture_logs() as logs:
+        sender.start("resp_up_1")
+        await connection.steering.wait()
+        await sender.stop()
+    assert crash_logs(logs) == [
+        {
+            "event": "upstream.ws.steer_send_crashed",
+            "log_level": "error",
+            "upstream_response_id": "resp_up_1",
+            "error": "RuntimeError('boom')",
+        }
+    ]
+    assert port.calls == [("failed", sent, "response_not_active")]
+    assert port.messages == ["tether could not send the steering input upstream."]
+    assert not socket.steering.unresolved("resp_up_1")  # an answer it may still get is stray
+    assert sender.broken
+    assert port.queued == [later]  # nothing more goes up that socket: the turn's end answers it
+    assert len(connection.frames) == 1
+
+
+async def test_a_turn_whose_steer_could_not_be_sent_ends_without_the_answer_grace_and_gives_up_its_socket() -> None:
+    sent = steer("a")
+    port, connection = Port(sent), Connection(refuse)
+    socket = upstream_socket(connection)
+    connection.events.put_nowait(upstream_event("response.created", "in_progress"))
+
+    async def complete_once_steered() -> None:
+        await connection.steering.wait()
+        connection.events.put_nowait(upstream_event("response.completed", "completed"))
+
+    completing = asyncio.create_task(complete_once_steered())
+    turn = exchange(socket, {"type": "response.create"}, 60.0, sender=SteerSender(port, socket), answer_grace_s=0.01)
+    with structlog.testing.capture_logs() as logs:
+        async with contextlib.aclosing(turn) as events:
+            kinds = [event["type"] async for event in events]
+    await completing
+    assert kinds == ["response.created", "response.completed"]
+    assert port.calls == [("failed", sent, "response_not_active")]
+    assert port.messages == ["tether could not send the steering input upstream."]  # not "did not say" after grace
+    assert len(crash_logs(logs)) == 1
+    assert socket.in_response  # the pool closes it

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import orjson
+import structlog
 from websockets.exceptions import ConnectionClosed
 
 from tether.protocol.steer import STEER_ANSWER_EVENTS, Steer, known_error_code
@@ -30,6 +31,8 @@ from tether.types import JSONObject
 
 if TYPE_CHECKING:
     from tether.providers.responses_ws import SocketPool, UpstreamSocket
+
+_log = structlog.get_logger("tether.providers")
 
 
 @dataclass(eq=False, slots=True)
@@ -97,6 +100,10 @@ class SocketSteering:
         """The upstream started the successor of ``target``: its accepted steers are committed (the ports know)."""
         self.sent = [sent for sent in self.sent if not (sent.target == target and sent.upstream_id is not None)]
 
+    def withdraw(self, steer: Steer) -> None:
+        """Forget ``steer`` (tether answers it itself): an answer the upstream may still send for it is stray."""
+        self.sent = [sent for sent in self.sent if sent.steer is not steer]
+
     def abandon(self, message: str) -> None:
         """The socket goes away: whatever it carries fails."""
         sent, self.sent = self.sent, []
@@ -130,14 +137,20 @@ class SocketSteering:
 class SteerSender:
     """Sends a turn's steers up its socket while its response streams, as the client submits them: the port wakes
     it, and a task sends what has arrived, in order, then ends (so reading never waits, and a turn never steered
-    has no task)."""
+    has no task).
+
+    Attributes:
+        broken: a send failed in a way that leaves the socket in an unknown state: it sends nothing more, and the
+            socket must not carry another response.
+    """
 
     def __init__(self, port: SteeringPort, socket: UpstreamSocket) -> None:
         self.port = port
         self.socket = socket
+        self.broken = False
         self._target: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._sending = False
+        self._sending: Steer | None = None
         self._stopping = False
 
     def start(self, target: str) -> None:
@@ -150,12 +163,13 @@ class SteerSender:
         """Send nothing more (a steer being sent is sent whole first)."""
         self._stopping = True
         self.port.notify(None)
-        task, self._task = self._task, None
+        task = self._task
         if task is None:
             return
-        if not self._sending:  # not started yet: it has taken nothing
+        if self._sending is None:  # not started yet: it has taken nothing
             task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait({task})  # it raises nothing: an error of its own is logged and answered inside
+        self._task = None
 
     def cancel(self) -> None:
         """Stop now (the socket is being given up)."""
@@ -170,22 +184,34 @@ class SteerSender:
             self._task = asyncio.get_running_loop().create_task(self._send_arrived())
 
     async def _send_arrived(self) -> None:
+        steer: Steer | None = None
         try:
             while not self._stopping and self._target is not None:
                 steer = self.port.take()
                 if steer is None:
                     return
-                frame = self.socket.steering.frame(steer, self.port, self._target)
-                self._sending = True
+                self._sending = steer
                 try:
-                    await self.socket.connection.send(frame)
+                    await self.socket.connection.send(self.socket.steering.frame(steer, self.port, self._target))
                 except ConnectionClosed:
                     return  # the steer fails with the socket (SocketSteering.abandon)
                 finally:
-                    self._sending = False
+                    self._sending = None
+                steer = None  # sent: the upstream answers it
+        except Exception as error:  # a bug: logged once, and its steer answered now rather than after the grace
+            _log.error("upstream.ws.steer_send_crashed", upstream_response_id=self._target, error=repr(error))
+            self._give_up(steer, "tether could not send the steering input upstream.")
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
+
+    def _give_up(self, steer: Steer | None, message: str) -> None:
+        self.broken = True
+        self._stopping = True
+        self.port.notify(None)
+        if steer is not None:
+            self.socket.steering.withdraw(steer)
+            self.port.failed(steer, "response_not_active", message)
 
 
 @dataclass(eq=False, slots=True)

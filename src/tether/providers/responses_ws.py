@@ -369,11 +369,14 @@ async def exchange(
                 held_error = event
                 continue
             if kind in ANSWER_END_EVENTS:
-                if sender is not None:
-                    await sender.stop()
-                    sender.port.upstream_ended()
                 clean = True
-                if kind != "error" and upstream_id is not None:
+                if sender is not None:
+                    sender.port.upstream_ended()
+                    await sender.stop()
+                    if sender.broken:  # the socket is in an unknown state: its steers fail and it is closed
+                        socket.steering.abandon("The upstream connection carrying the steering input was given up.")
+                        socket.in_response, clean = True, False
+                if clean and kind != "error" and upstream_id is not None:
                     clean = await _read_steering_outcomes(socket, upstream_id, answer_grace_s)
                 if socket.successor is None and clean:
                     # A steer still unanswered (the response failed) may yet start something: not reused.
