@@ -56,7 +56,8 @@ class ProviderSettings(BaseModel):
         gt=0.0,
         description="openai-responses over WebSocket only: once a steered response has ended, how long the upstream"
         " may take to say what became of its steers (a successor, pending or failed) before they fail"
-        " response_not_active and its socket is closed.",
+        " response_not_active and its socket is closed; also how long a steer still being sent then may take to go"
+        " up.",
     )
     stateful: bool = Field(
         default=True,

@@ -25,6 +25,7 @@ class Port:
     def __init__(self, *queued: Steer) -> None:
         self.calls: list[tuple[str, Steer, object]] = []
         self.messages: list[str] = []
+        self.after_end: list[bool] = []  # for each failure: whether the upstream's response had ended
         self.queued = list(queued)
         self.ended = False
 
@@ -41,6 +42,7 @@ class Port:
     def failed(self, steer: Steer, code: SteerErrorCode, message: str) -> None:
         self.calls.append(("failed", steer, code))
         self.messages.append(message)
+        self.after_end.append(self.ended)
 
     def pending(self, steer: Steer, reason: str, required_input: list[JSONObject]) -> None:
         self.calls.append(("pending", steer, required_input))
@@ -83,6 +85,13 @@ def upstream_event(kind: str, status: str) -> str:
 
 async def refuse() -> None:
     raise RuntimeError("boom")  # not a closed connection: a bug somewhere below the sender
+
+
+async def stall() -> None:
+    await asyncio.Event().wait()  # the upstream stopped reading: the write buffer stays full
+
+
+HANG = 60.0  # only reached if the code under test hangs (a grace of 10 ms is what it waits)
 
 
 def steer(text: object) -> Steer:
@@ -174,7 +183,7 @@ async def test_a_send_that_fails_unexpectedly_is_logged_once_and_its_steer_fails
     with structlog.testing.capture_logs() as logs:
         sender.start("resp_up_1")
         await connection.steering.wait()
-        await sender.stop()
+        await sender.stop(60.0)
     assert crash_logs(logs) == [
         {
             "event": "upstream.ws.steer_send_crashed",
@@ -211,4 +220,40 @@ async def test_a_turn_whose_steer_could_not_be_sent_ends_without_the_answer_grac
     assert port.calls == [("failed", sent, "response_not_active")]
     assert port.messages == ["tether could not send the steering input upstream."]  # not "did not say" after grace
     assert len(crash_logs(logs)) == 1
+    assert socket.in_response  # the pool closes it
+
+
+async def test_a_send_the_upstream_does_not_take_is_given_up_after_the_grace() -> None:
+    stalled = steer("a")
+    port, connection = Port(stalled), Connection(stall)
+    socket = upstream_socket(connection)
+    sender = SteerSender(port, socket)
+    sender.start("resp_up_1")
+    await connection.steering.wait()
+    async with asyncio.timeout(HANG):
+        await sender.stop(0.01)
+    assert port.calls == [("failed", stalled, "response_not_active")]
+    assert port.messages == ["The upstream did not take the steering input within 0.01 s."]
+    assert not socket.steering.unresolved("resp_up_1")
+    assert sender.broken
+
+
+async def test_a_turn_whose_upstream_stopped_reading_ends_after_the_grace_and_gives_up_its_socket() -> None:
+    stalled = steer("a")
+    port, connection = Port(stalled), Connection(stall)
+    socket = upstream_socket(connection)
+    connection.events.put_nowait(upstream_event("response.created", "in_progress"))
+
+    async def complete_once_steered() -> None:
+        await connection.steering.wait()
+        connection.events.put_nowait(upstream_event("response.completed", "completed"))
+
+    completing = asyncio.create_task(complete_once_steered())
+    turn = exchange(socket, {"type": "response.create"}, HANG, sender=SteerSender(port, socket), answer_grace_s=0.01)
+    async with asyncio.timeout(HANG), contextlib.aclosing(turn) as events:
+        kinds = [event["type"] async for event in events]
+    await completing
+    assert kinds == ["response.created", "response.completed"]
+    assert port.calls == [("failed", stalled, "response_not_active")]
+    assert port.after_end == [True]  # so the engine sends the answer after the turn's terminal event
     assert socket.in_response  # the pool closes it

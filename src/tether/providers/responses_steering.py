@@ -159,8 +159,10 @@ class SteerSender:
             self._target = target
             self.port.notify(self._wake)  # which wakes it at once for steers submitted before
 
-    async def stop(self) -> None:
-        """Send nothing more (a steer being sent is sent whole first)."""
+    async def stop(self, grace_s: float) -> None:
+        """Send nothing more: a steer being sent is sent whole first, for at most ``grace_s`` (the socket is not read
+        meanwhile, so an upstream that stopped reading it would hold the turn); past that, its send is given up, it
+        fails ``response_not_active`` and the sender is broken."""
         self._stopping = True
         self.port.notify(None)
         task = self._task
@@ -168,7 +170,14 @@ class SteerSender:
             return
         if self._sending is None:  # not started yet: it has taken nothing
             task.cancel()
-        await asyncio.wait({task})  # it raises nothing: an error of its own is logged and answered inside
+        # It raises nothing: an error of its own is logged and answered inside.
+        done, _ = await asyncio.wait({task}, timeout=grace_s)
+        if not done:
+            stalled = self._sending
+            task.cancel()
+            await asyncio.wait({task})
+            _log.warning("upstream.ws.steer_send_stalled", upstream_response_id=self._target, grace_s=grace_s)
+            self._give_up(stalled, f"The upstream did not take the steering input within {grace_s:g} s.")
         self._task = None
 
     def cancel(self) -> None:

@@ -313,7 +313,9 @@ async def exchange(
     taken out of the stream (:class:`~tether.providers.responses_steering.SocketSteering`). Once the response has
     ended, the socket is read on (for at most ``answer_grace_s``) until every steer sent for it has its outcome: a
     successor's ``response.created`` (kept as ``socket.successor``; the socket then stays in the response chain),
-    ``response.steer.pending`` or ``response.steer.failed``. ``frame=None`` with ``first`` (a successor's
+    ``response.steer.pending`` or ``response.steer.failed``. A steer still being sent at the response's end gets as
+    long to go up (an upstream that stopped reading the socket costs the steer and the socket, not the turn).
+    ``frame=None`` with ``first`` (a successor's
     ``response.created``, read already) reads a successor instead of creating a response.
 
     Raises:
@@ -372,7 +374,7 @@ async def exchange(
                 clean = True
                 if sender is not None:
                     sender.port.upstream_ended()
-                    await sender.stop()
+                    await sender.stop(answer_grace_s)
                     if sender.broken:  # the socket is in an unknown state: its steers fail and it is closed
                         socket.steering.abandon("The upstream connection carrying the steering input was given up.")
                         socket.in_response, clean = True, False
