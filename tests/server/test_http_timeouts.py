@@ -217,16 +217,12 @@ def test_a_half_close_with_nothing_in_flight_closes_the_connection(server: Runni
 HUGE = 40 * 1024 * 1024
 
 
-def test_after_a_413_the_rest_of_a_huge_body_is_not_read_and_the_connection_closes(make_server: ServerFactory) -> None:
-    """The server answered 413 at once, then read and discarded all 40 MB the client went on sending, and kept the
-    connection open. Now it reads a bounded amount more (so the client can read the 413) and closes."""
-    server = make_server(max_body_bytes=4096)
+def send_a_huge_body(server: RunningServer, head: bytes) -> tuple[int, bytes]:
+    """Send ``head`` with a content-length of :data:`HUGE`, then body bytes until the server stops taking them (or all
+    of them); return how many were sent and all the server answered before it closed."""
     received: list[bytes] = []
     with socket.create_connection((server.host, server.port)) as sock:
-        sock.sendall(
-            b"POST /v1/responses HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n" % HUGE
-        )
+        sock.sendall(head + b"content-length: %d\r\n\r\n" % HUGE)
         reader = threading.Thread(target=lambda: received.append(read_until_closed(sock)))
         reader.start()
         sent = 0
@@ -238,9 +234,18 @@ def test_after_a_413_the_rest_of_a_huge_body_is_not_read_and_the_connection_clos
         except (BrokenPipeError, ConnectionResetError):
             pass
         reader.join()
+    return sent, received[0]
+
+
+def test_after_a_413_the_rest_of_a_huge_body_is_not_read_and_the_connection_closes(make_server: ServerFactory) -> None:
+    """The server answered 413 at once, then read and discarded all 40 MB the client went on sending, and kept the
+    connection open. Now it reads a bounded amount more (so the client can read the 413) and closes."""
+    server = make_server(max_body_bytes=4096)
+    head_sent = b"POST /v1/responses HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\n"
+    sent, answer = send_a_huge_body(server, head_sent)
     assert sent < HUGE // 2, sent  # the server stopped reading, far short of the body
-    head, _, body = received[0].partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413 "), received[0][:200]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
     assert b"connection: close" in head.lower()
     assert orjson.loads(body)["error"]["code"] == "request_too_large"
 
@@ -276,26 +281,11 @@ def test_a_401_before_the_body_is_read_closes_the_connection(make_server: Server
     read and discarded all of the body the unauthenticated client went on sending, however large (past the body
     limit too, which only reading it checks). Now the 401 says connection: close and the close lingers, as a 413's."""
     server = make_server(api_keys={"sk-right": "tenant"})
-    received: list[bytes] = []
-    with socket.create_connection((server.host, server.port)) as sock:
-        sock.sendall(
-            b"POST %s HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\nauthorization: Bearer sk-wrong\r\n"
-            b"content-length: %d\r\n\r\n" % (path.encode(), HUGE)
-        )
-        reader = threading.Thread(target=lambda: received.append(read_until_closed(sock)))
-        reader.start()
-        sent = 0
-        chunk = b"x" * 65536
-        try:
-            while sent < HUGE:
-                sock.sendall(chunk)
-                sent += len(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        reader.join()
+    head_sent = b"POST %s HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\nauthorization: Bearer sk-wrong\r\n"
+    sent, answer = send_a_huge_body(server, head_sent % path.encode())
     assert sent < HUGE // 2, sent
-    head, _, body = received[0].partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 401 "), received[0][:200]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert b"connection: close" in head.lower()
     assert orjson.loads(body)["error"]["code"] == "invalid_api_key"
 
