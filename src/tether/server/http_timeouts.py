@@ -217,7 +217,10 @@ class TimedH11Protocol(H11Protocol):
             self.transport.write(_timeout_response(phase, timeout))
         if self.cycle is not None:
             self.cycle.keep_alive = False
-        self.transport.close()
+        # A client cut mid-body is often still sending: closing at once would answer its next bytes with a reset,
+        # which can reach it before the 408 does (and a kernel drops what it had not read yet). The close lingers,
+        # as after a 413; past the headers' deadline nothing is in flight, and it closes at once.
+        self.close_after_unread_body()
 
 
 class _LingeringClose:
