@@ -200,17 +200,22 @@ async def test_a_send_that_fails_unexpectedly_is_logged_once_and_its_steer_fails
     assert len(connection.frames) == 1
 
 
-async def test_a_turn_whose_steer_could_not_be_sent_ends_without_the_answer_grace_and_gives_up_its_socket() -> None:
-    sent = steer("a")
-    port, connection = Port(sent), Connection(refuse)
-    socket = upstream_socket(connection)
+def stream_until_steered_then_complete(connection: Connection) -> asyncio.Task[None]:
+    """The upstream's side of a steered turn: ``response.created`` now, ``response.completed`` once a steer went up."""
     connection.events.put_nowait(upstream_event("response.created", "in_progress"))
 
     async def complete_once_steered() -> None:
         await connection.steering.wait()
         connection.events.put_nowait(upstream_event("response.completed", "completed"))
 
-    completing = asyncio.create_task(complete_once_steered())
+    return asyncio.create_task(complete_once_steered())
+
+
+async def test_a_turn_whose_steer_could_not_be_sent_ends_without_the_answer_grace_and_gives_up_its_socket() -> None:
+    sent = steer("a")
+    port, connection = Port(sent), Connection(refuse)
+    socket = upstream_socket(connection)
+    completing = stream_until_steered_then_complete(connection)
     turn = exchange(socket, {"type": "response.create"}, 60.0, sender=SteerSender(port, socket), answer_grace_s=0.01)
     with structlog.testing.capture_logs() as logs:
         async with contextlib.aclosing(turn) as events:
@@ -242,13 +247,7 @@ async def test_a_turn_whose_upstream_stopped_reading_ends_after_the_grace_and_gi
     stalled = steer("a")
     port, connection = Port(stalled), Connection(stall)
     socket = upstream_socket(connection)
-    connection.events.put_nowait(upstream_event("response.created", "in_progress"))
-
-    async def complete_once_steered() -> None:
-        await connection.steering.wait()
-        connection.events.put_nowait(upstream_event("response.completed", "completed"))
-
-    completing = asyncio.create_task(complete_once_steered())
+    completing = stream_until_steered_then_complete(connection)
     turn = exchange(socket, {"type": "response.create"}, HANG, sender=SteerSender(port, socket), answer_grace_s=0.01)
     async with asyncio.timeout(HANG), contextlib.aclosing(turn) as events:
         kinds = [event["type"] async for event in events]
